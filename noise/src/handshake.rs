@@ -1,0 +1,486 @@
+//! The `Noise_IK_25519_ChaChaPoly_SHA256` handshake (spec §5.3, §7.5) as an
+//! explicit state machine per role.
+//!
+//! ```text
+//! IK:
+//!   <- s
+//!   ...
+//!   -> e, es, s, ss
+//!   <- e, ee, se
+//! ```
+//!
+//! Initiator: [`Initiator`] --`write_message`--> [`InitiatorWaiting`]
+//! --`read_message`--> [`Transport`].
+//!
+//! Responder: [`Responder::read_message`] --> [`ResponderPending`] (the
+//! caller inspects the initiator's static key and payload) --`write_message`-->
+//! [`Transport`].
+//!
+//! Every transition consumes the previous state, so a state can never be used
+//! twice and a failed step aborts the handshake (spec §5.3: "If an error is
+//! signaled ... the handshake has failed"). No message is ever sliced
+//! without a length check.
+//!
+//! Security note on the first payload (spec §7.7, IK message 1: source
+//! property 1, destination property 2): it is encrypted to the responder's
+//! static key and authenticated by the initiator's static key, but it can be
+//! *replayed* by an attacker and is not forward secret against compromise of
+//! the responder's static key. Do not act on it in a non-idempotent way
+//! before the handshake completes.
+
+use core::fmt;
+
+use crate::error::NoiseError;
+use crate::keys::{HexBytes, PUBLIC_KEY_LEN, SECRET_KEY_LEN, StaticKeypair};
+use crate::session::Transport;
+use crate::symmetric::{MAX_MESSAGE_LEN, SymmetricState, TAG_LEN};
+
+/// The full Noise protocol name (spec §8), hashed into the initial state.
+pub const PROTOCOL_NAME: &str = "Noise_IK_25519_ChaChaPoly_SHA256";
+
+/// Length of the encrypted static key in message 1: the 32-byte public key
+/// plus its authentication tag (`-> s` after `es`, so it is encrypted).
+const ENCRYPTED_STATIC_LEN: usize = PUBLIC_KEY_LEN + TAG_LEN;
+
+/// Smallest IK message 1 (`-> e, es, s, ss` with an empty payload):
+/// `e` (32) + encrypted `s` (32 + 16) + payload tag (16) = 96 bytes.
+pub const INITIATION_MIN_LEN: usize = PUBLIC_KEY_LEN + ENCRYPTED_STATIC_LEN + TAG_LEN;
+
+/// Smallest IK message 2 (`<- e, ee, se` with an empty payload):
+/// `e` (32) + payload tag (16) = 48 bytes.
+pub const RESPONSE_MIN_LEN: usize = PUBLIC_KEY_LEN + TAG_LEN;
+
+/// Largest payload that fits in message 1 without exceeding the 65535-byte
+/// Noise message limit.
+pub const MAX_INITIATION_PAYLOAD_LEN: usize = MAX_MESSAGE_LEN - INITIATION_MIN_LEN;
+
+/// Largest payload that fits in message 2 without exceeding the 65535-byte
+/// Noise message limit.
+pub const MAX_RESPONSE_PAYLOAD_LEN: usize = MAX_MESSAGE_LEN - RESPONSE_MIN_LEN;
+
+/// Runs `Initialize()` (spec §5.3) for IK: both roles start from the same
+/// state, which already commits to the prologue and the responder's static key.
+fn initialize(prologue: &[u8], responder_static: &[u8; PUBLIC_KEY_LEN]) -> SymmetricState {
+    // "Calls InitializeSymmetric(protocol_name)."
+    let mut symmetric = SymmetricState::initialize(PROTOCOL_NAME.as_bytes());
+    // "Calls MixHash(prologue)."
+    symmetric.mix_hash(prologue);
+    // "Calls MixHash() once for each public key listed in the pre-messages
+    // from handshake_pattern": IK's pre-message is `<- s`, the responder's
+    // static public key.
+    symmetric.mix_hash(responder_static);
+    symmetric
+}
+
+/// Checks a received message's length against `minimum` and the Noise maximum.
+fn check_received_len(message: &[u8], minimum: usize) -> Result<(), NoiseError> {
+    if message.len() < minimum {
+        return Err(NoiseError::Truncated {
+            actual: message.len(),
+            minimum,
+        });
+    }
+    if message.len() > MAX_MESSAGE_LEN {
+        return Err(NoiseError::MessageTooLarge {
+            actual: message.len(),
+            maximum: MAX_MESSAGE_LEN,
+        });
+    }
+    Ok(())
+}
+
+/// Checks that a message of `overhead + payload_len` bytes stays within the
+/// Noise maximum.
+fn check_outgoing_len(overhead: usize, payload_len: usize) -> Result<(), NoiseError> {
+    let actual = overhead.saturating_add(payload_len);
+    if actual > MAX_MESSAGE_LEN {
+        return Err(NoiseError::MessageTooLarge {
+            actual,
+            maximum: MAX_MESSAGE_LEN,
+        });
+    }
+    Ok(())
+}
+
+/// Splits the leading public key off `message`.
+fn take_public_key(message: &[u8]) -> Result<([u8; PUBLIC_KEY_LEN], &[u8]), NoiseError> {
+    let (key, rest) =
+        message
+            .split_first_chunk::<PUBLIC_KEY_LEN>()
+            .ok_or(NoiseError::Truncated {
+                actual: message.len(),
+                minimum: PUBLIC_KEY_LEN,
+            })?;
+    Ok((*key, rest))
+}
+
+/// IK initiator, before sending message 1. Knows the responder's static key.
+pub struct Initiator {
+    /// Symmetric state after `Initialize()`.
+    symmetric: SymmetricState,
+    /// `s`: the local static key pair.
+    s: StaticKeypair,
+    /// `e`: the ephemeral key pair to send in message 1.
+    e: StaticKeypair,
+    /// `rs`: the responder's static public key.
+    rs: [u8; PUBLIC_KEY_LEN],
+}
+
+impl Initiator {
+    /// Starts IK toward a responder whose static key is known, with a fresh
+    /// random ephemeral key. Both sides must use the same `prologue`.
+    ///
+    /// A low-order `remote_static` is detected when message 1 is written
+    /// ([`NoiseError::LowOrderDh`]); use [`crate::validate_public_key`] to
+    /// check untrusted keys earlier.
+    #[must_use]
+    pub fn new(
+        local: &StaticKeypair,
+        remote_static: [u8; PUBLIC_KEY_LEN],
+        prologue: &[u8],
+    ) -> Self {
+        Self::with_ephemeral_keypair(local, remote_static, prologue, StaticKeypair::generate())
+    }
+
+    /// Like [`Initiator::new`] but with a fixed ephemeral private key.
+    ///
+    /// For test vectors only: reusing an ephemeral key destroys the
+    /// handshake's security.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn with_ephemeral(
+        local: &StaticKeypair,
+        remote_static: [u8; PUBLIC_KEY_LEN],
+        prologue: &[u8],
+        ephemeral_secret: [u8; SECRET_KEY_LEN],
+    ) -> Self {
+        Self::with_ephemeral_keypair(
+            local,
+            remote_static,
+            prologue,
+            StaticKeypair::from_secret_bytes(ephemeral_secret),
+        )
+    }
+
+    /// Shared constructor.
+    fn with_ephemeral_keypair(
+        local: &StaticKeypair,
+        remote_static: [u8; PUBLIC_KEY_LEN],
+        prologue: &[u8],
+        e: StaticKeypair,
+    ) -> Self {
+        Self {
+            symmetric: initialize(prologue, &remote_static),
+            s: local.clone(),
+            e,
+            rs: remote_static,
+        }
+    }
+
+    /// Writes message 1, `-> e, es, s, ss`, carrying `payload`. Returns the
+    /// message and the state awaiting the response.
+    ///
+    /// # Errors
+    ///
+    /// [`NoiseError::MessageTooLarge`] if the payload exceeds
+    /// [`MAX_INITIATION_PAYLOAD_LEN`]; [`NoiseError::LowOrderDh`] if the
+    /// responder's static key is a low-order point.
+    pub fn write_message(self, payload: &[u8]) -> Result<(Vec<u8>, InitiatorWaiting), NoiseError> {
+        check_outgoing_len(INITIATION_MIN_LEN, payload.len())?;
+        let Self {
+            mut symmetric,
+            s,
+            e,
+            rs,
+        } = self;
+        let mut message = Vec::with_capacity(INITIATION_MIN_LEN + payload.len());
+
+        // e: "Sets e (which must be empty) to GENERATE_KEYPAIR(). Appends
+        // e.public_key to the buffer. Calls MixHash(e.public_key)."
+        let e_public = e.public_key();
+        message.extend_from_slice(&e_public);
+        symmetric.mix_hash(&e_public);
+
+        // es: "Calls MixKey(DH(e, rs)) if initiator".
+        symmetric.mix_key(e.dh(&rs)?.as_bytes());
+
+        // s: "Appends EncryptAndHash(s.public_key) to the buffer."
+        message.extend_from_slice(&symmetric.encrypt_and_hash(&s.public_key())?);
+
+        // ss: "Calls MixKey(DH(s, rs))."
+        symmetric.mix_key(s.dh(&rs)?.as_bytes());
+
+        // payload: "Appends EncryptAndHash(payload) to the buffer."
+        message.extend_from_slice(&symmetric.encrypt_and_hash(payload)?);
+
+        Ok((
+            message,
+            InitiatorWaiting {
+                symmetric,
+                s,
+                e,
+                rs,
+            },
+        ))
+    }
+}
+
+impl fmt::Debug for Initiator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Initiator")
+            .field("symmetric", &self.symmetric)
+            .field("s", &self.s)
+            .field("e", &self.e)
+            .field("rs", &HexBytes(&self.rs))
+            .finish()
+    }
+}
+
+/// IK initiator after sending message 1, waiting for message 2.
+pub struct InitiatorWaiting {
+    /// Symmetric state after message 1.
+    symmetric: SymmetricState,
+    /// `s`: the local static key pair.
+    s: StaticKeypair,
+    /// `e`: the ephemeral key pair sent in message 1.
+    e: StaticKeypair,
+    /// `rs`: the responder's static public key.
+    rs: [u8; PUBLIC_KEY_LEN],
+}
+
+impl InitiatorWaiting {
+    /// Reads message 2, `<- e, ee, se`. Returns the responder's payload and
+    /// the transport keys.
+    ///
+    /// # Errors
+    ///
+    /// [`NoiseError::Truncated`] / [`NoiseError::MessageTooLarge`] for bad
+    /// lengths, [`NoiseError::LowOrderDh`] for a low-order ephemeral key,
+    /// [`NoiseError::Decrypt`] if the message was not produced by the
+    /// expected responder for this message 1 (or was tampered with).
+    pub fn read_message(self, message: &[u8]) -> Result<(Vec<u8>, Transport), NoiseError> {
+        check_received_len(message, RESPONSE_MIN_LEN)?;
+        let Self {
+            mut symmetric,
+            s,
+            e,
+            rs,
+        } = self;
+
+        // e: "Sets re (which must be empty) to the next DHLEN bytes from the
+        // message. Calls MixHash(re.public_key)."
+        let (re, rest) = take_public_key(message)?;
+        symmetric.mix_hash(&re);
+
+        // ee: "Calls MixKey(DH(e, re))."
+        symmetric.mix_key(e.dh(&re)?.as_bytes());
+
+        // se: "Calls MixKey(DH(s, re)) if initiator".
+        symmetric.mix_key(s.dh(&re)?.as_bytes());
+
+        // payload: "Calls DecryptAndHash() on the remaining bytes of the
+        // message and stores the output into payload_buffer."
+        let payload = symmetric.decrypt_and_hash(rest)?;
+
+        // "If there are no more message patterns returns two new CipherState
+        // objects by calling Split()." The initiator sends with c1.
+        let (c1, c2, handshake_hash) = symmetric.split();
+        Ok((payload, Transport::new(c1, c2, handshake_hash, rs)))
+    }
+}
+
+impl fmt::Debug for InitiatorWaiting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InitiatorWaiting")
+            .field("symmetric", &self.symmetric)
+            .field("s", &self.s)
+            .field("e", &self.e)
+            .field("rs", &HexBytes(&self.rs))
+            .finish()
+    }
+}
+
+/// IK responder entry point: reads message 1.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Responder;
+
+impl Responder {
+    /// Reads message 1, `-> e, es, s, ss`, addressed to `local`. Returns a
+    /// state exposing the initiator's static key and payload, so the caller
+    /// can decide (e.g. check the key against a directory) before answering.
+    ///
+    /// # Errors
+    ///
+    /// [`NoiseError::Truncated`] / [`NoiseError::MessageTooLarge`] for bad
+    /// lengths, [`NoiseError::LowOrderDh`] for low-order keys,
+    /// [`NoiseError::Decrypt`] if the message is not for `local` under this
+    /// prologue (or was tampered with).
+    pub fn read_message(
+        local: &StaticKeypair,
+        prologue: &[u8],
+        message: &[u8],
+    ) -> Result<ResponderPending, NoiseError> {
+        Self::read_message_with_keypair(local, prologue, message, None)
+    }
+
+    /// Like [`Responder::read_message`] but with a fixed ephemeral private
+    /// key for message 2.
+    ///
+    /// For test vectors only: reusing an ephemeral key destroys the
+    /// handshake's security.
+    ///
+    /// # Errors
+    ///
+    /// As [`Responder::read_message`].
+    #[doc(hidden)]
+    pub fn read_message_with_ephemeral(
+        local: &StaticKeypair,
+        prologue: &[u8],
+        message: &[u8],
+        ephemeral_secret: [u8; SECRET_KEY_LEN],
+    ) -> Result<ResponderPending, NoiseError> {
+        Self::read_message_with_keypair(
+            local,
+            prologue,
+            message,
+            Some(StaticKeypair::from_secret_bytes(ephemeral_secret)),
+        )
+    }
+
+    /// Shared implementation; `e` is generated after successful
+    /// authentication when not supplied.
+    fn read_message_with_keypair(
+        local: &StaticKeypair,
+        prologue: &[u8],
+        message: &[u8],
+        e: Option<StaticKeypair>,
+    ) -> Result<ResponderPending, NoiseError> {
+        check_received_len(message, INITIATION_MIN_LEN)?;
+        let s = local.clone();
+        let mut symmetric = initialize(prologue, &s.public_key());
+
+        // e: "Sets re (which must be empty) to the next DHLEN bytes from the
+        // message. Calls MixHash(re.public_key)."
+        let (re, rest) = take_public_key(message)?;
+        symmetric.mix_hash(&re);
+
+        // es: "MixKey(DH(s, re)) if responder."
+        symmetric.mix_key(s.dh(&re)?.as_bytes());
+
+        // s: "Sets temp to the next DHLEN + 16 bytes of the message if
+        // HasKey() == True, or to the next DHLEN bytes otherwise. Sets rs
+        // (which must be empty) to DecryptAndHash(temp)." (HasKey() is true
+        // after es.)
+        let (encrypted_static, rest) =
+            rest.split_first_chunk::<ENCRYPTED_STATIC_LEN>()
+                .ok_or(NoiseError::Truncated {
+                    actual: message.len(),
+                    minimum: INITIATION_MIN_LEN,
+                })?;
+        let rs: [u8; PUBLIC_KEY_LEN] = symmetric
+            .decrypt_and_hash(encrypted_static)?
+            .as_slice()
+            .try_into()
+            // Unreachable: a 48-byte ciphertext decrypts to 32 bytes.
+            .map_err(|_| NoiseError::InvalidPublicKey)?;
+
+        // ss: "Calls MixKey(DH(s, rs))."
+        symmetric.mix_key(s.dh(&rs)?.as_bytes());
+
+        // payload: "Calls DecryptAndHash() on the remaining bytes of the
+        // message and stores the output into payload_buffer."
+        let payload = symmetric.decrypt_and_hash(rest)?;
+
+        Ok(ResponderPending {
+            symmetric,
+            e: e.unwrap_or_else(StaticKeypair::generate),
+            rs,
+            re,
+            payload,
+        })
+    }
+}
+
+/// IK responder after reading message 1, before answering.
+///
+/// Exposes the initiator's (authenticated) static key and payload. Dropping
+/// this value rejects the initiator without answering.
+pub struct ResponderPending {
+    /// Symmetric state after message 1.
+    symmetric: SymmetricState,
+    /// `e`: the ephemeral key pair to send in message 2 (IK's second message
+    /// does not use the responder's static key, so it is not kept).
+    e: StaticKeypair,
+    /// `rs`: the initiator's static public key, decrypted from message 1.
+    rs: [u8; PUBLIC_KEY_LEN],
+    /// `re`: the initiator's ephemeral public key.
+    re: [u8; PUBLIC_KEY_LEN],
+    /// Decrypted payload of message 1.
+    payload: Vec<u8>,
+}
+
+impl ResponderPending {
+    /// The initiator's static public key, authenticated by message 1.
+    #[must_use]
+    pub fn remote_static(&self) -> [u8; PUBLIC_KEY_LEN] {
+        self.rs
+    }
+
+    /// The payload of message 1 (replayable: see the module docs).
+    #[must_use]
+    pub fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+
+    /// Writes message 2, `<- e, ee, se`, carrying `payload`. Returns the
+    /// message and the transport keys.
+    ///
+    /// # Errors
+    ///
+    /// [`NoiseError::MessageTooLarge`] if the payload exceeds
+    /// [`MAX_RESPONSE_PAYLOAD_LEN`]; [`NoiseError::LowOrderDh`] for
+    /// low-order initiator keys (already excluded by `read_message`).
+    pub fn write_message(self, payload: &[u8]) -> Result<(Vec<u8>, Transport), NoiseError> {
+        check_outgoing_len(RESPONSE_MIN_LEN, payload.len())?;
+        let Self {
+            mut symmetric,
+            e,
+            rs,
+            re,
+            payload: _,
+        } = self;
+        let mut message = Vec::with_capacity(RESPONSE_MIN_LEN + payload.len());
+
+        // e: "Sets e (which must be empty) to GENERATE_KEYPAIR(). Appends
+        // e.public_key to the buffer. Calls MixHash(e.public_key)."
+        let e_public = e.public_key();
+        message.extend_from_slice(&e_public);
+        symmetric.mix_hash(&e_public);
+
+        // ee: "Calls MixKey(DH(e, re))."
+        symmetric.mix_key(e.dh(&re)?.as_bytes());
+
+        // se: "MixKey(DH(e, rs)) if responder."
+        symmetric.mix_key(e.dh(&rs)?.as_bytes());
+
+        // payload: "Appends EncryptAndHash(payload) to the buffer."
+        message.extend_from_slice(&symmetric.encrypt_and_hash(payload)?);
+
+        // "If there are no more message patterns returns two new CipherState
+        // objects by calling Split()." The responder sends with c2.
+        let (c1, c2, handshake_hash) = symmetric.split();
+        Ok((message, Transport::new(c2, c1, handshake_hash, rs)))
+    }
+}
+
+impl fmt::Debug for ResponderPending {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponderPending")
+            .field("symmetric", &self.symmetric)
+            .field("e", &self.e)
+            .field("rs", &HexBytes(&self.rs))
+            .field("re", &HexBytes(&self.re))
+            .field("payload_len", &self.payload.len())
+            .finish()
+    }
+}

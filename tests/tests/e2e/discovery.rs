@@ -1,0 +1,490 @@
+//! Discovery against a real server on an ephemeral port, through a tonic client.
+
+use std::{collections::HashMap, time::Duration};
+
+use chat_proto::v1::{
+    KeepAliveRequest, LeaveRequest, ListRequest, MembershipEvent, RegisterRequest, WatchRequest,
+    membership_event::Kind,
+};
+use chat_tests::{Discovery, random_public_key, register, within};
+use futures::StreamExt;
+use tonic::{Code, Streaming};
+
+/// Reads the next event, failing the test if the stream ends or errs.
+async fn next(stream: &mut Streaming<MembershipEvent>) -> (Kind, String) {
+    let event = within("a membership event", stream.message())
+        .await
+        .expect("watch stream status")
+        .expect("watch stream ended");
+    (event.kind(), event.member.expect("member").name)
+}
+
+#[tokio::test]
+async fn watch_sees_join_leave_and_expiry_in_order() {
+    let discovery = Discovery::start_with(discovery_svc::Config {
+        ttl: Duration::from_millis(400),
+    })
+    .await;
+    let mut client = discovery.client().await;
+    let early = register(&mut client, "early").await;
+
+    let mut watch = client.watch(WatchRequest {}).await.unwrap().into_inner();
+    let first = within("snapshot", watch.message()).await.unwrap().unwrap();
+    assert_eq!(first.kind(), Kind::Joined);
+    assert!(
+        first.initial,
+        "members present at Watch come first, marked initial"
+    );
+
+    let alice = register(&mut client, "alice").await;
+    let _bob = register(&mut client, "bob").await;
+    client
+        .leave(LeaveRequest {
+            lease_id: alice.lease_id,
+            lease_token: alice.lease_token,
+        })
+        .await
+        .unwrap();
+    // Keep `early` alive; bob is never renewed and must expire.
+    client
+        .keep_alive(KeepAliveRequest {
+            lease_id: early.lease_id.clone(),
+            lease_token: early.lease_token.clone(),
+        })
+        .await
+        .unwrap();
+
+    assert_eq!(next(&mut watch).await, (Kind::Joined, "alice".into()));
+    assert_eq!(next(&mut watch).await, (Kind::Joined, "bob".into()));
+    assert_eq!(next(&mut watch).await, (Kind::Left, "alice".into()));
+    // `early` registered first, so its lease (renewed just now) runs out after bob's.
+    assert_eq!(next(&mut watch).await, (Kind::Expired, "bob".into()));
+
+    let err = client
+        .keep_alive(KeepAliveRequest {
+            lease_id: "0123456789abcdef".into(),
+            lease_token: "x".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    discovery.stop().await;
+}
+
+#[tokio::test]
+async fn a_live_name_with_another_key_is_already_taken() {
+    let discovery = Discovery::start().await;
+    let mut client = discovery.client().await;
+    let key = random_public_key();
+    let req = |key: Vec<u8>, address: &str| RegisterRequest {
+        name: "alice".into(),
+        address: address.into(),
+        public_key: key,
+    };
+    let first = client
+        .register(req(key.clone(), "127.0.0.1:1"))
+        .await
+        .unwrap()
+        .into_inner();
+
+    let err = client
+        .register(req(random_public_key(), "127.0.0.1:2"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists);
+    assert!(err.message().contains("alice"), "{}", err.message());
+
+    // The same key again is a restarted peer: it replaces the lease.
+    let second = client
+        .register(req(key, "127.0.0.1:3"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(first.lease_id, second.lease_id);
+    let members = client
+        .list(ListRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .members;
+    assert_eq!(members.len(), 1);
+    assert_eq!(members[0].address, "127.0.0.1:3");
+    let stale = client
+        .keep_alive(KeepAliveRequest {
+            lease_id: first.lease_id,
+            lease_token: first.lease_token,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(stale.code(), Code::NotFound, "the replaced lease is gone");
+}
+
+#[tokio::test]
+async fn only_the_lease_holder_can_renew_or_leave() {
+    let discovery = Discovery::start().await;
+    let mut client = discovery.client().await;
+    let alice = register(&mut client, "alice").await;
+    let mallory = register(&mut client, "mallory").await;
+
+    for token in [mallory.lease_token.clone(), "guess".into()] {
+        let err = client
+            .leave(LeaveRequest {
+                lease_id: alice.lease_id.clone(),
+                lease_token: token.clone(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied);
+        let err = client
+            .keep_alive(KeepAliveRequest {
+                lease_id: alice.lease_id.clone(),
+                lease_token: token,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied);
+    }
+    let names: Vec<String> = client
+        .list(ListRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .members
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
+    assert_eq!(names, ["alice", "mallory"]);
+
+    let err = client
+        .leave(LeaveRequest {
+            lease_id: "no-such-lease".into(),
+            lease_token: alice.lease_token.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn each_malformed_registration_is_invalid_argument_naming_the_rule() {
+    let discovery = Discovery::start().await;
+    let mut client = discovery.client().await;
+    let good_key = random_public_key();
+    let mut low_order = vec![0u8; 32];
+    low_order[0] = 1; // u = 1, a point of order 4
+    let long_name = "n".repeat(65);
+    let cases: Vec<(&str, &str, Vec<u8>, &str)> = vec![
+        (
+            "",
+            "127.0.0.1:1",
+            good_key.clone(),
+            "name must not be empty",
+        ),
+        (
+            &long_name,
+            "127.0.0.1:1",
+            good_key.clone(),
+            "name must be at most 64",
+        ),
+        (
+            "bad name",
+            "127.0.0.1:1",
+            good_key.clone(),
+            "name must be printable",
+        ),
+        (
+            "bell\u{7}",
+            "127.0.0.1:1",
+            good_key.clone(),
+            "name must be printable",
+        ),
+        (
+            "a",
+            "127.0.0.1",
+            good_key.clone(),
+            "address must be host:port",
+        ),
+        (
+            "a",
+            "127.0.0.1:0",
+            good_key.clone(),
+            "address must end in a port",
+        ),
+        (
+            "a",
+            "127.0.0.1:99999",
+            good_key.clone(),
+            "address must end in a port",
+        ),
+        (
+            "a",
+            "not a host:80",
+            good_key.clone(),
+            "address must be host:port",
+        ),
+        (
+            "a",
+            "127.0.0.1:1",
+            vec![9; 31],
+            "public_key must be 32 bytes, got 31",
+        ),
+        (
+            "a",
+            "127.0.0.1:1",
+            vec![],
+            "public_key must be 32 bytes, got 0",
+        ),
+        (
+            "a",
+            "127.0.0.1:1",
+            vec![0; 32],
+            "public_key must not be all zero",
+        ),
+        ("a", "127.0.0.1:1", low_order, "public_key is a low-order"),
+    ];
+    for (name, address, key, expected) in cases {
+        let err = client
+            .register(RegisterRequest {
+                name: name.into(),
+                address: address.into(),
+                public_key: key,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{name:?} {address:?}");
+        assert!(
+            err.message().starts_with(expected),
+            "{name:?} {address:?}: {:?} should start with {expected:?}",
+            err.message()
+        );
+    }
+    for (id, token, field) in [("", "t", "lease_id"), ("id", "", "lease_token")] {
+        let err = client
+            .keep_alive(KeepAliveRequest {
+                lease_id: id.into(),
+                lease_token: token.into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err.message().contains(field));
+    }
+    // An oversized request is refused before it is decoded.
+    let err = client
+        .register(RegisterRequest {
+            name: "a".into(),
+            address: "127.0.0.1:1".into(),
+            public_key: vec![1; 1 << 20],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    // Nothing was registered, and the server still serves.
+    assert!(
+        client
+            .list(ListRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .members
+            .is_empty()
+    );
+    register(&mut client, "still-serving").await;
+}
+
+#[tokio::test]
+async fn a_stalled_or_gone_watcher_does_not_disturb_the_others() {
+    let discovery = Discovery::start().await;
+    let mut client = discovery.client().await;
+    // Each watcher gets its own connection, as separate peers would. The
+    // stalled one has a small HTTP/2 stream window, so its stall reaches the
+    // server after 64 KiB rather than the default 2 MiB of client buffering
+    // (the connection window stays large: h2 budgets buffered small frames
+    // at half of it).
+    let slow_channel = tonic::transport::Endpoint::from_shared(discovery.url())
+        .unwrap()
+        .initial_stream_window_size(64 * 1024)
+        .initial_connection_window_size(1024 * 1024)
+        .connect()
+        .await
+        .unwrap();
+    let mut stalled = chat_proto::v1::discovery_client::DiscoveryClient::new(slow_channel)
+        .watch(WatchRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let gone = discovery
+        .client()
+        .await
+        .watch(WatchRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let mut live = discovery
+        .client()
+        .await
+        .watch(WatchRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    drop(gone);
+
+    // Enough churn to overflow the stalled watcher's backlog many times over.
+    let rounds = 2 * discovery_svc::service::WATCH_LAG_LIMIT;
+    let key = random_public_key();
+    let churn = async {
+        for i in 0..rounds {
+            let r = client
+                .register(RegisterRequest {
+                    name: format!("m{}", i % 8),
+                    address: "127.0.0.1:1".into(),
+                    public_key: key.clone(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            client
+                .leave(LeaveRequest {
+                    lease_id: r.lease_id,
+                    lease_token: r.lease_token,
+                })
+                .await
+                .unwrap();
+        }
+    };
+    let read_live = async {
+        let mut seen = 0;
+        while seen < 2 * rounds {
+            let event = live
+                .message()
+                .await
+                .expect("live watcher ok")
+                .expect("open");
+            let expected = if seen % 2 == 0 {
+                Kind::Joined
+            } else {
+                Kind::Left
+            };
+            assert_eq!(event.kind(), expected);
+            seen += 1;
+        }
+        seen
+    };
+    let ((), seen) = within(
+        "churn and the live watcher",
+        futures::future::join(churn, read_live),
+    )
+    .await;
+    assert_eq!(seen, 2 * rounds);
+
+    // The stalled watcher, reading at last, is told to watch again.
+    let status = within("the stalled watcher's end", async {
+        loop {
+            match stalled.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("stalled watcher ended without a status"),
+                Err(status) => break status,
+            }
+        }
+    })
+    .await;
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("call Watch again"),
+        "{}",
+        status.message()
+    );
+    discovery.stop().await;
+}
+
+#[tokio::test]
+async fn thousand_joins_and_leaves_from_fifty_clients_reach_every_watcher_once() {
+    const CLIENTS: usize = 50;
+    const PER_CLIENT: usize = 20;
+    let discovery = Discovery::start().await;
+    let mut watchers = Vec::new();
+    for _ in 0..3 {
+        let mut w = discovery
+            .client()
+            .await
+            .watch(WatchRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        watchers.push(tokio::spawn(async move {
+            let mut counts: HashMap<(String, i32), u32> = HashMap::new();
+            while counts.values().sum::<u32>() < (2 * CLIENTS * PER_CLIENT) as u32 {
+                let e = w.message().await.expect("watch ok").expect("watch open");
+                let name = e.member.as_ref().expect("member").name.clone();
+                *counts.entry((name, e.kind)).or_default() += 1;
+            }
+            counts
+        }));
+    }
+
+    let registered = futures::stream::iter(0..CLIENTS)
+        .map(|c| {
+            let url = discovery.url();
+            async move {
+                let mut client = chat_proto::v1::discovery_client::DiscoveryClient::connect(url)
+                    .await
+                    .unwrap();
+                let mut leases = Vec::new();
+                for i in 0..PER_CLIENT {
+                    leases.push(register(&mut client, &format!("c{c}-{i}")).await);
+                }
+                (client, leases)
+            }
+        })
+        .buffer_unordered(CLIENTS)
+        .collect::<Vec<_>>();
+    let registered = within("1,000 registrations", registered).await;
+    let mut lister = discovery.client().await;
+    let members = lister
+        .list(ListRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .members;
+    assert_eq!(members.len(), CLIENTS * PER_CLIENT);
+
+    let leaves = futures::stream::iter(registered)
+        .map(|(mut client, leases)| async move {
+            for lease in leases {
+                client
+                    .leave(LeaveRequest {
+                        lease_id: lease.lease_id,
+                        lease_token: lease.lease_token,
+                    })
+                    .await
+                    .unwrap();
+            }
+        })
+        .buffer_unordered(CLIENTS)
+        .collect::<Vec<_>>();
+    within("1,000 leaves", leaves).await;
+    assert!(
+        lister
+            .list(ListRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .members
+            .is_empty()
+    );
+
+    for watcher in watchers {
+        let counts = within("every event at a watcher", watcher).await.unwrap();
+        assert_eq!(
+            counts.len(),
+            2 * CLIENTS * PER_CLIENT,
+            "one JOINED and one LEFT per member"
+        );
+        assert!(counts.values().all(|&n| n == 1), "each event exactly once");
+        assert!(
+            counts
+                .keys()
+                .all(|(_, k)| *k == Kind::Joined as i32 || *k == Kind::Left as i32)
+        );
+    }
+}

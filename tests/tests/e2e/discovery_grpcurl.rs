@@ -1,0 +1,71 @@
+//! The real `discovery-svc` binary driven by the real `grpcurl`, with the
+//! commands the README shows.
+
+use base64::Engine;
+use chat_tests::{Process, random_public_key, run_grpcurl};
+
+/// Runs `grpcurl -plaintext FLAGS... ADDR REST...` and returns stdout, failing on error.
+async fn ok(addr: &str, flags: &[&str], rest: &[&str]) -> String {
+    let mut all = vec!["-plaintext"];
+    all.extend_from_slice(flags);
+    all.push(addr);
+    all.extend_from_slice(rest);
+    let (success, out, err) = run_grpcurl(&all).await;
+    assert!(success, "grpcurl {all:?} failed: {err}");
+    out
+}
+
+#[tokio::test]
+async fn readme_grpcurl_commands_work_against_the_real_binary() {
+    let process = Process::spawn("discovery-svc", &["--listen", "127.0.0.1:0"], &[]).await;
+    let addr = process.addr.clone();
+
+    let listed = ok(&addr, &[], &["list"]).await;
+    for service in ["chat.v1.Discovery", "grpc.health.v1.Health"] {
+        assert!(
+            listed.lines().any(|l| l == service),
+            "{service} missing from {listed}"
+        );
+    }
+    assert!(
+        !listed.contains("chat.v1.Control"),
+        "discovery does not serve Control"
+    );
+
+    let described = ok(&addr, &[], &["describe", "chat.v1.Discovery"]).await;
+    for rpc in ["Register", "KeepAlive", "List", "Leave", "Watch"] {
+        assert!(described.contains(&format!("rpc {rpc} (")), "{rpc} missing");
+    }
+
+    let key = base64::engine::general_purpose::STANDARD.encode(random_public_key());
+    let body = format!(r#"{{"name":"alice","address":"127.0.0.1:50061","public_key":"{key}"}}"#);
+    let registered = ok(&addr, &["-d", &body], &["chat.v1.Discovery/Register"]).await;
+    let json: serde_json::Value = serde_json::from_str(&registered).unwrap();
+    let lease_id = json["leaseId"].as_str().unwrap().to_owned();
+    let token = json["leaseToken"].as_str().unwrap().to_owned();
+    assert_eq!(json["ttlSeconds"], 10);
+
+    let listed = ok(&addr, &[], &["chat.v1.Discovery/List"]).await;
+    let json: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(json["members"][0]["name"], "alice");
+    assert_eq!(json["members"][0]["publicKey"], key.as_str());
+
+    let lease = format!(r#"{{"lease_id":"{lease_id}","lease_token":"{token}"}}"#);
+    let renewed = ok(&addr, &["-d", &lease], &["chat.v1.Discovery/KeepAlive"]).await;
+    assert!(renewed.contains("\"ttlSeconds\": 10"), "{renewed}");
+    ok(&addr, &["-d", &lease], &["chat.v1.Discovery/Leave"]).await;
+    let listed = ok(&addr, &[], &["chat.v1.Discovery/List"]).await;
+    let json: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert!(json.get("members").is_none(), "nobody left: {listed}");
+
+    // A second Leave: the lease is gone, and grpcurl shows NOT_FOUND.
+    let (success, _, err) =
+        run_grpcurl(&["-plaintext", "-d", &lease, &addr, "chat.v1.Discovery/Leave"]).await;
+    assert!(!success);
+    assert!(err.contains("NotFound"), "{err}");
+
+    let health = ok(&addr, &[], &["grpc.health.v1.Health/Check"]).await;
+    assert!(health.contains("SERVING"), "{health}");
+
+    assert!(process.terminate().await.success(), "clean exit on SIGTERM");
+}
