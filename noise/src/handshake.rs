@@ -17,16 +17,19 @@
 //! [`Transport`].
 //!
 //! Every transition consumes the previous state, so a state can never be used
-//! twice and a failed step aborts the handshake (spec §5.3: "If an error is
-//! signaled ... the handshake has failed"). No message is ever sliced
+//! twice and a failed step aborts the handshake (spec §5.3: WriteMessage and
+//! ReadMessage perform their steps "aborting if any EncryptAndHash()" /
+//! "DecryptAndHash() call returns an error"). No message is ever sliced
 //! without a length check.
 //!
 //! Security note on the first payload (spec §7.7, IK message 1: source
 //! property 1, destination property 2): it is encrypted to the responder's
 //! static key and authenticated by the initiator's static key, but it can be
-//! *replayed* by an attacker and is not forward secret against compromise of
-//! the responder's static key. Do not act on it in a non-idempotent way
-//! before the handshake completes.
+//! *replayed* by an attacker, is not forward secret against compromise of the
+//! responder's static key, and its sender authentication is open to
+//! key-compromise impersonation (whoever holds the responder's static key can
+//! forge message 1 from any initiator). Do not act on it in a non-idempotent
+//! way before the handshake completes.
 
 use core::fmt;
 
@@ -482,5 +485,63 @@ impl fmt::Debug for ResponderPending {
             .field("re", &HexBytes(&self.re))
             .field("payload_len", &self.payload.len())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Builds message 1 by hand, as an attacker could, with an arbitrary
+    /// claimed static key `claimed_s` and `ss` input `ss_input`.
+    fn forged_msg1(
+        responder: &StaticKeypair,
+        prologue: &[u8],
+        claimed_s: &[u8; PUBLIC_KEY_LEN],
+        ss_input: &[u8],
+    ) -> Vec<u8> {
+        let e = StaticKeypair::generate();
+        let mut symmetric = initialize(prologue, &responder.public_key());
+        let mut message = e.public_key().to_vec();
+        symmetric.mix_hash(&e.public_key());
+        symmetric.mix_key(e.dh(&responder.public_key()).unwrap().as_bytes());
+        message.extend(symmetric.encrypt_and_hash(claimed_s).unwrap());
+        symmetric.mix_key(ss_input);
+        message.extend(symmetric.encrypt_and_hash(b"forged").unwrap());
+        message
+    }
+
+    #[test]
+    fn forged_construction_is_valid_for_a_real_key() {
+        let bob = StaticKeypair::generate();
+        let alice = StaticKeypair::generate();
+        let ss = alice.dh(&bob.public_key()).unwrap();
+        let msg = forged_msg1(&bob, b"p", &alice.public_key(), ss.as_bytes());
+        let pending = Responder::read_message(&bob, b"p", &msg).unwrap();
+        assert_eq!(pending.remote_static(), alice.public_key());
+        assert_eq!(pending.payload(), b"forged");
+    }
+
+    #[test]
+    fn low_order_initiator_static_is_rejected_by_responder() {
+        let bob = StaticKeypair::generate();
+        let mut one = [0u8; PUBLIC_KEY_LEN];
+        one[0] = 1;
+        for point in [[0u8; PUBLIC_KEY_LEN], one] {
+            // An all-zero DH output is what a low-order static key yields.
+            let msg = forged_msg1(&bob, b"p", &point, &[0u8; PUBLIC_KEY_LEN]);
+            assert_eq!(
+                Responder::read_message(&bob, b"p", &msg).err(),
+                Some(NoiseError::LowOrderDh)
+            );
+        }
+    }
+
+    #[test]
+    fn min_lengths_follow_the_pattern() {
+        assert_eq!(INITIATION_MIN_LEN, 96);
+        assert_eq!(RESPONSE_MIN_LEN, 48);
+        assert_eq!(MAX_INITIATION_PAYLOAD_LEN, 65_535 - 96);
+        assert_eq!(MAX_RESPONSE_PAYLOAD_LEN, 65_535 - 48);
     }
 }

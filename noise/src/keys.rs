@@ -84,20 +84,23 @@ impl StaticKeypair {
         Self { secret, public }
     }
 
-    /// Noise `DH(key_pair, public_key)` (spec §12.1):
-    /// "Executes the Curve25519 DH function (aka "X25519" in RFC 7748) ...
-    /// Invalid public key values will produce an output of all zeros.
-    /// Alternatively, implementations are allowed to detect inputs that produce
-    /// an all-zeros output and signal an error instead."
+    /// Noise `DH(key_pair, public_key)` (spec §12.1): "Executes the
+    /// Curve25519 DH function (aka "X25519" in RFC 7748). Invalid public key
+    /// values will produce an output of all zeros. Alternatively,
+    /// implementations are allowed to detect inputs that produce an all-zeros
+    /// output and signal an error instead."
     ///
-    /// This implementation signals [`NoiseError::LowOrderDh`].
+    /// This implementation takes the alternative and signals
+    /// [`NoiseError::LowOrderDh`] (a project requirement; the spec allows but
+    /// discourages the check, which never affects honest peers).
     pub(crate) fn dh(
         &self,
         remote_public: &[u8; PUBLIC_KEY_LEN],
     ) -> Result<SharedSecret, NoiseError> {
         let shared = self.secret.diffie_hellman(&PublicKey::from(*remote_public));
-        // RFC 7748 §6.1: "check ... whether the resulting shared secret is the
-        // all-zero value and abort if so" (constant-time comparison).
+        // RFC 7748 §6.1: both parties "MAY check, without leaking extra
+        // information about the value of K, whether K is the all-zero value
+        // and abort if so" (x25519-dalek compares in constant time).
         if shared.was_contributory() {
             Ok(shared)
         } else {

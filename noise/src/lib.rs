@@ -32,6 +32,7 @@
 //! SymmetricState, internal), [`handshake`] (IK roles), [`session`]
 //! (transport), [`replay`] (anti-replay window), [`error`].
 #![forbid(unsafe_code)]
+#![deny(missing_docs, missing_debug_implementations)]
 
 pub mod error;
 pub mod handshake;
@@ -48,6 +49,7 @@ pub use handshake::{
 pub use keys::{PUBLIC_KEY_LEN, SECRET_KEY_LEN, StaticKeypair, validate_public_key};
 pub use replay::{REPLAY_WINDOW_SIZE, ReplayWindow};
 pub use session::{
-    MAX_TRANSPORT_PAYLOAD_LEN, SESSION_ID_LEN, SessionId, TRANSPORT_MIN_LEN, Transport,
+    MAX_TRANSPORT_MESSAGE_LEN, MAX_TRANSPORT_PAYLOAD_LEN, SESSION_ID_LEN, SessionId,
+    TRANSPORT_MIN_LEN, Transport,
 };
 pub use symmetric::{MAX_MESSAGE_LEN, TAG_LEN};

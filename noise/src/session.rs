@@ -14,11 +14,14 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::NoiseError;
 use crate::keys::{HexBytes, PUBLIC_KEY_LEN};
-use crate::symmetric::{CipherKey, HASH_LEN, MAX_MESSAGE_LEN, RESERVED_NONCE, TAG_LEN};
+use crate::symmetric::{CipherKey, HASH_LEN, RESERVED_NONCE, TAG_LEN};
 
 /// Length in bytes of a [`SessionId`]: half of the 32-byte handshake hash,
 /// enough to make accidental collisions negligible (2^-64 birthday bound).
 pub const SESSION_ID_LEN: usize = 16;
+
+// The session id is a prefix of the handshake hash.
+const _: () = assert!(SESSION_ID_LEN <= HASH_LEN);
 
 /// Identifier of a session: the first [`SESSION_ID_LEN`] bytes of the
 /// handshake hash. Both peers compute the same value; it is public.
@@ -27,9 +30,15 @@ pub type SessionId = [u8; SESSION_ID_LEN];
 /// Smallest transport ciphertext: an empty plaintext plus its tag.
 pub const TRANSPORT_MIN_LEN: usize = TAG_LEN;
 
-/// Largest transport plaintext: the 65535-byte Noise message limit minus
-/// the tag.
-pub const MAX_TRANSPORT_PAYLOAD_LEN: usize = MAX_MESSAGE_LEN - TAG_LEN;
+/// Largest transport message (ciphertext with tag). Noise caps its messages
+/// at 65535 bytes because it frames them on a byte stream with a 16-bit
+/// length (spec §3); our envelopes are framed by gRPC instead, and a 64 KiB
+/// chat text plus its protobuf framing must fit, so the transport allows
+/// 1 MiB. Handshake messages keep the 65535-byte limit.
+pub const MAX_TRANSPORT_MESSAGE_LEN: usize = 1 << 20;
+
+/// Largest transport plaintext: [`MAX_TRANSPORT_MESSAGE_LEN`] minus the tag.
+pub const MAX_TRANSPORT_PAYLOAD_LEN: usize = MAX_TRANSPORT_MESSAGE_LEN - TAG_LEN;
 
 /// Transport keys produced by `Split()`, plus the handshake hash.
 ///
@@ -107,7 +116,9 @@ impl Transport {
         if counter == RESERVED_NONCE {
             return Err(NoiseError::NonceExhausted);
         }
-        let ciphertext = self.send.encrypt(counter, aad, plaintext)?;
+        let ciphertext = self
+            .send
+            .encrypt(counter, aad, plaintext, MAX_TRANSPORT_MESSAGE_LEN)?;
         // Keep seal_next() from ever handing out a counter used here.
         // `counter + 1` cannot overflow: counter < u64::MAX.
         self.next_send.fetch_max(counter + 1, Ordering::Relaxed);
@@ -125,10 +136,10 @@ impl Transport {
     /// [`MAX_TRANSPORT_PAYLOAD_LEN`] (no counter is consumed then).
     pub fn seal_next(&self, aad: &[u8], plaintext: &[u8]) -> Result<(u64, Vec<u8>), NoiseError> {
         let actual = plaintext.len().saturating_add(TAG_LEN);
-        if actual > MAX_MESSAGE_LEN {
+        if actual > MAX_TRANSPORT_MESSAGE_LEN {
             return Err(NoiseError::MessageTooLarge {
                 actual,
-                maximum: MAX_MESSAGE_LEN,
+                maximum: MAX_TRANSPORT_MESSAGE_LEN,
             });
         }
         // Relaxed suffices: read-modify-write operations on one atomic are
@@ -136,11 +147,13 @@ impl Transport {
         // memory is synchronized through it.
         let counter = self
             .next_send
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                (n < RESERVED_NONCE).then_some(n + 1)
-            })
+            // Hands out `n` unless it is the reserved 2^64-1, exactly the
+            // case where `n + 1` overflows.
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1))
             .map_err(|_| NoiseError::NonceExhausted)?;
-        let ciphertext = self.send.encrypt(counter, aad, plaintext)?;
+        let ciphertext = self
+            .send
+            .encrypt(counter, aad, plaintext, MAX_TRANSPORT_MESSAGE_LEN)?;
         Ok((counter, ciphertext))
     }
 
@@ -155,13 +168,14 @@ impl Transport {
     ///
     /// [`NoiseError::Decrypt`] if authentication fails (wrong key, counter,
     /// AAD or tampered ciphertext); [`NoiseError::Truncated`] below
-    /// [`TRANSPORT_MIN_LEN`]; [`NoiseError::MessageTooLarge`] above 65535
-    /// bytes; [`NoiseError::NonceExhausted`] for `counter == u64::MAX`.
+    /// [`TRANSPORT_MIN_LEN`]; [`NoiseError::MessageTooLarge`] above
+    /// [`MAX_TRANSPORT_MESSAGE_LEN`]; [`NoiseError::NonceExhausted`] for `counter == u64::MAX`.
     pub fn open(&self, counter: u64, aad: &[u8], ciphertext: &[u8]) -> Result<Vec<u8>, NoiseError> {
         if counter == RESERVED_NONCE {
             return Err(NoiseError::NonceExhausted);
         }
-        self.recv.decrypt(counter, aad, ciphertext)
+        self.recv
+            .decrypt(counter, aad, ciphertext, MAX_TRANSPORT_MESSAGE_LEN)
     }
 
     /// One past the highest counter sealed so far: the number of messages

@@ -80,17 +80,20 @@ impl CipherKey {
     /// with the nonce built from `n`. Output is `plaintext.len() + TAG_LEN` bytes.
     ///
     /// Callers ensure `n != RESERVED_NONCE`.
+    /// Refuses outputs longer than `max_len` ([`MAX_MESSAGE_LEN`] for Noise
+    /// messages; the transport passes its own, larger, framing limit).
     pub(crate) fn encrypt(
         &self,
         n: u64,
         ad: &[u8],
         plaintext: &[u8],
+        max_len: usize,
     ) -> Result<Vec<u8>, NoiseError> {
         let actual = plaintext.len().saturating_add(TAG_LEN);
-        if actual > MAX_MESSAGE_LEN {
+        if actual > max_len {
             return Err(NoiseError::MessageTooLarge {
                 actual,
-                maximum: MAX_MESSAGE_LEN,
+                maximum: max_len,
             });
         }
         self.aead
@@ -102,20 +105,22 @@ impl CipherKey {
                 },
             )
             // Unreachable: the AEAD only fails for inputs of ~2^38 bytes,
-            // far above the 65535-byte limit checked above.
+            // far above the limits checked above.
             .map_err(|_| NoiseError::MessageTooLarge {
                 actual,
-                maximum: MAX_MESSAGE_LEN,
+                maximum: max_len,
             })
     }
 
     /// `DECRYPT(k, n, ad, ciphertext)` (spec §4.2, §12.3). Fails with
     /// [`NoiseError::Decrypt`] if authentication fails.
+    /// Refuses inputs longer than `max_len`, as [`CipherKey::encrypt`].
     pub(crate) fn decrypt(
         &self,
         n: u64,
         ad: &[u8],
         ciphertext: &[u8],
+        max_len: usize,
     ) -> Result<Vec<u8>, NoiseError> {
         if ciphertext.len() < TAG_LEN {
             return Err(NoiseError::Truncated {
@@ -123,10 +128,10 @@ impl CipherKey {
                 minimum: TAG_LEN,
             });
         }
-        if ciphertext.len() > MAX_MESSAGE_LEN {
+        if ciphertext.len() > max_len {
             return Err(NoiseError::MessageTooLarge {
                 actual: ciphertext.len(),
-                maximum: MAX_MESSAGE_LEN,
+                maximum: max_len,
             });
         }
         self.aead
@@ -178,7 +183,7 @@ impl CipherState {
         if self.n == RESERVED_NONCE {
             return Err(NoiseError::NonceExhausted);
         }
-        let ciphertext = k.encrypt(self.n, ad, plaintext)?;
+        let ciphertext = k.encrypt(self.n, ad, plaintext, MAX_MESSAGE_LEN)?;
         self.n += 1;
         Ok(ciphertext)
     }
@@ -194,7 +199,7 @@ impl CipherState {
         if self.n == RESERVED_NONCE {
             return Err(NoiseError::NonceExhausted);
         }
-        let plaintext = k.decrypt(self.n, ad, ciphertext)?;
+        let plaintext = k.decrypt(self.n, ad, ciphertext, MAX_MESSAGE_LEN)?;
         self.n += 1;
         Ok(plaintext)
     }

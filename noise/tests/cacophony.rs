@@ -177,7 +177,7 @@ fn run_responder(v: &IkVector) -> Transport {
 /// initiator, so transport traffic starts initiator -> responder and
 /// alternates.
 fn initiator_sends(index: usize) -> bool {
-    index % 2 == 0
+    index.is_multiple_of(2)
 }
 
 #[test]

@@ -4,8 +4,8 @@
 //! handshake hashes, and refusal of tampered messages and wrong prologues.
 
 use chat_noise::{
-    Initiator, MAX_INITIATION_PAYLOAD_LEN, MAX_MESSAGE_LEN, MAX_RESPONSE_PAYLOAD_LEN,
-    MAX_TRANSPORT_PAYLOAD_LEN, NoiseError, PROTOCOL_NAME, Responder, StaticKeypair, Transport,
+    Initiator, MAX_INITIATION_PAYLOAD_LEN, MAX_MESSAGE_LEN, MAX_RESPONSE_PAYLOAD_LEN, NoiseError,
+    PROTOCOL_NAME, Responder, StaticKeypair, TAG_LEN, Transport,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, RngExt, SeedableRng};
@@ -104,8 +104,9 @@ fn exchange_transport(rng: &mut StdRng, ours: &Transport, theirs: &StatelessTran
     let mut buf = vec![0u8; MAX_MESSAGE_LEN];
     let mut counter = 0u64;
     for i in 0..TRANSPORT_MESSAGES {
+        // The largest Noise transport message (snow's limit; ours is larger).
         let len = if i == 0 {
-            MAX_TRANSPORT_PAYLOAD_LEN
+            MAX_MESSAGE_LEN - TAG_LEN
         } else {
             rng.random_range(0..=TYPICAL_PAYLOAD_MAX)
         };

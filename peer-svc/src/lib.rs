@@ -1,1 +1,255 @@
+//! The p2p-chat peer: serves `chat.v1.Peer` to other peers on its public
+//! address and `chat.v1.Control` to its owner on a Unix socket in its data
+//! dir. It registers with Discovery, follows membership, handshakes with
+//! peers (Noise IK) and sends every message end-to-end encrypted.
+//!
+//! The binary `peer-svc` parses flags and calls [`run`]; the binary `chat`
+//! is the owner's CLI over [`control_client`].
+#![forbid(unsafe_code)]
 
+pub mod config;
+pub mod console;
+pub mod control_client;
+pub mod directory;
+pub mod error;
+pub mod hlc;
+pub mod history;
+pub mod identity;
+pub mod membership;
+pub mod node;
+pub mod service;
+pub mod session;
+
+use std::{
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use chat_proto::v1::{
+    control_server::ControlServer, discovery_client::DiscoveryClient, peer_server::PeerServer,
+};
+use tokio::{
+    net::{TcpListener, UnixListener},
+    task::JoinHandle,
+};
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use config::Config;
+use node::Node;
+
+/// The control socket's name inside the data dir.
+pub const CONTROL_SOCKET: &str = "control.sock";
+
+/// How long shutdown waits for in-flight calls before closing anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Why the peer could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The identity could not be loaded or created.
+    #[error(transparent)]
+    Identity(#[from] identity::IdentityError),
+    /// The data dir or control socket could not be set up.
+    #[error("{0}")]
+    Setup(String),
+    /// Discovery refused the registration for good.
+    #[error("Discovery refused to register {name}: {reason}")]
+    Refused {
+        /// This peer's name.
+        name: String,
+        /// Discovery's reason.
+        reason: String,
+    },
+    /// Reflection could not load the descriptors.
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// A running peer.
+#[derive(Debug)]
+pub struct Running {
+    /// The address other peers dial.
+    pub address: String,
+    /// The control socket.
+    pub control_socket: PathBuf,
+    /// This peer's fingerprint.
+    pub fingerprint: String,
+    /// The node (for in-process tests).
+    pub node: Arc<Node>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Waits until the peer has shut down (after `shutdown` is cancelled or
+    /// the owner ran `chat leave`).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Serves until shutdown; see [`start`].
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<(), StartError> {
+    start(listener, config, shutdown).await?.wait().await;
+    Ok(())
+}
+
+/// Sets up the peer (identity, control socket, first registration) and
+/// starts serving in the background. Returns once both servers accept
+/// connections.
+pub async fn start(
+    listener: TcpListener,
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<Running, StartError> {
+    identity::ensure_data_dir(&config.data_dir)?;
+    let keypair = identity::load_or_create(&config.data_dir)?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| StartError::Setup(format!("listener address: {e}")))?;
+    let address = config.advertise.clone().unwrap_or_else(|| local.to_string());
+    let directory = directory::Directory::open(&config.name, &config.data_dir).map_err(|e| {
+        StartError::Setup(format!("{}: {e}", config.data_dir.join(directory::KNOWN_PEERS_FILE).display()))
+    })?;
+    let discovery_channel = tonic::transport::Endpoint::from_shared(config.discovery.clone())
+        .map_err(|e| StartError::Setup(format!("--discovery {}: {e}", config.discovery)))?
+        .connect_timeout(node::CONNECT_TIMEOUT)
+        .connect_lazy();
+    let control_socket = config.data_dir.join(CONTROL_SOCKET);
+    let uds = bind_control_socket(&control_socket).await?;
+
+    let node = Arc::new(Node::new(
+        config,
+        keypair,
+        address.clone(),
+        directory,
+        DiscoveryClient::new(discovery_channel),
+        shutdown.clone(),
+    ));
+
+    // First registration now, so a started peer is listed; if Discovery is
+    // down, keep trying in the background.
+    let ttl = match membership::register(&node).await {
+        Ok(ttl) => Some(ttl),
+        Err(s) if s.code() == tonic::Code::AlreadyExists || s.code() == tonic::Code::InvalidArgument => {
+            let _ = std::fs::remove_file(&control_socket);
+            return Err(StartError::Refused {
+                name: node.name().to_owned(),
+                reason: s.message().to_owned(),
+            });
+        }
+        Err(s) => {
+            warn!(discovery = %node.config.discovery, error = %s.message(), "Discovery unreachable; will keep trying");
+            None
+        }
+    };
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<PeerServer<service::peer::PeerService>>().await;
+    health.set_serving::<ControlServer<service::control::ControlService>>().await;
+    let (peer_reflection, peer_reflection_alpha) =
+        chat_proto::reflection::services(&["chat.v1.Peer"])?;
+    let (control_reflection, control_reflection_alpha) =
+        chat_proto::reflection::services(&["chat.v1.Control"])?;
+    let decode_limit = node.config.max_message_bytes + node::ENVELOPE_OVERHEAD_BYTES;
+
+    let peer_server = tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(
+            chat_proto::limits::oversize_is_resource_exhausted,
+        ))
+        .add_service(health_service.clone())
+        .add_service(peer_reflection)
+        .add_service(peer_reflection_alpha)
+        .add_service(
+            PeerServer::new(service::peer::PeerService::new(node.clone()))
+                .max_decoding_message_size(decode_limit),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.clone().cancelled_owned());
+    let control_server = tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(
+            chat_proto::limits::oversize_is_resource_exhausted,
+        ))
+        .add_service(health_service)
+        .add_service(control_reflection)
+        .add_service(control_reflection_alpha)
+        .add_service(
+            ControlServer::new(service::control::ControlService::new(node.clone()))
+                .max_decoding_message_size(decode_limit),
+        )
+        .serve_with_incoming_shutdown(UnixListenerStream::new(uds), shutdown.clone().cancelled_owned());
+
+    let tasks = vec![
+        tokio::spawn(membership::keep_registered(node.clone(), ttl)),
+        tokio::spawn(membership::follow(node.clone())),
+    ];
+    info!(name = %node.name(), address = %address, fingerprint = %node.fingerprint, socket = %control_socket.display(), "peer serving");
+
+    let task_node = node.clone();
+    let socket = control_socket.clone();
+    let task = tokio::spawn(async move {
+        let servers = async {
+            let (p, c) = tokio::join!(peer_server, control_server);
+            if let Err(e) = p {
+                warn!(error = %e, "peer server stopped with an error");
+            }
+            if let Err(e) = c {
+                warn!(error = %e, "control server stopped with an error");
+            }
+        };
+        tokio::pin!(servers);
+        tokio::select! {
+            _ = &mut servers => {}
+            _ = task_node.shutdown.cancelled() => {
+                // Leave first, while the network is still up; then give
+                // in-flight calls a bounded grace period.
+                if !task_node.leaving.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    membership::leave(&task_node).await;
+                }
+                if tokio::time::timeout(SHUTDOWN_GRACE, &mut servers).await.is_err() {
+                    warn!("in-flight calls did not finish within the grace period");
+                }
+            }
+        }
+        for t in tasks {
+            t.abort();
+        }
+        let _ = std::fs::remove_file(&socket);
+        info!("peer stopped");
+    });
+
+    Ok(Running {
+        address,
+        fingerprint: node.fingerprint.clone(),
+        control_socket,
+        node,
+        task,
+    })
+}
+
+/// Binds the control socket with mode 0600, refusing to take over the
+/// socket of a peer that is still running on the same data dir.
+async fn bind_control_socket(path: &Path) -> Result<UnixListener, StartError> {
+    if path.exists() {
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            return Err(StartError::Setup(format!(
+                "a peer-svc is already running for this data dir ({} answers); stop it first",
+                path.display()
+            )));
+        }
+        // A socket left by a peer that was killed: nobody answers on it.
+        std::fs::remove_file(path)
+            .map_err(|e| StartError::Setup(format!("{}: {e}", path.display())))?;
+    }
+    let uds = UnixListener::bind(path)
+        .map_err(|e| StartError::Setup(format!("cannot bind {}: {e}", path.display())))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| StartError::Setup(format!("{}: {e}", path.display())))?;
+    Ok(uds)
+}

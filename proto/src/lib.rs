@@ -7,6 +7,7 @@
 pub mod keys;
 pub mod limits;
 pub mod reflection;
+pub mod validate;
 
 /// Generated code of package `chat.v1`.
 pub mod v1 {

@@ -1,0 +1,77 @@
+//! Configuration of `peer-svc`: flags with environment twins (DESIGN §7).
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use clap::Parser;
+
+/// Default largest message text: the original broke at 118 bytes; 64 KiB is
+/// a long chat message and still one small gRPC frame.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// `peer-svc`: one participant of p2p-chat.
+#[derive(Debug, Clone, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    /// This peer's name, unique on the network (1-64 printable characters, no spaces).
+    #[arg(long, env = "CHAT_NAME")]
+    pub name: String,
+    /// Address for the Peer service (port 0 picks a free port and registers the real one).
+    #[arg(long, env = "CHAT_LISTEN", default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// The address other peers should dial, if not the bound one (host:port).
+    #[arg(long, env = "CHAT_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Discovery service URL.
+    #[arg(long, env = "CHAT_DISCOVERY", default_value = "http://127.0.0.1:50051")]
+    pub discovery: String,
+    /// Data dir: identity key, known peers, control socket.
+    #[arg(long, env = "CHAT_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Largest message text in bytes.
+    #[arg(long, env = "CHAT_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
+    pub max_message_bytes: usize,
+}
+
+/// What a running peer needs once its listener is bound.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This peer's name.
+    pub name: String,
+    /// The address to register; `None` = the listener's address.
+    pub advertise: Option<String>,
+    /// Discovery service URL.
+    pub discovery: String,
+    /// Data dir.
+    pub data_dir: PathBuf,
+    /// Largest message text in bytes.
+    pub max_message_bytes: usize,
+    /// Print received messages on stdout in the original's live format.
+    pub print_messages: bool,
+}
+
+impl Config {
+    /// A configuration with defaults for everything but the essentials.
+    pub fn new(name: &str, discovery: &str, data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            name: name.to_owned(),
+            advertise: None,
+            discovery: discovery.to_owned(),
+            data_dir: data_dir.into(),
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            print_messages: false,
+        }
+    }
+}
+
+impl From<Cli> for Config {
+    fn from(cli: Cli) -> Self {
+        Self {
+            name: cli.name,
+            advertise: cli.advertise,
+            discovery: cli.discovery,
+            data_dir: cli.data_dir,
+            max_message_bytes: cli.max_message_bytes,
+            print_messages: true,
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! A client of a peer's Control service over its Unix socket, for the
+//! `chat` CLI and for tests.
+
+use std::path::{Path, PathBuf};
+
+use chat_proto::v1::control_client::ControlClient;
+use hyper_util::rt::TokioIo;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::CONTROL_SOCKET;
+
+/// No peer answers on the data dir's socket.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "no peer-svc is running for {data_dir} (nothing answers on {socket}); start one with: peer-svc --name NAME --data-dir {data_dir}"
+)]
+pub struct NotRunning {
+    /// The data dir asked for.
+    pub data_dir: String,
+    /// The socket tried.
+    pub socket: String,
+}
+
+/// Connects to the peer whose data dir is `data_dir`.
+pub async fn connect(data_dir: &Path) -> Result<ControlClient<Channel>, NotRunning> {
+    let socket: PathBuf = data_dir.join(CONTROL_SOCKET);
+    let not_running = || NotRunning {
+        data_dir: data_dir.display().to_string(),
+        socket: socket.display().to_string(),
+    };
+    // The URI is required by the API but unused: the connector dials the socket.
+    let path = socket.clone();
+    let channel = Endpoint::from_static("http://localhost")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(TokioIo::new(stream))
+            }
+        }))
+        .await
+        .map_err(|_| not_running())?;
+    Ok(ControlClient::new(channel))
+}

@@ -1,0 +1,145 @@
+//! The peer's long-term identity: a static X25519 key pair kept in the data
+//! dir (file mode 0600), created on first start and reused after, so a peer
+//! keeps its fingerprint across restarts.
+
+use std::{
+    fs,
+    io::Write,
+    os::unix::fs::{OpenOptionsExt, PermissionsExt},
+    path::{Path, PathBuf},
+};
+
+use chat_noise::StaticKeypair;
+use zeroize::Zeroizing;
+
+/// The identity file's name inside the data dir.
+pub const IDENTITY_FILE: &str = "identity.key";
+
+/// Permission bits that must be clear on the identity file: nobody but the
+/// owner may read a private key.
+const GROUP_OTHER_BITS: u32 = 0o077;
+
+/// Why the identity could not be loaded or created.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    /// The file is readable or writable by group or others.
+    #[error(
+        "{path} is accessible by other users (mode {mode:o}); run `chmod 600 {path}` if the key was not exposed, or delete it to make a new identity"
+    )]
+    TooOpen {
+        /// The identity file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The file does not hold a 32-byte key in hex.
+    #[error("{0} is not an identity file (expected 64 hex digits); move it away to make a new identity")]
+    Malformed(PathBuf),
+    /// Reading or writing failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or dir.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> IdentityError + '_ {
+    move |source| IdentityError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Loads the key pair from `data_dir`, or creates and saves a new one.
+pub fn load_or_create(data_dir: &Path) -> Result<StaticKeypair, IdentityError> {
+    let path = data_dir.join(IDENTITY_FILE);
+    match fs::metadata(&path) {
+        Ok(meta) => {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & GROUP_OTHER_BITS != 0 {
+                return Err(IdentityError::TooOpen { path, mode });
+            }
+            let text = Zeroizing::new(fs::read_to_string(&path).map_err(io_err(&path))?);
+            let mut secret = Zeroizing::new([0u8; 32]);
+            hex::decode_to_slice(text.trim(), secret.as_mut())
+                .map_err(|_| IdentityError::Malformed(path.clone()))?;
+            Ok(StaticKeypair::from_secret_bytes(*secret))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let keypair = StaticKeypair::generate();
+            let hex = Zeroizing::new(hex::encode(keypair.secret_bytes().as_ref()));
+            // create_new + mode 0600 at creation: the key is never readable by others,
+            // not even for a moment.
+            let mut file = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(io_err(&path))?;
+            file.write_all(hex.as_bytes()).map_err(io_err(&path))?;
+            file.write_all(b"\n").map_err(io_err(&path))?;
+            file.sync_all().map_err(io_err(&path))?;
+            Ok(keypair)
+        }
+        Err(e) => Err(io_err(&path)(e)),
+    }
+}
+
+/// Creates `data_dir` (mode 0700) if needed.
+pub fn ensure_data_dir(data_dir: &Path) -> Result<(), IdentityError> {
+    if !data_dir.exists() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(data_dir)
+            .map_err(io_err(data_dir))?;
+    }
+    Ok(())
+}
+
+use std::os::unix::fs::DirBuilderExt;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn created_once_then_reused_with_mode_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = load_or_create(dir.path()).unwrap();
+        let mode = fs::metadata(dir.path().join(IDENTITY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let again = load_or_create(dir.path()).unwrap();
+        assert_eq!(first.public_key(), again.public_key());
+    }
+
+    #[test]
+    fn a_group_readable_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        load_or_create(dir.path()).unwrap();
+        let path = dir.path().join(IDENTITY_FILE);
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
+        let err = load_or_create(dir.path()).unwrap_err();
+        assert!(matches!(err, IdentityError::TooOpen { mode: 0o640, .. }), "{err}");
+    }
+
+    #[test]
+    fn a_malformed_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(IDENTITY_FILE);
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .unwrap()
+            .write_all(b"not hex")
+            .unwrap();
+        assert!(matches!(load_or_create(dir.path()), Err(IdentityError::Malformed(_))));
+    }
+}

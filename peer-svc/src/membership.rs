@@ -1,0 +1,233 @@
+//! This peer's membership in Discovery: register (and register again when
+//! Discovery forgets the lease, e.g. after a restart), keep the lease alive,
+//! and follow `Watch` to keep the connection list current — the original's
+//! pushed `refresh_connections`.
+
+use std::{sync::atomic::Ordering, time::Duration};
+
+use chat_proto::v1::{
+    membership_event::Kind, KeepAliveRequest, LeaveRequest, ListRequest, Member, RegisterRequest,
+    WatchRequest,
+};
+use tonic::{Code, Status};
+use tracing::{debug, error, info, warn};
+
+use crate::{directory::Change, node::Node};
+
+/// Deadline of one call to Discovery.
+pub const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// First retry delay after Discovery fails; doubles up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Longest retry delay: a returning Discovery is noticed within seconds.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Keepalives per TTL: renewing at a third of it survives two lost renewals.
+const KEEPALIVES_PER_TTL: u32 = 3;
+
+/// Exponential backoff with full jitter.
+#[derive(Debug)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self { next: MIN_BACKOFF }
+    }
+}
+
+impl Backoff {
+    /// The delay to wait now (random in [d/2, d]); the next one doubles.
+    pub fn next_delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(MAX_BACKOFF);
+        d / 2 + d.mul_f64(rand::random::<f64>() / 2.0)
+    }
+
+    /// After a success, start again from the shortest delay.
+    pub fn reset(&mut self) {
+        self.next = MIN_BACKOFF;
+    }
+}
+
+fn with_timeout<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(DISCOVERY_TIMEOUT);
+    request
+}
+
+/// Registers this peer and takes in the member list. Returns the lease TTL.
+pub async fn register(node: &Node) -> Result<Duration, Status> {
+    let response = node
+        .discovery
+        .clone()
+        .register(with_timeout(RegisterRequest {
+            name: node.name().to_owned(),
+            address: node.address.clone(),
+            public_key: node.public_key().to_vec(),
+        }))
+        .await?
+        .into_inner();
+    *node.lease.lock().expect("lease lock") = Some((response.lease_id, response.lease_token));
+    apply_members(node, &response.members);
+    info!(discovery = %node.config.discovery, members = response.members.len(), "registered");
+    Ok(Duration::from_secs(u64::from(response.ttl_seconds.max(1))))
+}
+
+/// Replaces the connection list with Discovery's current members.
+pub async fn refresh(node: &Node) -> Result<(), Status> {
+    let members = node
+        .discovery
+        .clone()
+        .list(with_timeout(ListRequest {}))
+        .await?
+        .into_inner()
+        .members;
+    apply_members(node, &members);
+    Ok(())
+}
+
+fn apply_members(node: &Node, members: &[Member]) {
+    for m in members {
+        apply_joined(node, m);
+    }
+    let gone = node.directory.replace_all(
+        members
+            .iter()
+            .map(|m| (m.name.as_str(), m.address.as_str(), m.public_key.as_slice())),
+    );
+    for name in gone {
+        node.sessions.forget_peer(&name);
+    }
+}
+
+fn apply_joined(node: &Node, m: &Member) {
+    match node.directory.upsert(&m.name, &m.address, &m.public_key) {
+        Some(Change::Added) => info!(peer = %m.name, address = %m.address, "peer joined"),
+        Some(Change::KeyChanged) => node.sessions.forget_peer(&m.name),
+        Some(Change::AddressChanged) => {
+            info!(peer = %m.name, address = %m.address, "peer moved");
+            node.sessions.forget_sending(&m.name);
+        }
+        Some(Change::Unchanged) | None => {}
+    }
+}
+
+/// Ends the lease at Discovery (best effort, bounded by the call deadline).
+pub async fn leave(node: &Node) {
+    let lease = node.lease.lock().expect("lease lock").take();
+    if let Some((lease_id, lease_token)) = lease {
+        match node
+            .discovery
+            .clone()
+            .leave(with_timeout(LeaveRequest {
+                lease_id,
+                lease_token,
+            }))
+            .await
+        {
+            Ok(_) => info!("left Discovery"),
+            Err(e) => warn!(error = %e.message(), "could not leave Discovery; the lease will expire"),
+        }
+    }
+}
+
+/// Keeps this peer registered until shutdown: keepalives at a third of the
+/// TTL, registering again when Discovery answers NOT_FOUND or was down.
+pub async fn keep_registered(node: std::sync::Arc<Node>, mut ttl: Option<Duration>) {
+    let mut backoff = Backoff::default();
+    loop {
+        let delay = match ttl {
+            Some(ttl) => ttl / KEEPALIVES_PER_TTL,
+            None => backoff.next_delay(),
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = node.shutdown.cancelled() => return,
+        }
+        if node.leaving.load(Ordering::SeqCst) {
+            return;
+        }
+        let lease = node.lease.lock().expect("lease lock").clone();
+        let renewed = match lease {
+            Some((lease_id, lease_token)) => node
+                .discovery
+                .clone()
+                .keep_alive(with_timeout(KeepAliveRequest {
+                    lease_id,
+                    lease_token,
+                }))
+                .await
+                .map(|r| Duration::from_secs(u64::from(r.into_inner().ttl_seconds.max(1)))),
+            None => Err(Status::not_found("not registered yet")),
+        };
+        ttl = match renewed {
+            Ok(t) => {
+                backoff.reset();
+                Some(t)
+            }
+            Err(status) if status.code() == Code::NotFound || status.code() == Code::PermissionDenied => {
+                debug!("lease unknown to Discovery; registering again");
+                match register(node.as_ref()).await {
+                    Ok(t) => {
+                        backoff.reset();
+                        Some(t)
+                    }
+                    Err(e) => {
+                        if e.code() == Code::AlreadyExists {
+                            error!(reason = e.message(), "cannot register again: name taken");
+                        } else {
+                            debug!(error = %e.message(), "register failed; retrying");
+                        }
+                        None
+                    }
+                }
+            }
+            Err(e) => {
+                debug!(error = %e.message(), "keepalive failed; retrying");
+                None
+            }
+        };
+    }
+}
+
+/// Follows Discovery's membership stream until shutdown, reconnecting with
+/// backoff; each (re)connection starts from a fresh `List`.
+pub async fn follow(node: std::sync::Arc<Node>) {
+    let mut backoff = Backoff::default();
+    loop {
+        let result = tokio::select! {
+            r = follow_once(&node, &mut backoff) => r,
+            _ = node.shutdown.cancelled() => return,
+        };
+        if let Err(e) = result {
+            debug!(error = %e.message(), "membership watch ended; reconnecting");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
+            _ = node.shutdown.cancelled() => return,
+        }
+    }
+}
+
+async fn follow_once(node: &Node, backoff: &mut Backoff) -> Result<(), Status> {
+    let mut stream = node.discovery.clone().watch(WatchRequest {}).await?.into_inner();
+    refresh(node).await?;
+    backoff.reset();
+    while let Some(event) = stream.message().await? {
+        let Some(member) = event.member.as_ref() else { continue };
+        match event.kind() {
+            Kind::Joined => apply_joined(node, member),
+            Kind::Left | Kind::Expired => {
+                if node.directory.remove(&member.name) {
+                    info!(peer = %member.name, kind = ?event.kind(), "peer gone");
+                }
+                node.sessions.forget_peer(&member.name);
+            }
+            Kind::Unspecified => {}
+        }
+    }
+    Ok(())
+}

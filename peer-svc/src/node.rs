@@ -1,0 +1,515 @@
+//! The peer itself: its identity, its view of the network, its sessions and
+//! its history, and the operations on them — sending to everyone, accepting a
+//! handshake, opening a delivered envelope. The gRPC services are thin glue
+//! over these methods.
+
+use std::{
+    collections::HashMap,
+    io::Write,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use chat_noise::{Initiator, NoiseError, Responder, StaticKeypair, INITIATION_MIN_LEN};
+use chat_proto::v1::{
+    delivery::Status as DeliveryStatus, discovery_client::DiscoveryClient,
+    peer_client::PeerClient, ChatMessage, DeliverRequest, DeliverResponse, Delivery, Envelope,
+    HandshakePayload, PeerHandshakeRequest, SealedMessage, SendResponse,
+};
+use prost::Message;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tonic::{transport::Channel, Code, Status};
+use tracing::{debug, info, warn};
+
+use crate::{
+    config::Config,
+    console,
+    directory::{Contact, Directory, Refusal},
+    error::PeerError,
+    hlc::Hlc,
+    history::History,
+    session::{envelope_aad, Role, Session, Sessions},
+};
+
+/// The Noise prologue: names this protocol and its version, so a peer of
+/// another version fails the handshake instead of misreading messages.
+pub const PROLOGUE: &[u8] = b"p2p-chat/1 Noise_IK_25519_ChaChaPoly_SHA256";
+
+/// Deadline of one Deliver call: generous for loopback or a LAN, short enough
+/// that a dead peer does not hold a `chat send` for long.
+pub const DELIVER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Deadline of one handshake round trip.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long to wait for a TCP connection to a peer.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Longest client-supplied message id, in bytes.
+pub const MAX_ID_BYTES: usize = 128;
+
+/// Room for the envelope's protobuf framing and AEAD tag around the text.
+pub const ENVELOPE_OVERHEAD_BYTES: usize = 4 * 1024;
+
+/// Live messages buffered for `Control/Subscribe` streams; a subscriber that
+/// falls further behind misses live lines (history still has them).
+const SUBSCRIBE_BUFFER: usize = 1024;
+
+/// One peer of the chat.
+#[derive(Debug)]
+pub struct Node {
+    /// Configuration.
+    pub config: Config,
+    keypair: StaticKeypair,
+    /// This peer's fingerprint.
+    pub fingerprint: String,
+    /// The address other peers dial to reach this one.
+    pub address: String,
+    /// Known peers and pins.
+    pub directory: Directory,
+    /// Established sessions.
+    pub sessions: Sessions,
+    /// Messages sent and received.
+    pub history: History,
+    hlc: Hlc,
+    incoming: broadcast::Sender<ChatMessage>,
+    channels: Mutex<HashMap<String, Channel>>,
+    /// One handshake at a time per peer, so concurrent sends share its result.
+    handshaking: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The Discovery client (lazy connection).
+    pub discovery: DiscoveryClient<Channel>,
+    /// The lease held at Discovery.
+    pub lease: Mutex<Option<(String, String)>>,
+    /// Set once `chat leave` ran: do not register again.
+    pub leaving: AtomicBool,
+    /// Cancelled to stop the peer.
+    pub shutdown: CancellationToken,
+}
+
+/// Describes a status from another peer for a delivery report.
+fn describe(status: &Status) -> String {
+    format!("{:?}: {}", status.code(), status.message())
+}
+
+impl Node {
+    /// A peer with identity `keypair`, reachable at `address`.
+    pub fn new(
+        config: Config,
+        keypair: StaticKeypair,
+        address: String,
+        directory: Directory,
+        discovery: DiscoveryClient<Channel>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let fingerprint = chat_proto::keys::fingerprint(&keypair.public_key());
+        Self {
+            config,
+            keypair,
+            fingerprint,
+            address,
+            directory,
+            sessions: Sessions::new(),
+            history: History::new(),
+            hlc: Hlc::new(),
+            incoming: broadcast::channel(SUBSCRIBE_BUFFER).0,
+            channels: Mutex::new(HashMap::new()),
+            handshaking: Mutex::new(HashMap::new()),
+            discovery,
+            lease: Mutex::new(None),
+            leaving: AtomicBool::new(false),
+            shutdown,
+        }
+    }
+
+    /// This peer's name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// This peer's static public key.
+    pub fn public_key(&self) -> [u8; 32] {
+        self.keypair.public_key()
+    }
+
+    /// Live incoming messages.
+    pub fn subscribe(&self) -> broadcast::Receiver<ChatMessage> {
+        self.incoming.subscribe()
+    }
+
+    /// A (lazily connecting) channel to `address`, shared by all calls to it.
+    pub fn channel(&self, address: &str) -> Result<Channel, Status> {
+        let mut channels = self.channels.lock().expect("channels lock");
+        if let Some(channel) = channels.get(address) {
+            return Ok(channel.clone());
+        }
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|e| Status::invalid_argument(format!("bad peer address {address}: {e}")))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        channels.insert(address.to_owned(), channel.clone());
+        Ok(channel)
+    }
+
+    // ----- sending -------------------------------------------------------
+
+    /// `Control/Send`: stores the message, then encrypts it separately for
+    /// every connected peer and delivers to all of them at once.
+    pub async fn send(&self, text: String, id: String) -> Result<SendResponse, PeerError> {
+        if text.is_empty() {
+            return Err(PeerError::InvalidArgument("text must not be empty".into()));
+        }
+        if text.len() > self.config.max_message_bytes {
+            return Err(PeerError::ResourceExhausted(format!(
+                "text is {} bytes; the limit is {} bytes (--max-message-bytes)",
+                text.len(),
+                self.config.max_message_bytes
+            )));
+        }
+        let message = match self.existing_own_message(&id)? {
+            Some(stored) => stored,
+            None => {
+                let now = chrono::Utc::now();
+                let hlc = self.hlc.tick(now.timestamp_millis().max(0) as u64);
+                let id = if id.is_empty() {
+                    format!("{}-{hlc:016x}", self.fingerprint.replace(' ', "")[..8].to_owned())
+                } else {
+                    id
+                };
+                let message = ChatMessage {
+                    id,
+                    sender: self.name().to_owned(),
+                    sender_fingerprint: self.fingerprint.clone(),
+                    sent_at: Some(prost_types::Timestamp {
+                        seconds: now.timestamp(),
+                        nanos: (now.timestamp_subsec_millis() * 1_000_000) as i32,
+                    }),
+                    text,
+                    hlc,
+                };
+                self.history.insert(message.clone());
+                message
+            }
+        };
+        let targets: Vec<Contact> = self
+            .directory
+            .all()
+            .into_iter()
+            .filter(|c| !c.dropped)
+            .collect();
+        let deliveries =
+            futures::future::join_all(targets.iter().map(|c| self.deliver_to(c, &message))).await;
+        Ok(SendResponse {
+            id: message.id,
+            deliveries,
+        })
+    }
+
+    /// For a retried Send with the same id: the message already stored.
+    fn existing_own_message(&self, id: &str) -> Result<Option<ChatMessage>, PeerError> {
+        if id.is_empty() {
+            return Ok(None);
+        }
+        if id.len() > MAX_ID_BYTES || id.chars().any(char::is_control) {
+            return Err(PeerError::InvalidArgument(format!(
+                "id must be at most {MAX_ID_BYTES} bytes without control characters"
+            )));
+        }
+        match self.history.get(id) {
+            Some(m) if m.sender == self.name() => Ok(Some(m)),
+            Some(_) => Err(PeerError::InvalidArgument(
+                "id is already used by another sender's message; pick another id".into(),
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Delivers `message` to one peer and reports how it went.
+    async fn deliver_to(&self, contact: &Contact, message: &ChatMessage) -> Delivery {
+        let report = |status: DeliveryStatus, error: String| Delivery {
+            peer: contact.name.clone(),
+            status: status.into(),
+            error,
+        };
+        if contact.key_changed {
+            return report(
+                DeliveryStatus::Refused,
+                format!(
+                    "{}'s key changed (now {}); compare fingerprints, then `chat trust {}`",
+                    contact.name, contact.fingerprint, contact.name
+                ),
+            );
+        }
+        match tokio::time::timeout(DELIVER_TIMEOUT, self.try_deliver(contact, message)).await {
+            Ok(Ok(())) => report(DeliveryStatus::Delivered, String::new()),
+            Ok(Err(status)) => {
+                warn!(peer = %contact.name, error = %describe(&status), "delivery failed");
+                report(DeliveryStatus::Failed, describe(&status))
+            }
+            Err(_) => {
+                warn!(peer = %contact.name, "delivery timed out");
+                report(
+                    DeliveryStatus::Failed,
+                    format!("no answer within {DELIVER_TIMEOUT:?}"),
+                )
+            }
+        }
+    }
+
+    /// Seals and delivers on the current session; if the peer no longer
+    /// knows it (e.g. it restarted), handshakes again and retries once.
+    async fn try_deliver(&self, contact: &Contact, message: &ChatMessage) -> Result<(), Status> {
+        let session = match self.sessions.sending(&contact.name) {
+            Some(s) => s,
+            None => self.handshake(contact).await?,
+        };
+        match self.deliver_on(&session, contact, message).await {
+            Err(status) if status.code() == Code::Unauthenticated => {
+                debug!(peer = %contact.name, reason = status.message(), "session refused; handshaking again");
+                self.sessions.forget_sending(&contact.name);
+                let session = self.handshake(contact).await?;
+                self.deliver_on(&session, contact, message).await
+            }
+            other => other,
+        }
+    }
+
+    async fn deliver_on(
+        &self,
+        session: &Session,
+        contact: &Contact,
+        message: &ChatMessage,
+    ) -> Result<(), Status> {
+        let plaintext = SealedMessage {
+            message: Some(message.clone()),
+        }
+        .encode_to_vec();
+        let session_id = session.id();
+        let aad = envelope_aad(&session_id, self.name(), &message.id);
+        let (counter, ciphertext) = session
+            .transport
+            .seal_next(&aad, &plaintext)
+            .map_err(|e| Status::internal(format!("cannot seal: {e}")))?;
+        let mut request = tonic::Request::new(DeliverRequest {
+            envelope: Some(Envelope {
+                session_id: session_id.to_vec(),
+                counter,
+                sender: self.name().to_owned(),
+                message_id: message.id.clone(),
+                ciphertext,
+            }),
+        });
+        request.set_timeout(DELIVER_TIMEOUT);
+        PeerClient::new(self.channel(&contact.address)?)
+            .deliver(request)
+            .await?;
+        Ok(())
+    }
+
+    /// Runs a Noise IK handshake with `contact` now and makes it the session
+    /// to send on. Concurrent callers for the same peer share one handshake.
+    pub async fn handshake(&self, contact: &Contact) -> Result<Arc<Session>, Status> {
+        let lock = self
+            .handshaking
+            .lock()
+            .expect("handshaking lock")
+            .entry(contact.name.clone())
+            .or_default()
+            .clone();
+        let asked_at = tokio::time::Instant::now();
+        let _guard = lock.lock().await;
+        if let Some(s) = self.sessions.sending(&contact.name) {
+            if s.established >= asked_at {
+                return Ok(s);
+            }
+        }
+        let payload = HandshakePayload {
+            name: self.name().to_owned(),
+            address: self.address.clone(),
+        }
+        .encode_to_vec();
+        let (message, waiting) = Initiator::new(&self.keypair, contact.public_key, PROLOGUE)
+            .write_message(&payload)
+            .map_err(|e| Status::failed_precondition(format!("cannot start a handshake: {e}")))?;
+        let mut request = tonic::Request::new(PeerHandshakeRequest { message });
+        request.set_timeout(HANDSHAKE_TIMEOUT);
+        let response = PeerClient::new(self.channel(&contact.address)?)
+            .handshake(request)
+            .await?
+            .into_inner();
+        let (payload, transport) = waiting.read_message(&response.message).map_err(|e| {
+            Status::unauthenticated(format!("{}'s handshake response: {e}", contact.name))
+        })?;
+        let answer = HandshakePayload::decode(payload.as_slice()).map_err(|_| {
+            Status::invalid_argument(format!("{}'s handshake payload is malformed", contact.name))
+        })?;
+        if answer.name != contact.name {
+            return Err(Status::permission_denied(format!(
+                "the key listed for {} answered as {:?}",
+                contact.name, answer.name
+            )));
+        }
+        info!(peer = %contact.name, fingerprint = %contact.fingerprint, "session established (initiator)");
+        Ok(self
+            .sessions
+            .insert(Session::new(transport, contact.name.clone(), Role::Initiator)))
+    }
+
+    // ----- receiving -----------------------------------------------------
+
+    /// `Peer/Handshake`: reads the initiator's IK message, checks its name
+    /// and static key against Discovery (and the pin), and answers.
+    pub async fn accept_handshake(&self, message: &[u8]) -> Result<Vec<u8>, PeerError> {
+        if message.len() < INITIATION_MIN_LEN {
+            return Err(PeerError::InvalidArgument(format!(
+                "handshake message is truncated: {} bytes, at least {INITIATION_MIN_LEN}",
+                message.len()
+            )));
+        }
+        let pending = Responder::read_message(&self.keypair, PROLOGUE, message).map_err(|e| match e {
+            NoiseError::Truncated { .. } | NoiseError::MessageTooLarge { .. } => {
+                PeerError::InvalidArgument(format!("handshake message is malformed: {e}"))
+            }
+            _ => PeerError::Unauthenticated(format!(
+                "handshake failed ({e}); check that you dialed this peer with its current key"
+            )),
+        })?;
+        let hello = HandshakePayload::decode(pending.payload()).map_err(|_| {
+            PeerError::InvalidArgument("handshake payload is not a HandshakePayload".into())
+        })?;
+        let key = pending.remote_static();
+        let contact = match self.directory.verify(&hello.name, &key) {
+            Ok(c) => c,
+            Err(Refusal::Unknown(_) | Refusal::WrongKey(_)) => {
+                // Discovery may know of a peer that joined a moment ago.
+                if let Err(e) = crate::membership::refresh(self).await {
+                    debug!(error = %e, "could not refresh members from Discovery");
+                }
+                self.directory
+                    .verify(&hello.name, &key)
+                    .map_err(|r| PeerError::PermissionDenied(r.to_string()))?
+            }
+            Err(r) => return Err(PeerError::PermissionDenied(r.to_string())),
+        };
+        if !hello.address.is_empty() && hello.address != contact.address {
+            // Authenticated by the handshake: the peer's own word on where it is.
+            self.directory.learn_address(&contact.name, &hello.address);
+        }
+        let answer = HandshakePayload {
+            name: self.name().to_owned(),
+            address: self.address.clone(),
+        }
+        .encode_to_vec();
+        let (response, transport) = pending
+            .write_message(&answer)
+            .map_err(|e| PeerError::Unauthenticated(format!("handshake failed: {e}")))?;
+        info!(peer = %contact.name, fingerprint = %contact.fingerprint, "session established (responder)");
+        self.sessions
+            .insert(Session::new(transport, contact.name, Role::Responder));
+        Ok(response)
+    }
+
+    /// Opens an envelope on its session, rejecting replays, and returns the
+    /// plaintext. Shared by Deliver and the history pull.
+    pub fn open_envelope(&self, envelope: &Envelope) -> Result<(Arc<Session>, Vec<u8>), PeerError> {
+        if envelope.session_id.len() != chat_noise::SESSION_ID_LEN {
+            return Err(PeerError::InvalidArgument(format!(
+                "session_id must be {} bytes",
+                chat_noise::SESSION_ID_LEN
+            )));
+        }
+        let limit = self.config.max_message_bytes + ENVELOPE_OVERHEAD_BYTES;
+        if envelope.ciphertext.len() > limit {
+            return Err(PeerError::ResourceExhausted(format!(
+                "ciphertext is {} bytes; the limit is {limit} bytes",
+                envelope.ciphertext.len()
+            )));
+        }
+        let session = self.sessions.by_id(&envelope.session_id).ok_or_else(|| {
+            PeerError::Unauthenticated("unknown or expired session; handshake again".into())
+        })?;
+        if envelope.sender != session.peer {
+            return Err(PeerError::Unauthenticated(
+                "sender does not match the session's peer".into(),
+            ));
+        }
+        session.check_counter(envelope.counter).map_err(|e| {
+            PeerError::Unauthenticated(format!("envelope refused: {e}"))
+        })?;
+        let aad = envelope_aad(&envelope.session_id, &envelope.sender, &envelope.message_id);
+        let plaintext = session
+            .transport
+            .open(envelope.counter, &aad, &envelope.ciphertext)
+            .map_err(|_| {
+                PeerError::Unauthenticated(
+                    "decryption failed: the envelope was altered or sealed under another key"
+                        .into(),
+                )
+            })?;
+        session.accept_counter(envelope.counter).map_err(|e| {
+            PeerError::Unauthenticated(format!("envelope refused: {e}"))
+        })?;
+        Ok((session, plaintext))
+    }
+
+    /// `Peer/Deliver`: opens, checks and stores one message, then shows it.
+    pub fn accept_envelope(&self, envelope: Option<Envelope>) -> Result<DeliverResponse, PeerError> {
+        let envelope =
+            envelope.ok_or_else(|| PeerError::InvalidArgument("envelope is required".into()))?;
+        let (session, plaintext) = self.open_envelope(&envelope)?;
+        let message = SealedMessage::decode(plaintext.as_slice())
+            .ok()
+            .and_then(|s| s.message)
+            .ok_or_else(|| PeerError::InvalidArgument("sealed content is not a message".into()))?;
+        if message.sender != session.peer || message.id != envelope.message_id {
+            return Err(PeerError::PermissionDenied(
+                "a peer may deliver only its own messages, under their own id".into(),
+            ));
+        }
+        if message.id.is_empty() || message.id.len() > MAX_ID_BYTES {
+            return Err(PeerError::InvalidArgument(format!(
+                "message id must be 1 to {MAX_ID_BYTES} bytes"
+            )));
+        }
+        if message.text.len() > self.config.max_message_bytes {
+            return Err(PeerError::ResourceExhausted(format!(
+                "text is {} bytes; the limit is {} bytes",
+                message.text.len(),
+                self.config.max_message_bytes
+            )));
+        }
+        self.hlc.observe(message.hlc);
+        let id = message.id.clone();
+        let new = self.store_received(message);
+        Ok(DeliverResponse {
+            message_id: id,
+            duplicate: !new,
+        })
+    }
+
+    /// Stores a received message; if it is new, pushes it to subscribers and
+    /// prints it on the console. Returns whether it was new.
+    pub fn store_received(&self, message: ChatMessage) -> bool {
+        if !self.history.insert(message.clone()) {
+            return false;
+        }
+        debug!(from = %message.sender, id = %message.id, "message received");
+        if self.config.print_messages {
+            // The daemon's stdout is the user's console, as in the original.
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{}", console::live_line(&message));
+            let _ = out.flush();
+        }
+        let _ = self.incoming.send(message);
+        true
+    }
+
+    /// Marks that this peer is leaving for good (no more re-registering).
+    pub fn set_leaving(&self) {
+        self.leaving.store(true, Ordering::SeqCst);
+    }
+}

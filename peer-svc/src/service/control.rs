@@ -1,0 +1,238 @@
+//! `chat.v1.Control`, the owner's handle on their own peer, served on the
+//! Unix socket `DATA_DIR/control.sock` (mode 0600).
+
+use std::{pin::Pin, sync::Arc, time::Instant};
+
+use chat_proto::v1::{
+    connection::SessionState, control_server::Control, Connection, ConnectionsRequest,
+    ConnectionsResponse, ControlLeaveRequest, ControlLeaveResponse, HandshakeRequest,
+    HandshakeResponse, HistoryRequest, HistoryResponse, RefreshConnectionsRequest,
+    RefreshConnectionsResponse, SendRequest, SendResponse, SubscribeRequest, SubscribeResponse,
+    TrustRequest, TrustResponse,
+};
+use futures::{Stream, StreamExt};
+use tokio::sync::broadcast;
+use tonic::{Request, Response, Status};
+use tracing::{info, warn};
+
+use crate::{
+    directory::Contact,
+    error::{refused, PeerError},
+    history::Query,
+    membership,
+    node::Node,
+};
+
+/// The Control service of one node.
+#[derive(Debug, Clone)]
+pub struct ControlService {
+    node: Arc<Node>,
+}
+
+impl ControlService {
+    /// Controls `node`.
+    pub fn new(node: Arc<Node>) -> Self {
+        Self { node }
+    }
+
+    fn connections(&self) -> Vec<Connection> {
+        self.node
+            .directory
+            .all()
+            .into_iter()
+            .map(|c| {
+                let session = if c.dropped {
+                    SessionState::Dropped
+                } else if c.key_changed {
+                    SessionState::KeyChanged
+                } else if self.node.sessions.has_session(&c.name) {
+                    SessionState::Established
+                } else {
+                    SessionState::None
+                };
+                Connection {
+                    name: c.name,
+                    address: c.address,
+                    fingerprint: c.fingerprint,
+                    session: session.into(),
+                    public_key: c.public_key.to_vec(),
+                }
+            })
+            .collect()
+    }
+
+    fn contact(&self, rpc: &'static str, peer: &str) -> Result<Contact, Status> {
+        if peer.is_empty() {
+            return Err(refused(rpc, PeerError::InvalidArgument("peer must not be empty".into())));
+        }
+        self.node.directory.get(peer).ok_or_else(|| {
+            refused(
+                rpc,
+                PeerError::NotFound(format!(
+                    "no peer named {peer:?}; `chat connections` lists the known peers"
+                )),
+            )
+        })
+    }
+}
+
+type SubscribeStream = Pin<Box<dyn Stream<Item = Result<SubscribeResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Control for ControlService {
+    async fn send(&self, request: Request<SendRequest>) -> Result<Response<SendResponse>, Status> {
+        let req = request.into_inner();
+        self.node
+            .send(req.text, req.id)
+            .await
+            .map(Response::new)
+            .map_err(|e| refused("Control/Send", e))
+    }
+
+    async fn history(
+        &self,
+        request: Request<HistoryRequest>,
+    ) -> Result<Response<HistoryResponse>, Status> {
+        let req = request.into_inner();
+        let non_empty = |s: String| (!s.is_empty()).then_some(s);
+        let query = Query {
+            limit: req.limit as usize,
+            since_ms: req
+                .since
+                .map(|t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000),
+            from: non_empty(req.from),
+            grep: non_empty(req.grep),
+            cursor: non_empty(req.cursor),
+        };
+        let page = self
+            .node
+            .history
+            .query(&query)
+            .map_err(|e| refused("Control/History", PeerError::InvalidArgument(e.to_string())))?;
+        Ok(Response::new(HistoryResponse {
+            messages: page.messages,
+            next_cursor: page.next_cursor.unwrap_or_default(),
+        }))
+    }
+
+    async fn connections(
+        &self,
+        _: Request<ConnectionsRequest>,
+    ) -> Result<Response<ConnectionsResponse>, Status> {
+        Ok(Response::new(ConnectionsResponse {
+            connections: self.connections(),
+        }))
+    }
+
+    async fn refresh_connections(
+        &self,
+        request: Request<RefreshConnectionsRequest>,
+    ) -> Result<Response<RefreshConnectionsResponse>, Status> {
+        membership::refresh(&self.node).await.map_err(|s| {
+            refused(
+                "Control/RefreshConnections",
+                PeerError::Unavailable(format!("Discovery unreachable: {}", s.message())),
+            )
+        })?;
+        for peer in request.into_inner().peers {
+            let contact = self.contact("Control/RefreshConnections", &peer)?;
+            self.node.sessions.forget_sending(&peer);
+            if let Err(s) = self.node.handshake(&contact).await {
+                warn!(peer = %peer, error = %s.message(), "handshake on refresh failed");
+            }
+        }
+        Ok(Response::new(RefreshConnectionsResponse {
+            connections: self.connections(),
+        }))
+    }
+
+    async fn handshake(
+        &self,
+        request: Request<HandshakeRequest>,
+    ) -> Result<Response<HandshakeResponse>, Status> {
+        let peer = request.into_inner().peer;
+        let contact = self.contact("Control/Handshake", &peer)?;
+        if contact.key_changed {
+            return Err(refused(
+                "Control/Handshake",
+                PeerError::PermissionDenied(format!(
+                    "{peer}'s key changed (now {}); compare fingerprints, then `chat trust {peer}`",
+                    contact.fingerprint
+                )),
+            ));
+        }
+        let started = Instant::now();
+        self.node.sessions.forget_sending(&peer);
+        self.node.handshake(&contact).await.map_err(|s| {
+            refused(
+                "Control/Handshake",
+                PeerError::Unavailable(format!("handshake with {peer} failed: {}", s.message())),
+            )
+        })?;
+        Ok(Response::new(HandshakeResponse {
+            peer,
+            fingerprint: contact.fingerprint,
+            local_fingerprint: self.node.fingerprint.clone(),
+            elapsed_micros: started.elapsed().as_micros() as u64,
+        }))
+    }
+
+    async fn leave(
+        &self,
+        request: Request<ControlLeaveRequest>,
+    ) -> Result<Response<ControlLeaveResponse>, Status> {
+        let peer = request.into_inner().peer;
+        if peer.is_empty() {
+            info!("leaving the network at the owner's request");
+            self.node.set_leaving();
+            membership::leave(&self.node).await;
+            self.node.shutdown.cancel();
+        } else {
+            self.contact("Control/Leave", &peer)?;
+            self.node.directory.drop_peer(&peer);
+            self.node.sessions.forget_peer(&peer);
+            info!(peer = %peer, "peer dropped: nothing more is sent to it");
+        }
+        Ok(Response::new(ControlLeaveResponse {}))
+    }
+
+    async fn trust(&self, request: Request<TrustRequest>) -> Result<Response<TrustResponse>, Status> {
+        let peer = request.into_inner().peer;
+        self.contact("Control/Trust", &peer)?;
+        let contact = self
+            .node
+            .directory
+            .trust(&peer)
+            .ok_or_else(|| refused("Control/Trust", PeerError::NotFound(format!("no peer named {peer:?}"))))?;
+        self.node.sessions.forget_peer(&peer);
+        info!(peer = %peer, fingerprint = %contact.fingerprint, "key trusted and pinned");
+        Ok(Response::new(TrustResponse {
+            peer,
+            fingerprint: contact.fingerprint,
+        }))
+    }
+
+    type SubscribeStream = SubscribeStream;
+
+    async fn subscribe(
+        &self,
+        _: Request<SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let rx = self.node.subscribe();
+        let stream = futures::stream::unfold(rx, |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(message) => {
+                        return Some((Ok(SubscribeResponse { message: Some(message) }), rx));
+                    }
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        warn!(missed, "a subscriber fell behind; it skips live messages (history keeps them)");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        })
+        .take_until(self.node.shutdown.clone().cancelled_owned());
+        Ok(Response::new(Box::pin(stream)))
+    }
+}

@@ -1,0 +1,136 @@
+//! `chat.v1.Peer`, served on the peer's public address to other peers.
+
+use std::{pin::Pin, sync::Arc};
+
+use chat_proto::v1::{
+    peer_server::Peer, DeliverRequest, DeliverResponse, Envelope, HistoryCursor,
+    PeerHandshakeRequest, PeerHandshakeResponse, PeerHistoryRequest, PeerHistoryResponse,
+    SealedMessage,
+};
+use futures::Stream;
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::{
+    error::{refused, PeerError},
+    history::Query,
+    node::Node,
+    session::envelope_aad,
+};
+
+/// History items in flight per `Peer/History` stream.
+const HISTORY_STREAM_QUEUE: usize = 64;
+
+/// The Peer service of one node.
+#[derive(Debug, Clone)]
+pub struct PeerService {
+    node: Arc<Node>,
+}
+
+impl PeerService {
+    /// Serves `node` to other peers.
+    pub fn new(node: Arc<Node>) -> Self {
+        Self { node }
+    }
+}
+
+type HistoryStream = Pin<Box<dyn Stream<Item = Result<PeerHistoryResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn handshake(
+        &self,
+        request: Request<PeerHandshakeRequest>,
+    ) -> Result<Response<PeerHandshakeResponse>, Status> {
+        let message = self
+            .node
+            .accept_handshake(&request.into_inner().message)
+            .await
+            .map_err(|e| refused("Peer/Handshake", e))?;
+        Ok(Response::new(PeerHandshakeResponse { message }))
+    }
+
+    async fn deliver(
+        &self,
+        request: Request<DeliverRequest>,
+    ) -> Result<Response<DeliverResponse>, Status> {
+        self.node
+            .accept_envelope(request.into_inner().envelope)
+            .map(Response::new)
+            .map_err(|e| refused("Peer/Deliver", e))
+    }
+
+    type HistoryStream = HistoryStream;
+
+    async fn history(
+        &self,
+        request: Request<PeerHistoryRequest>,
+    ) -> Result<Response<Self::HistoryStream>, Status> {
+        let envelope = request
+            .into_inner()
+            .envelope
+            .ok_or_else(|| refused("Peer/History", PeerError::InvalidArgument("envelope is required".into())))?;
+        let (session, plaintext) = self
+            .node
+            .open_envelope(&envelope)
+            .map_err(|e| refused("Peer/History", e))?;
+        let cursor = HistoryCursor::decode(plaintext.as_slice()).map_err(|_| {
+            refused(
+                "Peer/History",
+                PeerError::InvalidArgument("sealed content is not a HistoryCursor".into()),
+            )
+        })?;
+        let (tx, rx) = mpsc::channel(HISTORY_STREAM_QUEUE);
+        let node = self.node.clone();
+        tokio::spawn(async move {
+            let mut query = Query {
+                cursor: (!cursor.after.is_empty()).then_some(cursor.after),
+                ..Default::default()
+            };
+            let mut remaining = if cursor.limit == 0 { usize::MAX } else { cursor.limit as usize };
+            loop {
+                let page = match node.history.query(&query) {
+                    Ok(page) => page,
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::invalid_argument(e.to_string()))).await;
+                        return;
+                    }
+                };
+                for message in page.messages {
+                    if remaining == 0 {
+                        return;
+                    }
+                    remaining -= 1;
+                    let session_id = session.id();
+                    let id = message.id.clone();
+                    let cursor = crate::history::cursor_of(&message);
+                    let aad = envelope_aad(&session_id, node.name(), &id);
+                    let plaintext = SealedMessage { message: Some(message) }.encode_to_vec();
+                    let item = session.transport.seal_next(&aad, &plaintext).map(|(counter, ciphertext)| {
+                        PeerHistoryResponse {
+                            envelope: Some(Envelope {
+                                session_id: session_id.to_vec(),
+                                counter,
+                                sender: node.name().to_owned(),
+                                message_id: id,
+                                ciphertext,
+                            }),
+                            cursor,
+                        }
+                    });
+                    let item = item.map_err(|e| Status::internal(format!("cannot seal: {e}")));
+                    if tx.send(item).await.is_err() {
+                        return; // the requester went away
+                    }
+                }
+                match page.next_cursor {
+                    Some(next) => query.cursor = Some(next),
+                    None => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
