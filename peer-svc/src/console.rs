@@ -54,8 +54,14 @@ mod tests {
         };
         let live = live_line(&message);
         let history = history_line(&message);
-        assert!(live.ends_with("] - From: alice Message: Hello user2"), "{live}");
-        assert!(history.ends_with("] From alice Message Hello user2"), "{history}");
+        assert!(
+            live.ends_with("] - From: alice Message: Hello user2"),
+            "{live}"
+        );
+        assert!(
+            history.ends_with("] From alice Message Hello user2"),
+            "{history}"
+        );
         // [YYYY-MM-DD|HH:MM:SS]
         assert_eq!(&live[0..1], "[");
         assert_eq!(&live[11..12], "|");

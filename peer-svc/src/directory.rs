@@ -11,7 +11,7 @@ use std::{
     sync::Mutex,
 };
 
-use chat_proto::keys::{fingerprint, validate_public_key, PUBLIC_KEY_LEN};
+use chat_proto::keys::{PUBLIC_KEY_LEN, fingerprint, validate_public_key};
 use tracing::warn;
 
 /// The pin file's name inside the data dir.
@@ -57,7 +57,9 @@ pub enum Refusal {
     #[error("the static key offered for {0} is not the one Discovery lists for it")]
     WrongKey(String),
     /// The key differs from the pinned one.
-    #[error("{0}'s key changed since it was pinned; its owner must run `chat trust {0}` after comparing fingerprints")]
+    #[error(
+        "{0}'s key changed since it was pinned; its owner must run `chat trust {0}` after comparing fingerprints"
+    )]
     KeyChanged(String),
 }
 
@@ -92,7 +94,9 @@ impl Directory {
                         Some((name, key)) => {
                             pins.insert(name, key);
                         }
-                        None => warn!(file = %pins_path.display(), "skipping a malformed known_peers line"),
+                        None => {
+                            warn!(file = %pins_path.display(), "skipping a malformed known_peers line")
+                        }
                     }
                 }
             }
@@ -297,14 +301,24 @@ mod tests {
         {
             let d = Directory::open("me", dir.path()).unwrap();
             assert_eq!(d.upsert("bob", "127.0.0.1:1", &k1), Some(Change::Added));
-            assert_eq!(d.upsert("me", "127.0.0.1:2", &k1), None, "self is not a contact");
+            assert_eq!(
+                d.upsert("me", "127.0.0.1:2", &k1),
+                None,
+                "self is not a contact"
+            );
         }
         // A restart reloads the pin; Discovery now lists another key for bob.
         let d = Directory::open("me", dir.path()).unwrap();
-        assert_eq!(d.upsert("bob", "127.0.0.1:1", &k2), Some(Change::KeyChanged));
+        assert_eq!(
+            d.upsert("bob", "127.0.0.1:1", &k2),
+            Some(Change::KeyChanged)
+        );
         assert!(d.get("bob").unwrap().key_changed);
         let k2a: [u8; 32] = k2.clone().try_into().unwrap();
-        assert_eq!(d.verify("bob", &k2a), Err(Refusal::KeyChanged("bob".into())));
+        assert_eq!(
+            d.verify("bob", &k2a),
+            Err(Refusal::KeyChanged("bob".into()))
+        );
         d.trust("bob").unwrap();
         assert!(d.verify("bob", &k2a).is_ok());
         let d = Directory::open("me", dir.path()).unwrap();

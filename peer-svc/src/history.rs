@@ -115,12 +115,14 @@ impl History {
                 && query.grep.as_deref().is_none_or(|g| m.text.contains(g))
         };
         let range = match &after {
-            Some(k) => inner
-                .ordered
-                .range((std::ops::Bound::Excluded(k.clone()), std::ops::Bound::Unbounded)),
+            Some(k) => inner.ordered.range((
+                std::ops::Bound::Excluded(k.clone()),
+                std::ops::Bound::Unbounded,
+            )),
             None => inner.ordered.range::<Key, _>(..),
         };
-        let mut selected: Vec<&ChatMessage> = range.map(|(_, m)| m).filter(|m| matches(m)).collect();
+        let mut selected: Vec<&ChatMessage> =
+            range.map(|(_, m)| m).filter(|m| matches(m)).collect();
         if query.limit > 0 && after.is_none() && selected.len() > query.limit {
             selected.drain(..selected.len() - query.limit);
         }
@@ -128,7 +130,10 @@ impl History {
         let mut bytes = 0;
         for (i, m) in selected.iter().enumerate() {
             if i == PAGE_SIZE || (i > 0 && bytes + m.text.len() > MAX_PAGE_BYTES) {
-                page.next_cursor = page.messages.last().map(|m: &ChatMessage| encode_cursor(&key(m)));
+                page.next_cursor = page
+                    .messages
+                    .last()
+                    .map(|m: &ChatMessage| encode_cursor(&key(m)));
                 break;
             }
             bytes += m.text.len();
@@ -181,7 +186,13 @@ mod tests {
         assert!(h.insert(msg(2, "a", "y", "same")));
         assert!(h.insert(msg(1, "z", "z", "first")));
         assert!(!h.insert(msg(9, "q", "x", "other text, same id")));
-        let ids: Vec<_> = h.query(&Query::default()).unwrap().messages.into_iter().map(|m| m.id).collect();
+        let ids: Vec<_> = h
+            .query(&Query::default())
+            .unwrap()
+            .messages
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
         assert_eq!(ids, ["z", "y", "x"]);
     }
 
@@ -192,12 +203,20 @@ mod tests {
             let sender = if i % 2 == 0 { "even" } else { "odd" };
             h.insert(msg(i, sender, &format!("m{i}"), &format!("text {i}")));
         }
-        let last3 = h.query(&Query { limit: 3, ..Default::default() }).unwrap();
+        let last3 = h
+            .query(&Query {
+                limit: 3,
+                ..Default::default()
+            })
+            .unwrap();
         let ids: Vec<_> = last3.messages.iter().map(|m| m.id.as_str()).collect();
         assert_eq!(ids, ["m2497", "m2498", "m2499"]);
         assert!(last3.next_cursor.is_none());
 
-        let odd = Query { from: Some("odd".into()), ..Default::default() };
+        let odd = Query {
+            from: Some("odd".into()),
+            ..Default::default()
+        };
         let mut all = Vec::new();
         let mut q = odd.clone();
         loop {
@@ -210,8 +229,19 @@ mod tests {
         }
         assert_eq!(all.len(), 1250);
         assert!(all.windows(2).all(|w| w[0].hlc < w[1].hlc));
-        let grep = h.query(&Query { grep: Some("text 1234".into()), ..Default::default() }).unwrap();
+        let grep = h
+            .query(&Query {
+                grep: Some("text 1234".into()),
+                ..Default::default()
+            })
+            .unwrap();
         assert_eq!(grep.messages.len(), 1);
-        assert!(h.query(&Query { cursor: Some("zz".into()), ..Default::default() }).is_err());
+        assert!(
+            h.query(&Query {
+                cursor: Some("zz".into()),
+                ..Default::default()
+            })
+            .is_err()
+        );
     }
 }

@@ -33,7 +33,9 @@ pub enum IdentityError {
         mode: u32,
     },
     /// The file does not hold a 32-byte key in hex.
-    #[error("{0} is not an identity file (expected 64 hex digits); move it away to make a new identity")]
+    #[error(
+        "{0} is not an identity file (expected 64 hex digits); move it away to make a new identity"
+    )]
     Malformed(PathBuf),
     /// Reading or writing failed.
     #[error("{path}: {source}")]
@@ -125,7 +127,10 @@ mod tests {
         let path = dir.path().join(IDENTITY_FILE);
         fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
         let err = load_or_create(dir.path()).unwrap_err();
-        assert!(matches!(err, IdentityError::TooOpen { mode: 0o640, .. }), "{err}");
+        assert!(
+            matches!(err, IdentityError::TooOpen { mode: 0o640, .. }),
+            "{err}"
+        );
     }
 
     #[test]
@@ -140,6 +145,9 @@ mod tests {
             .unwrap()
             .write_all(b"not hex")
             .unwrap();
-        assert!(matches!(load_or_create(dir.path()), Err(IdentityError::Malformed(_))));
+        assert!(matches!(
+            load_or_create(dir.path()),
+            Err(IdentityError::Malformed(_))
+        ));
     }
 }

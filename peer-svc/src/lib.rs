@@ -12,8 +12,8 @@ pub mod console;
 pub mod control_client;
 pub mod directory;
 pub mod error;
-pub mod hlc;
 pub mod history;
+pub mod hlc;
 pub mod identity;
 pub mod membership;
 pub mod node;
@@ -114,9 +114,15 @@ pub async fn start(
     let local = listener
         .local_addr()
         .map_err(|e| StartError::Setup(format!("listener address: {e}")))?;
-    let address = config.advertise.clone().unwrap_or_else(|| local.to_string());
+    let address = config
+        .advertise
+        .clone()
+        .unwrap_or_else(|| local.to_string());
     let directory = directory::Directory::open(&config.name, &config.data_dir).map_err(|e| {
-        StartError::Setup(format!("{}: {e}", config.data_dir.join(directory::KNOWN_PEERS_FILE).display()))
+        StartError::Setup(format!(
+            "{}: {e}",
+            config.data_dir.join(directory::KNOWN_PEERS_FILE).display()
+        ))
     })?;
     let discovery_channel = tonic::transport::Endpoint::from_shared(config.discovery.clone())
         .map_err(|e| StartError::Setup(format!("--discovery {}: {e}", config.discovery)))?
@@ -138,7 +144,10 @@ pub async fn start(
     // down, keep trying in the background.
     let ttl = match membership::register(&node).await {
         Ok(ttl) => Some(ttl),
-        Err(s) if s.code() == tonic::Code::AlreadyExists || s.code() == tonic::Code::InvalidArgument => {
+        Err(s)
+            if s.code() == tonic::Code::AlreadyExists
+                || s.code() == tonic::Code::InvalidArgument =>
+        {
             let _ = std::fs::remove_file(&control_socket);
             return Err(StartError::Refused {
                 name: node.name().to_owned(),
@@ -152,8 +161,12 @@ pub async fn start(
     };
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<PeerServer<service::peer::PeerService>>().await;
-    health.set_serving::<ControlServer<service::control::ControlService>>().await;
+    health
+        .set_serving::<PeerServer<service::peer::PeerService>>()
+        .await;
+    health
+        .set_serving::<ControlServer<service::control::ControlService>>()
+        .await;
     let (peer_reflection, peer_reflection_alpha) =
         chat_proto::reflection::services(&["chat.v1.Peer"])?;
     let (control_reflection, control_reflection_alpha) =
@@ -171,7 +184,10 @@ pub async fn start(
             PeerServer::new(service::peer::PeerService::new(node.clone()))
                 .max_decoding_message_size(decode_limit),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.clone().cancelled_owned());
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(listener),
+            shutdown.clone().cancelled_owned(),
+        );
     let control_server = tonic::transport::Server::builder()
         .layer(tower::util::MapResponseLayer::new(
             chat_proto::limits::oversize_is_resource_exhausted,
@@ -183,7 +199,10 @@ pub async fn start(
             ControlServer::new(service::control::ControlService::new(node.clone()))
                 .max_decoding_message_size(decode_limit),
         )
-        .serve_with_incoming_shutdown(UnixListenerStream::new(uds), shutdown.clone().cancelled_owned());
+        .serve_with_incoming_shutdown(
+            UnixListenerStream::new(uds),
+            shutdown.clone().cancelled_owned(),
+        );
 
     let tasks = vec![
         tokio::spawn(membership::keep_registered(node.clone(), ttl)),

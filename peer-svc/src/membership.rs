@@ -6,8 +6,8 @@
 use std::{sync::atomic::Ordering, time::Duration};
 
 use chat_proto::v1::{
-    membership_event::Kind, KeepAliveRequest, LeaveRequest, ListRequest, Member, RegisterRequest,
-    WatchRequest,
+    KeepAliveRequest, LeaveRequest, ListRequest, Member, RegisterRequest, WatchRequest,
+    membership_event::Kind,
 };
 use tonic::{Code, Status};
 use tracing::{debug, error, info, warn};
@@ -108,8 +108,10 @@ fn apply_joined(node: &Node, m: &Member) {
         Some(Change::Added) => info!(peer = %m.name, address = %m.address, "peer joined"),
         Some(Change::KeyChanged) => node.sessions.forget_peer(&m.name),
         Some(Change::AddressChanged) => {
+            // A new address almost always means a restarted peer, whose
+            // sessions died with it.
             info!(peer = %m.name, address = %m.address, "peer moved");
-            node.sessions.forget_sending(&m.name);
+            node.sessions.forget_peer(&m.name);
         }
         Some(Change::Unchanged) | None => {}
     }
@@ -129,7 +131,9 @@ pub async fn leave(node: &Node) {
             .await
         {
             Ok(_) => info!("left Discovery"),
-            Err(e) => warn!(error = %e.message(), "could not leave Discovery; the lease will expire"),
+            Err(e) => {
+                warn!(error = %e.message(), "could not leave Discovery; the lease will expire")
+            }
         }
     }
 }
@@ -168,7 +172,9 @@ pub async fn keep_registered(node: std::sync::Arc<Node>, mut ttl: Option<Duratio
                 backoff.reset();
                 Some(t)
             }
-            Err(status) if status.code() == Code::NotFound || status.code() == Code::PermissionDenied => {
+            Err(status)
+                if status.code() == Code::NotFound || status.code() == Code::PermissionDenied =>
+            {
                 debug!("lease unknown to Discovery; registering again");
                 match register(node.as_ref()).await {
                     Ok(t) => {
@@ -213,11 +219,18 @@ pub async fn follow(node: std::sync::Arc<Node>) {
 }
 
 async fn follow_once(node: &Node, backoff: &mut Backoff) -> Result<(), Status> {
-    let mut stream = node.discovery.clone().watch(WatchRequest {}).await?.into_inner();
+    let mut stream = node
+        .discovery
+        .clone()
+        .watch(WatchRequest {})
+        .await?
+        .into_inner();
     refresh(node).await?;
     backoff.reset();
     while let Some(event) = stream.message().await? {
-        let Some(member) = event.member.as_ref() else { continue };
+        let Some(member) = event.member.as_ref() else {
+            continue;
+        };
         match event.kind() {
             Kind::Joined => apply_joined(node, member),
             Kind::Left | Kind::Expired => {

@@ -7,22 +7,22 @@ use std::{
     collections::HashMap,
     io::Write,
     sync::{
-        atomic::{AtomicBool, Ordering},
         Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
     },
     time::Duration,
 };
 
-use chat_noise::{Initiator, NoiseError, Responder, StaticKeypair, INITIATION_MIN_LEN};
+use chat_noise::{INITIATION_MIN_LEN, Initiator, NoiseError, Responder, StaticKeypair};
 use chat_proto::v1::{
-    delivery::Status as DeliveryStatus, discovery_client::DiscoveryClient,
-    peer_client::PeerClient, ChatMessage, DeliverRequest, DeliverResponse, Delivery, Envelope,
-    HandshakePayload, PeerHandshakeRequest, SealedMessage, SendResponse,
+    ChatMessage, DeliverRequest, DeliverResponse, Delivery, Envelope, HandshakePayload,
+    PeerHandshakeRequest, SealedMessage, SendResponse, delivery::Status as DeliveryStatus,
+    discovery_client::DiscoveryClient, peer_client::PeerClient,
 };
 use prost::Message;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
-use tonic::{transport::Channel, Code, Status};
+use tonic::{Code, Status, transport::Channel};
 use tracing::{debug, info, warn};
 
 use crate::{
@@ -30,9 +30,9 @@ use crate::{
     console,
     directory::{Contact, Directory, Refusal},
     error::PeerError,
-    hlc::Hlc,
     history::History,
-    session::{envelope_aad, Role, Session, Sessions},
+    hlc::Hlc,
+    session::{Role, Session, Sessions, envelope_aad},
 };
 
 /// The Noise prologue: names this protocol and its version, so a peer of
@@ -176,7 +176,10 @@ impl Node {
                 let now = chrono::Utc::now();
                 let hlc = self.hlc.tick(now.timestamp_millis().max(0) as u64);
                 let id = if id.is_empty() {
-                    format!("{}-{hlc:016x}", self.fingerprint.replace(' ', "")[..8].to_owned())
+                    format!(
+                        "{}-{hlc:016x}",
+                        self.fingerprint.replace(' ', "")[..8].to_owned()
+                    )
                 } else {
                     id
                 };
@@ -322,10 +325,10 @@ impl Node {
             .clone();
         let asked_at = tokio::time::Instant::now();
         let _guard = lock.lock().await;
-        if let Some(s) = self.sessions.sending(&contact.name) {
-            if s.established >= asked_at {
-                return Ok(s);
-            }
+        if let Some(s) = self.sessions.sending(&contact.name)
+            && s.established >= asked_at
+        {
+            return Ok(s);
         }
         let payload = HandshakePayload {
             name: self.name().to_owned(),
@@ -354,9 +357,11 @@ impl Node {
             )));
         }
         info!(peer = %contact.name, fingerprint = %contact.fingerprint, "session established (initiator)");
-        Ok(self
-            .sessions
-            .insert(Session::new(transport, contact.name.clone(), Role::Initiator)))
+        Ok(self.sessions.insert(Session::new(
+            transport,
+            contact.name.clone(),
+            Role::Initiator,
+        )))
     }
 
     // ----- receiving -----------------------------------------------------
@@ -370,14 +375,15 @@ impl Node {
                 message.len()
             )));
         }
-        let pending = Responder::read_message(&self.keypair, PROLOGUE, message).map_err(|e| match e {
-            NoiseError::Truncated { .. } | NoiseError::MessageTooLarge { .. } => {
-                PeerError::InvalidArgument(format!("handshake message is malformed: {e}"))
-            }
-            _ => PeerError::Unauthenticated(format!(
-                "handshake failed ({e}); check that you dialed this peer with its current key"
-            )),
-        })?;
+        let pending =
+            Responder::read_message(&self.keypair, PROLOGUE, message).map_err(|e| match e {
+                NoiseError::Truncated { .. } | NoiseError::MessageTooLarge { .. } => {
+                    PeerError::InvalidArgument(format!("handshake message is malformed: {e}"))
+                }
+                _ => PeerError::Unauthenticated(format!(
+                    "handshake failed ({e}); check that you dialed this peer with its current key"
+                )),
+            })?;
         let hello = HandshakePayload::decode(pending.payload()).map_err(|_| {
             PeerError::InvalidArgument("handshake payload is not a HandshakePayload".into())
         })?;
@@ -437,9 +443,9 @@ impl Node {
                 "sender does not match the session's peer".into(),
             ));
         }
-        session.check_counter(envelope.counter).map_err(|e| {
-            PeerError::Unauthenticated(format!("envelope refused: {e}"))
-        })?;
+        session
+            .check_counter(envelope.counter)
+            .map_err(|e| PeerError::Unauthenticated(format!("envelope refused: {e}")))?;
         let aad = envelope_aad(&envelope.session_id, &envelope.sender, &envelope.message_id);
         let plaintext = session
             .transport
@@ -450,14 +456,17 @@ impl Node {
                         .into(),
                 )
             })?;
-        session.accept_counter(envelope.counter).map_err(|e| {
-            PeerError::Unauthenticated(format!("envelope refused: {e}"))
-        })?;
+        session
+            .accept_counter(envelope.counter)
+            .map_err(|e| PeerError::Unauthenticated(format!("envelope refused: {e}")))?;
         Ok((session, plaintext))
     }
 
     /// `Peer/Deliver`: opens, checks and stores one message, then shows it.
-    pub fn accept_envelope(&self, envelope: Option<Envelope>) -> Result<DeliverResponse, PeerError> {
+    pub fn accept_envelope(
+        &self,
+        envelope: Option<Envelope>,
+    ) -> Result<DeliverResponse, PeerError> {
         let envelope =
             envelope.ok_or_else(|| PeerError::InvalidArgument("envelope is required".into()))?;
         let (session, plaintext) = self.open_envelope(&envelope)?;

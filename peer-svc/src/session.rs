@@ -149,9 +149,7 @@ impl Sessions {
         let session = Arc::new(session);
         let mut inner = self.inner.lock().expect("sessions lock");
         if session.role == Role::Initiator {
-            inner
-                .sending
-                .insert(session.peer.clone(), session.clone());
+            inner.sending.insert(session.peer.clone(), session.clone());
         }
         inner.by_id.insert(session.id(), session.clone());
         let mut same_peer: Vec<(Instant, SessionId)> = inner

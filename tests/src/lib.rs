@@ -208,3 +208,10 @@ impl Process {
             .expect("wait")
     }
 }
+
+mod peers;
+mod relay;
+
+pub use peers::{InProcessPeer, PeerProcess};
+pub use peers::{chat_cli, eventually, full_history};
+pub use relay::{Relay, contains};

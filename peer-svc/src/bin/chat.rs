@@ -4,9 +4,9 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use chat_proto::v1::{
-    connection::SessionState, control_client::ControlClient, delivery::Status as DeliveryStatus,
     ChatMessage, ConnectionsRequest, ControlLeaveRequest, HandshakeRequest, HistoryRequest,
     RefreshConnectionsRequest, SendRequest, SubscribeRequest, TrustRequest,
+    connection::SessionState, control_client::ControlClient, delivery::Status as DeliveryStatus,
 };
 use clap::{Parser, Subcommand};
 use peer_svc::console;
@@ -104,7 +104,13 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
         .map_err(|e| e.to_string())?;
     match cli.verb {
         Verb::Send { text, id } => send(&mut client, text, id.unwrap_or_default()).await,
-        Verb::History { limit, since, from, grep, json } => {
+        Verb::History {
+            limit,
+            since,
+            from,
+            grep,
+            json,
+        } => {
             let since = since.map(|s| parse_since(&s)).transpose()?;
             let mut request = HistoryRequest {
                 limit: limit.unwrap_or(0),
@@ -117,7 +123,11 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                 println!("The history");
             }
             loop {
-                let page = client.history(request.clone()).await.map_err(status_text)?.into_inner();
+                let page = client
+                    .history(request.clone())
+                    .await
+                    .map_err(status_text)?
+                    .into_inner();
                 for m in &page.messages {
                     if json {
                         println!("{}", message_json(m));
@@ -153,7 +163,10 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             } else if list.is_empty() {
                 println!("no other peers are connected");
             } else {
-                println!("{:<16} {:<22} {:<40} SESSION", "NAME", "ADDRESS", "FINGERPRINT");
+                println!(
+                    "{:<16} {:<22} {:<40} SESSION",
+                    "NAME", "ADDRESS", "FINGERPRINT"
+                );
                 for c in &list {
                     println!(
                         "{:<16} {:<22} {:<40} {}",
@@ -163,7 +176,10 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                         session_name(c.session())
                     );
                     if c.session() == SessionState::KeyChanged {
-                        println!("  WARNING: {}'s key changed; nothing is sent to it until you compare fingerprints and run `chat trust {}`", c.name, c.name);
+                        println!(
+                            "  WARNING: {}'s key changed; nothing is sent to it until you compare fingerprints and run `chat trust {}`",
+                            c.name, c.name
+                        );
                     }
                 }
             }
@@ -177,7 +193,14 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                 .into_inner()
                 .connections;
             let names: Vec<_> = list.iter().map(|c| c.name.as_str()).collect();
-            println!("connections: {}", if names.is_empty() { "none".into() } else { names.join(", ") });
+            println!(
+                "connections: {}",
+                if names.is_empty() {
+                    "none".into()
+                } else {
+                    names.join(", ")
+                }
+            );
             Ok(ExitCode::SUCCESS)
         }
         Verb::Handshake { peer } => {
@@ -186,16 +209,25 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                 .await
                 .map_err(status_text)?
                 .into_inner();
-            println!("handshake with {} done in {:.2} ms", r.peer, r.elapsed_micros as f64 / 1000.0);
+            println!(
+                "handshake with {} done in {:.2} ms",
+                r.peer,
+                r.elapsed_micros as f64 / 1000.0
+            );
             println!("  {:<6} fingerprint: {}", r.peer, r.fingerprint);
             println!("  {:<6} fingerprint: {}", "your", r.local_fingerprint);
-            println!("Compare them with {} over another channel (in person, by phone).", r.peer);
+            println!(
+                "Compare them with {} over another channel (in person, by phone).",
+                r.peer
+            );
             Ok(ExitCode::SUCCESS)
         }
         Verb::Leave { peer } => {
             let named = peer.clone().unwrap_or_default();
             client
-                .leave(ControlLeaveRequest { peer: named.clone() })
+                .leave(ControlLeaveRequest {
+                    peer: named.clone(),
+                })
                 .await
                 .map_err(status_text)?;
             if named.is_empty() {
@@ -206,7 +238,11 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Verb::Trust { peer } => {
-            let r = client.trust(TrustRequest { peer }).await.map_err(status_text)?.into_inner();
+            let r = client
+                .trust(TrustRequest { peer })
+                .await
+                .map_err(status_text)?
+                .into_inner();
             println!("trusted {}: key {} is now pinned", r.peer, r.fingerprint);
             Ok(ExitCode::SUCCESS)
         }
@@ -214,8 +250,16 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
     }
 }
 
-async fn send(client: &mut ControlClient<Channel>, text: String, id: String) -> Result<ExitCode, String> {
-    let r = client.send(SendRequest { text, id }).await.map_err(status_text)?.into_inner();
+async fn send(
+    client: &mut ControlClient<Channel>,
+    text: String,
+    id: String,
+) -> Result<ExitCode, String> {
+    let r = client
+        .send(SendRequest { text, id })
+        .await
+        .map_err(status_text)?
+        .into_inner();
     println!("sent {}", r.id);
     if r.deliveries.is_empty() {
         println!("  (no other peers are connected; the message is in your history)");
@@ -223,7 +267,12 @@ async fn send(client: &mut ControlClient<Channel>, text: String, id: String) -> 
     for d in &r.deliveries {
         match d.status() {
             DeliveryStatus::Delivered => println!("  {:<16} delivered", d.peer),
-            other => println!("  {:<16} {}: {}", d.peer, format!("{other:?}").to_lowercase(), d.error),
+            other => println!(
+                "  {:<16} {}: {}",
+                d.peer,
+                format!("{other:?}").to_lowercase(),
+                d.error
+            ),
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -235,7 +284,9 @@ async fn attach(mut client: ControlClient<Channel>) -> Result<ExitCode, String> 
         .await
         .map_err(status_text)?
         .into_inner();
-    eprintln!("attached: incoming messages print here; type a line and press Enter to send (Ctrl-D to detach)");
+    eprintln!(
+        "attached: incoming messages print here; type a line and press Enter to send (Ctrl-D to detach)"
+    );
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     loop {
         tokio::select! {
@@ -286,9 +337,13 @@ fn parse_since(text: &str) -> Result<prost_types::Timestamp, String> {
     let at = if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
         t.with_timezone(&chrono::Utc)
     } else {
-        let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
         let (n, unit) = text.split_at(split);
-        let n: i64 = n.parse().map_err(|_| format!("--since {text:?}: use RFC 3339 or an age like 10m"))?;
+        let n: i64 = n
+            .parse()
+            .map_err(|_| format!("--since {text:?}: use RFC 3339 or an age like 10m"))?;
         let seconds = match unit {
             "s" => n,
             "m" => n * 60,
@@ -298,5 +353,8 @@ fn parse_since(text: &str) -> Result<prost_types::Timestamp, String> {
         };
         chrono::Utc::now() - chrono::Duration::seconds(seconds)
     };
-    Ok(prost_types::Timestamp { seconds: at.timestamp(), nanos: at.timestamp_subsec_nanos() as i32 })
+    Ok(prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: at.timestamp_subsec_nanos() as i32,
+    })
 }

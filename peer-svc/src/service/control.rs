@@ -4,11 +4,11 @@
 use std::{pin::Pin, sync::Arc, time::Instant};
 
 use chat_proto::v1::{
-    connection::SessionState, control_server::Control, Connection, ConnectionsRequest,
-    ConnectionsResponse, ControlLeaveRequest, ControlLeaveResponse, HandshakeRequest,
-    HandshakeResponse, HistoryRequest, HistoryResponse, RefreshConnectionsRequest,
-    RefreshConnectionsResponse, SendRequest, SendResponse, SubscribeRequest, SubscribeResponse,
-    TrustRequest, TrustResponse,
+    Connection, ConnectionsRequest, ConnectionsResponse, ControlLeaveRequest, ControlLeaveResponse,
+    HandshakeRequest, HandshakeResponse, HistoryRequest, HistoryResponse,
+    RefreshConnectionsRequest, RefreshConnectionsResponse, SendRequest, SendResponse,
+    SubscribeRequest, SubscribeResponse, TrustRequest, TrustResponse, connection::SessionState,
+    control_server::Control,
 };
 use futures::{Stream, StreamExt};
 use tokio::sync::broadcast;
@@ -17,7 +17,7 @@ use tracing::{info, warn};
 
 use crate::{
     directory::Contact,
-    error::{refused, PeerError},
+    error::{PeerError, refused},
     history::Query,
     membership,
     node::Node,
@@ -63,7 +63,10 @@ impl ControlService {
 
     fn contact(&self, rpc: &'static str, peer: &str) -> Result<Contact, Status> {
         if peer.is_empty() {
-            return Err(refused(rpc, PeerError::InvalidArgument("peer must not be empty".into())));
+            return Err(refused(
+                rpc,
+                PeerError::InvalidArgument("peer must not be empty".into()),
+            ));
         }
         self.node.directory.get(peer).ok_or_else(|| {
             refused(
@@ -104,11 +107,10 @@ impl Control for ControlService {
             grep: non_empty(req.grep),
             cursor: non_empty(req.cursor),
         };
-        let page = self
-            .node
-            .history
-            .query(&query)
-            .map_err(|e| refused("Control/History", PeerError::InvalidArgument(e.to_string())))?;
+        let page =
+            self.node.history.query(&query).map_err(|e| {
+                refused("Control/History", PeerError::InvalidArgument(e.to_string()))
+            })?;
         Ok(Response::new(HistoryResponse {
             messages: page.messages,
             next_cursor: page.next_cursor.unwrap_or_default(),
@@ -196,14 +198,18 @@ impl Control for ControlService {
         Ok(Response::new(ControlLeaveResponse {}))
     }
 
-    async fn trust(&self, request: Request<TrustRequest>) -> Result<Response<TrustResponse>, Status> {
+    async fn trust(
+        &self,
+        request: Request<TrustRequest>,
+    ) -> Result<Response<TrustResponse>, Status> {
         let peer = request.into_inner().peer;
         self.contact("Control/Trust", &peer)?;
-        let contact = self
-            .node
-            .directory
-            .trust(&peer)
-            .ok_or_else(|| refused("Control/Trust", PeerError::NotFound(format!("no peer named {peer:?}"))))?;
+        let contact = self.node.directory.trust(&peer).ok_or_else(|| {
+            refused(
+                "Control/Trust",
+                PeerError::NotFound(format!("no peer named {peer:?}")),
+            )
+        })?;
         self.node.sessions.forget_peer(&peer);
         info!(peer = %peer, fingerprint = %contact.fingerprint, "key trusted and pinned");
         Ok(Response::new(TrustResponse {
@@ -223,10 +229,18 @@ impl Control for ControlService {
             loop {
                 match rx.recv().await {
                     Ok(message) => {
-                        return Some((Ok(SubscribeResponse { message: Some(message) }), rx));
+                        return Some((
+                            Ok(SubscribeResponse {
+                                message: Some(message),
+                            }),
+                            rx,
+                        ));
                     }
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        warn!(missed, "a subscriber fell behind; it skips live messages (history keeps them)");
+                        warn!(
+                            missed,
+                            "a subscriber fell behind; it skips live messages (history keeps them)"
+                        );
                     }
                     Err(broadcast::error::RecvError::Closed) => return None,
                 }

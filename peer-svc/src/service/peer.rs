@@ -3,9 +3,9 @@
 use std::{pin::Pin, sync::Arc};
 
 use chat_proto::v1::{
-    peer_server::Peer, DeliverRequest, DeliverResponse, Envelope, HistoryCursor,
-    PeerHandshakeRequest, PeerHandshakeResponse, PeerHistoryRequest, PeerHistoryResponse,
-    SealedMessage,
+    DeliverRequest, DeliverResponse, Envelope, HistoryCursor, PeerHandshakeRequest,
+    PeerHandshakeResponse, PeerHistoryRequest, PeerHistoryResponse, SealedMessage,
+    peer_server::Peer,
 };
 use futures::Stream;
 use prost::Message;
@@ -14,7 +14,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::{
-    error::{refused, PeerError},
+    error::{PeerError, refused},
     history::Query,
     node::Node,
     session::envelope_aad,
@@ -68,10 +68,12 @@ impl Peer for PeerService {
         &self,
         request: Request<PeerHistoryRequest>,
     ) -> Result<Response<Self::HistoryStream>, Status> {
-        let envelope = request
-            .into_inner()
-            .envelope
-            .ok_or_else(|| refused("Peer/History", PeerError::InvalidArgument("envelope is required".into())))?;
+        let envelope = request.into_inner().envelope.ok_or_else(|| {
+            refused(
+                "Peer/History",
+                PeerError::InvalidArgument("envelope is required".into()),
+            )
+        })?;
         let (session, plaintext) = self
             .node
             .open_envelope(&envelope)
@@ -89,7 +91,11 @@ impl Peer for PeerService {
                 cursor: (!cursor.after.is_empty()).then_some(cursor.after),
                 ..Default::default()
             };
-            let mut remaining = if cursor.limit == 0 { usize::MAX } else { cursor.limit as usize };
+            let mut remaining = if cursor.limit == 0 {
+                usize::MAX
+            } else {
+                cursor.limit as usize
+            };
             loop {
                 let page = match node.history.query(&query) {
                     Ok(page) => page,
@@ -107,9 +113,12 @@ impl Peer for PeerService {
                     let id = message.id.clone();
                     let cursor = crate::history::cursor_of(&message);
                     let aad = envelope_aad(&session_id, node.name(), &id);
-                    let plaintext = SealedMessage { message: Some(message) }.encode_to_vec();
-                    let item = session.transport.seal_next(&aad, &plaintext).map(|(counter, ciphertext)| {
-                        PeerHistoryResponse {
+                    let plaintext = SealedMessage {
+                        message: Some(message),
+                    }
+                    .encode_to_vec();
+                    let item = session.transport.seal_next(&aad, &plaintext).map(
+                        |(counter, ciphertext)| PeerHistoryResponse {
                             envelope: Some(Envelope {
                                 session_id: session_id.to_vec(),
                                 counter,
@@ -118,8 +127,8 @@ impl Peer for PeerService {
                                 ciphertext,
                             }),
                             cursor,
-                        }
-                    });
+                        },
+                    );
                     let item = item.map_err(|e| Status::internal(format!("cannot seal: {e}")));
                     if tx.send(item).await.is_err() {
                         return; // the requester went away

@@ -1,4 +1,7 @@
 //! End-to-end tests, in one binary so `cargo test` links and starts once.
 
+mod confidentiality;
 mod discovery;
 mod discovery_grpcurl;
+mod peer_adversarial;
+mod peer_processes;

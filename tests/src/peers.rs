@@ -1,0 +1,240 @@
+//! Peers for tests: real `peer-svc` processes driven through the real `chat`
+//! CLI and the Control socket, or peers started in this process when a test
+//! needs to reach inside (e.g. to count what was stored).
+
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::Arc,
+    time::Duration,
+};
+
+use chat_proto::v1::{
+    ChatMessage, ConnectionsRequest, HistoryRequest, control_client::ControlClient,
+};
+use peer_svc::node::Node;
+use tokio::{net::TcpListener, process::Command};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+use crate::{PATIENCE, Process, binary, within};
+
+/// How often readiness checks poll (connection lists, histories).
+const POLL: Duration = Duration::from_millis(20);
+
+/// Polls `check` until it returns true, failing after [`PATIENCE`].
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    within(what, async {
+        while !check().await {
+            tokio::time::sleep(POLL).await;
+        }
+    })
+    .await
+}
+
+/// Names of the peers a Control client lists.
+async fn connection_names(client: &mut ControlClient<Channel>) -> Vec<String> {
+    match client.connections(ConnectionsRequest {}).await {
+        Ok(r) => r
+            .into_inner()
+            .connections
+            .into_iter()
+            .map(|c| c.name)
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Every message in a Control client's history, following cursors.
+pub async fn full_history(client: &mut ControlClient<Channel>) -> Vec<ChatMessage> {
+    let mut all = Vec::new();
+    let mut request = HistoryRequest::default();
+    loop {
+        let page = client
+            .history(request.clone())
+            .await
+            .expect("history")
+            .into_inner();
+        all.extend(page.messages);
+        if page.next_cursor.is_empty() {
+            return all;
+        }
+        request.cursor = page.next_cursor;
+    }
+}
+
+/// A real `peer-svc` process.
+pub struct PeerProcess {
+    /// Its name.
+    pub name: String,
+    /// Its data dir.
+    pub data_dir: PathBuf,
+    /// The process, with its stdout (the live console).
+    pub process: Process,
+}
+
+impl PeerProcess {
+    /// Starts `peer-svc --name NAME --listen 127.0.0.1:0 --discovery URL --data-dir DIR`.
+    pub async fn start(name: &str, discovery_url: &str, data_dir: &Path) -> Self {
+        let dir = data_dir.to_str().expect("utf-8 path");
+        let process = Process::spawn(
+            "peer-svc",
+            &[
+                "--name",
+                name,
+                "--listen",
+                "127.0.0.1:0",
+                "--discovery",
+                discovery_url,
+                "--data-dir",
+                dir,
+            ],
+            &[],
+        )
+        .await;
+        Self {
+            name: name.to_owned(),
+            data_dir: data_dir.to_owned(),
+            process,
+        }
+    }
+
+    /// A Control client over the peer's Unix socket.
+    pub async fn control(&self) -> ControlClient<Channel> {
+        peer_svc::control_client::connect(&self.data_dir)
+            .await
+            .expect("control socket")
+    }
+
+    /// Runs the real `chat` CLI against this peer; returns (success, stdout, stderr).
+    pub async fn chat(&self, args: &[&str]) -> (bool, String, String) {
+        chat_cli(&self.data_dir, args).await
+    }
+
+    /// Waits until this peer lists exactly `names` as its connections.
+    pub async fn wait_connections(&self, names: &[&str]) {
+        let client = self.control().await;
+        let mut want: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        want.sort();
+        eventually(&format!("{} to list {names:?}", self.name), || {
+            let mut client = client.clone();
+            let want = want.clone();
+            async move {
+                let mut got = connection_names(&mut client).await;
+                got.sort();
+                got == want
+            }
+        })
+        .await;
+    }
+
+    /// Reads the next line the peer printed on its console (stdout).
+    pub async fn next_console_line(&mut self) -> String {
+        within(
+            &format!("{}'s console", self.name),
+            self.process.stdout.next_line(),
+        )
+        .await
+        .expect("read stdout")
+        .unwrap_or_else(|| panic!("{} closed stdout", self.name))
+    }
+}
+
+/// Runs `chat --data-dir DIR ARGS...`; returns (success, stdout, stderr).
+pub async fn chat_cli(data_dir: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = within(
+        "chat",
+        Command::new(binary("chat"))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(args)
+            .stdin(Stdio::null())
+            .output(),
+    )
+    .await
+    .expect("run chat");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A peer running inside the test process.
+pub struct InProcessPeer {
+    /// The node, to inspect its state.
+    pub node: Arc<Node>,
+    /// Where other peers dial it (its listener, or the advertised address).
+    pub address: String,
+    /// Its data dir.
+    pub data_dir: PathBuf,
+    shutdown: CancellationToken,
+    running: Option<peer_svc::Running>,
+}
+
+impl InProcessPeer {
+    /// Starts a peer named `name` with data under `data_dir`.
+    pub async fn start(name: &str, discovery_url: &str, data_dir: &Path) -> Self {
+        Self::start_with(peer_svc::Config::new(name, discovery_url, data_dir)).await
+    }
+
+    /// Starts a peer with `config` on a free loopback port.
+    pub async fn start_with(config: peer_svc::Config) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Self::start_on(listener, config).await
+    }
+
+    /// Starts a peer with `config` on `listener`.
+    pub async fn start_on(listener: TcpListener, config: peer_svc::Config) -> Self {
+        let data_dir = config.data_dir.clone();
+        let shutdown = CancellationToken::new();
+        let running = peer_svc::start(listener, config, shutdown.clone())
+            .await
+            .expect("peer starts");
+        Self {
+            node: running.node.clone(),
+            address: running.address.clone(),
+            data_dir,
+            shutdown,
+            running: Some(running),
+        }
+    }
+
+    /// A Control client over the peer's Unix socket.
+    pub async fn control(&self) -> ControlClient<Channel> {
+        peer_svc::control_client::connect(&self.data_dir)
+            .await
+            .expect("control socket")
+    }
+
+    /// Waits until this peer knows `names`.
+    pub async fn wait_connections(&self, names: &[&str]) {
+        let node = self.node.clone();
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        eventually("in-process peer connections", || {
+            let ok = names.iter().all(|n| node.directory.get(n).is_some());
+            async move { ok }
+        })
+        .await;
+    }
+
+    /// Stops the peer gracefully and waits for it.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(running) = self.running.take() {
+            tokio::time::timeout(PATIENCE, running.wait())
+                .await
+                .expect("peer stops within patience");
+        }
+    }
+}
+
+impl Drop for InProcessPeer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}

@@ -1,0 +1,415 @@
+//! Hostile input to a real peer's `chat.v1.Peer` port: tampered, replayed,
+//! forged, truncated, oversized and random. Each gets the right status,
+//! nothing is stored or shown, and the peer keeps serving.
+
+use chat_noise::{Initiator, StaticKeypair};
+use chat_proto::v1::{
+    ChatMessage, DeliverRequest, Envelope, HandshakePayload, PeerHandshakeRequest,
+    PeerHistoryRequest, RegisterRequest, SealedMessage, peer_client::PeerClient,
+};
+use chat_tests::{Discovery, InProcessPeer};
+use peer_svc::{node::PROLOGUE, session::envelope_aad};
+use prost::Message;
+use rand::RngExt;
+use tonic::{Code, transport::Channel};
+
+/// A party that registers with Discovery under its own key and speaks the
+/// peer protocol by hand.
+struct Mallory {
+    name: String,
+    keypair: StaticKeypair,
+    channel: Channel,
+    client: PeerClient<Channel>,
+}
+
+/// An established session from Mallory's side.
+struct Handshaken {
+    session_id: Vec<u8>,
+    transport: chat_noise::Transport,
+}
+
+impl Mallory {
+    async fn join(discovery: &Discovery, name: &str, target: &InProcessPeer) -> Self {
+        let keypair = StaticKeypair::generate();
+        discovery
+            .client()
+            .await
+            .register(RegisterRequest {
+                name: name.into(),
+                address: "127.0.0.1:9".into(),
+                public_key: keypair.public_key().to_vec(),
+            })
+            .await
+            .unwrap();
+        let channel = Channel::from_shared(format!("http://{}", target.address))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let client = PeerClient::new(channel.clone());
+        Self {
+            name: name.into(),
+            keypair,
+            channel,
+            client,
+        }
+    }
+
+    fn initiation(
+        &self,
+        target: &InProcessPeer,
+        claimed_name: &str,
+    ) -> (Vec<u8>, chat_noise::InitiatorWaiting) {
+        let payload = HandshakePayload {
+            name: claimed_name.into(),
+            address: "127.0.0.1:9".into(),
+        };
+        Initiator::new(&self.keypair, target.node.public_key(), PROLOGUE)
+            .write_message(&payload.encode_to_vec())
+            .unwrap()
+    }
+
+    async fn handshake(&mut self, target: &InProcessPeer) -> Handshaken {
+        let (message, waiting) = self.initiation(target, &self.name.clone());
+        let response = self
+            .client
+            .handshake(PeerHandshakeRequest { message })
+            .await
+            .unwrap()
+            .into_inner();
+        let (_, transport) = waiting.read_message(&response.message).unwrap();
+        Handshaken {
+            session_id: transport.session_id().to_vec(),
+            transport,
+        }
+    }
+
+    fn envelope(&self, s: &Handshaken, counter: u64, id: &str, text: &str) -> Envelope {
+        let message = ChatMessage {
+            id: id.into(),
+            sender: self.name.clone(),
+            text: text.into(),
+            hlc: 1,
+            ..Default::default()
+        };
+        let plaintext = SealedMessage {
+            message: Some(message),
+        }
+        .encode_to_vec();
+        let aad = envelope_aad(&s.session_id, &self.name, id);
+        Envelope {
+            session_id: s.session_id.clone(),
+            counter,
+            sender: self.name.clone(),
+            message_id: id.into(),
+            ciphertext: s.transport.seal(counter, &aad, &plaintext).unwrap(),
+        }
+    }
+
+    async fn deliver(
+        &mut self,
+        envelope: Envelope,
+    ) -> Result<chat_proto::v1::DeliverResponse, tonic::Status> {
+        self.client
+            .deliver(DeliverRequest {
+                envelope: Some(envelope),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+}
+
+async fn setup(test: &str) -> (Discovery, tempfile::TempDir, InProcessPeer, Mallory) {
+    let discovery = Discovery::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let target = InProcessPeer::start("target", &discovery.url(), &dir.path().join("target")).await;
+    let mallory = Mallory::join(&discovery, &format!("mallory-{test}"), &target).await;
+    (discovery, dir, target, mallory)
+}
+
+#[tokio::test]
+async fn a_tampered_ciphertext_is_unauthenticated_and_not_stored() {
+    let (_d, _dir, target, mut mallory) = setup("tamper").await;
+    let s = mallory.handshake(&target).await;
+    let good = mallory.envelope(&s, 0, "m1", "hello");
+    for i in [0, good.ciphertext.len() / 2, good.ciphertext.len() - 1] {
+        let mut bad = good.clone();
+        bad.ciphertext[i] ^= 0x01;
+        let err = mallory.deliver(bad).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+        assert!(
+            err.message().contains("decryption failed"),
+            "{}",
+            err.message()
+        );
+    }
+    // Tampering with what the AAD binds is caught the same way.
+    for tamper in [
+        |e: &mut Envelope| e.message_id = "other".into(),
+        |e: &mut Envelope| e.counter += 1,
+    ] {
+        let mut bad = good.clone();
+        tamper(&mut bad);
+        assert_eq!(
+            mallory.deliver(bad).await.unwrap_err().code(),
+            Code::Unauthenticated
+        );
+    }
+    assert!(target.node.history.is_empty(), "nothing stored");
+    // The untouched envelope still works: the counter was not burned by failures.
+    assert!(!mallory.deliver(good).await.unwrap().duplicate);
+    assert_eq!(target.node.history.len(), 1);
+}
+
+#[tokio::test]
+async fn a_replayed_envelope_is_refused_and_stored_once() {
+    let (_d, _dir, target, mut mallory) = setup("replay").await;
+    let s = mallory.handshake(&target).await;
+    let envelope = mallory.envelope(&s, 7, "r1", "once");
+    mallory.deliver(envelope.clone()).await.unwrap();
+    let err = mallory.deliver(envelope).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert!(err.message().contains("replayed"), "{}", err.message());
+    assert_eq!(target.node.history.len(), 1);
+    // A fresh counter with the same message id is accepted but not duplicated.
+    let again = mallory
+        .deliver(mallory.envelope(&s, 8, "r1", "once"))
+        .await
+        .unwrap();
+    assert!(again.duplicate);
+    assert_eq!(target.node.history.len(), 1);
+}
+
+#[tokio::test]
+async fn an_unknown_session_says_to_handshake_again() {
+    let (_d, _dir, target, mut mallory) = setup("unknown").await;
+    let s = mallory.handshake(&target).await;
+    let mut envelope = mallory.envelope(&s, 0, "u1", "x");
+    envelope.session_id = vec![0xAB; 16];
+    let err = mallory.deliver(envelope).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert!(
+        err.message().contains("handshake again"),
+        "{}",
+        err.message()
+    );
+    assert!(target.node.history.is_empty());
+}
+
+#[tokio::test]
+async fn a_key_discovery_does_not_list_is_permission_denied() {
+    let (_d, _dir, target, mallory) = setup("unlisted").await;
+    // Mallory claims to be "target"'s friend "alice", who is not registered,
+    // then claims her own registered name with a key Discovery does not list.
+    let mut client = mallory.client.clone();
+    let (message, _) = mallory.initiation(&target, "alice");
+    let err = client
+        .handshake(PeerHandshakeRequest { message })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(
+        err.message().contains("not registered"),
+        "{}",
+        err.message()
+    );
+
+    let impostor = StaticKeypair::generate();
+    let payload = HandshakePayload {
+        name: mallory.name.clone(),
+        address: String::new(),
+    }
+    .encode_to_vec();
+    let (message, _) = Initiator::new(&impostor, target.node.public_key(), PROLOGUE)
+        .write_message(&payload)
+        .unwrap();
+    let err = client
+        .handshake(PeerHandshakeRequest { message })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(
+        err.message().contains("not the one Discovery lists"),
+        "{}",
+        err.message()
+    );
+}
+
+#[tokio::test]
+async fn truncated_and_garbled_handshakes_are_refused_with_the_right_code() {
+    let (_d, _dir, target, mallory) = setup("trunc").await;
+    let mut client = mallory.client.clone();
+    let (message, _) = mallory.initiation(&target, &mallory.name);
+    for len in [0, 1, 31, 32, 95] {
+        let err = client
+            .handshake(PeerHandshakeRequest {
+                message: message[..len].to_vec(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "len {len}: {err:?}");
+        assert!(err.message().contains("truncated"), "{}", err.message());
+    }
+    let mut flipped = message.clone();
+    flipped[40] ^= 0x80;
+    let err = client
+        .handshake(PeerHandshakeRequest { message: flipped })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    // A handshake under another prologue (another protocol version) fails too.
+    let payload = HandshakePayload {
+        name: mallory.name.clone(),
+        address: String::new(),
+    }
+    .encode_to_vec();
+    let (message, _) = Initiator::new(&mallory.keypair, target.node.public_key(), b"p2p-chat/0")
+        .write_message(&payload)
+        .unwrap();
+    let err = client
+        .handshake(PeerHandshakeRequest { message })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn random_bytes_in_every_field_of_every_peer_rpc_change_nothing() {
+    let (_d, _dir, target, mut mallory) = setup("fuzz").await;
+    let s = mallory.handshake(&target).await;
+    let mut rng = rand::rng();
+    let mut bytes = |max: usize| -> Vec<u8> {
+        let n = rng.random_range(0..=max);
+        (0..n).map(|_| rng.random()).collect()
+    };
+    for round in 0..200 {
+        let junk_text = String::from_utf8_lossy(&bytes(40)).into_owned();
+        let random_envelope = Envelope {
+            session_id: if round % 3 == 0 {
+                s.session_id.clone()
+            } else {
+                bytes(20)
+            },
+            counter: u64::from_le_bytes(bytes(8).try_into().unwrap_or([0xff; 8])),
+            sender: if round % 2 == 0 {
+                mallory.name.clone()
+            } else {
+                junk_text.clone()
+            },
+            message_id: junk_text.clone(),
+            ciphertext: bytes(300),
+        };
+        let err = mallory.deliver(random_envelope.clone()).await.unwrap_err();
+        assert!(
+            matches!(err.code(), Code::Unauthenticated | Code::InvalidArgument),
+            "Deliver round {round}: {err:?}"
+        );
+        let err = mallory
+            .client
+            .handshake(PeerHandshakeRequest {
+                message: bytes(200),
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err.code(), Code::Unauthenticated | Code::InvalidArgument),
+            "Handshake round {round}: {err:?}"
+        );
+        let err = mallory
+            .client
+            .history(PeerHistoryRequest {
+                envelope: Some(random_envelope),
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err.code(), Code::Unauthenticated | Code::InvalidArgument),
+            "History round {round}: {err:?}"
+        );
+    }
+    // Envelopes that are missing entirely.
+    let err = mallory
+        .client
+        .deliver(DeliverRequest { envelope: None })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    // Raw garbage as the protobuf body itself.
+    let mut raw = tonic::client::Grpc::new(mallory.channel.clone());
+    raw.ready().await.unwrap();
+    let err = raw
+        .unary::<_, chat_proto::v1::DeliverResponse, _>(
+            tonic::Request::new(RawBytes(vec![0xff; 64])),
+            "/chat.v1.Peer/Deliver".parse().unwrap(),
+            RawCodec,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.code(), Code::Internal | Code::InvalidArgument),
+        "{err:?}"
+    );
+
+    assert!(target.node.history.is_empty(), "nothing stored");
+    // Still serving: a proper message goes through.
+    let ok = mallory
+        .deliver(mallory.envelope(&s, 1_000, "fine", "still here"))
+        .await
+        .unwrap();
+    assert_eq!(ok.message_id, "fine");
+}
+
+#[tokio::test]
+async fn an_oversized_envelope_is_resource_exhausted() {
+    let (_d, _dir, target, mut mallory) = setup("big").await;
+    let s = mallory.handshake(&target).await;
+    let text = "x".repeat(peer_svc::config::DEFAULT_MAX_MESSAGE_BYTES + 1);
+    let err = mallory
+        .deliver(mallory.envelope(&s, 0, "big", &text))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    let huge = Envelope {
+        ciphertext: vec![0; 4 << 20],
+        ..mallory.envelope(&s, 1, "huge", "x")
+    };
+    let err = mallory.deliver(huge).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("limit"), "{}", err.message());
+    assert!(target.node.history.is_empty());
+}
+
+/// Bytes sent as they are, to put non-protobuf on the wire.
+struct RawBytes(Vec<u8>);
+
+#[derive(Clone, Default)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = RawBytes;
+    type Decode = chat_proto::v1::DeliverResponse;
+    type Encoder = RawEncoder;
+    type Decoder = tonic_prost::ProstDecoder<chat_proto::v1::DeliverResponse>;
+    fn encoder(&mut self) -> Self::Encoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstDecoder::default()
+    }
+}
+
+struct RawEncoder;
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = RawBytes;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: RawBytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut;
+        dst.put_slice(&item.0);
+        Ok(())
+    }
+}
