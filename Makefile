@@ -25,6 +25,10 @@ down:
 status:
 	@RUN_DIR=$(RUN_DIR) scripts/status.sh
 
+## demo: replay the original README's scenario on the running network
+demo:
+	@PROFILE=$(PROFILE) RUN_DIR=$(RUN_DIR) scripts/demo.sh
+
 ## test: install what the tests need, build once, run the whole suite
 test: tools
 	$(CARGO) build --workspace --bins

@@ -13,6 +13,8 @@ for f in "$RUN_DIR"/*.pid; do
   health=""
   if [ "$name" = discovery ]; then
     health=$(grpcurl -plaintext -max-time 1 "$DISCOVERY_ADDR" grpc.health.v1.Health/Check 2>/dev/null | grep -o '"[A-Z_]*"$' | tr -d '"')
+  elif [ -S "$RUN_DIR/$name/control.sock" ]; then
+    health=$(grpcurl -plaintext -unix -authority localhost -max-time 1 "$RUN_DIR/$name/control.sock" grpc.health.v1.Health/Check 2>/dev/null | grep -o '"[A-Z_]*"$' | tr -d '"')
   fi
   printf '%-10s %-22s %s\n' "$name" "$state" "${health:-}"
 done

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Starts discovery (and the peers, once they exist) in the background with
-# logs and pids under $RUN_DIR, and returns when each answers health checks.
+# Starts discovery and peers user1..user3 in the background, with logs, pids
+# and data dirs under $RUN_DIR, and returns when every peer answers health
+# checks and lists the others.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PROFILE=${PROFILE:-release}
 RUN_DIR=${RUN_DIR:-.run}
 DISCOVERY_ADDR=${DISCOVERY_ADDR:-127.0.0.1:50051}
 READY_TIMEOUT_S=${READY_TIMEOUT_S:-30}
+PEERS=${PEERS:-3}
+PEER_BASE_PORT=${PEER_BASE_PORT:-50060}
 
 flag=""; [ "$PROFILE" = release ] && flag="--release"
 cargo build --workspace --bins $flag
@@ -39,6 +42,33 @@ start() {
 start discovery "$BIN/discovery-svc" --listen "$DISCOVERY_ADDR"
 wait_healthy "$DISCOVERY_ADDR" discovery
 echo "discovery  $DISCOVERY_ADDR  (log $RUN_DIR/discovery.log)"
-echo
-echo "Try:  grpcurl -plaintext $DISCOVERY_ADDR chat.v1.Discovery/List"
-echo "Stop: make down"
+
+for i in $(seq 1 "$PEERS"); do
+  name=user$i; addr=127.0.0.1:$((PEER_BASE_PORT + i))
+  start "$name" "$BIN/peer-svc" --name "$name" --listen "$addr" \
+    --discovery "http://$DISCOVERY_ADDR" --data-dir "$RUN_DIR/$name"
+done
+for i in $(seq 1 "$PEERS"); do
+  name=user$i; addr=127.0.0.1:$((PEER_BASE_PORT + i))
+  wait_healthy "$addr" "$name"
+  # Ready when it lists every other peer.
+  deadline=$((SECONDS + READY_TIMEOUT_S))
+  until [ "$("$BIN/chat" --data-dir "$RUN_DIR/$name" connections --json 2>/dev/null | grep -o '"name"' | wc -l)" -ge $((PEERS - 1)) ]; do
+    if [ $SECONDS -ge $deadline ]; then echo "$name did not see the other peers; see $RUN_DIR/$name.log" >&2; exit 1; fi
+    sleep 0.1
+  done
+  echo "$name      $addr  (data $RUN_DIR/$name, console $RUN_DIR/$name.out, log $RUN_DIR/$name.log)"
+done
+
+cat <<TXT
+
+All connected. Drive a peer with the chat CLI:
+  $BIN/chat --data-dir $RUN_DIR/user1 send "Hello user2"
+  $BIN/chat --data-dir $RUN_DIR/user2 history
+  $BIN/chat --data-dir $RUN_DIR/user3 attach          # live console: type to send
+  $BIN/chat --data-dir $RUN_DIR/user1 connections
+Or with grpcurl:
+  grpcurl -plaintext $DISCOVERY_ADDR chat.v1.Discovery/List
+  grpcurl -plaintext -unix -authority localhost $RUN_DIR/user1/control.sock chat.v1.Control/History
+Replay the original scenario: make demo.   Stop: make down
+TXT
