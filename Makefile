@@ -34,6 +34,11 @@ test: tools
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
 
+## bench: the load generator on real processes, next to a plain tonic baseline (release build)
+bench:
+	$(CARGO) build --release --workspace --bins
+	target/release/chat-bench
+
 ## lint: formatting and clippy, as CI expects them
 lint:
 	$(CARGO) fmt --all -- --check

@@ -1,7 +1,9 @@
 //! The peer's connection list — the original's `get_connections` — fed by
-//! Discovery, with trust on first use: the first key seen for a name is
-//! pinned in the data dir's `known_peers` file, and a different key later is
-//! refused until the user accepts it with `chat trust PEER`.
+//! Discovery, with trust on first use: the key of the first handshake with a
+//! name is pinned in the data dir's `known_peers` file, and a different key
+//! later is refused until the user accepts it with `chat trust PEER`. (Only
+//! peers actually talked to are pinned, so the file does not grow with every
+//! name that ever passes through Discovery.)
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -113,7 +115,8 @@ impl Directory {
         })
     }
 
-    /// Adds or updates a member Discovery listed. Pins the key on first sight.
+    /// Adds or updates a member Discovery listed; flags a key that differs
+    /// from the pinned one.
     pub fn upsert(&self, name: &str, address: &str, public_key: &[u8]) -> Option<Change> {
         if name == self.own_name {
             return None;
@@ -123,14 +126,7 @@ impl Directory {
             return None;
         };
         let mut inner = self.inner.lock().expect("directory lock");
-        let pinned = match inner.pins.get(name) {
-            Some(pinned) => *pinned,
-            None => {
-                inner.pins.insert(name.to_owned(), key);
-                self.save_pins(&inner);
-                key
-            }
-        };
+        let pinned = inner.pins.get(name).copied().unwrap_or(key);
         let key_changed = pinned != key;
         if key_changed {
             warn!(
@@ -237,6 +233,16 @@ impl Directory {
             return Err(Refusal::KeyChanged(name.to_owned()));
         }
         Ok(contact.clone())
+    }
+
+    /// Pins `key` for `name` after a handshake with it, unless a key is
+    /// already pinned (changing a pin takes `chat trust`).
+    pub fn pin(&self, name: &str, key: &[u8; PUBLIC_KEY_LEN]) {
+        let mut inner = self.inner.lock().expect("directory lock");
+        if !inner.pins.contains_key(name) {
+            inner.pins.insert(name.to_owned(), *key);
+            self.save_pins(&inner);
+        }
     }
 
     /// Stops sending to `name` (`chat leave PEER`).

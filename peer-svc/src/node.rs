@@ -356,6 +356,7 @@ impl Node {
                 contact.name, answer.name
             )));
         }
+        self.directory.pin(&contact.name, &contact.public_key);
         info!(peer = %contact.name, fingerprint = %contact.fingerprint, "session established (initiator)");
         Ok(self.sessions.insert(Session::new(
             transport,
@@ -413,6 +414,7 @@ impl Node {
         let (response, transport) = pending
             .write_message(&answer)
             .map_err(|e| PeerError::Unauthenticated(format!("handshake failed: {e}")))?;
+        self.directory.pin(&contact.name, &contact.public_key);
         info!(peer = %contact.name, fingerprint = %contact.fingerprint, "session established (responder)");
         self.sessions
             .insert(Session::new(transport, contact.name, Role::Responder));

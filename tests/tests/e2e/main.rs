@@ -3,5 +3,6 @@
 mod confidentiality;
 mod discovery;
 mod discovery_grpcurl;
+mod key_pinning;
 mod peer_adversarial;
 mod peer_processes;

@@ -1,0 +1,512 @@
+//! `chat-bench`: drives the real product path — `Control/Send` over the Unix
+//! socket → seal → `Peer/Deliver` → open → store — across real `peer-svc`
+//! processes, and a plain tonic unary baseline (a `Peer` server that does
+//! nothing, in its own process) with the same payload and concurrency in the
+//! same run. Prints a table, then one machine-readable `bench:` line.
+#![forbid(unsafe_code)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use chat_proto::v1::{
+    ConnectionsRequest, DeliverRequest, DeliverResponse, Envelope, HandshakeRequest, LeaveRequest,
+    PeerHandshakeRequest, PeerHandshakeResponse, PeerHistoryRequest, PeerHistoryResponse,
+    RegisterRequest, SendRequest,
+    discovery_client::DiscoveryClient,
+    peer_client::PeerClient,
+    peer_server::{Peer, PeerServer},
+};
+use clap::Parser;
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+};
+use tonic::transport::Channel;
+
+/// Options.
+#[derive(Debug, Parser)]
+#[command(about = "p2p-chat load generator and benchmark")]
+struct Cli {
+    /// Seconds per throughput measurement.
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+    /// Calls in flight at once.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Payload bytes per message.
+    #[arg(long, default_value_t = 1024)]
+    payload: usize,
+    /// Internal: run the baseline server and print its address.
+    #[arg(long, hide = true)]
+    baseline_server: bool,
+}
+
+/// A `Peer` server that accepts everything and does no work: plain tonic.
+#[derive(Debug, Default)]
+struct NullPeer;
+
+type HistoryStream = std::pin::Pin<
+    Box<dyn futures::Stream<Item = Result<PeerHistoryResponse, tonic::Status>> + Send>,
+>;
+
+#[tonic::async_trait]
+impl Peer for NullPeer {
+    async fn handshake(
+        &self,
+        r: tonic::Request<PeerHandshakeRequest>,
+    ) -> Result<tonic::Response<PeerHandshakeResponse>, tonic::Status> {
+        Ok(tonic::Response::new(PeerHandshakeResponse {
+            message: r.into_inner().message,
+        }))
+    }
+    async fn deliver(
+        &self,
+        r: tonic::Request<DeliverRequest>,
+    ) -> Result<tonic::Response<DeliverResponse>, tonic::Status> {
+        let id = r
+            .into_inner()
+            .envelope
+            .map(|e| e.message_id)
+            .unwrap_or_default();
+        Ok(tonic::Response::new(DeliverResponse {
+            message_id: id,
+            duplicate: false,
+        }))
+    }
+    type HistoryStream = HistoryStream;
+    async fn history(
+        &self,
+        _: tonic::Request<PeerHistoryRequest>,
+    ) -> Result<tonic::Response<HistoryStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("baseline"))
+    }
+}
+
+/// A child process that is killed when dropped.
+struct Proc {
+    child: Child,
+    addr: String,
+}
+
+impl Proc {
+    async fn spawn(bin: &Path, args: &[&str]) -> anyhow::Result<Self> {
+        let mut child = Command::new(bin)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .env("RUST_LOG", "warn")
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("spawn {}", bin.display()))?;
+        let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
+        let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .context("start timeout")??
+            .context("exited early")?;
+        let addr = first
+            .rsplit_once(" listening on ")
+            .context("no listening line")?
+            .1
+            .to_owned();
+        // Keep draining stdout (the console) so the peer never blocks on it.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(Self { child, addr })
+    }
+
+    fn rss_mb(&self) -> f64 {
+        let pid = self.child.id().unwrap_or(0);
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
+                    l.split_whitespace()
+                        .nth(1)
+                        .and_then(|kb| kb.parse::<f64>().ok())
+                })
+            })
+            .map(|kb| kb / 1024.0)
+            .unwrap_or(f64::NAN)
+    }
+}
+
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let path = exe.parent().context("exe dir")?.join(name);
+    if !path.exists() {
+        bail!(
+            "{} missing: build with `cargo build --release --workspace --bins`",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// Latency samples and a count over a wall-clock window.
+struct Run {
+    ops: usize,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+}
+
+impl Run {
+    fn per_sec(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64()
+    }
+    fn pct(&self, p: f64) -> f64 {
+        let mut l = self.latencies.clone();
+        l.sort();
+        if l.is_empty() {
+            return f64::NAN;
+        }
+        l[((l.len() - 1) as f64 * p) as usize].as_secs_f64() * 1000.0
+    }
+}
+
+/// Runs `op` from `concurrency` tasks for `seconds`.
+async fn drive<F, Fut>(concurrency: usize, seconds: f64, op: F) -> Run
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let op = Arc::new(op);
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|t| {
+            let op = op.clone();
+            tokio::spawn(async move {
+                let mut lat = Vec::new();
+                let mut i = 0;
+                while Instant::now() < deadline {
+                    let t0 = Instant::now();
+                    if op(t * 1_000_000 + i).await {
+                        lat.push(t0.elapsed());
+                    }
+                    i += 1;
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await.unwrap_or_default());
+    }
+    Run {
+        ops: latencies.len(),
+        elapsed: start.elapsed(),
+        latencies,
+    }
+}
+
+/// A network: discovery plus `n` peers, all connected.
+struct Net {
+    _dir: tempfile::TempDir,
+    discovery: Proc,
+    peers: Vec<(Proc, PathBuf)>,
+}
+
+impl Net {
+    async fn start(n: usize) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let discovery =
+            Proc::spawn(&sibling("discovery-svc")?, &["--listen", "127.0.0.1:0"]).await?;
+        let url = format!("http://{}", discovery.addr);
+        let mut peers = Vec::new();
+        for i in 0..n {
+            let data = dir.path().join(format!("p{i}"));
+            let p = Proc::spawn(
+                &sibling("peer-svc")?,
+                &[
+                    "--name",
+                    &format!("p{i}"),
+                    "--discovery",
+                    &url,
+                    "--data-dir",
+                    data.to_str().unwrap(),
+                ],
+            )
+            .await?;
+            peers.push((p, data));
+        }
+        for (_, data) in &peers {
+            let mut c = peer_svc::control_client::connect(data).await?;
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while c
+                .connections(ConnectionsRequest {})
+                .await?
+                .into_inner()
+                .connections
+                .len()
+                < n - 1
+            {
+                if Instant::now() > deadline {
+                    bail!("peers did not connect");
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        Ok(Self {
+            _dir: dir,
+            discovery,
+            peers,
+        })
+    }
+}
+
+fn row(name: &str, value: String, baseline: String, ratio: String) {
+    println!("{name:<44} {value:>16} {baseline:>16} {ratio:>8}");
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if cli.baseline_server {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        println!("baseline listening on {}", listener.local_addr()?);
+        tonic::transport::Server::builder()
+            .add_service(PeerServer::new(NullPeer))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await?;
+        return Ok(());
+    }
+    let payload = "x".repeat(cli.payload);
+    let secs = cli.seconds;
+    let conc = cli.concurrency;
+    eprintln!("[1/6] idle memory…");
+    println!(
+        "{:<44} {:>16} {:>16} {:>8}",
+        "measure", "p2p-chat", "plain tonic", "ratio"
+    );
+
+    // Idle RSS: a fresh discovery and a fresh peer, after they settle.
+    let idle = Net::start(1).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let discovery_rss = idle.discovery.rss_mb();
+    let peer_rss = idle.peers[0].0.rss_mb();
+    row(
+        "idle RSS discovery-svc (MB)",
+        format!("{discovery_rss:.1}"),
+        "-".into(),
+        "-".into(),
+    );
+    row(
+        "idle RSS peer-svc (MB)",
+        format!("{peer_rss:.1}"),
+        "-".into(),
+        "-".into(),
+    );
+
+    eprintln!("[2/6] discovery Register+Leave from 50 clients…");
+    let url = format!("http://{}", idle.discovery.addr);
+    let clients: Vec<DiscoveryClient<Channel>> =
+        futures::future::try_join_all((0..50).map(|_| DiscoveryClient::connect(url.clone())))
+            .await?;
+    let key = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::random())
+        .to_bytes()
+        .to_vec();
+    let clients = Arc::new(clients);
+    let pairs = drive(50, secs, move |i| {
+        let mut c = clients[(i / 1_000_000) % 50].clone();
+        let key = key.clone();
+        async move {
+            let Ok(r) = c
+                .register(RegisterRequest {
+                    name: format!("b{i}"),
+                    address: "127.0.0.1:9".into(),
+                    public_key: key,
+                })
+                .await
+            else {
+                return false;
+            };
+            let r = r.into_inner();
+            c.leave(LeaveRequest {
+                lease_id: r.lease_id,
+                lease_token: r.lease_token,
+            })
+            .await
+            .is_ok()
+        }
+    })
+    .await;
+    row(
+        "discovery Register+Leave pairs/s (50 clients)",
+        format!("{:.0}", pairs.per_sec()),
+        "-".into(),
+        "-".into(),
+    );
+    drop(idle);
+
+    eprintln!("[3/6] baseline servers…");
+    let me = std::env::current_exe()?;
+    let mut baselines = Vec::new();
+    for _ in 0..5 {
+        baselines.push(Proc::spawn(&me, &["--baseline-server"]).await?);
+    }
+    let baseline_clients: Vec<PeerClient<Channel>> = futures::future::try_join_all(
+        baselines
+            .iter()
+            .map(|b| PeerClient::connect(format!("http://{}", b.addr))),
+    )
+    .await?;
+    let baseline_clients = Arc::new(baseline_clients);
+    let plain = |fanout: usize| {
+        let clients = baseline_clients.clone();
+        let ciphertext = vec![7u8; cli.payload + 16];
+        drive(conc, secs, move |i| {
+            let clients = clients.clone();
+            let ciphertext = ciphertext.clone();
+            async move {
+                let calls = (0..fanout).map(|k| {
+                    let mut c = clients[k].clone();
+                    let ciphertext = ciphertext.clone();
+                    async move {
+                        c.deliver(DeliverRequest {
+                            envelope: Some(Envelope {
+                                session_id: vec![1; 16],
+                                counter: i as u64,
+                                sender: "bench".into(),
+                                message_id: format!("m{i}"),
+                                ciphertext,
+                            }),
+                        })
+                        .await
+                    }
+                });
+                futures::future::join_all(calls)
+                    .await
+                    .iter()
+                    .all(|r| r.is_ok())
+            }
+        })
+    };
+
+    let mut results = Vec::new();
+    for (step, fanout) in [(4, 1usize), (5, 5usize)] {
+        eprintln!("[{step}/6] Send → delivered to {fanout} peer(s)…");
+        let net = Net::start(fanout + 1).await?;
+        let sender = peer_svc::control_client::connect(&net.peers[0].1).await?;
+        let text = payload.clone();
+        let product = drive(conc, secs, move |_| {
+            let mut c = sender.clone();
+            let text = text.clone();
+            async move {
+                c.send(SendRequest {
+                    text,
+                    id: String::new(),
+                })
+                .await
+                .map(|r| r.into_inner().deliveries.iter().all(|d| d.status == 1))
+                .unwrap_or(false)
+            }
+        })
+        .await;
+        let base = plain(fanout).await;
+        let ratio = product.per_sec() / base.per_sec();
+        row(
+            &format!("Send→delivered to {fanout}, msg/s ({conc} in flight)"),
+            format!("{:.0}", product.per_sec()),
+            format!("{:.0}", base.per_sec()),
+            format!("{ratio:.2}"),
+        );
+        row(
+            &format!("  p50 / p99 ms to the last of {fanout}"),
+            format!("{:.2} / {:.2}", product.pct(0.5), product.pct(0.99)),
+            format!("{:.2} / {:.2}", base.pct(0.5), base.pct(0.99)),
+            "-".into(),
+        );
+        if fanout == 5 {
+            let rss: f64 =
+                net.peers.iter().map(|(p, _)| p.rss_mb()).sum::<f64>() / net.peers.len() as f64;
+            row(
+                "peer RSS after load (MB, mean of 6)",
+                format!("{rss:.1}"),
+                "-".into(),
+                "-".into(),
+            );
+        }
+        results.push((fanout, product, base));
+    }
+
+    eprintln!("[6/6] handshakes and seal/open…");
+    let net = Net::start(2).await?;
+    let mut control = peer_svc::control_client::connect(&net.peers[0].1).await?;
+    let mut hs = Vec::new();
+    for _ in 0..300 {
+        let t0 = Instant::now();
+        control
+            .handshake(HandshakeRequest { peer: "p1".into() })
+            .await?;
+        hs.push(t0.elapsed());
+    }
+    let handshake = Run {
+        ops: hs.len(),
+        elapsed: Duration::ZERO,
+        latencies: hs,
+    };
+    let mut rtt = Vec::new();
+    let mut b = baseline_clients[0].clone();
+    for _ in 0..300 {
+        let t0 = Instant::now();
+        b.handshake(PeerHandshakeRequest {
+            message: vec![0; 96],
+        })
+        .await?;
+        rtt.push(t0.elapsed());
+    }
+    let rtt = Run {
+        ops: rtt.len(),
+        elapsed: Duration::ZERO,
+        latencies: rtt,
+    };
+    row(
+        "handshake end to end p50 ms (chat handshake)",
+        format!("{:.3}", handshake.pct(0.5)),
+        format!("{:.3}", rtt.pct(0.5)),
+        format!("{:.2}", handshake.pct(0.5) / rtt.pct(0.5)),
+    );
+
+    let a = chat_noise::StaticKeypair::generate();
+    let bkp = chat_noise::StaticKeypair::generate();
+    let (m1, w) = chat_noise::Initiator::new(&a, bkp.public_key(), b"bench").write_message(b"")?;
+    let pending = chat_noise::Responder::read_message(&bkp, b"bench", &m1)?;
+    let (m2, tr) = pending.write_message(b"")?;
+    let (_, ti) = w.read_message(&m2)?;
+    let plaintext = vec![9u8; cli.payload];
+    let n = 200_000;
+    let t0 = Instant::now();
+    for i in 0..n {
+        let c = ti.seal(i, b"aad", &plaintext)?;
+        tr.open(i, b"aad", &c)?;
+    }
+    let per = t0.elapsed() / n as u32;
+    row(
+        &format!("seal+open {} B, µs (one core)", cli.payload),
+        format!("{:.2}", per.as_secs_f64() * 1e6),
+        "-".into(),
+        "-".into(),
+    );
+
+    let (one, five) = (&results[0], &results[1]);
+    println!(
+        "bench: deliver_ratio={:.2} send1_per_s={:.0} broadcast5_per_s={:.0} p99_last_of_5_ms={:.2} handshake_p50_ms={:.3} seal_open_1k_us={:.2} peer_idle_rss_mb={:.1} discovery_idle_rss_mb={:.1} discovery_pairs_per_s={:.0}",
+        one.1.per_sec() / one.2.per_sec(),
+        one.1.per_sec(),
+        five.1.per_sec(),
+        five.1.pct(0.99),
+        handshake.pct(0.5),
+        per.as_secs_f64() * 1e6,
+        peer_rss,
+        discovery_rss,
+        pairs.per_sec(),
+    );
+    drop(baselines);
+    Ok(())
+}
