@@ -312,6 +312,9 @@ mod tests {
                 None,
                 "self is not a contact"
             );
+            // The first handshake pins; a later pin call changes nothing.
+            d.pin("bob", &k1.clone().try_into().unwrap());
+            d.pin("bob", &k2.clone().try_into().unwrap());
         }
         // A restart reloads the pin; Discovery now lists another key for bob.
         let d = Directory::open("me", dir.path()).unwrap();
