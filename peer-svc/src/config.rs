@@ -30,6 +30,12 @@ pub struct Cli {
     /// Largest message text in bytes.
     #[arg(long, env = "CHAT_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
     pub max_message_bytes: usize,
+    /// Let newcomers pull this peer's history (as in the original): true or false.
+    #[arg(long, env = "CHAT_SHARE_HISTORY", default_value_t = true, action = clap::ArgAction::Set)]
+    pub share_history: bool,
+    /// Most messages queued per unreachable peer; past it the oldest are dropped (and reported).
+    #[arg(long, env = "CHAT_OUTBOX_LIMIT", default_value_t = crate::outbox::DEFAULT_OUTBOX_LIMIT)]
+    pub outbox_limit: usize,
 }
 
 /// What a running peer needs once its listener is bound.
@@ -47,6 +53,10 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// Print received messages on stdout in the original's live format.
     pub print_messages: bool,
+    /// Serve `Peer/History` to other peers.
+    pub share_history: bool,
+    /// Most messages queued per peer.
+    pub outbox_limit: usize,
 }
 
 impl Config {
@@ -59,6 +69,8 @@ impl Config {
             data_dir: data_dir.into(),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             print_messages: false,
+            share_history: true,
+            outbox_limit: crate::outbox::DEFAULT_OUTBOX_LIMIT,
         }
     }
 }
@@ -72,6 +84,8 @@ impl From<Cli> for Config {
             data_dir: cli.data_dir,
             max_message_bytes: cli.max_message_bytes,
             print_messages: true,
+            share_history: cli.share_history,
+            outbox_limit: cli.outbox_limit.max(1),
         }
     }
 }

@@ -19,6 +19,10 @@ use tracing::warn;
 /// The pin file's name inside the data dir.
 pub const KNOWN_PEERS_FILE: &str = "known_peers";
 
+/// The member cache's name inside the data dir: the original's `peers` file
+/// (names, addresses, keys), read when Discovery is down at start.
+pub const PEERS_CACHE_FILE: &str = "peers";
+
 /// A peer as this peer knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Contact {
@@ -34,6 +38,9 @@ pub struct Contact {
     pub key_changed: bool,
     /// The user dropped this peer (`chat leave PEER`): nothing is sent to it.
     pub dropped: bool,
+    /// Discovery lists it now (false after its lease expired, or when known
+    /// only from the cache): messages for it are queued rather than sent.
+    pub online: bool,
 }
 
 /// What an update changed, so the caller can re-handshake when needed.
@@ -77,6 +84,7 @@ struct Inner {
 pub struct Directory {
     own_name: String,
     pins_path: PathBuf,
+    cache_path: PathBuf,
     inner: Mutex<Inner>,
 }
 
@@ -105,14 +113,46 @@ impl Directory {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        Ok(Self {
+        let directory = Self {
             own_name: own_name.to_owned(),
             pins_path,
+            cache_path: data_dir.join(PEERS_CACHE_FILE),
             inner: Mutex::new(Inner {
                 pins,
                 ..Default::default()
             }),
-        })
+        };
+        directory.load_cache();
+        Ok(directory)
+    }
+
+    /// Adds the cached members, offline until Discovery or a handshake says more.
+    fn load_cache(&self) {
+        let Ok(text) = fs::read_to_string(&self.cache_path) else {
+            return;
+        };
+        for line in text.lines() {
+            let mut parts = line.split(' ');
+            if let (Some(name), Some(address), Some(key)) =
+                (parts.next(), parts.next(), parts.next())
+                && let Ok(key) = hex::decode(key)
+            {
+                self.upsert(name, address, &key);
+                self.mark_offline(name);
+            }
+        }
+    }
+
+    /// Writes the members to the cache file (atomically).
+    pub fn save_cache(&self) {
+        let lines: String = self
+            .all()
+            .iter()
+            .map(|c| format!("{} {} {}\n", c.name, c.address, hex::encode(c.public_key)))
+            .collect();
+        if let Err(e) = write_atomically(&self.cache_path, lines.as_bytes()) {
+            warn!(file = %self.cache_path.display(), error = %e, "cannot save the member cache");
+        }
     }
 
     /// Adds or updates a member Discovery listed; flags a key that differs
@@ -144,6 +184,7 @@ impl Directory {
             fingerprint: fingerprint(&key),
             key_changed,
             dropped,
+            online: true,
         };
         let change = match inner.contacts.get(name) {
             None if key_changed => Change::KeyChanged,
@@ -156,31 +197,28 @@ impl Directory {
         Some(change)
     }
 
-    /// Replaces the whole list (a fresh `List` from Discovery); returns the
-    /// names that were removed.
-    pub fn replace_all<'a>(
-        &self,
-        members: impl IntoIterator<Item = (&'a str, &'a str, &'a [u8])>,
-    ) -> Vec<String> {
-        let mut seen = HashSet::new();
-        for (name, address, key) in members {
-            self.upsert(name, address, key);
-            seen.insert(name.to_owned());
-        }
+    /// Marks the peers missing from a fresh `List` offline. They are not
+    /// forgotten: only a LEFT event removes a peer (and its queued
+    /// messages); one whose lease merely expired may come back.
+    pub fn mark_unlisted<'a>(&self, listed: impl IntoIterator<Item = &'a str>) {
+        let listed: HashSet<&str> = listed.into_iter().collect();
         let mut inner = self.inner.lock().expect("directory lock");
-        let gone: Vec<String> = inner
-            .contacts
-            .keys()
-            .filter(|n| !seen.contains(*n))
-            .cloned()
-            .collect();
-        for name in &gone {
-            inner.contacts.remove(name);
+        for contact in inner.contacts.values_mut() {
+            if !listed.contains(contact.name.as_str()) {
+                contact.online = false;
+            }
         }
-        gone
     }
 
-    /// Forgets a member that left or expired.
+    /// Marks a peer offline (its lease expired).
+    pub fn mark_offline(&self, name: &str) {
+        let mut inner = self.inner.lock().expect("directory lock");
+        if let Some(contact) = inner.contacts.get_mut(name) {
+            contact.online = false;
+        }
+    }
+
+    /// Forgets a member that left.
     pub fn remove(&self, name: &str) -> bool {
         self.inner
             .lock()
@@ -211,22 +249,47 @@ impl Directory {
             .collect()
     }
 
-    /// Records an address a peer announced in an authenticated handshake.
+    /// Records where a peer says it is, in an authenticated handshake: it is
+    /// online there.
     pub fn learn_address(&self, name: &str, address: &str) {
         let mut inner = self.inner.lock().expect("directory lock");
         if let Some(contact) = inner.contacts.get_mut(name) {
-            contact.address = address.to_owned();
+            if !address.is_empty() {
+                contact.address = address.to_owned();
+            }
+            contact.online = true;
         }
     }
 
-    /// Checks an initiator's name and static key against Discovery and the pin.
-    pub fn verify(&self, name: &str, key: &[u8; PUBLIC_KEY_LEN]) -> Result<Contact, Refusal> {
-        let inner = self.inner.lock().expect("directory lock");
-        let contact = inner
-            .contacts
-            .get(name)
-            .ok_or_else(|| Refusal::Unknown(name.to_owned()))?;
+    /// Checks an initiator's name and static key against Discovery and the
+    /// pin. A name Discovery does not list (it may be down) is accepted when
+    /// the key is the one pinned for it, at the address it announced.
+    pub fn verify(
+        &self,
+        name: &str,
+        key: &[u8; PUBLIC_KEY_LEN],
+        address: &str,
+    ) -> Result<Contact, Refusal> {
+        let mut inner = self.inner.lock().expect("directory lock");
+        let Some(contact) = inner.contacts.get(name) else {
+            if inner.pins.get(name) == Some(key) && chat_proto::validate::address(address).is_ok() {
+                drop(inner);
+                self.upsert(name, address, key);
+                return self
+                    .get(name)
+                    .ok_or_else(|| Refusal::Unknown(name.to_owned()));
+            }
+            return Err(Refusal::Unknown(name.to_owned()));
+        };
         if &contact.public_key != key {
+            // Discovery's listing may be stale while it is down; the pin decides then.
+            if inner.pins.get(name) == Some(key) && !contact.online {
+                let contact = inner.contacts.get_mut(name).expect("present");
+                contact.public_key = *key;
+                contact.fingerprint = fingerprint(key);
+                contact.key_changed = false;
+                return Ok(contact.clone());
+            }
             return Err(Refusal::WrongKey(name.to_owned()));
         }
         if contact.key_changed {
@@ -271,7 +334,7 @@ impl Directory {
         Some(contact)
     }
 
-    /// Writes the pins atomically (temp file, fsync, rename).
+    /// Writes the pins atomically.
     fn save_pins(&self, inner: &Inner) {
         let mut lines: Vec<String> = inner
             .pins
@@ -279,17 +342,20 @@ impl Directory {
             .map(|(name, key)| format!("{name} {}\n", hex::encode(key)))
             .collect();
         lines.sort();
-        let tmp = self.pins_path.with_extension("tmp");
-        let result = fs::File::create(&tmp)
-            .and_then(|mut f| {
-                f.write_all(lines.concat().as_bytes())?;
-                f.sync_all()
-            })
-            .and_then(|()| fs::rename(&tmp, &self.pins_path));
-        if let Err(e) = result {
+        if let Err(e) = write_atomically(&self.pins_path, lines.concat().as_bytes()) {
             warn!(file = %self.pins_path.display(), error = %e, "cannot save known peers");
         }
     }
+}
+
+/// Writes `path` via a temp file, fsync and rename: a crash leaves the old
+/// file or the new one, never half of one.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut file = fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    fs::rename(&tmp, path)
 }
 
 #[cfg(test)]
@@ -325,11 +391,11 @@ mod tests {
         assert!(d.get("bob").unwrap().key_changed);
         let k2a: [u8; 32] = k2.clone().try_into().unwrap();
         assert_eq!(
-            d.verify("bob", &k2a),
+            d.verify("bob", &k2a, ""),
             Err(Refusal::KeyChanged("bob".into()))
         );
         d.trust("bob").unwrap();
-        assert!(d.verify("bob", &k2a).is_ok());
+        assert!(d.verify("bob", &k2a, "").is_ok());
         let d = Directory::open("me", dir.path()).unwrap();
         assert_eq!(d.upsert("bob", "127.0.0.1:1", &k2), Some(Change::Added));
         assert!(!d.get("bob").unwrap().key_changed);
@@ -340,20 +406,41 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = Directory::open("me", dir.path()).unwrap();
         let k: [u8; 32] = key().try_into().unwrap();
-        assert_eq!(d.verify("eve", &k), Err(Refusal::Unknown("eve".into())));
+        assert_eq!(
+            d.verify("eve", &k, "127.0.0.1:1"),
+            Err(Refusal::Unknown("eve".into()))
+        );
         d.upsert("bob", "127.0.0.1:1", &key());
-        assert_eq!(d.verify("bob", &k), Err(Refusal::WrongKey("bob".into())));
+        assert_eq!(
+            d.verify("bob", &k, "127.0.0.1:1"),
+            Err(Refusal::WrongKey("bob".into()))
+        );
+        // A pinned name Discovery does not list (it is down) is accepted.
+        d.pin("carol", &k);
+        let carol = d.verify("carol", &k, "127.0.0.1:7").unwrap();
+        assert_eq!(carol.address, "127.0.0.1:7");
     }
 
     #[test]
-    fn replace_all_removes_members_no_longer_listed() {
+    fn unlisted_members_go_offline_and_the_cache_brings_them_back() {
         let dir = tempfile::tempdir().unwrap();
-        let d = Directory::open("me", dir.path()).unwrap();
         let (ka, kb) = (key(), key());
-        d.upsert("a", "127.0.0.1:1", &ka);
-        d.upsert("b", "127.0.0.1:2", &kb);
-        let gone = d.replace_all([("b", "127.0.0.1:3", kb.as_slice())]);
-        assert_eq!(gone, ["a"]);
-        assert_eq!(d.get("b").unwrap().address, "127.0.0.1:3");
+        {
+            let d = Directory::open("me", dir.path()).unwrap();
+            d.upsert("a", "127.0.0.1:1", &ka);
+            d.upsert("b", "127.0.0.1:2", &kb);
+            d.mark_unlisted(["b"]);
+            assert!(!d.get("a").unwrap().online);
+            assert!(d.get("b").unwrap().online);
+            d.save_cache();
+        }
+        let d = Directory::open("me", dir.path()).unwrap();
+        let names: Vec<String> = d.all().into_iter().map(|c| c.name).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert!(
+            d.all().iter().all(|c| !c.online),
+            "cached members start offline"
+        );
+        assert_eq!(d.get("b").unwrap().public_key.to_vec(), kb);
     }
 }

@@ -25,6 +25,9 @@ pub enum PeerError {
     /// A peer or Discovery could not be reached.
     #[error("{0}")]
     Unavailable(String),
+    /// This peer failed (e.g. its store); nothing was acknowledged.
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl From<PeerError> for Status {
@@ -36,6 +39,7 @@ impl From<PeerError> for Status {
             PeerError::PermissionDenied(m) => Status::permission_denied(m),
             PeerError::NotFound(m) => Status::not_found(m),
             PeerError::Unavailable(m) => Status::unavailable(m),
+            PeerError::Internal(m) => Status::internal(m),
         }
     }
 }

@@ -1,31 +1,18 @@
-//! Every message this peer sent or received, ordered by (hlc, sender, id) —
-//! the same order on every peer — with duplicates dropped by id (never by
-//! text: the same text twice is two messages).
-//!
-//! Kept in memory behind this one small type; the durable store replaces
-//! its inside without changing its callers.
-
-use std::{
-    collections::{BTreeMap, HashMap},
-    sync::Mutex,
-};
+//! Every message this peer sent or received, in the store, ordered by
+//! (hlc, sender, id) — the same order on every peer — with duplicates
+//! dropped by id (never by text: the same text twice is two messages).
 
 use chat_proto::v1::ChatMessage;
+use rusqlite::{OptionalExtension, Row, params, types::Value};
 
-/// Most messages in one page of `Control/History`: pages stay far below
-/// the gRPC message limit even with maximum-size texts (1000 × 64 KiB would
-/// not, so pages also stop at [`MAX_PAGE_BYTES`]).
+use crate::store::{Store, StoreError};
+
+/// Most messages in one page of `Control/History` or `Peer/History`.
 pub const PAGE_SIZE: usize = 1000;
 
-/// Most bytes of text in one page, under the 4 MiB default gRPC limit.
+/// Most bytes of text in one page, well under the 4 MiB default gRPC limit
+/// even when every text is at the 64 KiB maximum.
 pub const MAX_PAGE_BYTES: usize = 2 * 1024 * 1024;
-
-/// The order of history: hybrid logical clock, then sender, then id.
-type Key = (u64, String, String);
-
-fn key(message: &ChatMessage) -> Key {
-    (message.hlc, message.sender.clone(), message.id.clone())
-}
 
 /// Which messages to return.
 #[derive(Debug, Default, Clone)]
@@ -34,6 +21,8 @@ pub struct Query {
     pub limit: usize,
     /// Only messages sent at or after this many ms since the epoch.
     pub since_ms: Option<i64>,
+    /// Only messages with a clock at or after this.
+    pub since_hlc: Option<u64>,
     /// Only messages from this sender.
     pub from: Option<String>,
     /// Only messages whose text contains this.
@@ -51,50 +40,123 @@ pub struct Page {
     pub next_cursor: Option<String>,
 }
 
-/// A cursor that could not be decoded.
+/// Why a query failed.
 #[derive(Debug, thiserror::Error)]
-#[error("cursor is not one this peer returned; start again without a cursor")]
-pub struct BadCursor;
-
-#[derive(Debug, Default)]
-struct Inner {
-    ordered: BTreeMap<Key, ChatMessage>,
-    by_id: HashMap<String, Key>,
+pub enum QueryError {
+    /// The cursor was not one this peer returned.
+    #[error("cursor is not one this peer returned; start again without a cursor")]
+    BadCursor,
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
-/// The message history of one peer.
-#[derive(Debug, Default)]
-pub struct History {
-    inner: Mutex<Inner>,
+impl From<rusqlite::Error> for QueryError {
+    fn from(e: rusqlite::Error) -> Self {
+        QueryError::Store(e.into())
+    }
 }
 
-impl History {
-    /// An empty history.
-    pub fn new() -> Self {
-        Self::default()
+/// The order of history: hybrid logical clock, then sender, then id.
+type Key = (u64, String, String);
+
+/// Separates the parts of a cursor; a control character no name contains.
+const CURSOR_SEP: char = '\u{1f}';
+
+/// The cursor that resumes right after `message`.
+pub fn cursor_of(message: &ChatMessage) -> String {
+    hex::encode(format!(
+        "{}{CURSOR_SEP}{}{CURSOR_SEP}{}",
+        message.hlc, message.sender, message.id
+    ))
+}
+
+fn decode_cursor(cursor: &str) -> Result<Key, QueryError> {
+    let bytes = hex::decode(cursor).map_err(|_| QueryError::BadCursor)?;
+    let text = String::from_utf8(bytes).map_err(|_| QueryError::BadCursor)?;
+    let mut parts = text.splitn(3, CURSOR_SEP);
+    let hlc = parts
+        .next()
+        .and_then(|h| h.parse().ok())
+        .ok_or(QueryError::BadCursor)?;
+    let sender = parts.next().ok_or(QueryError::BadCursor)?.to_owned();
+    let id = parts.next().ok_or(QueryError::BadCursor)?.to_owned();
+    Ok((hlc, sender, id))
+}
+
+/// Milliseconds since the epoch of a message's `sent_at`.
+pub fn sent_at_ms(message: &ChatMessage) -> i64 {
+    message
+        .sent_at
+        .as_ref()
+        .map(|t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
+        .unwrap_or(0)
+}
+
+const COLUMNS: &str = "id, hlc, sender, sender_fingerprint, sent_at_ms, text";
+
+pub(crate) fn message_from_row(row: &Row<'_>) -> rusqlite::Result<ChatMessage> {
+    let ms: i64 = row.get(4)?;
+    Ok(ChatMessage {
+        id: row.get(0)?,
+        hlc: row.get::<_, i64>(1)? as u64,
+        sender: row.get(2)?,
+        sender_fingerprint: row.get(3)?,
+        sent_at: Some(prost_types::Timestamp {
+            seconds: ms.div_euclid(1000),
+            nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+        }),
+        text: row.get(5)?,
+    })
+}
+
+impl Store {
+    /// Stores a message; false if one with this id is already stored. The
+    /// message is committed when this returns.
+    pub fn insert(&self, message: &ChatMessage) -> Result<bool, StoreError> {
+        Ok(self.insert_many(std::slice::from_ref(message))? == 1)
     }
 
-    /// Adds a message; false if one with this id is already stored.
-    pub fn insert(&self, message: ChatMessage) -> bool {
-        let mut inner = self.inner.lock().expect("history lock");
-        if inner.by_id.contains_key(&message.id) {
-            return false;
+    /// Stores messages in one transaction; returns how many were new.
+    pub fn insert_many(&self, messages: &[ChatMessage]) -> Result<usize, StoreError> {
+        let mut conn = self.conn.lock().expect("store lock");
+        let tx = conn.transaction()?;
+        let mut added = 0;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO messages (id, hlc, sender, sender_fingerprint, sent_at_ms, text)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+            )?;
+            for m in messages {
+                added += insert.execute(params![
+                    m.id,
+                    m.hlc as i64,
+                    m.sender,
+                    m.sender_fingerprint,
+                    sent_at_ms(m),
+                    m.text
+                ])?;
+            }
         }
-        let k = key(&message);
-        inner.by_id.insert(message.id.clone(), k.clone());
-        inner.ordered.insert(k, message);
-        true
+        tx.commit()?;
+        Ok(added)
     }
 
     /// The stored message with this id.
-    pub fn get(&self, id: &str) -> Option<ChatMessage> {
-        let inner = self.inner.lock().expect("history lock");
-        inner.by_id.get(id).map(|k| inner.ordered[k].clone())
+    pub fn get(&self, id: &str) -> Result<Option<ChatMessage>, StoreError> {
+        let conn = self.conn.lock().expect("store lock");
+        Ok(conn
+            .prepare_cached(&format!("SELECT {COLUMNS} FROM messages WHERE id = ?1"))?
+            .query_row([id], message_from_row)
+            .optional()?)
     }
 
     /// How many messages are stored.
     pub fn len(&self) -> usize {
-        self.inner.lock().expect("history lock").ordered.len()
+        let conn = self.conn.lock().expect("store lock");
+        conn.query_row("SELECT count(*) FROM messages", [], |r| r.get::<_, i64>(0))
+            .map(|n| n as usize)
+            .unwrap_or(0)
     }
 
     /// True when nothing is stored.
@@ -102,67 +164,82 @@ impl History {
         self.len() == 0
     }
 
+    /// The highest clock stored (0 when empty), so a restarted peer's clock
+    /// continues after everything it has seen.
+    pub fn max_hlc(&self) -> Result<u64, StoreError> {
+        let conn = self.conn.lock().expect("store lock");
+        let max: Option<i64> = conn.query_row("SELECT max(hlc) FROM messages", [], |r| r.get(0))?;
+        Ok(max.unwrap_or(0) as u64)
+    }
+
     /// The messages matching `query`, oldest first, one page at a time.
-    pub fn query(&self, query: &Query) -> Result<Page, BadCursor> {
+    pub fn query(&self, query: &Query) -> Result<Page, QueryError> {
         let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
-        let inner = self.inner.lock().expect("history lock");
-        let matches = |m: &ChatMessage| {
-            query.since_ms.is_none_or(|since| {
-                m.sent_at
-                    .as_ref()
-                    .is_some_and(|t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000 >= since)
-            }) && query.from.as_deref().is_none_or(|f| m.sender == f)
-                && query.grep.as_deref().is_none_or(|g| m.text.contains(g))
-        };
-        let range = match &after {
-            Some(k) => inner.ordered.range((
-                std::ops::Bound::Excluded(k.clone()),
-                std::ops::Bound::Unbounded,
-            )),
-            None => inner.ordered.range::<Key, _>(..),
-        };
-        let mut selected: Vec<&ChatMessage> =
-            range.map(|(_, m)| m).filter(|m| matches(m)).collect();
-        if query.limit > 0 && after.is_none() && selected.len() > query.limit {
-            selected.drain(..selected.len() - query.limit);
+        let mut filters = Vec::new();
+        let mut args: Vec<Value> = Vec::new();
+        if let Some(since) = query.since_ms {
+            filters.push("sent_at_ms >= ?");
+            args.push(since.into());
         }
+        if let Some(since) = query.since_hlc {
+            filters.push("hlc >= ?");
+            args.push((since as i64).into());
+        }
+        if let Some(from) = &query.from {
+            filters.push("sender = ?");
+            args.push(from.clone().into());
+        }
+        if let Some(grep) = &query.grep {
+            filters.push("instr(text, ?) > 0");
+            args.push(grep.clone().into());
+        }
+        if let Some((hlc, sender, id)) = &after {
+            filters.push("(hlc, sender, id) > (?, ?, ?)");
+            args.extend([
+                (*hlc as i64).into(),
+                sender.clone().into(),
+                id.clone().into(),
+            ]);
+        }
+        let filter = if filters.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", filters.join(" AND "))
+        };
+        // The newest `limit` (when no cursor continues a previous page), read
+        // oldest first; one row more than a page tells whether more follow.
+        let sql = if query.limit > 0 && after.is_none() {
+            args.push((query.limit as i64).into());
+            format!(
+                "SELECT * FROM (SELECT {COLUMNS} FROM messages {filter}
+                 ORDER BY hlc DESC, sender DESC, id DESC LIMIT ?)
+                 ORDER BY hlc, sender, id LIMIT {}",
+                PAGE_SIZE + 1
+            )
+        } else {
+            format!(
+                "SELECT {COLUMNS} FROM messages {filter} ORDER BY hlc, sender, id LIMIT {}",
+                PAGE_SIZE + 1
+            )
+        };
+        let conn = self.conn.lock().expect("store lock");
+        let mut statement = conn.prepare_cached(&sql)?;
+        let rows = statement.query_map(rusqlite::params_from_iter(args), message_from_row)?;
         let mut page = Page::default();
         let mut bytes = 0;
-        for (i, m) in selected.iter().enumerate() {
-            if i == PAGE_SIZE || (i > 0 && bytes + m.text.len() > MAX_PAGE_BYTES) {
-                page.next_cursor = page
-                    .messages
-                    .last()
-                    .map(|m: &ChatMessage| encode_cursor(&key(m)));
+        for row in rows {
+            let message = row?;
+            let full = page.messages.len() == PAGE_SIZE
+                || (!page.messages.is_empty() && bytes + message.text.len() > MAX_PAGE_BYTES);
+            if full {
+                page.next_cursor = page.messages.last().map(cursor_of);
                 break;
             }
-            bytes += m.text.len();
-            page.messages.push((*m).clone());
+            bytes += message.text.len();
+            page.messages.push(message);
         }
         Ok(page)
     }
-}
-
-/// Separates the parts of a cursor; a control character no name contains.
-const CURSOR_SEP: char = '\u{1f}';
-
-/// The cursor that resumes right after `message`.
-pub fn cursor_of(message: &ChatMessage) -> String {
-    encode_cursor(&key(message))
-}
-
-fn encode_cursor(k: &Key) -> String {
-    hex::encode(format!("{}{CURSOR_SEP}{}{CURSOR_SEP}{}", k.0, k.1, k.2))
-}
-
-fn decode_cursor(cursor: &str) -> Result<Key, BadCursor> {
-    let bytes = hex::decode(cursor).map_err(|_| BadCursor)?;
-    let text = String::from_utf8(bytes).map_err(|_| BadCursor)?;
-    let mut parts = text.splitn(3, CURSOR_SEP);
-    let hlc = parts.next().and_then(|h| h.parse().ok()).ok_or(BadCursor)?;
-    let sender = parts.next().ok_or(BadCursor)?.to_owned();
-    let id = parts.next().ok_or(BadCursor)?.to_owned();
-    Ok((hlc, sender, id))
 }
 
 #[cfg(test)]
@@ -175,73 +252,103 @@ mod tests {
             sender: sender.into(),
             hlc,
             text: text.into(),
+            sent_at: Some(prost_types::Timestamp {
+                seconds: hlc as i64,
+                nanos: 0,
+            }),
             ..Default::default()
         }
     }
 
+    fn ids(page: &Page) -> Vec<&str> {
+        page.messages.iter().map(|m| m.id.as_str()).collect()
+    }
+
     #[test]
     fn ordered_by_hlc_sender_id_and_deduplicated_by_id_only() {
-        let h = History::new();
-        assert!(h.insert(msg(2, "b", "x", "same")));
-        assert!(h.insert(msg(2, "a", "y", "same")));
-        assert!(h.insert(msg(1, "z", "z", "first")));
-        assert!(!h.insert(msg(9, "q", "x", "other text, same id")));
-        let ids: Vec<_> = h
-            .query(&Query::default())
-            .unwrap()
-            .messages
-            .into_iter()
-            .map(|m| m.id)
-            .collect();
-        assert_eq!(ids, ["z", "y", "x"]);
+        let h = Store::open_in_memory().unwrap();
+        assert!(h.insert(&msg(2, "b", "x", "same")).unwrap());
+        assert!(h.insert(&msg(2, "a", "y", "same")).unwrap());
+        assert!(h.insert(&msg(1, "z", "z", "first")).unwrap());
+        assert!(!h.insert(&msg(9, "q", "x", "other text, same id")).unwrap());
+        assert_eq!(ids(&h.query(&Query::default()).unwrap()), ["z", "y", "x"]);
+        assert_eq!(h.max_hlc().unwrap(), 2);
+        let round_trip = h.get("y").unwrap().unwrap();
+        assert_eq!(round_trip, msg(2, "a", "y", "same"));
     }
 
     #[test]
     fn filters_limit_and_pages() {
-        let h = History::new();
-        for i in 0..2500u64 {
-            let sender = if i % 2 == 0 { "even" } else { "odd" };
-            h.insert(msg(i, sender, &format!("m{i}"), &format!("text {i}")));
-        }
+        let h = Store::open_in_memory().unwrap();
+        let all: Vec<ChatMessage> = (0..2500u64)
+            .map(|i| {
+                let sender = if i % 2 == 0 { "even" } else { "odd" };
+                msg(i, sender, &format!("m{i}"), &format!("text {i}"))
+            })
+            .collect();
+        assert_eq!(h.insert_many(&all).unwrap(), 2500);
         let last3 = h
             .query(&Query {
                 limit: 3,
                 ..Default::default()
             })
             .unwrap();
-        let ids: Vec<_> = last3.messages.iter().map(|m| m.id.as_str()).collect();
-        assert_eq!(ids, ["m2497", "m2498", "m2499"]);
+        assert_eq!(ids(&last3), ["m2497", "m2498", "m2499"]);
         assert!(last3.next_cursor.is_none());
 
-        let odd = Query {
+        let mut q = Query {
             from: Some("odd".into()),
             ..Default::default()
         };
-        let mut all = Vec::new();
-        let mut q = odd.clone();
+        let mut got = Vec::new();
         loop {
             let page = h.query(&q).unwrap();
-            all.extend(page.messages);
+            got.extend(page.messages);
             match page.next_cursor {
                 Some(c) => q.cursor = Some(c),
                 None => break,
             }
         }
-        assert_eq!(all.len(), 1250);
-        assert!(all.windows(2).all(|w| w[0].hlc < w[1].hlc));
+        assert_eq!(got.len(), 1250);
+        assert!(got.windows(2).all(|w| w[0].hlc < w[1].hlc));
         let grep = h
             .query(&Query {
                 grep: Some("text 1234".into()),
                 ..Default::default()
             })
             .unwrap();
-        assert_eq!(grep.messages.len(), 1);
-        assert!(
+        assert_eq!(ids(&grep), ["m1234"]);
+        let since = h
+            .query(&Query {
+                since_ms: Some(2_498_000),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(ids(&since), ["m2498", "m2499"]);
+        let since_hlc = h
+            .query(&Query {
+                since_hlc: Some(2499),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(ids(&since_hlc), ["m2499"]);
+        assert!(matches!(
             h.query(&Query {
                 cursor: Some("zz".into()),
                 ..Default::default()
-            })
-            .is_err()
-        );
+            }),
+            Err(QueryError::BadCursor)
+        ));
+    }
+
+    #[test]
+    fn survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        Store::open(dir.path())
+            .unwrap()
+            .insert(&msg(5, "a", "kept", "t"))
+            .unwrap();
+        let again = Store::open(dir.path()).unwrap();
+        assert_eq!(again.get("kept").unwrap().unwrap().text, "t");
     }
 }

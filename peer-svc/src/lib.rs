@@ -17,8 +17,11 @@ pub mod hlc;
 pub mod identity;
 pub mod membership;
 pub mod node;
+pub mod outbox;
 pub mod service;
 pub mod session;
+pub mod store;
+pub mod sync;
 
 use std::{
     os::unix::fs::PermissionsExt,
@@ -130,12 +133,19 @@ pub async fn start(
         .connect_lazy();
     let control_socket = config.data_dir.join(CONTROL_SOCKET);
     let uds = bind_control_socket(&control_socket).await?;
+    let store = store::Store::open(&config.data_dir).map_err(|e| {
+        StartError::Setup(format!(
+            "{}: {e}",
+            config.data_dir.join(store::DB_FILE).display()
+        ))
+    })?;
 
     let node = Arc::new(Node::new(
         config,
         keypair,
         address.clone(),
         directory,
+        store,
         DiscoveryClient::new(discovery_channel),
         shutdown.clone(),
     ));
@@ -204,9 +214,19 @@ pub async fn start(
             shutdown.clone().cancelled_owned(),
         );
 
+    let discovery_down = ttl.is_none();
     let tasks = vec![
         tokio::spawn(membership::keep_registered(node.clone(), ttl)),
         tokio::spawn(membership::follow(node.clone())),
+        tokio::spawn(outbox::deliver_queued(node.clone())),
+        // Catch up on what was said while this peer was away (or before it
+        // joined); with Discovery down, also learn the network from that peer.
+        tokio::spawn({
+            let node = node.clone();
+            async move {
+                sync::pull_missed_history(node, discovery_down).await;
+            }
+        }),
     ];
     info!(name = %node.name(), address = %address, fingerprint = %node.fingerprint, socket = %control_socket.display(), "peer serving");
 

@@ -93,18 +93,19 @@ fn apply_members(node: &Node, members: &[Member]) {
     for m in members {
         apply_joined(node, m);
     }
-    let gone = node.directory.replace_all(
-        members
-            .iter()
-            .map(|m| (m.name.as_str(), m.address.as_str(), m.public_key.as_slice())),
-    );
-    for name in gone {
-        node.sessions.forget_peer(&name);
-    }
+    node.directory
+        .mark_unlisted(members.iter().map(|m| m.name.as_str()));
+    node.directory.save_cache();
 }
 
 fn apply_joined(node: &Node, m: &Member) {
-    match node.directory.upsert(&m.name, &m.address, &m.public_key) {
+    let was_online = node.directory.get(&m.name).is_some_and(|c| c.online);
+    let change = node.directory.upsert(&m.name, &m.address, &m.public_key);
+    if change.is_some() && !was_online {
+        // Back (or new): whatever is queued for it can go now.
+        node.retry_outbox(&m.name);
+    }
+    match change {
         Some(Change::Added) => info!(peer = %m.name, address = %m.address, "peer joined"),
         Some(Change::KeyChanged) => node.sessions.forget_peer(&m.name),
         Some(Change::AddressChanged) => {
@@ -233,14 +234,23 @@ async fn follow_once(node: &Node, backoff: &mut Backoff) -> Result<(), Status> {
         };
         match event.kind() {
             Kind::Joined => apply_joined(node, member),
-            Kind::Left | Kind::Expired => {
+            Kind::Left => {
+                // It left for good: nothing more is owed to it.
                 if node.directory.remove(&member.name) {
-                    info!(peer = %member.name, kind = ?event.kind(), "peer gone");
+                    let dropped = node.store.clear_pending(&member.name).unwrap_or(0);
+                    info!(peer = %member.name, dropped_queued = dropped, "peer left");
                 }
                 node.sessions.forget_peer(&member.name);
             }
+            Kind::Expired => {
+                // Gone silent (crashed, cut off): keep it, queue for it.
+                node.directory.mark_offline(&member.name);
+                node.sessions.forget_peer(&member.name);
+                info!(peer = %member.name, "peer expired; queueing messages for it");
+            }
             Kind::Unspecified => {}
         }
+        node.directory.save_cache();
     }
     Ok(())
 }

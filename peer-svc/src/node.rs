@@ -30,9 +30,9 @@ use crate::{
     console,
     directory::{Contact, Directory, Refusal},
     error::PeerError,
-    history::History,
     hlc::Hlc,
     session::{Role, Session, Sessions, envelope_aad},
+    store::Store,
 };
 
 /// The Noise prologue: names this protocol and its version, so a peer of
@@ -73,9 +73,14 @@ pub struct Node {
     pub directory: Directory,
     /// Established sessions.
     pub sessions: Sessions,
-    /// Messages sent and received.
-    pub history: History,
-    hlc: Hlc,
+    /// Messages sent and received, and the outbox.
+    pub store: Store,
+    /// The clock that orders history.
+    pub hlc: Hlc,
+    /// Peers whose queued messages should be retried now (they came back).
+    outbox_retry: Mutex<std::collections::HashSet<String>>,
+    /// Wakes the outbox worker.
+    pub outbox_wake: tokio::sync::Notify,
     incoming: broadcast::Sender<ChatMessage>,
     channels: Mutex<HashMap<String, Channel>>,
     /// One handshake at a time per peer, so concurrent sends share its result.
@@ -95,6 +100,24 @@ fn describe(status: &Status) -> String {
     format!("{:?}: {}", status.code(), status.message())
 }
 
+/// A delivery report line.
+fn report(contact: &Contact, status: DeliveryStatus, error: String) -> Delivery {
+    Delivery {
+        peer: contact.name.clone(),
+        status: status.into(),
+        error,
+    }
+}
+
+/// Failures that a later attempt may overcome (the peer is down, slow, or
+/// does not know us yet), as opposed to the peer refusing the message itself.
+fn retryable(status: &Status) -> bool {
+    !matches!(
+        status.code(),
+        Code::InvalidArgument | Code::ResourceExhausted | Code::OutOfRange
+    )
+}
+
 impl Node {
     /// A peer with identity `keypair`, reachable at `address`.
     pub fn new(
@@ -102,10 +125,15 @@ impl Node {
         keypair: StaticKeypair,
         address: String,
         directory: Directory,
+        store: Store,
         discovery: DiscoveryClient<Channel>,
         shutdown: CancellationToken,
     ) -> Self {
         let fingerprint = chat_proto::keys::fingerprint(&keypair.public_key());
+        let hlc = Hlc::new();
+        // Continue after everything already stored, even if the wall clock
+        // went back while the peer was down.
+        hlc.observe(store.max_hlc().unwrap_or(0));
         Self {
             config,
             keypair,
@@ -113,8 +141,10 @@ impl Node {
             address,
             directory,
             sessions: Sessions::new(),
-            history: History::new(),
-            hlc: Hlc::new(),
+            store,
+            hlc,
+            outbox_retry: Mutex::new(Default::default()),
+            outbox_wake: tokio::sync::Notify::new(),
             incoming: broadcast::channel(SUBSCRIBE_BUFFER).0,
             channels: Mutex::new(HashMap::new()),
             handshaking: Mutex::new(HashMap::new()),
@@ -194,7 +224,9 @@ impl Node {
                     text,
                     hlc,
                 };
-                self.history.insert(message.clone());
+                self.store
+                    .insert(&message)
+                    .map_err(|e| PeerError::Internal(format!("cannot store the message: {e}")))?;
                 message
             }
         };
@@ -222,7 +254,11 @@ impl Node {
                 "id must be at most {MAX_ID_BYTES} bytes without control characters"
             )));
         }
-        match self.history.get(id) {
+        let stored = self
+            .store
+            .get(id)
+            .map_err(|e| PeerError::Internal(format!("cannot read the store: {e}")))?;
+        match stored {
             Some(m) if m.sender == self.name() => Ok(Some(m)),
             Some(_) => Err(PeerError::InvalidArgument(
                 "id is already used by another sender's message; pick another id".into(),
@@ -231,15 +267,13 @@ impl Node {
         }
     }
 
-    /// Delivers `message` to one peer and reports how it went.
+    /// Delivers `message` to one peer and reports how it went: delivered,
+    /// queued in the outbox (the peer is offline, unreachable, or still has
+    /// older messages queued, which go first), refused, or failed.
     async fn deliver_to(&self, contact: &Contact, message: &ChatMessage) -> Delivery {
-        let report = |status: DeliveryStatus, error: String| Delivery {
-            peer: contact.name.clone(),
-            status: status.into(),
-            error,
-        };
         if contact.key_changed {
             return report(
+                contact,
                 DeliveryStatus::Refused,
                 format!(
                     "{}'s key changed (now {}); compare fingerprints, then `chat trust {}`",
@@ -247,18 +281,131 @@ impl Node {
                 ),
             );
         }
+        if !contact.online {
+            return self.queue(
+                contact,
+                message,
+                "offline (Discovery does not list it now)".into(),
+            );
+        }
+        if self.store.pending_count(&contact.name).unwrap_or(0) > 0 {
+            return self.queue(contact, message, "earlier messages are still queued".into());
+        }
         match tokio::time::timeout(DELIVER_TIMEOUT, self.try_deliver(contact, message)).await {
-            Ok(Ok(())) => report(DeliveryStatus::Delivered, String::new()),
-            Ok(Err(status)) => {
-                warn!(peer = %contact.name, error = %describe(&status), "delivery failed");
-                report(DeliveryStatus::Failed, describe(&status))
+            Ok(Ok(())) => report(contact, DeliveryStatus::Delivered, String::new()),
+            Ok(Err(status)) if !retryable(&status) => {
+                warn!(peer = %contact.name, error = %describe(&status), "delivery refused");
+                report(contact, DeliveryStatus::Failed, describe(&status))
             }
-            Err(_) => {
-                warn!(peer = %contact.name, "delivery timed out");
+            Ok(Err(status)) => {
+                debug!(peer = %contact.name, error = %describe(&status), "delivery failed; queueing");
+                self.queue(contact, message, describe(&status))
+            }
+            Err(_) => self.queue(
+                contact,
+                message,
+                format!("no answer within {DELIVER_TIMEOUT:?}"),
+            ),
+        }
+    }
+
+    /// Puts `message` in `contact`'s outbox and reports it as queued.
+    fn queue(&self, contact: &Contact, message: &ChatMessage, reason: String) -> Delivery {
+        let limit = self.config.outbox_limit;
+        match self.store.enqueue(&contact.name, &message.id, limit) {
+            Ok(0) => report(
+                contact,
+                DeliveryStatus::Queued,
+                format!("{reason}; queued, retrying until delivered"),
+            ),
+            Ok(dropped) => {
+                warn!(peer = %contact.name, dropped, limit, "outbox full; dropped the oldest queued messages");
                 report(
-                    DeliveryStatus::Failed,
-                    format!("no answer within {DELIVER_TIMEOUT:?}"),
+                    contact,
+                    DeliveryStatus::Queued,
+                    format!(
+                        "{reason}; queued, but the outbox for {} is full ({limit}): dropped the {dropped} oldest",
+                        contact.name
+                    ),
                 )
+            }
+            Err(e) => report(
+                contact,
+                DeliveryStatus::Failed,
+                format!("{reason}; cannot queue: {e}"),
+            ),
+        }
+    }
+
+    /// Asks the outbox worker to retry `peer` now (it is back).
+    pub fn retry_outbox(&self, peer: &str) {
+        self.outbox_retry
+            .lock()
+            .expect("outbox lock")
+            .insert(peer.to_owned());
+        self.outbox_wake.notify_one();
+    }
+
+    /// The peers to retry now, taken once.
+    pub fn take_outbox_retries(&self) -> std::collections::HashSet<String> {
+        std::mem::take(&mut *self.outbox_retry.lock().expect("outbox lock"))
+    }
+
+    /// Delivers what is queued for `peer`, oldest first, until the queue is
+    /// empty (true) or a delivery fails (false: retry later).
+    pub async fn flush_outbox(&self, peer: &str) -> bool {
+        /// Messages read from the outbox at a time.
+        const BATCH: usize = 256;
+        let Some(contact) = self.directory.get(peer) else {
+            return false; // unknown until it registers again
+        };
+        if contact.dropped {
+            let n = self.store.clear_pending(peer).unwrap_or(0);
+            info!(
+                peer,
+                dropped = n,
+                "peer was dropped; its queued messages are discarded"
+            );
+            return true;
+        }
+        if !contact.online || contact.key_changed {
+            return false;
+        }
+        let mut delivered = 0usize;
+        loop {
+            let batch = match self.store.pending(peer, BATCH) {
+                Ok(b) => b,
+                Err(e) => {
+                    warn!(peer, error = %e, "cannot read the outbox");
+                    return false;
+                }
+            };
+            if batch.is_empty() {
+                if delivered > 0 {
+                    info!(peer, delivered, "queued messages delivered");
+                }
+                return true;
+            }
+            for message in batch {
+                let outcome =
+                    tokio::time::timeout(DELIVER_TIMEOUT, self.try_deliver(&contact, &message))
+                        .await;
+                match outcome {
+                    Ok(Ok(())) => delivered += 1,
+                    Ok(Err(status)) if !retryable(&status) => {
+                        warn!(peer, id = %message.id, error = %describe(&status), "queued message refused by the peer; dropping it");
+                    }
+                    _ => {
+                        if delivered > 0 {
+                            info!(peer, delivered, "some queued messages delivered");
+                        }
+                        return false;
+                    }
+                }
+                if let Err(e) = self.store.delivered(peer, &message.id) {
+                    warn!(peer, error = %e, "cannot update the outbox");
+                    return false;
+                }
             }
         }
     }
@@ -316,6 +463,17 @@ impl Node {
     /// Runs a Noise IK handshake with `contact` now and makes it the session
     /// to send on. Concurrent callers for the same peer share one handshake.
     pub async fn handshake(&self, contact: &Contact) -> Result<Arc<Session>, Status> {
+        self.handshake_with(contact, false).await
+    }
+
+    /// Like [`Node::handshake`]; with `want_members` the responder also sends
+    /// the peers it knows, which join this peer's list (used when Discovery
+    /// is unreachable at start).
+    pub async fn handshake_with(
+        &self,
+        contact: &Contact,
+        want_members: bool,
+    ) -> Result<Arc<Session>, Status> {
         let lock = self
             .handshaking
             .lock()
@@ -327,12 +485,15 @@ impl Node {
         let _guard = lock.lock().await;
         if let Some(s) = self.sessions.sending(&contact.name)
             && s.established >= asked_at
+            && !want_members
         {
             return Ok(s);
         }
         let payload = HandshakePayload {
             name: self.name().to_owned(),
             address: self.address.clone(),
+            want_members,
+            members: Vec::new(),
         }
         .encode_to_vec();
         let (message, waiting) = Initiator::new(&self.keypair, contact.public_key, PROLOGUE)
@@ -357,6 +518,15 @@ impl Node {
             )));
         }
         self.directory.pin(&contact.name, &contact.public_key);
+        for m in &answer.members {
+            if m.name != contact.name {
+                self.directory.upsert(&m.name, &m.address, &m.public_key);
+            }
+        }
+        if !answer.members.is_empty() {
+            info!(from = %contact.name, members = answer.members.len(), "learned members from a peer");
+            self.directory.save_cache();
+        }
         info!(peer = %contact.name, fingerprint = %contact.fingerprint, "session established (initiator)");
         Ok(self.sessions.insert(Session::new(
             transport,
@@ -389,7 +559,7 @@ impl Node {
             PeerError::InvalidArgument("handshake payload is not a HandshakePayload".into())
         })?;
         let key = pending.remote_static();
-        let contact = match self.directory.verify(&hello.name, &key) {
+        let contact = match self.directory.verify(&hello.name, &key, &hello.address) {
             Ok(c) => c,
             Err(Refusal::Unknown(_) | Refusal::WrongKey(_)) => {
                 // Discovery may know of a peer that joined a moment ago.
@@ -397,18 +567,41 @@ impl Node {
                     debug!(error = %e, "could not refresh members from Discovery");
                 }
                 self.directory
-                    .verify(&hello.name, &key)
+                    .verify(&hello.name, &key, &hello.address)
                     .map_err(|r| PeerError::PermissionDenied(r.to_string()))?
             }
             Err(r) => return Err(PeerError::PermissionDenied(r.to_string())),
         };
-        if !hello.address.is_empty() && hello.address != contact.address {
-            // Authenticated by the handshake: the peer's own word on where it is.
+        if chat_proto::validate::address(&hello.address).is_ok()
+            && (hello.address != contact.address || !contact.online)
+        {
+            // Authenticated by the handshake: the peer's own word on where it
+            // is. It is back: whatever is queued for it can go now.
             self.directory.learn_address(&contact.name, &hello.address);
+            self.sessions.forget_sending(&contact.name);
+            self.retry_outbox(&contact.name);
         }
+        let members = if hello.want_members {
+            self.directory
+                .all()
+                .into_iter()
+                .filter(|c| c.name != contact.name)
+                .map(|c| chat_proto::v1::Member {
+                    name: c.name,
+                    address: c.address,
+                    public_key: c.public_key.to_vec(),
+                    fingerprint: c.fingerprint,
+                    joined_at: None,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let answer = HandshakePayload {
             name: self.name().to_owned(),
             address: self.address.clone(),
+            want_members: false,
+            members,
         }
         .encode_to_vec();
         let (response, transport) = pending
@@ -495,18 +688,21 @@ impl Node {
         }
         self.hlc.observe(message.hlc);
         let id = message.id.clone();
-        let new = self.store_received(message);
+        let new = self
+            .store_received(message)
+            .map_err(|e| PeerError::Internal(format!("cannot store the message: {e}")))?;
         Ok(DeliverResponse {
             message_id: id,
             duplicate: !new,
         })
     }
 
-    /// Stores a received message; if it is new, pushes it to subscribers and
-    /// prints it on the console. Returns whether it was new.
-    pub fn store_received(&self, message: ChatMessage) -> bool {
-        if !self.history.insert(message.clone()) {
-            return false;
+    /// Stores a received message (committed before this returns, so before
+    /// it is acknowledged); if it is new, pushes it to subscribers and prints
+    /// it on the console. Returns whether it was new.
+    pub fn store_received(&self, message: ChatMessage) -> Result<bool, crate::store::StoreError> {
+        if !self.store.insert(&message)? {
+            return Ok(false);
         }
         debug!(from = %message.sender, id = %message.id, "message received");
         if self.config.print_messages {
@@ -516,7 +712,7 @@ impl Node {
             let _ = out.flush();
         }
         let _ = self.incoming.send(message);
-        true
+        Ok(true)
     }
 
     /// Marks that this peer is leaving for good (no more re-registering).

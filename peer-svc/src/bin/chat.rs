@@ -156,6 +156,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                         serde_json::json!({
                             "name": c.name, "address": c.address,
                             "fingerprint": c.fingerprint, "session": session_name(c.session()),
+                            "queued": c.queued,
                         })
                     })
                     .collect();
@@ -317,6 +318,7 @@ fn session_name(state: SessionState) -> &'static str {
         SessionState::None | SessionState::Unspecified => "none",
         SessionState::KeyChanged => "KEY CHANGED",
         SessionState::Dropped => "dropped",
+        SessionState::Offline => "offline",
     }
 }
 

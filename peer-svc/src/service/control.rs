@@ -41,10 +41,13 @@ impl ControlService {
             .all()
             .into_iter()
             .map(|c| {
+                let queued = self.node.store.pending_count(&c.name).unwrap_or(0) as u32;
                 let session = if c.dropped {
                     SessionState::Dropped
                 } else if c.key_changed {
                     SessionState::KeyChanged
+                } else if !c.online {
+                    SessionState::Offline
                 } else if self.node.sessions.has_session(&c.name) {
                     SessionState::Established
                 } else {
@@ -56,6 +59,7 @@ impl ControlService {
                     fingerprint: c.fingerprint,
                     session: session.into(),
                     public_key: c.public_key.to_vec(),
+                    queued,
                 }
             })
             .collect()
@@ -99,6 +103,7 @@ impl Control for ControlService {
         let req = request.into_inner();
         let non_empty = |s: String| (!s.is_empty()).then_some(s);
         let query = Query {
+            since_hlc: None,
             limit: req.limit as usize,
             since_ms: req
                 .since
@@ -108,7 +113,7 @@ impl Control for ControlService {
             cursor: non_empty(req.cursor),
         };
         let page =
-            self.node.history.query(&query).map_err(|e| {
+            self.node.store.query(&query).map_err(|e| {
                 refused("Control/History", PeerError::InvalidArgument(e.to_string()))
             })?;
         Ok(Response::new(HistoryResponse {
@@ -193,6 +198,10 @@ impl Control for ControlService {
             self.contact("Control/Leave", &peer)?;
             self.node.directory.drop_peer(&peer);
             self.node.sessions.forget_peer(&peer);
+            let dropped = self.node.store.clear_pending(&peer).unwrap_or(0);
+            if dropped > 0 {
+                info!(peer = %peer, dropped, "discarded messages queued for the dropped peer");
+            }
             info!(peer = %peer, "peer dropped: nothing more is sent to it");
         }
         Ok(Response::new(ControlLeaveResponse {}))

@@ -78,6 +78,15 @@ impl Peer for PeerService {
             .node
             .open_envelope(&envelope)
             .map_err(|e| refused("Peer/History", e))?;
+        if !self.node.config.share_history {
+            return Err(refused(
+                "Peer/History",
+                PeerError::PermissionDenied(format!(
+                    "{} does not share history (--share-history=false); ask another peer",
+                    self.node.name()
+                )),
+            ));
+        }
         let cursor = HistoryCursor::decode(plaintext.as_slice()).map_err(|_| {
             refused(
                 "Peer/History",
@@ -89,6 +98,7 @@ impl Peer for PeerService {
         tokio::spawn(async move {
             let mut query = Query {
                 cursor: (!cursor.after.is_empty()).then_some(cursor.after),
+                since_hlc: (cursor.since_hlc > 0).then_some(cursor.since_hlc),
                 ..Default::default()
             };
             let mut remaining = if cursor.limit == 0 {
@@ -97,7 +107,7 @@ impl Peer for PeerService {
                 cursor.limit as usize
             };
             loop {
-                let page = match node.history.query(&query) {
+                let page = match node.store.query(&query) {
                     Ok(page) => page,
                     Err(e) => {
                         let _ = tx.send(Err(Status::invalid_argument(e.to_string()))).await;

@@ -38,7 +38,7 @@ async fn no_plaintext_on_the_wire_and_discovery_never_sees_message_text() {
         "{report:?}"
     );
     eventually("bob to store the message", || {
-        let stored = bob.node.history.len() == 1;
+        let stored = bob.node.store.len() == 1;
         async move { stored }
     })
     .await;

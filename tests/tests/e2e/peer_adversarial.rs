@@ -63,6 +63,7 @@ impl Mallory {
         let payload = HandshakePayload {
             name: claimed_name.into(),
             address: "127.0.0.1:9".into(),
+            ..Default::default()
         };
         Initiator::new(&self.keypair, target.node.public_key(), PROLOGUE)
             .write_message(&payload.encode_to_vec())
@@ -155,10 +156,10 @@ async fn a_tampered_ciphertext_is_unauthenticated_and_not_stored() {
             Code::Unauthenticated
         );
     }
-    assert!(target.node.history.is_empty(), "nothing stored");
+    assert!(target.node.store.is_empty(), "nothing stored");
     // The untouched envelope still works: the counter was not burned by failures.
     assert!(!mallory.deliver(good).await.unwrap().duplicate);
-    assert_eq!(target.node.history.len(), 1);
+    assert_eq!(target.node.store.len(), 1);
 }
 
 #[tokio::test]
@@ -170,14 +171,14 @@ async fn a_replayed_envelope_is_refused_and_stored_once() {
     let err = mallory.deliver(envelope).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
     assert!(err.message().contains("replayed"), "{}", err.message());
-    assert_eq!(target.node.history.len(), 1);
+    assert_eq!(target.node.store.len(), 1);
     // A fresh counter with the same message id is accepted but not duplicated.
     let again = mallory
         .deliver(mallory.envelope(&s, 8, "r1", "once"))
         .await
         .unwrap();
     assert!(again.duplicate);
-    assert_eq!(target.node.history.len(), 1);
+    assert_eq!(target.node.store.len(), 1);
 }
 
 #[tokio::test]
@@ -193,7 +194,7 @@ async fn an_unknown_session_says_to_handshake_again() {
         "{}",
         err.message()
     );
-    assert!(target.node.history.is_empty());
+    assert!(target.node.store.is_empty());
 }
 
 #[tokio::test]
@@ -218,6 +219,7 @@ async fn a_key_discovery_does_not_list_is_permission_denied() {
     let payload = HandshakePayload {
         name: mallory.name.clone(),
         address: String::new(),
+        ..Default::default()
     }
     .encode_to_vec();
     let (message, _) = Initiator::new(&impostor, target.node.public_key(), PROLOGUE)
@@ -261,6 +263,7 @@ async fn truncated_and_garbled_handshakes_are_refused_with_the_right_code() {
     let payload = HandshakePayload {
         name: mallory.name.clone(),
         address: String::new(),
+        ..Default::default()
     }
     .encode_to_vec();
     let (message, _) = Initiator::new(&mallory.keypair, target.node.public_key(), b"p2p-chat/0")
@@ -350,7 +353,7 @@ async fn random_bytes_in_every_field_of_every_peer_rpc_change_nothing() {
         "{err:?}"
     );
 
-    assert!(target.node.history.is_empty(), "nothing stored");
+    assert!(target.node.store.is_empty(), "nothing stored");
     // Still serving: a proper message goes through.
     let ok = mallory
         .deliver(mallory.envelope(&s, 1_000, "fine", "still here"))
@@ -376,7 +379,7 @@ async fn an_oversized_envelope_is_resource_exhausted() {
     let err = mallory.deliver(huge).await.unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
     assert!(err.message().contains("limit"), "{}", err.message());
-    assert!(target.node.history.is_empty());
+    assert!(target.node.store.is_empty());
 }
 
 /// Bytes sent as they are, to put non-protobuf on the wire.

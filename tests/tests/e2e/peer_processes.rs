@@ -130,10 +130,11 @@ async fn a_restarted_peer_keeps_its_fingerprint_and_the_next_message_arrives() {
     );
     eventually("alice to learn bob's new address", || {
         let data_dir = peers[0].data_dir.clone();
+        let new_address = bob.process.addr.clone();
         async move {
             let (_, out, _) = chat_cli(&data_dir, &["connections", "--json"]).await;
             serde_json::from_str::<serde_json::Value>(&out)
-                .map(|v| v[0]["session"] == "none")
+                .map(|v| v[0]["address"] == new_address.as_str())
                 .unwrap_or(false)
         }
     })

@@ -1,0 +1,185 @@
+//! The outbox: messages owed to a peer that could not be reached, kept in
+//! the store until delivered or the peer leaves. Bounded per peer: past the
+//! bound the oldest are dropped, and the caller reports how many — never
+//! silently.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use chat_proto::v1::ChatMessage;
+use rusqlite::params;
+use tokio::time::Instant;
+
+use crate::{
+    history::message_from_row,
+    membership::Backoff,
+    node::Node,
+    store::{Store, StoreError},
+};
+
+/// With nothing due, the worker still looks this often (a peer may have
+/// become reachable without telling anyone).
+const IDLE_CHECK: Duration = Duration::from_secs(5);
+
+/// Delivers queued messages until shutdown: each peer with a backlog is
+/// retried with exponential backoff and jitter, and at once when it comes
+/// back (it registers again, or handshakes with us).
+pub async fn deliver_queued(node: Arc<Node>) {
+    let mut waits: HashMap<String, (Backoff, Instant)> = HashMap::new();
+    loop {
+        for peer in node.take_outbox_retries() {
+            waits.remove(&peer);
+        }
+        let now = Instant::now();
+        let due: Vec<String> = node
+            .store
+            .peers_with_pending()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| waits.get(p).is_none_or(|(_, at)| *at <= now))
+            .collect();
+        let results = futures::future::join_all(due.iter().map(|p| node.flush_outbox(p))).await;
+        for (peer, done) in due.into_iter().zip(results) {
+            if done {
+                waits.remove(&peer);
+            } else {
+                let (backoff, at) = waits
+                    .entry(peer)
+                    .or_insert_with(|| (Backoff::default(), now));
+                *at = Instant::now() + backoff.next_delay();
+            }
+        }
+        let next = waits
+            .values()
+            .map(|(_, at)| *at)
+            .min()
+            .unwrap_or_else(|| Instant::now() + IDLE_CHECK);
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {}
+            _ = node.outbox_wake.notified() => {}
+            _ = node.shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Default most messages queued per peer: a day of a busy chat.
+pub const DEFAULT_OUTBOX_LIMIT: usize = 10_000;
+
+impl Store {
+    /// Queues message `id` for `peer`, dropping the oldest beyond `limit`.
+    /// Returns how many were dropped.
+    pub fn enqueue(&self, peer: &str, id: &str, limit: usize) -> Result<usize, StoreError> {
+        let mut conn = self.conn.lock().expect("store lock");
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO outbox (peer, message_id, queued_at_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT DO NOTHING",
+            params![peer, id, chrono::Utc::now().timestamp_millis()],
+        )?;
+        let queued: i64 =
+            tx.query_row("SELECT count(*) FROM outbox WHERE peer = ?1", [peer], |r| {
+                r.get(0)
+            })?;
+        let excess = (queued as usize).saturating_sub(limit);
+        if excess > 0 {
+            tx.execute(
+                "DELETE FROM outbox WHERE peer = ?1 AND message_id IN (
+                   SELECT o.message_id FROM outbox o JOIN messages m ON m.id = o.message_id
+                   WHERE o.peer = ?1 ORDER BY m.hlc, m.sender, m.id LIMIT ?2)",
+                params![peer, excess as i64],
+            )?;
+        }
+        tx.commit()?;
+        Ok(excess)
+    }
+
+    /// The oldest `max` messages queued for `peer`, in history order.
+    pub fn pending(&self, peer: &str, max: usize) -> Result<Vec<ChatMessage>, StoreError> {
+        let conn = self.conn.lock().expect("store lock");
+        let mut statement = conn.prepare_cached(
+            "SELECT m.id, m.hlc, m.sender, m.sender_fingerprint, m.sent_at_ms, m.text
+             FROM outbox o JOIN messages m ON m.id = o.message_id
+             WHERE o.peer = ?1 ORDER BY m.hlc, m.sender, m.id LIMIT ?2",
+        )?;
+        let rows = statement.query_map(params![peer, max as i64], message_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// How many messages are queued for `peer`.
+    pub fn pending_count(&self, peer: &str) -> Result<usize, StoreError> {
+        let conn = self.conn.lock().expect("store lock");
+        let n: i64 =
+            conn.query_row("SELECT count(*) FROM outbox WHERE peer = ?1", [peer], |r| {
+                r.get(0)
+            })?;
+        Ok(n as usize)
+    }
+
+    /// Peers with queued messages.
+    pub fn peers_with_pending(&self) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn.lock().expect("store lock");
+        let mut statement =
+            conn.prepare_cached("SELECT DISTINCT peer FROM outbox ORDER BY peer")?;
+        let rows = statement.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Marks message `id` delivered to `peer`.
+    pub fn delivered(&self, peer: &str, id: &str) -> Result<(), StoreError> {
+        let conn = self.conn.lock().expect("store lock");
+        conn.execute(
+            "DELETE FROM outbox WHERE peer = ?1 AND message_id = ?2",
+            params![peer, id],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets everything queued for `peer` (it left); returns how many.
+    pub fn clear_pending(&self, peer: &str) -> Result<usize, StoreError> {
+        let conn = self.conn.lock().expect("store lock");
+        Ok(conn.execute("DELETE FROM outbox WHERE peer = ?1", [peer])?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(hlc: u64, id: &str) -> ChatMessage {
+        ChatMessage {
+            id: id.into(),
+            sender: "me".into(),
+            hlc,
+            text: "t".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn queued_in_history_order_bounded_and_cleared() {
+        let s = Store::open_in_memory().unwrap();
+        for (hlc, id) in [(3, "c"), (1, "a"), (2, "b"), (4, "d")] {
+            s.insert(&msg(hlc, id)).unwrap();
+        }
+        assert_eq!(s.enqueue("bob", "c", 3).unwrap(), 0);
+        assert_eq!(s.enqueue("bob", "a", 3).unwrap(), 0);
+        assert_eq!(s.enqueue("bob", "a", 3).unwrap(), 0, "queued once");
+        assert_eq!(s.enqueue("bob", "b", 3).unwrap(), 0);
+        assert_eq!(
+            s.enqueue("bob", "d", 3).unwrap(),
+            1,
+            "the oldest is dropped past the bound"
+        );
+        let ids: Vec<String> = s
+            .pending("bob", 10)
+            .unwrap()
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(ids, ["b", "c", "d"]);
+        s.delivered("bob", "b").unwrap();
+        assert_eq!(s.pending_count("bob").unwrap(), 2);
+        assert_eq!(s.peers_with_pending().unwrap(), ["bob"]);
+        assert_eq!(s.clear_pending("bob").unwrap(), 2);
+        assert!(s.peers_with_pending().unwrap().is_empty());
+    }
+}

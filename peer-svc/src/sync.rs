@@ -1,0 +1,158 @@
+//! History sync: a peer that joins, or returns after downtime, pulls what it
+//! missed from a live peer over `Peer/History` — sealed to it inside its own
+//! session, streamed in pages, resumable from the last item received.
+
+use std::sync::Arc;
+
+use chat_proto::v1::{
+    Envelope, HistoryCursor, PeerHistoryRequest, SealedMessage, peer_client::PeerClient,
+};
+use prost::Message;
+use tonic::Status;
+use tracing::{debug, info, warn};
+
+use crate::{directory::Contact, node::Node, session::envelope_aad};
+
+/// How far back before the newest stored message a returning peer asks
+/// for, in HLC units (ms << 16): five minutes, to cover messages whose
+/// senders' clocks ran a little behind ours.
+const SYNC_OVERLAP_HLC: u64 = (5 * 60 * 1000) << 16;
+
+/// Messages stored per transaction while syncing.
+const SYNC_BATCH: usize = 500;
+
+/// Attempts per source peer when the stream breaks (each resumes).
+const ATTEMPTS_PER_PEER: usize = 3;
+
+/// Pulls missed history from one live peer (trying each known peer in turn,
+/// those Discovery lists first). With `want_members`, also learns the
+/// network from that peer. Returns how many new messages were stored.
+pub async fn pull_missed_history(node: Arc<Node>, want_members: bool) -> Option<usize> {
+    let mut candidates: Vec<Contact> = node
+        .directory
+        .all()
+        .into_iter()
+        .filter(|c| !c.dropped && !c.key_changed)
+        .collect();
+    // Online first, otherwise a random start so peers spread the load.
+    let offset = rand::random::<u64>() as usize % candidates.len().max(1);
+    candidates.rotate_left(offset);
+    candidates.sort_by_key(|c| !c.online);
+    for contact in candidates {
+        match pull_from(&node, &contact, want_members).await {
+            Ok(added) => return Some(added),
+            Err(e) => {
+                debug!(peer = %contact.name, error = %e.message(), "history sync failed; trying another peer")
+            }
+        }
+    }
+    if !node.directory.all().is_empty() {
+        warn!("no peer answered a history sync; history may be incomplete until one does");
+    }
+    None
+}
+
+/// Pulls everything since our newest message (minus an overlap) from `contact`.
+pub async fn pull_from(
+    node: &Node,
+    contact: &Contact,
+    want_members: bool,
+) -> Result<usize, Status> {
+    let session = node.handshake_with(contact, want_members).await?;
+    node.directory
+        .learn_address(&contact.name, &contact.address);
+    let newest = node.store.max_hlc().unwrap_or(0);
+    let since_hlc = if newest == 0 {
+        0
+    } else {
+        newest.saturating_sub(SYNC_OVERLAP_HLC)
+    };
+    let mut after = String::new();
+    let (mut seen, mut added) = (0usize, 0usize);
+    let mut last_error = None;
+    for _ in 0..ATTEMPTS_PER_PEER {
+        let cursor = HistoryCursor {
+            after: after.clone(),
+            limit: 0,
+            since_hlc,
+        };
+        let aad = envelope_aad(&session.id(), node.name(), "");
+        let (counter, ciphertext) = session
+            .transport
+            .seal_next(&aad, &cursor.encode_to_vec())
+            .map_err(|e| Status::internal(format!("cannot seal: {e}")))?;
+        let request = PeerHistoryRequest {
+            envelope: Some(Envelope {
+                session_id: session.id().to_vec(),
+                counter,
+                sender: node.name().to_owned(),
+                message_id: String::new(),
+                ciphertext,
+            }),
+        };
+        let mut stream = match PeerClient::new(node.channel(&contact.address)?)
+            .history(request)
+            .await
+        {
+            Ok(r) => r.into_inner(),
+            Err(s) => {
+                last_error = Some(s);
+                continue;
+            }
+        };
+        let mut batch = Vec::with_capacity(SYNC_BATCH);
+        let outcome = loop {
+            match stream.message().await {
+                Ok(Some(item)) => {
+                    let Some(envelope) = item.envelope else {
+                        break Err(Status::invalid_argument("history item without envelope"));
+                    };
+                    let (_, plaintext) = node
+                        .open_envelope(&envelope)
+                        .map_err(|e| Status::unauthenticated(e.to_string()))?;
+                    let message = SealedMessage::decode(plaintext.as_slice())
+                        .ok()
+                        .and_then(|s| s.message)
+                        .filter(|m| m.id == envelope.message_id && !m.id.is_empty())
+                        .ok_or_else(|| Status::invalid_argument("malformed history item"))?;
+                    if message.text.len() > node.config.max_message_bytes {
+                        continue;
+                    }
+                    node.hlc.observe(message.hlc);
+                    batch.push(message);
+                    seen += 1;
+                    if batch.len() == SYNC_BATCH {
+                        added += store(node, &mut batch)?;
+                    }
+                    after = item.cursor;
+                }
+                Ok(None) => break Ok(()),
+                Err(s) => break Err(s),
+            }
+        };
+        added += store(node, &mut batch)?;
+        match outcome {
+            Ok(()) => {
+                info!(from = %contact.name, received = seen, new = added, "history synced");
+                return Ok(added);
+            }
+            Err(s) => {
+                debug!(from = %contact.name, error = %s.message(), "history stream broke; resuming");
+                last_error = Some(s);
+            }
+        }
+    }
+    Err(last_error.unwrap_or_else(|| Status::unavailable("history sync failed")))
+}
+
+fn store(node: &Node, batch: &mut Vec<chat_proto::v1::ChatMessage>) -> Result<usize, Status> {
+    if batch.is_empty() {
+        return Ok(0);
+    }
+    let added = node
+        .store
+        .insert_many(batch)
+        .map_err(|e| Status::internal(e.to_string()))?;
+    batch.clear();
+    Ok(added)
+}
