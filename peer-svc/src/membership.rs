@@ -101,8 +101,8 @@ fn apply_members(node: &Node, members: &[Member]) {
 fn apply_joined(node: &Node, m: &Member) {
     let was_online = node.directory.get(&m.name).is_some_and(|c| c.online);
     let change = node.directory.upsert(&m.name, &m.address, &m.public_key);
-    if change.is_some() && !was_online {
-        // Back (or new): whatever is queued for it can go now.
+    if !was_online || matches!(change, Some(Change::AddressChanged | Change::KeyChanged)) {
+        // Back, new, or moved: whatever is queued for it can go now.
         node.retry_outbox(&m.name);
     }
     match change {

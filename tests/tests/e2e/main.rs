@@ -3,6 +3,8 @@
 mod confidentiality;
 mod discovery;
 mod discovery_grpcurl;
+mod discovery_outage;
+mod history;
 mod key_pinning;
 mod peer_adversarial;
 mod peer_processes;
