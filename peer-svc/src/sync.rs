@@ -40,7 +40,12 @@ pub async fn pull_missed_history(node: Arc<Node>, want_members: bool) -> Option<
     candidates.sort_by_key(|c| !c.online);
     for contact in candidates {
         match pull_from(&node, &contact, want_members).await {
-            Ok(added) => return Some(added),
+            Ok(added) => {
+                if want_members {
+                    announce(&node, &contact.name).await;
+                }
+                return Some(added);
+            }
             Err(e) => {
                 debug!(peer = %contact.name, error = %e.message(), "history sync failed; trying another peer")
             }
@@ -50,6 +55,29 @@ pub async fn pull_missed_history(node: Arc<Node>, want_members: bool) -> Option<
         warn!("no peer answered a history sync; history may be incomplete until one does");
     }
     None
+}
+
+/// Without Discovery, the peers only learn this peer's (possibly new)
+/// address from a handshake with it: handshake with every known peer but
+/// `synced_from`, so each can deliver to it (and flush what it queued).
+async fn announce(node: &Node, synced_from: &str) {
+    let others: Vec<Contact> = node
+        .directory
+        .all()
+        .into_iter()
+        .filter(|c| c.name != synced_from && !c.dropped && !c.key_changed)
+        .collect();
+    let results = futures::future::join_all(others.iter().map(|c| node.handshake(c))).await;
+    for (contact, result) in others.iter().zip(results) {
+        match result {
+            Ok(_) => node
+                .directory
+                .learn_address(&contact.name, &contact.address),
+            Err(e) => {
+                debug!(peer = %contact.name, error = %e.message(), "could not announce our address")
+            }
+        }
+    }
 }
 
 /// Pulls everything since our newest message (minus an overlap) from `contact`.
