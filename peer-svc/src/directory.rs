@@ -10,7 +10,10 @@ use std::{
     fs,
     io::Write,
     path::{Path, PathBuf},
-    sync::Mutex,
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use chat_proto::keys::{PUBLIC_KEY_LEN, fingerprint, validate_public_key};
@@ -85,6 +88,8 @@ pub struct Directory {
     own_name: String,
     pins_path: PathBuf,
     cache_path: PathBuf,
+    /// The member list changed since the cache was last written.
+    cache_dirty: AtomicBool,
     inner: Mutex<Inner>,
 }
 
@@ -117,6 +122,7 @@ impl Directory {
             own_name: own_name.to_owned(),
             pins_path,
             cache_path: data_dir.join(PEERS_CACHE_FILE),
+            cache_dirty: AtomicBool::new(false),
             inner: Mutex::new(Inner {
                 pins,
                 ..Default::default()
@@ -140,6 +146,20 @@ impl Directory {
                 self.upsert(name, address, &key);
                 self.mark_offline(name);
             }
+        }
+    }
+
+    /// Notes that the member list changed; [`Directory::flush_cache`] writes
+    /// it. (Membership churn can be hundreds of events a second; one write
+    /// per flush interval keeps that off the disk.)
+    pub fn cache_changed(&self) {
+        self.cache_dirty.store(true, Ordering::Relaxed);
+    }
+
+    /// Writes the cache if the member list changed since the last write.
+    pub fn flush_cache(&self) {
+        if self.cache_dirty.swap(false, Ordering::Relaxed) {
+            self.save_cache();
         }
     }
 

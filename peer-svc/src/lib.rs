@@ -219,6 +219,7 @@ pub async fn start(
         tokio::spawn(membership::keep_registered(node.clone(), ttl)),
         tokio::spawn(membership::follow(node.clone())),
         tokio::spawn(outbox::deliver_queued(node.clone())),
+        tokio::spawn(membership::flush_cache(node.clone())),
         // Catch up on what was said while this peer was away (or before it
         // joined); with Discovery down, also learn the network from that peer.
         tokio::spawn({
@@ -259,6 +260,7 @@ pub async fn start(
         for t in tasks {
             t.abort();
         }
+        task_node.directory.flush_cache();
         let _ = std::fs::remove_file(&socket);
         info!("peer stopped");
     });

@@ -95,7 +95,7 @@ fn apply_members(node: &Node, members: &[Member]) {
     }
     node.directory
         .mark_unlisted(members.iter().map(|m| m.name.as_str()));
-    node.directory.save_cache();
+    node.directory.cache_changed();
 }
 
 fn apply_joined(node: &Node, m: &Member) {
@@ -200,6 +200,23 @@ pub async fn keep_registered(node: std::sync::Arc<Node>, mut ttl: Option<Duratio
     }
 }
 
+/// How often a changed member list is written to the cache file.
+const CACHE_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Writes the member cache when it changed, until shutdown (and once more then).
+pub async fn flush_cache(node: std::sync::Arc<Node>) {
+    let mut tick = tokio::time::interval(CACHE_FLUSH_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => node.directory.flush_cache(),
+            _ = node.shutdown.cancelled() => {
+                node.directory.flush_cache();
+                return;
+            }
+        }
+    }
+}
+
 /// Follows Discovery's membership stream until shutdown, reconnecting with
 /// backoff; each (re)connection starts from a fresh `List`.
 pub async fn follow(node: std::sync::Arc<Node>) {
@@ -250,7 +267,7 @@ async fn follow_once(node: &Node, backoff: &mut Backoff) -> Result<(), Status> {
             }
             Kind::Unspecified => {}
         }
-        node.directory.save_cache();
+        node.directory.cache_changed();
     }
     Ok(())
 }

@@ -525,7 +525,7 @@ impl Node {
         }
         if !answer.members.is_empty() {
             info!(from = %contact.name, members = answer.members.len(), "learned members from a peer");
-            self.directory.save_cache();
+            self.directory.cache_changed();
         }
         info!(peer = %contact.name, fingerprint = %contact.fingerprint, "session established (initiator)");
         Ok(self.sessions.insert(Session::new(

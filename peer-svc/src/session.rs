@@ -189,6 +189,68 @@ impl Sessions {
 mod tests {
     use super::*;
 
+    /// A real handshake's transport pair.
+    fn transports() -> (Transport, Transport) {
+        use chat_noise::{Initiator, Responder, StaticKeypair};
+        let (a, b) = (StaticKeypair::generate(), StaticKeypair::generate());
+        let (m1, waiting) = Initiator::new(&a, b.public_key(), b"t")
+            .write_message(b"")
+            .unwrap();
+        let (m2, responder) = Responder::read_message(&b, b"t", &m1)
+            .unwrap()
+            .write_message(b"")
+            .unwrap();
+        let (_, initiator) = waiting.read_message(&m2).unwrap();
+        (initiator, responder)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sessions_rekey_after_the_time_bound_and_are_refused_after_the_reject_bound() {
+        let sessions = Sessions::new();
+        let s = sessions.insert(Session::new(transports().0, "bob".into(), Role::Initiator));
+        assert!(sessions.sending("bob").is_some());
+        tokio::time::advance(REKEY_AFTER_TIME).await;
+        assert!(s.needs_rekey());
+        assert!(
+            sessions.sending("bob").is_none(),
+            "time for a fresh handshake"
+        );
+        assert!(
+            sessions.by_id(&s.id()).is_some(),
+            "still accepted while draining"
+        );
+        tokio::time::advance(REJECT_AFTER_TIME - REKEY_AFTER_TIME).await;
+        assert!(sessions.by_id(&s.id()).is_none(), "too old to accept");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_a_few_sessions_per_peer_are_kept() {
+        let sessions = Sessions::new();
+        let mut ids = Vec::new();
+        for _ in 0..5 {
+            tokio::time::advance(Duration::from_millis(1)).await;
+            ids.push(
+                sessions
+                    .insert(Session::new(transports().1, "bob".into(), Role::Responder))
+                    .id(),
+            );
+        }
+        let live: Vec<bool> = ids.iter().map(|id| sessions.by_id(id).is_some()).collect();
+        assert_eq!(live, [false, false, true, true, true]);
+        sessions.forget_peer("bob");
+        assert!(ids.iter().all(|id| sessions.by_id(id).is_none()));
+    }
+
+    #[test]
+    fn replayed_counters_are_refused_per_session() {
+        let s = Session::new(transports().1, "bob".into(), Role::Responder);
+        s.check_counter(5).unwrap();
+        s.accept_counter(5).unwrap();
+        assert!(s.check_counter(5).is_err());
+        assert!(s.accept_counter(5).is_err());
+        s.accept_counter(4).unwrap();
+    }
+
     #[test]
     fn aad_parts_cannot_be_shifted_between_fields() {
         assert_ne!(envelope_aad(b"s", "ab", "c"), envelope_aad(b"s", "a", "bc"));
