@@ -304,7 +304,9 @@ async fn main() -> anyhow::Result<()> {
     );
 
     eprintln!("[2/6] discovery Register+Leave from 50 clients…");
-    let url = format!("http://{}", idle.discovery.addr);
+    // A discovery of its own with no peers watching: the service alone.
+    let lone = Proc::spawn(&sibling("discovery-svc")?, &["--listen", "127.0.0.1:0"]).await?;
+    let url = format!("http://{}", lone.addr);
     let clients: Vec<DiscoveryClient<Channel>> =
         futures::future::try_join_all((0..50).map(|_| DiscoveryClient::connect(url.clone())))
             .await?;
@@ -342,6 +344,7 @@ async fn main() -> anyhow::Result<()> {
         "-".into(),
         "-".into(),
     );
+    drop(lone);
     drop(idle);
 
     eprintln!("[3/6] baseline servers…");

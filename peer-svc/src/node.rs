@@ -288,7 +288,7 @@ impl Node {
                 "offline (Discovery does not list it now)".into(),
             );
         }
-        if self.store.pending_count(&contact.name).unwrap_or(0) > 0 {
+        if self.store.has_pending(&contact.name) {
             return self.queue(contact, message, "earlier messages are still queued".into());
         }
         match tokio::time::timeout(DELIVER_TIMEOUT, self.try_deliver(contact, message)).await {

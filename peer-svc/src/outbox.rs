@@ -33,7 +33,6 @@ pub async fn deliver_queued(node: Arc<Node>) {
         let due: Vec<String> = node
             .store
             .peers_with_pending()
-            .unwrap_or_default()
             .into_iter()
             .filter(|p| waits.get(p).is_none_or(|(_, at)| *at <= now))
             .collect();
@@ -89,7 +88,16 @@ impl Store {
             )?;
         }
         tx.commit()?;
+        self.backlog
+            .lock()
+            .expect("backlog lock")
+            .insert(peer.to_owned());
         Ok(excess)
+    }
+
+    /// Whether anything is queued for `peer` (no query: kept in memory).
+    pub fn has_pending(&self, peer: &str) -> bool {
+        self.backlog.lock().expect("backlog lock").contains(peer)
     }
 
     /// The oldest `max` messages queued for `peer`, in history order.
@@ -114,13 +122,14 @@ impl Store {
         Ok(n as usize)
     }
 
-    /// Peers with queued messages.
-    pub fn peers_with_pending(&self) -> Result<Vec<String>, StoreError> {
-        let conn = self.conn.lock().expect("store lock");
-        let mut statement =
-            conn.prepare_cached("SELECT DISTINCT peer FROM outbox ORDER BY peer")?;
-        let rows = statement.query_map([], |r| r.get(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+    /// Peers with queued messages, by name.
+    pub fn peers_with_pending(&self) -> Vec<String> {
+        self.backlog
+            .lock()
+            .expect("backlog lock")
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Marks message `id` delivered to `peer`.
@@ -130,13 +139,22 @@ impl Store {
             "DELETE FROM outbox WHERE peer = ?1 AND message_id = ?2",
             params![peer, id],
         )?;
+        let left: i64 =
+            conn.query_row("SELECT count(*) FROM outbox WHERE peer = ?1", [peer], |r| {
+                r.get(0)
+            })?;
+        if left == 0 {
+            self.backlog.lock().expect("backlog lock").remove(peer);
+        }
         Ok(())
     }
 
     /// Forgets everything queued for `peer` (it left); returns how many.
     pub fn clear_pending(&self, peer: &str) -> Result<usize, StoreError> {
         let conn = self.conn.lock().expect("store lock");
-        Ok(conn.execute("DELETE FROM outbox WHERE peer = ?1", [peer])?)
+        let n = conn.execute("DELETE FROM outbox WHERE peer = ?1", [peer])?;
+        self.backlog.lock().expect("backlog lock").remove(peer);
+        Ok(n)
     }
 }
 
@@ -178,8 +196,10 @@ mod tests {
         assert_eq!(ids, ["b", "c", "d"]);
         s.delivered("bob", "b").unwrap();
         assert_eq!(s.pending_count("bob").unwrap(), 2);
-        assert_eq!(s.peers_with_pending().unwrap(), ["bob"]);
+        assert_eq!(s.peers_with_pending(), ["bob"]);
+        assert!(s.has_pending("bob"));
         assert_eq!(s.clear_pending("bob").unwrap(), 2);
-        assert!(s.peers_with_pending().unwrap().is_empty());
+        assert!(s.peers_with_pending().is_empty());
+        assert!(!s.has_pending("bob"));
     }
 }

@@ -48,6 +48,9 @@ pub struct StoreError(#[from] rusqlite::Error);
 #[derive(Debug)]
 pub struct Store {
     pub(crate) conn: Mutex<Connection>,
+    /// Peers with queued messages: a mirror of the outbox table, so the hot
+    /// path (every delivery asks "is anything queued first?") needs no query.
+    pub(crate) backlog: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Store {
@@ -77,8 +80,14 @@ impl Store {
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
             tx.commit()?;
         }
+        let backlog = {
+            let mut statement = conn.prepare("SELECT DISTINCT peer FROM outbox")?;
+            let peers = statement.query_map([], |r| r.get::<_, String>(0))?;
+            peers.collect::<Result<_, _>>()?
+        };
         Ok(Self {
             conn: Mutex::new(conn),
+            backlog: Mutex::new(backlog),
         })
     }
 
