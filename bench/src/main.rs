@@ -272,7 +272,9 @@ async fn main() -> anyhow::Result<()> {
         println!("baseline listening on {}", listener.local_addr()?);
         tonic::transport::Server::builder()
             .add_service(PeerServer::new(NullPeer))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .serve_with_incoming(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            )
             .await?;
         return Ok(());
     }

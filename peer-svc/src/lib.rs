@@ -37,8 +37,9 @@ use tokio::{
     net::{TcpListener, UnixListener},
     task::JoinHandle,
 };
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
 use tracing::{info, warn};
 
 pub use config::Config;
@@ -195,7 +196,8 @@ pub async fn start(
                 .max_decoding_message_size(decode_limit),
         )
         .serve_with_incoming_shutdown(
-            TcpListenerStream::new(listener),
+            // Nagle plus delayed ACKs would hold small responses ~40 ms.
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown.clone().cancelled_owned(),
         );
     let control_server = tonic::transport::Server::builder()
