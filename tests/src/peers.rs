@@ -144,6 +144,21 @@ impl PeerProcess {
     }
 }
 
+/// Waits until the peer with `data_dir` has a message with `text` in its
+/// history (however it arrived: delivered, synced or from the outbox).
+pub async fn wait_for_message(data_dir: &Path, text: &str) {
+    eventually(
+        &format!("{text:?} in {}'s history", data_dir.display()),
+        || async move {
+            match peer_svc::control_client::connect(data_dir).await {
+                Ok(mut c) => full_history(&mut c).await.iter().any(|m| m.text == text),
+                Err(_) => false,
+            }
+        },
+    )
+    .await;
+}
+
 /// Runs `chat --data-dir DIR ARGS...`; returns (success, stdout, stderr).
 pub async fn chat_cli(data_dir: &Path, args: &[&str]) -> (bool, String, String) {
     let out = within(

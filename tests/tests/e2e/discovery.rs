@@ -22,7 +22,7 @@ async fn next(stream: &mut Streaming<MembershipEvent>) -> (Kind, String) {
 #[tokio::test]
 async fn watch_sees_join_leave_and_expiry_in_order() {
     let discovery = Discovery::start_with(discovery_svc::Config {
-        ttl: Duration::from_millis(400),
+        ttl: Duration::from_secs(1),
     })
     .await;
     let mut client = discovery.client().await;
@@ -31,11 +31,19 @@ async fn watch_sees_join_leave_and_expiry_in_order() {
     let mut watch = client.watch(WatchRequest {}).await.unwrap().into_inner();
     let first = within("snapshot", watch.message()).await.unwrap().unwrap();
     assert_eq!(first.kind(), Kind::Joined);
+    assert_eq!(first.member.unwrap().name, "early");
     assert!(
         first.initial,
         "members present at Watch come first, marked initial"
     );
 
+    client
+        .leave(LeaveRequest {
+            lease_id: early.lease_id,
+            lease_token: early.lease_token,
+        })
+        .await
+        .unwrap();
     let alice = register(&mut client, "alice").await;
     let _bob = register(&mut client, "bob").await;
     client
@@ -45,20 +53,22 @@ async fn watch_sees_join_leave_and_expiry_in_order() {
         })
         .await
         .unwrap();
-    // Keep `early` alive; bob is never renewed and must expire.
-    client
-        .keep_alive(KeepAliveRequest {
-            lease_id: early.lease_id.clone(),
-            lease_token: early.lease_token.clone(),
-        })
-        .await
-        .unwrap();
 
+    // bob is never renewed: after the TTL it expires, and is the only one left to.
+    assert_eq!(next(&mut watch).await, (Kind::Left, "early".into()));
     assert_eq!(next(&mut watch).await, (Kind::Joined, "alice".into()));
     assert_eq!(next(&mut watch).await, (Kind::Joined, "bob".into()));
     assert_eq!(next(&mut watch).await, (Kind::Left, "alice".into()));
-    // `early` registered first, so its lease (renewed just now) runs out after bob's.
     assert_eq!(next(&mut watch).await, (Kind::Expired, "bob".into()));
+    assert!(
+        client
+            .list(ListRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .members
+            .is_empty()
+    );
 
     let err = client
         .keep_alive(KeepAliveRequest {
