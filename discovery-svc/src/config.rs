@@ -25,11 +25,16 @@ pub struct Cli {
 pub struct Config {
     /// Lease time-to-live.
     pub ttl: Duration,
+    /// Events a watcher may fall behind by before it is dropped.
+    pub watch_lag_limit: usize,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Self { ttl: DEFAULT_TTL }
+        Self {
+            ttl: DEFAULT_TTL,
+            watch_lag_limit: crate::service::DEFAULT_WATCH_LAG_LIMIT,
+        }
     }
 }
 

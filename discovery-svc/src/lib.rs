@@ -41,7 +41,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let addr = listener.local_addr().ok();
-    let service = DiscoveryService::new(config.ttl, shutdown.clone());
+    let service = DiscoveryService::new(&config, shutdown.clone());
     let reaper = tokio::spawn(service.clone().run_reaper());
 
     let (health, health_service) = tonic_health::server::health_reporter();

@@ -27,7 +27,15 @@ async fn main() -> anyhow::Result<()> {
     println!("discovery-svc listening on {}", listener.local_addr()?);
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    discovery_svc::run(listener, Config { ttl: cli.ttl }, shutdown).await?;
+    discovery_svc::run(
+        listener,
+        Config {
+            ttl: cli.ttl,
+            ..Config::default()
+        },
+        shutdown,
+    )
+    .await?;
     Ok(())
 }
 

@@ -21,9 +21,9 @@ use tracing::{debug, info, warn};
 
 use crate::registry::{Event, EventKind, MemberInfo, Registry};
 
-/// Events a watcher may fall behind by before it is dropped: a burst of
-/// joins from a whole network starting at once fits with room to spare.
-pub const WATCH_LAG_LIMIT: usize = 4096;
+/// Default events a watcher may fall behind by before it is dropped: a
+/// burst of joins from a whole network starting at once fits with room to spare.
+pub const DEFAULT_WATCH_LAG_LIMIT: usize = 4096;
 
 /// Most concurrent `Watch` streams: each holds a task and a backlog cursor.
 pub const MAX_WATCHERS: usize = 1024;
@@ -50,11 +50,11 @@ pub struct DiscoveryService {
 
 impl DiscoveryService {
     /// A service over an empty registry; `shutdown` ends watch streams.
-    pub fn new(ttl: std::time::Duration, shutdown: CancellationToken) -> Self {
-        let (events, _) = broadcast::channel(WATCH_LAG_LIMIT);
+    pub fn new(config: &crate::Config, shutdown: CancellationToken) -> Self {
+        let (events, _) = broadcast::channel(config.watch_lag_limit.max(1));
         Self {
             shared: Arc::new(Shared {
-                registry: Mutex::new(Registry::new(ttl)),
+                registry: Mutex::new(Registry::new(config.ttl)),
                 events,
                 reaper_wake: Notify::new(),
                 watchers: Arc::new(Semaphore::new(MAX_WATCHERS)),
@@ -242,7 +242,7 @@ impl Discovery for DiscoveryService {
 ///
 /// The stream reads the shared backlog only when HTTP/2 asks for the next
 /// item, so a client that stops reading exerts backpressure on its own
-/// stream alone; once it is more than [`WATCH_LAG_LIMIT`] events behind, its
+/// stream alone; once it is more than the lag limit events behind, its
 /// next item is a status telling it to watch again. No per-watcher task or
 /// queue is needed, and the registry never waits for anyone.
 fn watch_stream(
@@ -257,7 +257,7 @@ fn watch_stream(
             Err(broadcast::error::RecvError::Lagged(missed)) => {
                 warn!(missed, "watcher fell behind; dropping it");
                 let status = Status::resource_exhausted(format!(
-                    "watch fell {missed} events behind (limit {WATCH_LAG_LIMIT}); call Watch again"
+                    "watch fell {missed} events behind; call Watch again"
                 ));
                 Some((Err(status), None))
             }

@@ -26,7 +26,7 @@ use tonic::transport::Channel;
 
 /// How long a test waits for something that should happen at once before it
 /// gives up with a clear failure instead of hanging.
-pub const PATIENCE: Duration = Duration::from_secs(20);
+pub const PATIENCE: Duration = Duration::from_secs(45);
 
 /// Fails the test with `what` if `fut` is not done within [`PATIENCE`].
 pub async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {

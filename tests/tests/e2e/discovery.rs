@@ -23,6 +23,7 @@ async fn next(stream: &mut Streaming<MembershipEvent>) -> (Kind, String) {
 async fn watch_sees_join_leave_and_expiry_in_order() {
     let discovery = Discovery::start_with(discovery_svc::Config {
         ttl: Duration::from_secs(1),
+        ..Default::default()
     })
     .await;
     let mut client = discovery.client().await;
@@ -304,7 +305,13 @@ async fn each_malformed_registration_is_invalid_argument_naming_the_rule() {
 
 #[tokio::test]
 async fn a_stalled_or_gone_watcher_does_not_disturb_the_others() {
-    let discovery = Discovery::start().await;
+    // A small lag limit, so the stall shows after a few thousand events.
+    const LAG_LIMIT: usize = 256;
+    let discovery = Discovery::start_with(discovery_svc::Config {
+        watch_lag_limit: LAG_LIMIT,
+        ..Default::default()
+    })
+    .await;
     let mut client = discovery.client().await;
     // Each watcher gets its own connection, as separate peers would. The
     // stalled one has a small HTTP/2 stream window, so its stall reaches the
@@ -340,7 +347,9 @@ async fn a_stalled_or_gone_watcher_does_not_disturb_the_others() {
     drop(gone);
 
     // Enough churn to overflow the stalled watcher's backlog many times over.
-    let rounds = 2 * discovery_svc::service::WATCH_LAG_LIMIT;
+    // Enough events to fill what HTTP/2 buffers (~64 KiB at the client, up
+    // to ~400 KiB at the server, ~120 bytes an event) and the lag limit.
+    let rounds = 2_500;
     let key = random_public_key();
     let churn = async {
         for i in 0..rounds {
