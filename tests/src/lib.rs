@@ -169,11 +169,25 @@ impl Process {
     /// Spawns `binary` with `args` and `env`, and waits for its first stdout
     /// line, "<name> listening on ADDR".
     pub async fn spawn(binary_name: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn_logged(binary_name, args, env, None).await
+    }
+
+    /// Like [`Process::spawn`], with stderr (the logs) written to `log`.
+    pub async fn spawn_logged(
+        binary_name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        log: Option<&Path>,
+    ) -> Self {
+        let stderr = match log {
+            Some(path) => Stdio::from(std::fs::File::create(path).expect("create log file")),
+            None => Stdio::inherit(),
+        };
         let mut cmd = Command::new(binary(binary_name));
         cmd.args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .kill_on_drop(true);
         for (k, v) in env {
             cmd.env(k, v);

@@ -80,22 +80,29 @@ pub struct PeerProcess {
 impl PeerProcess {
     /// Starts `peer-svc --name NAME --listen 127.0.0.1:0 --discovery URL --data-dir DIR`.
     pub async fn start(name: &str, discovery_url: &str, data_dir: &Path) -> Self {
+        Self::start_logged(name, discovery_url, data_dir, &[], None).await
+    }
+
+    /// Like [`PeerProcess::start`] with extra environment and the logs in `log`.
+    pub async fn start_logged(
+        name: &str,
+        discovery_url: &str,
+        data_dir: &Path,
+        env: &[(&str, &str)],
+        log: Option<&Path>,
+    ) -> Self {
         let dir = data_dir.to_str().expect("utf-8 path");
-        let process = Process::spawn(
-            "peer-svc",
-            &[
-                "--name",
-                name,
-                "--listen",
-                "127.0.0.1:0",
-                "--discovery",
-                discovery_url,
-                "--data-dir",
-                dir,
-            ],
-            &[],
-        )
-        .await;
+        let args = [
+            "--name",
+            name,
+            "--listen",
+            "127.0.0.1:0",
+            "--discovery",
+            discovery_url,
+            "--data-dir",
+            dir,
+        ];
+        let process = Process::spawn_logged("peer-svc", &args, env, log).await;
         Self {
             name: name.to_owned(),
             data_dir: data_dir.to_owned(),

@@ -9,3 +9,4 @@ mod history;
 mod key_pinning;
 mod peer_adversarial;
 mod peer_processes;
+mod secrets;
