@@ -5,6 +5,7 @@ mod confidentiality;
 mod discovery;
 mod discovery_grpcurl;
 mod discovery_outage;
+mod faults;
 mod history;
 mod key_pinning;
 mod peer_adversarial;
