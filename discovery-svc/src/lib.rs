@@ -53,6 +53,7 @@ pub async fn run(
 
     info!(addr = ?addr, ttl = ?config.ttl, "discovery serving");
     let result = tonic::transport::Server::builder()
+        .max_concurrent_streams(chat_proto::limits::MAX_CONCURRENT_STREAMS)
         .layer(tower::util::MapResponseLayer::new(
             chat_proto::limits::oversize_is_resource_exhausted,
         ))

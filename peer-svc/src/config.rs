@@ -33,6 +33,12 @@ pub struct Cli {
     /// Let newcomers pull this peer's history (as in the original): true or false.
     #[arg(long, env = "CHAT_SHARE_HISTORY", default_value_t = true, action = clap::ArgAction::Set)]
     pub share_history: bool,
+    /// Handshakes accepted per second from one remote address (bursts of twice that).
+    #[arg(long, env = "CHAT_HANDSHAKES_PER_SEC", default_value_t = crate::rate::DEFAULT_HANDSHAKES_PER_SEC)]
+    pub handshakes_per_sec: u32,
+    /// Envelopes accepted per second on one session (bursts of twice that).
+    #[arg(long, env = "CHAT_DELIVERIES_PER_SEC", default_value_t = crate::rate::DEFAULT_DELIVERIES_PER_SEC)]
+    pub deliveries_per_sec: u32,
     /// Most messages queued per unreachable peer; past it the oldest are dropped (and reported).
     #[arg(long, env = "CHAT_OUTBOX_LIMIT", default_value_t = crate::outbox::DEFAULT_OUTBOX_LIMIT)]
     pub outbox_limit: usize,
@@ -57,6 +63,10 @@ pub struct Config {
     pub share_history: bool,
     /// Most messages queued per peer.
     pub outbox_limit: usize,
+    /// Handshakes per second per remote address.
+    pub handshakes_per_sec: u32,
+    /// Envelopes per second per session.
+    pub deliveries_per_sec: u32,
 }
 
 impl Config {
@@ -71,6 +81,8 @@ impl Config {
             print_messages: false,
             share_history: true,
             outbox_limit: crate::outbox::DEFAULT_OUTBOX_LIMIT,
+            handshakes_per_sec: crate::rate::DEFAULT_HANDSHAKES_PER_SEC,
+            deliveries_per_sec: crate::rate::DEFAULT_DELIVERIES_PER_SEC,
         }
     }
 }
@@ -86,6 +98,8 @@ impl From<Cli> for Config {
             print_messages: true,
             share_history: cli.share_history,
             outbox_limit: cli.outbox_limit.max(1),
+            handshakes_per_sec: cli.handshakes_per_sec,
+            deliveries_per_sec: cli.deliveries_per_sec,
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod identity;
 pub mod membership;
 pub mod node;
 pub mod outbox;
+pub mod rate;
 pub mod service;
 pub mod session;
 pub mod store;
@@ -185,6 +186,7 @@ pub async fn start(
     let decode_limit = node.config.max_message_bytes + node::ENVELOPE_OVERHEAD_BYTES;
 
     let peer_server = tonic::transport::Server::builder()
+        .max_concurrent_streams(chat_proto::limits::MAX_CONCURRENT_STREAMS)
         .layer(tower::util::MapResponseLayer::new(
             chat_proto::limits::oversize_is_resource_exhausted,
         ))
@@ -201,6 +203,7 @@ pub async fn start(
             shutdown.clone().cancelled_owned(),
         );
     let control_server = tonic::transport::Server::builder()
+        .max_concurrent_streams(chat_proto::limits::MAX_CONCURRENT_STREAMS)
         .layer(tower::util::MapResponseLayer::new(
             chat_proto::limits::oversize_is_resource_exhausted,
         ))

@@ -81,6 +81,10 @@ pub struct Node {
     outbox_retry: Mutex<std::collections::HashSet<String>>,
     /// Wakes the outbox worker.
     pub outbox_wake: tokio::sync::Notify,
+    /// Handshakes per remote address.
+    handshake_limit: crate::rate::Limiter<std::net::IpAddr>,
+    /// Envelopes per session.
+    delivery_limit: crate::rate::Limiter<chat_noise::SessionId>,
     incoming: broadcast::Sender<ChatMessage>,
     channels: Mutex<HashMap<String, Channel>>,
     /// One handshake at a time per peer, so concurrent sends share its result.
@@ -130,6 +134,8 @@ impl Node {
         shutdown: CancellationToken,
     ) -> Self {
         let fingerprint = chat_proto::keys::fingerprint(&keypair.public_key());
+        let handshake_limit = crate::rate::Limiter::per_second(config.handshakes_per_sec);
+        let delivery_limit = crate::rate::Limiter::per_second(config.deliveries_per_sec);
         let hlc = Hlc::new();
         // Continue after everything already stored, even if the wall clock
         // went back while the peer was down.
@@ -145,6 +151,8 @@ impl Node {
             hlc,
             outbox_retry: Mutex::new(Default::default()),
             outbox_wake: tokio::sync::Notify::new(),
+            handshake_limit,
+            delivery_limit,
             incoming: broadcast::channel(SUBSCRIBE_BUFFER).0,
             channels: Mutex::new(HashMap::new()),
             handshaking: Mutex::new(HashMap::new()),
@@ -539,7 +547,21 @@ impl Node {
 
     /// `Peer/Handshake`: reads the initiator's IK message, checks its name
     /// and static key against Discovery (and the pin), and answers.
-    pub async fn accept_handshake(&self, message: &[u8]) -> Result<Vec<u8>, PeerError> {
+    pub async fn accept_handshake(
+        &self,
+        message: &[u8],
+        remote: Option<std::net::IpAddr>,
+    ) -> Result<Vec<u8>, PeerError> {
+        // Before any Diffie-Hellman: the limit is what keeps a flood of
+        // forged initiations from eating the CPU.
+        if let Some(ip) = remote
+            && !self.handshake_limit.allow(&ip)
+        {
+            return Err(PeerError::ResourceExhausted(format!(
+                "handshake rate limit ({}/s per address, --handshakes-per-sec) exceeded; retry in a moment",
+                self.handshake_limit.rate()
+            )));
+        }
         if message.len() < INITIATION_MIN_LEN {
             return Err(PeerError::InvalidArgument(format!(
                 "handshake message is truncated: {} bytes, at least {INITIATION_MIN_LEN}",
@@ -637,6 +659,14 @@ impl Node {
             return Err(PeerError::Unauthenticated(
                 "sender does not match the session's peer".into(),
             ));
+        }
+        // Per session, whose id only the two ends know: nobody can spend
+        // another peer's allowance.
+        if !self.delivery_limit.allow(&session.id()) {
+            return Err(PeerError::ResourceExhausted(format!(
+                "delivery rate limit ({}/s per session, --deliveries-per-sec) exceeded; retry in a moment",
+                self.delivery_limit.rate()
+            )));
         }
         session
             .check_counter(envelope.counter)

@@ -7,6 +7,11 @@
 
 use tonic::codegen::http::{HeaderValue, Response};
 
+/// Concurrent HTTP/2 streams (calls) per connection on every server: far
+/// above what one honest client pipelines, low enough that one connection
+/// cannot hold unbounded work in flight.
+pub const MAX_CONCURRENT_STREAMS: u32 = 256;
+
 /// What tonic writes (percent-encoded in `grpc-message`) when a message is too large.
 const TOO_LARGE: &str = "message%20length%20too%20large";
 

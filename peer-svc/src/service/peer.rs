@@ -44,9 +44,10 @@ impl Peer for PeerService {
         &self,
         request: Request<PeerHandshakeRequest>,
     ) -> Result<Response<PeerHandshakeResponse>, Status> {
+        let remote = request.remote_addr().map(|a| a.ip());
         let message = self
             .node
-            .accept_handshake(&request.into_inner().message)
+            .accept_handshake(&request.into_inner().message, remote)
             .await
             .map_err(|e| refused("Peer/Handshake", e))?;
         Ok(Response::new(PeerHandshakeResponse { message }))

@@ -416,3 +416,61 @@ impl tonic::codec::Encoder for RawEncoder {
         Ok(())
     }
 }
+
+#[tokio::test]
+async fn handshake_and_delivery_floods_hit_rate_limits_that_name_themselves() {
+    let discovery = Discovery::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = peer_svc::Config::new("target", &discovery.url(), dir.path().join("target"));
+    config.handshakes_per_sec = 5;
+    config.deliveries_per_sec = 5;
+    let target = InProcessPeer::start_with(config).await;
+    let mut mallory = Mallory::join(&discovery, "mallory-flood", &target).await;
+
+    // A burst of twice the rate passes, then the bucket is empty.
+    let mut sessions = Vec::new();
+    for _ in 0..10 {
+        sessions.push(mallory.handshake(&target).await);
+    }
+    let (message, _) = mallory.initiation(&target, "mallory-flood");
+    let err = mallory
+        .client
+        .handshake(PeerHandshakeRequest { message })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(
+        err.message().contains("--handshakes-per-sec"),
+        "{}",
+        err.message()
+    );
+
+    let s = sessions.pop().unwrap();
+    for counter in 0..10 {
+        mallory
+            .deliver(mallory.envelope(&s, counter, &format!("f{counter}"), "x"))
+            .await
+            .unwrap();
+    }
+    let err = mallory
+        .deliver(mallory.envelope(&s, 10, "f10", "x"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(
+        err.message().contains("--deliveries-per-sec"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(
+        target.node.store.len(),
+        10,
+        "nothing past the limit was stored"
+    );
+    // Another session has its own allowance.
+    let other = sessions.pop().unwrap();
+    mallory
+        .deliver(mallory.envelope(&other, 0, "g0", "x"))
+        .await
+        .unwrap();
+}
