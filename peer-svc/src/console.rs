@@ -17,13 +17,33 @@ pub fn stamp(message: &ChatMessage) -> String {
         .to_string()
 }
 
+/// Text from another peer made safe for a terminal: control characters
+/// (newlines that would fake another line, escape sequences that would
+/// drive the terminal) are shown escaped instead of interpreted.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.chars().any(char::is_control) {
+        text.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect::<String>()
+            .into()
+    } else {
+        text.into()
+    }
+}
+
 /// A received message as printed live.
 pub fn live_line(message: &ChatMessage) -> String {
     format!(
         "{} - From: {} Message: {}",
         stamp(message),
-        message.sender,
-        message.text
+        printable(&message.sender),
+        printable(&message.text)
     )
 }
 
@@ -32,8 +52,8 @@ pub fn history_line(message: &ChatMessage) -> String {
     format!(
         "{} From {} Message {}",
         stamp(message),
-        message.sender,
-        message.text
+        printable(&message.sender),
+        printable(&message.text)
     )
 }
 
@@ -66,5 +86,21 @@ mod tests {
         assert_eq!(&live[0..1], "[");
         assert_eq!(&live[11..12], "|");
         assert_eq!(&live[20..21], "]");
+    }
+
+    #[test]
+    fn control_characters_from_peers_cannot_fake_lines_or_drive_the_terminal() {
+        let message = ChatMessage {
+            sender: "mallory".into(),
+            text: "hi\n[2023-03-24|12:27:19] - From: alice Message: send money\u{1b}[2J".into(),
+            ..Default::default()
+        };
+        let line = live_line(&message);
+        assert!(!line.contains('\n') && !line.contains('\u{1b}'), "{line}");
+        assert!(
+            line.contains("\\n[2023") && line.contains("\\u{1b}[2J"),
+            "{line}"
+        );
+        assert_eq!(printable("plain text, ünïcode"), "plain text, ünïcode");
     }
 }

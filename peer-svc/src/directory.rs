@@ -44,6 +44,9 @@ pub struct Contact {
     /// Discovery lists it now (false after its lease expired, or when known
     /// only from the cache): messages for it are queued rather than sent.
     pub online: bool,
+    /// Known only because another peer said so (Discovery was down): its
+    /// key is used but never pinned until Discovery lists it.
+    pub vouched_by_peer: bool,
 }
 
 /// What an update changed, so the caller can re-handshake when needed.
@@ -143,8 +146,12 @@ impl Directory {
                 (parts.next(), parts.next(), parts.next())
                 && let Ok(key) = hex::decode(key)
             {
-                self.upsert(name, address, &key);
-                self.mark_offline(name);
+                if parts.next() == Some("vouched") {
+                    self.add_vouched(name, address, &key);
+                } else {
+                    self.upsert(name, address, &key);
+                    self.mark_offline(name);
+                }
             }
         }
     }
@@ -168,7 +175,15 @@ impl Directory {
         let lines: String = self
             .all()
             .iter()
-            .map(|c| format!("{} {} {}\n", c.name, c.address, hex::encode(c.public_key)))
+            .map(|c| {
+                let how = if c.vouched_by_peer { " vouched" } else { "" };
+                format!(
+                    "{} {} {}{how}\n",
+                    c.name,
+                    c.address,
+                    hex::encode(c.public_key)
+                )
+            })
             .collect();
         if let Err(e) = write_atomically(&self.cache_path, lines.as_bytes()) {
             warn!(file = %self.cache_path.display(), error = %e, "cannot save the member cache");
@@ -205,6 +220,7 @@ impl Directory {
             key_changed,
             dropped,
             online: true,
+            vouched_by_peer: false,
         };
         let change = match inner.contacts.get(name) {
             None if key_changed => Change::KeyChanged,
@@ -236,6 +252,37 @@ impl Directory {
         if let Some(contact) = inner.contacts.get_mut(name) {
             contact.online = false;
         }
+    }
+
+    /// Adds a member another peer told us about (Discovery being down), if
+    /// we know nothing of that name: offline, and never pinned from this
+    /// word alone. A name we know keeps the key we have.
+    pub fn add_vouched(&self, name: &str, address: &str, public_key: &[u8]) {
+        if name == self.own_name || chat_proto::validate::address(address).is_err() {
+            return;
+        }
+        let Ok(key) = validate_public_key(public_key) else {
+            return;
+        };
+        let mut inner = self.inner.lock().expect("directory lock");
+        if inner.contacts.contains_key(name) {
+            return;
+        }
+        let key_changed = inner.pins.get(name).is_some_and(|p| *p != key);
+        let dropped = inner.dropped.contains(name);
+        inner.contacts.insert(
+            name.to_owned(),
+            Contact {
+                name: name.to_owned(),
+                address: address.to_owned(),
+                public_key: key,
+                fingerprint: fingerprint(&key),
+                key_changed,
+                dropped,
+                online: false,
+                vouched_by_peer: true,
+            },
+        );
     }
 
     /// Forgets a member that left.
@@ -290,7 +337,7 @@ impl Directory {
         key: &[u8; PUBLIC_KEY_LEN],
         address: &str,
     ) -> Result<Contact, Refusal> {
-        let mut inner = self.inner.lock().expect("directory lock");
+        let inner = self.inner.lock().expect("directory lock");
         let Some(contact) = inner.contacts.get(name) else {
             if inner.pins.get(name) == Some(key) && chat_proto::validate::address(address).is_ok() {
                 drop(inner);
@@ -302,14 +349,6 @@ impl Directory {
             return Err(Refusal::Unknown(name.to_owned()));
         };
         if &contact.public_key != key {
-            // Discovery's listing may be stale while it is down; the pin decides then.
-            if inner.pins.get(name) == Some(key) && !contact.online {
-                let contact = inner.contacts.get_mut(name).expect("present");
-                contact.public_key = *key;
-                contact.fingerprint = fingerprint(key);
-                contact.key_changed = false;
-                return Ok(contact.clone());
-            }
             return Err(Refusal::WrongKey(name.to_owned()));
         }
         if contact.key_changed {
@@ -322,7 +361,8 @@ impl Directory {
     /// already pinned (changing a pin takes `chat trust`).
     pub fn pin(&self, name: &str, key: &[u8; PUBLIC_KEY_LEN]) {
         let mut inner = self.inner.lock().expect("directory lock");
-        if !inner.pins.contains_key(name) {
+        let vouched = inner.contacts.get(name).is_some_and(|c| c.vouched_by_peer);
+        if !vouched && !inner.pins.contains_key(name) {
             inner.pins.insert(name.to_owned(), *key);
             self.save_pins(&inner);
         }
@@ -462,5 +502,42 @@ mod tests {
             "cached members start offline"
         );
         assert_eq!(d.get("b").unwrap().public_key.to_vec(), kb);
+    }
+
+    #[test]
+    fn a_peer_s_word_adds_unknown_names_only_and_is_never_pinned() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Directory::open("me", dir.path()).unwrap();
+        let (real, forged) = (key(), key());
+        d.upsert("carol", "127.0.0.1:1", &real);
+        d.add_vouched("carol", "127.0.0.1:666", &forged);
+        assert_eq!(
+            d.get("carol").unwrap().public_key.to_vec(),
+            real,
+            "a known key stays"
+        );
+        d.add_vouched("dave", "127.0.0.1:2", &forged);
+        let dave = d.get("dave").unwrap();
+        assert!(dave.vouched_by_peer && !dave.online);
+        d.pin("dave", &forged.clone().try_into().unwrap());
+        d.save_cache();
+        let again = Directory::open("me", dir.path()).unwrap();
+        assert!(
+            again.get("dave").unwrap().vouched_by_peer,
+            "still only vouched after a restart"
+        );
+        let dave_key: [u8; 32] = forged.try_into().unwrap();
+        assert_eq!(
+            again
+                .verify("dave", &dave_key, "127.0.0.1:2")
+                .map(|c| c.name),
+            Ok("dave".into())
+        );
+        // Not pinned: Discovery later listing another key for dave is no key change.
+        assert_eq!(
+            again.upsert("dave", "127.0.0.1:3", &key()),
+            Some(Change::KeyChanged)
+        );
+        assert!(!again.get("dave").unwrap().key_changed);
     }
 }

@@ -1,6 +1,7 @@
 //! Every message this peer sent or received, in the store, ordered by
 //! (hlc, sender, id) — the same order on every peer — with duplicates
-//! dropped by id (never by text: the same text twice is two messages).
+//! dropped by (sender, id) (never by text: the same text twice is two
+//! messages; and one peer cannot shadow another's message by reusing its id).
 
 use chat_proto::v1::ChatMessage;
 use rusqlite::{OptionalExtension, Row, params, types::Value};
@@ -142,12 +143,14 @@ impl Store {
         Ok(added)
     }
 
-    /// The stored message with this id.
-    pub fn get(&self, id: &str) -> Result<Option<ChatMessage>, StoreError> {
+    /// The stored message `id` from `sender`.
+    pub fn get(&self, sender: &str, id: &str) -> Result<Option<ChatMessage>, StoreError> {
         let conn = self.conn.lock().expect("store lock");
         Ok(conn
-            .prepare_cached(&format!("SELECT {COLUMNS} FROM messages WHERE id = ?1"))?
-            .query_row([id], message_from_row)
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM messages WHERE sender = ?1 AND id = ?2"
+            ))?
+            .query_row([sender, id], message_from_row)
             .optional()?)
     }
 
@@ -265,16 +268,24 @@ mod tests {
     }
 
     #[test]
-    fn ordered_by_hlc_sender_id_and_deduplicated_by_id_only() {
+    fn ordered_by_hlc_sender_id_and_deduplicated_by_sender_and_id() {
         let h = Store::open_in_memory().unwrap();
         assert!(h.insert(&msg(2, "b", "x", "same")).unwrap());
         assert!(h.insert(&msg(2, "a", "y", "same")).unwrap());
         assert!(h.insert(&msg(1, "z", "z", "first")).unwrap());
-        assert!(!h.insert(&msg(9, "q", "x", "other text, same id")).unwrap());
-        assert_eq!(ids(&h.query(&Query::default()).unwrap()), ["z", "y", "x"]);
-        assert_eq!(h.max_hlc().unwrap(), 2);
-        let round_trip = h.get("y").unwrap().unwrap();
+        assert!(
+            !h.insert(&msg(9, "b", "x", "other text, same sender and id"))
+                .unwrap()
+        );
+        assert!(h.insert(&msg(3, "q", "x", "another sender's x")).unwrap());
+        assert_eq!(
+            ids(&h.query(&Query::default()).unwrap()),
+            ["z", "y", "x", "x"]
+        );
+        assert_eq!(h.max_hlc().unwrap(), 3);
+        let round_trip = h.get("a", "y").unwrap().unwrap();
         assert_eq!(round_trip, msg(2, "a", "y", "same"));
+        assert!(h.get("b", "y").unwrap().is_none());
     }
 
     #[test]
@@ -349,6 +360,6 @@ mod tests {
             .insert(&msg(5, "a", "kept", "t"))
             .unwrap();
         let again = Store::open(dir.path()).unwrap();
-        assert_eq!(again.get("kept").unwrap().unwrap().text, "t");
+        assert_eq!(again.get("a", "kept").unwrap().unwrap().text, "t");
     }
 }

@@ -26,7 +26,7 @@ impl Hlc {
     pub fn tick(&self, now_ms: u64) -> u64 {
         let mut last = self.last.lock().expect("hlc lock");
         let physical = now_ms << LOGICAL_BITS;
-        *last = physical.max(*last + 1);
+        *last = physical.max(last.saturating_add(1));
         *last
     }
 

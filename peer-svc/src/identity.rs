@@ -72,17 +72,21 @@ pub fn load_or_create(data_dir: &Path) -> Result<StaticKeypair, IdentityError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let keypair = StaticKeypair::generate();
             let hex = Zeroizing::new(hex::encode(keypair.secret_bytes().as_ref()));
-            // create_new + mode 0600 at creation: the key is never readable by others,
-            // not even for a moment.
+            // Written to a temp file created with mode 0600 (never readable by
+            // others, not even for a moment), synced, then renamed into place:
+            // a crash leaves no key or a whole one, never half of one.
+            let tmp = path.with_extension("key.tmp");
+            let _ = fs::remove_file(&tmp);
             let mut file = fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
-                .open(&path)
-                .map_err(io_err(&path))?;
-            file.write_all(hex.as_bytes()).map_err(io_err(&path))?;
-            file.write_all(b"\n").map_err(io_err(&path))?;
-            file.sync_all().map_err(io_err(&path))?;
+                .open(&tmp)
+                .map_err(io_err(&tmp))?;
+            file.write_all(hex.as_bytes()).map_err(io_err(&tmp))?;
+            file.write_all(b"\n").map_err(io_err(&tmp))?;
+            file.sync_all().map_err(io_err(&tmp))?;
+            fs::rename(&tmp, &path).map_err(io_err(&path))?;
             Ok(keypair)
         }
         Err(e) => Err(io_err(&path)(e)),

@@ -49,6 +49,14 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long to wait for a TCP connection to a peer.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How far ahead of our clock a received message's clock may be: generous
+/// for badly set clocks, small enough that nobody can push ours far ahead.
+pub const MAX_CLOCK_AHEAD: Duration = Duration::from_secs(60);
+
+/// Least time between two member-list refreshes caused by handshakes from
+/// names we do not know.
+const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Longest client-supplied message id, in bytes.
 pub const MAX_ID_BYTES: usize = 128;
 
@@ -77,12 +85,22 @@ pub struct Node {
     pub store: Store,
     /// The clock that orders history.
     pub hlc: Hlc,
+    /// The clock when this peer started: history synced from others that
+    /// is newer than this was sent while we were up, and is shown live.
+    pub started_hlc: u64,
     /// Peers whose queued messages should be retried now (they came back).
     outbox_retry: Mutex<std::collections::HashSet<String>>,
     /// Wakes the outbox worker.
     pub outbox_wake: tokio::sync::Notify,
     /// Handshakes per remote address.
     handshake_limit: crate::rate::Limiter<std::net::IpAddr>,
+    /// The last handshake timestamp this peer issued (they only increase).
+    last_stamp_issued: std::sync::atomic::AtomicU64,
+    /// The newest handshake timestamp accepted from each peer: an older or
+    /// equal one is a replayed first message.
+    last_stamp_seen: Mutex<HashMap<String, u64>>,
+    /// When an unknown initiator last made us ask Discovery for the list.
+    last_refresh: Mutex<Option<tokio::time::Instant>>,
     /// Envelopes per session.
     delivery_limit: crate::rate::Limiter<chat_noise::SessionId>,
     incoming: broadcast::Sender<ChatMessage>,
@@ -140,6 +158,7 @@ impl Node {
         // Continue after everything already stored, even if the wall clock
         // went back while the peer was down.
         hlc.observe(store.max_hlc().unwrap_or(0));
+        let started_hlc = hlc.tick(chrono::Utc::now().timestamp_millis().max(0) as u64);
         Self {
             config,
             keypair,
@@ -149,10 +168,14 @@ impl Node {
             sessions: Sessions::new(),
             store,
             hlc,
+            started_hlc,
             outbox_retry: Mutex::new(Default::default()),
             outbox_wake: tokio::sync::Notify::new(),
             handshake_limit,
             delivery_limit,
+            last_stamp_issued: std::sync::atomic::AtomicU64::new(0),
+            last_stamp_seen: Mutex::new(HashMap::new()),
+            last_refresh: Mutex::new(None),
             incoming: broadcast::channel(SUBSCRIBE_BUFFER).0,
             channels: Mutex::new(HashMap::new()),
             handshaking: Mutex::new(HashMap::new()),
@@ -262,17 +285,9 @@ impl Node {
                 "id must be at most {MAX_ID_BYTES} bytes without control characters"
             )));
         }
-        let stored = self
-            .store
-            .get(id)
-            .map_err(|e| PeerError::Internal(format!("cannot read the store: {e}")))?;
-        match stored {
-            Some(m) if m.sender == self.name() => Ok(Some(m)),
-            Some(_) => Err(PeerError::InvalidArgument(
-                "id is already used by another sender's message; pick another id".into(),
-            )),
-            None => Ok(None),
-        }
+        self.store
+            .get(self.name(), id)
+            .map_err(|e| PeerError::Internal(format!("cannot read the store: {e}")))
     }
 
     /// Delivers `message` to one peer and reports how it went: delivered,
@@ -320,7 +335,7 @@ impl Node {
     /// Puts `message` in `contact`'s outbox and reports it as queued.
     fn queue(&self, contact: &Contact, message: &ChatMessage, reason: String) -> Delivery {
         let limit = self.config.outbox_limit;
-        match self.store.enqueue(&contact.name, &message.id, limit) {
+        match self.store.enqueue(&contact.name, message, limit) {
             Ok(0) => report(
                 contact,
                 DeliveryStatus::Queued,
@@ -410,7 +425,7 @@ impl Node {
                         return false;
                     }
                 }
-                if let Err(e) = self.store.delivered(peer, &message.id) {
+                if let Err(e) = self.store.delivered(peer, &message) {
                     warn!(peer, error = %e, "cannot update the outbox");
                     return false;
                 }
@@ -502,6 +517,7 @@ impl Node {
             address: self.address.clone(),
             want_members,
             members: Vec::new(),
+            timestamp_micros: self.next_handshake_stamp(),
         }
         .encode_to_vec();
         let (message, waiting) = Initiator::new(&self.keypair, contact.public_key, PROLOGUE)
@@ -526,12 +542,15 @@ impl Node {
             )));
         }
         self.directory.pin(&contact.name, &contact.public_key);
-        for m in &answer.members {
-            if m.name != contact.name {
-                self.directory.upsert(&m.name, &m.address, &m.public_key);
+        // Members only when asked for (Discovery is down), and only names we
+        // do not know: a peer's word never replaces a key we have.
+        if want_members {
+            for m in &answer.members {
+                self.directory
+                    .add_vouched(&m.name, &m.address, &m.public_key);
             }
         }
-        if !answer.members.is_empty() {
+        if want_members && !answer.members.is_empty() {
             info!(from = %contact.name, members = answer.members.len(), "learned members from a peer");
             self.directory.cache_changed();
         }
@@ -584,8 +603,11 @@ impl Node {
         let contact = match self.directory.verify(&hello.name, &key, &hello.address) {
             Ok(c) => c,
             Err(Refusal::Unknown(_) | Refusal::WrongKey(_)) => {
-                // Discovery may know of a peer that joined a moment ago.
-                if let Err(e) = crate::membership::refresh(self).await {
+                // Discovery may know of a peer that joined a moment ago (at
+                // most one refresh a second: unknown names are cheap to send).
+                if self.refresh_due()
+                    && let Err(e) = crate::membership::refresh(self).await
+                {
                     debug!(error = %e, "could not refresh members from Discovery");
                 }
                 self.directory
@@ -594,6 +616,18 @@ impl Node {
             }
             Err(r) => return Err(PeerError::PermissionDenied(r.to_string())),
         };
+        // A replayed first message carries an old timestamp; only a newer
+        // one than the last accepted from this (authenticated) peer counts.
+        {
+            let mut seen = self.last_stamp_seen.lock().expect("stamps lock");
+            let last = seen.entry(contact.name.clone()).or_insert(0);
+            if hello.timestamp_micros <= *last {
+                return Err(PeerError::Unauthenticated(
+                    "handshake is not newer than the last one from this peer (a replay?); start a new one".into(),
+                ));
+            }
+            *last = hello.timestamp_micros;
+        }
         if chat_proto::validate::address(&hello.address).is_ok()
             && (hello.address != contact.address || !contact.online)
         {
@@ -624,6 +658,7 @@ impl Node {
             address: self.address.clone(),
             want_members: false,
             members,
+            timestamp_micros: 0,
         }
         .encode_to_vec();
         let (response, transport) = pending
@@ -660,14 +695,6 @@ impl Node {
                 "sender does not match the session's peer".into(),
             ));
         }
-        // Per session, whose id only the two ends know: nobody can spend
-        // another peer's allowance.
-        if !self.delivery_limit.allow(&session.id()) {
-            return Err(PeerError::ResourceExhausted(format!(
-                "delivery rate limit ({}/s per session, --deliveries-per-sec) exceeded; retry in a moment",
-                self.delivery_limit.rate()
-            )));
-        }
         session
             .check_counter(envelope.counter)
             .map_err(|e| PeerError::Unauthenticated(format!("envelope refused: {e}")))?;
@@ -685,6 +712,21 @@ impl Node {
             .accept_counter(envelope.counter)
             .map_err(|e| PeerError::Unauthenticated(format!("envelope refused: {e}")))?;
         Ok((session, plaintext))
+    }
+
+    /// Refuses a clock stamp too far ahead of ours: accepting it would drag
+    /// this peer's clock (and its next message ids) into the future.
+    pub fn check_clock(&self, hlc: u64) -> Result<(), PeerError> {
+        let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
+        let ahead_ms = Hlc::millis(hlc).saturating_sub(now_ms);
+        if ahead_ms > MAX_CLOCK_AHEAD.as_millis() as u64 {
+            return Err(PeerError::InvalidArgument(format!(
+                "message clock is {} s ahead of this peer's (limit {} s); check the sender's clock",
+                ahead_ms / 1000,
+                MAX_CLOCK_AHEAD.as_secs()
+            )));
+        }
+        Ok(())
     }
 
     /// `Peer/Deliver`: opens, checks and stores one message, then shows it.
@@ -716,6 +758,20 @@ impl Node {
                 self.config.max_message_bytes
             )));
         }
+        self.check_clock(message.hlc)?;
+        // Charged after authentication, per session: an outsider who copies
+        // a session id off the wire cannot spend the peer's allowance.
+        if !self.delivery_limit.allow(&session.id()) {
+            return Err(PeerError::ResourceExhausted(format!(
+                "delivery rate limit ({}/s per session, --deliveries-per-sec) exceeded; retry in a moment",
+                self.delivery_limit.rate()
+            )));
+        }
+        // The fingerprint shown is the one the handshake authenticated, not
+        // what the sender wrote.
+        let mut message = message;
+        message.sender_fingerprint =
+            chat_proto::keys::fingerprint(&session.transport.remote_static());
         self.hlc.observe(message.hlc);
         let id = message.id.clone();
         let new = self
@@ -743,6 +799,32 @@ impl Node {
         }
         let _ = self.incoming.send(message);
         Ok(true)
+    }
+
+    /// True at most once per [`MIN_REFRESH_INTERVAL`].
+    fn refresh_due(&self) -> bool {
+        let mut last = self.last_refresh.lock().expect("refresh lock");
+        let now = tokio::time::Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < MIN_REFRESH_INTERVAL) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
+
+    /// A handshake timestamp: wall-clock microseconds, strictly increasing.
+    fn next_handshake_stamp(&self) -> u64 {
+        let now = chrono::Utc::now().timestamp_micros().max(0) as u64;
+        let previous = self
+            .last_stamp_issued
+            .fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+        if previous >= now {
+            self.last_stamp_issued
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                + 1
+        } else {
+            now
+        }
     }
 
     /// Marks that this peer is leaving for good (no more re-registering).

@@ -64,15 +64,25 @@ pub async fn deliver_queued(node: Arc<Node>) {
 pub const DEFAULT_OUTBOX_LIMIT: usize = 10_000;
 
 impl Store {
-    /// Queues message `id` for `peer`, dropping the oldest beyond `limit`.
-    /// Returns how many were dropped.
-    pub fn enqueue(&self, peer: &str, id: &str, limit: usize) -> Result<usize, StoreError> {
+    /// Queues `message` (already stored) for `peer`, dropping the oldest
+    /// beyond `limit`. Returns how many were dropped.
+    pub fn enqueue(
+        &self,
+        peer: &str,
+        message: &ChatMessage,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
         let mut conn = self.conn.lock().expect("store lock");
         let tx = conn.transaction()?;
         tx.execute(
-            "INSERT INTO outbox (peer, message_id, queued_at_ms) VALUES (?1, ?2, ?3)
+            "INSERT INTO outbox (peer, sender, message_id, queued_at_ms) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT DO NOTHING",
-            params![peer, id, chrono::Utc::now().timestamp_millis()],
+            params![
+                peer,
+                message.sender,
+                message.id,
+                chrono::Utc::now().timestamp_millis()
+            ],
         )?;
         let queued: i64 =
             tx.query_row("SELECT count(*) FROM outbox WHERE peer = ?1", [peer], |r| {
@@ -81,8 +91,9 @@ impl Store {
         let excess = (queued as usize).saturating_sub(limit);
         if excess > 0 {
             tx.execute(
-                "DELETE FROM outbox WHERE peer = ?1 AND message_id IN (
-                   SELECT o.message_id FROM outbox o JOIN messages m ON m.id = o.message_id
+                "DELETE FROM outbox WHERE peer = ?1 AND (sender, message_id) IN (
+                   SELECT o.sender, o.message_id FROM outbox o
+                   JOIN messages m ON m.sender = o.sender AND m.id = o.message_id
                    WHERE o.peer = ?1 ORDER BY m.hlc, m.sender, m.id LIMIT ?2)",
                 params![peer, excess as i64],
             )?;
@@ -105,7 +116,7 @@ impl Store {
         let conn = self.conn.lock().expect("store lock");
         let mut statement = conn.prepare_cached(
             "SELECT m.id, m.hlc, m.sender, m.sender_fingerprint, m.sent_at_ms, m.text
-             FROM outbox o JOIN messages m ON m.id = o.message_id
+             FROM outbox o JOIN messages m ON m.sender = o.sender AND m.id = o.message_id
              WHERE o.peer = ?1 ORDER BY m.hlc, m.sender, m.id LIMIT ?2",
         )?;
         let rows = statement.query_map(params![peer, max as i64], message_from_row)?;
@@ -132,12 +143,12 @@ impl Store {
             .collect()
     }
 
-    /// Marks message `id` delivered to `peer`.
-    pub fn delivered(&self, peer: &str, id: &str) -> Result<(), StoreError> {
+    /// Marks `message` delivered to `peer`.
+    pub fn delivered(&self, peer: &str, message: &ChatMessage) -> Result<(), StoreError> {
         let conn = self.conn.lock().expect("store lock");
         conn.execute(
-            "DELETE FROM outbox WHERE peer = ?1 AND message_id = ?2",
-            params![peer, id],
+            "DELETE FROM outbox WHERE peer = ?1 AND sender = ?2 AND message_id = ?3",
+            params![peer, message.sender, message.id],
         )?;
         let left: i64 =
             conn.query_row("SELECT count(*) FROM outbox WHERE peer = ?1", [peer], |r| {
@@ -175,15 +186,20 @@ mod tests {
     #[test]
     fn queued_in_history_order_bounded_and_cleared() {
         let s = Store::open_in_memory().unwrap();
-        for (hlc, id) in [(3, "c"), (1, "a"), (2, "b"), (4, "d")] {
-            s.insert(&msg(hlc, id)).unwrap();
+        let m: std::collections::HashMap<&str, ChatMessage> =
+            [(3, "c"), (1, "a"), (2, "b"), (4, "d")]
+                .into_iter()
+                .map(|(h, id)| (id, msg(h, id)))
+                .collect();
+        for message in m.values() {
+            s.insert(message).unwrap();
         }
-        assert_eq!(s.enqueue("bob", "c", 3).unwrap(), 0);
-        assert_eq!(s.enqueue("bob", "a", 3).unwrap(), 0);
-        assert_eq!(s.enqueue("bob", "a", 3).unwrap(), 0, "queued once");
-        assert_eq!(s.enqueue("bob", "b", 3).unwrap(), 0);
+        assert_eq!(s.enqueue("bob", &m["c"], 3).unwrap(), 0);
+        assert_eq!(s.enqueue("bob", &m["a"], 3).unwrap(), 0);
+        assert_eq!(s.enqueue("bob", &m["a"], 3).unwrap(), 0, "queued once");
+        assert_eq!(s.enqueue("bob", &m["b"], 3).unwrap(), 0);
         assert_eq!(
-            s.enqueue("bob", "d", 3).unwrap(),
+            s.enqueue("bob", &m["d"], 3).unwrap(),
             1,
             "the oldest is dropped past the bound"
         );
@@ -194,7 +210,7 @@ mod tests {
             .map(|m| m.id)
             .collect();
         assert_eq!(ids, ["b", "c", "d"]);
-        s.delivered("bob", "b").unwrap();
+        s.delivered("bob", &m["b"]).unwrap();
         assert_eq!(s.pending_count("bob").unwrap(), 2);
         assert_eq!(s.peers_with_pending(), ["bob"]);
         assert!(s.has_pending("bob"));

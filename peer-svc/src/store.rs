@@ -18,24 +18,28 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Schema migrations, applied in order; `user_version` counts those applied.
 /// Never edit a released step: add a new one.
 const MIGRATIONS: &[&str] = &[
-    // 1: messages, ordered by (hlc, sender, id) everywhere.
+    // 1: messages, ordered by (hlc, sender, id) everywhere. A message is
+    // identified by (sender, id): one peer cannot claim another's id.
     "CREATE TABLE messages (
-        id                 TEXT PRIMARY KEY NOT NULL,
-        hlc                INTEGER NOT NULL,
         sender             TEXT NOT NULL,
+        id                 TEXT NOT NULL,
+        hlc                INTEGER NOT NULL,
         sender_fingerprint TEXT NOT NULL,
         sent_at_ms         INTEGER NOT NULL,
-        text               TEXT NOT NULL
+        text               TEXT NOT NULL,
+        PRIMARY KEY (sender, id)
      ) WITHOUT ROWID;
      CREATE UNIQUE INDEX messages_order ON messages (hlc, sender, id);
      CREATE INDEX messages_by_sender ON messages (sender, hlc);
      CREATE INDEX messages_by_time ON messages (sent_at_ms);",
     // 2: the outbox: messages still owed to a peer.
     "CREATE TABLE outbox (
-        peer        TEXT NOT NULL,
-        message_id  TEXT NOT NULL REFERENCES messages (id),
+        peer         TEXT NOT NULL,
+        sender       TEXT NOT NULL,
+        message_id   TEXT NOT NULL,
         queued_at_ms INTEGER NOT NULL,
-        PRIMARY KEY (peer, message_id)
+        PRIMARY KEY (peer, sender, message_id),
+        FOREIGN KEY (sender, message_id) REFERENCES messages (sender, id)
      ) WITHOUT ROWID;",
 ];
 

@@ -5,13 +5,14 @@
 use std::sync::Arc;
 
 use chat_proto::v1::{
-    Envelope, HistoryCursor, PeerHistoryRequest, SealedMessage, peer_client::PeerClient,
+    ChatMessage, Envelope, HistoryCursor, PeerHistoryRequest, SealedMessage,
+    peer_client::PeerClient,
 };
 use prost::Message;
 use tonic::Status;
 use tracing::{debug, info, warn};
 
-use crate::{directory::Contact, node::Node, session::envelope_aad};
+use crate::{directory::Contact, history::cursor_of, node::Node, session::envelope_aad};
 
 /// How far back before the newest stored message a returning peer asks
 /// for, in HLC units (ms << 16): five minutes, to cover messages whose
@@ -86,9 +87,6 @@ pub async fn pull_from(
     contact: &Contact,
     want_members: bool,
 ) -> Result<usize, Status> {
-    let session = node.handshake_with(contact, want_members).await?;
-    node.directory
-        .learn_address(&contact.name, &contact.address);
     let newest = node.store.max_hlc().unwrap_or(0);
     let since_hlc = if newest == 0 {
         0
@@ -96,9 +94,15 @@ pub async fn pull_from(
         newest.saturating_sub(SYNC_OVERLAP_HLC)
     };
     let mut after = String::new();
-    let (mut seen, mut added) = (0usize, 0usize);
+    let (mut seen, mut added, mut refused) = (0usize, 0usize, 0usize);
     let mut last_error = None;
-    for _ in 0..ATTEMPTS_PER_PEER {
+    for attempt in 0..ATTEMPTS_PER_PEER {
+        // A fresh session per attempt: a long pull may outlive the last one.
+        let session = node
+            .handshake_with(contact, want_members && attempt == 0)
+            .await?;
+        node.directory
+            .learn_address(&contact.name, &contact.address);
         let cursor = HistoryCursor {
             after: after.clone(),
             limit: 0,
@@ -135,6 +139,9 @@ pub async fn pull_from(
                     let Some(envelope) = item.envelope else {
                         break Err(Status::invalid_argument("history item without envelope"));
                     };
+                    if envelope.session_id != session.id() {
+                        break Err(Status::unauthenticated("history item on another session"));
+                    }
                     let (_, plaintext) = node
                         .open_envelope(&envelope)
                         .map_err(|e| Status::unauthenticated(e.to_string()))?;
@@ -143,16 +150,28 @@ pub async fn pull_from(
                         .and_then(|s| s.message)
                         .filter(|m| m.id == envelope.message_id && !m.id.is_empty())
                         .ok_or_else(|| Status::invalid_argument("malformed history item"))?;
-                    if message.text.len() > node.config.max_message_bytes {
+                    // Resume after what was really received, not what the
+                    // unauthenticated cursor field says.
+                    after = cursor_of(&message);
+                    seen += 1;
+                    if !acceptable(node, &message) {
+                        refused += 1;
                         continue;
                     }
                     node.hlc.observe(message.hlc);
+                    if message.hlc >= node.started_hlc {
+                        // Sent while we were up, and it won the race with its
+                        // direct delivery: show it live like that would have.
+                        let new = node
+                            .store_received(message)
+                            .map_err(|e| Status::internal(e.to_string()))?;
+                        added += usize::from(new);
+                        continue;
+                    }
                     batch.push(message);
-                    seen += 1;
                     if batch.len() == SYNC_BATCH {
                         added += store(node, &mut batch)?;
                     }
-                    after = item.cursor;
                 }
                 Ok(None) => break Ok(()),
                 Err(s) => break Err(s),
@@ -161,6 +180,9 @@ pub async fn pull_from(
         added += store(node, &mut batch)?;
         match outcome {
             Ok(()) => {
+                if refused > 0 {
+                    warn!(from = %contact.name, refused, "history items refused (claimed our name, a wrong fingerprint, a future clock or an oversize text)");
+                }
                 info!(from = %contact.name, received = seen, new = added, "history synced");
                 return Ok(added);
             }
@@ -171,6 +193,23 @@ pub async fn pull_from(
         }
     }
     Err(last_error.unwrap_or_else(|| Status::unavailable("history sync failed")))
+}
+
+/// Whether a history item relayed by another peer may be stored. Without
+/// per-author signatures a relaying peer could invent messages; these checks
+/// bound what it can invent: never in our name, never under a fingerprint
+/// other than the one we know for that sender, never from the future.
+fn acceptable(node: &Node, message: &ChatMessage) -> bool {
+    if message.sender == node.name() || message.text.len() > node.config.max_message_bytes {
+        return false;
+    }
+    if let Some(known) = node.directory.get(&message.sender)
+        && !known.key_changed
+        && known.fingerprint != message.sender_fingerprint
+    {
+        return false;
+    }
+    node.check_clock(message.hlc).is_ok()
 }
 
 fn store(node: &Node, batch: &mut Vec<chat_proto::v1::ChatMessage>) -> Result<usize, Status> {

@@ -216,7 +216,11 @@ async fn a_newcomer_gets_all_ten_thousand_messages_of_history() {
         .map(|i| ChatMessage {
             id: format!("old-{i}"),
             sender: if i % 3 == 0 { "alice" } else { "someone-gone" }.into(),
-            sender_fingerprint: String::new(),
+            sender_fingerprint: if i % 3 == 0 {
+                alice.node.fingerprint.clone()
+            } else {
+                String::new()
+            },
             sent_at: Some(prost_types::Timestamp {
                 seconds: 1_700_000_000 + i as i64,
                 nanos: 0,

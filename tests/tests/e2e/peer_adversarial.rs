@@ -22,6 +22,12 @@ struct Mallory {
     client: PeerClient<Channel>,
 }
 
+/// Handshake timestamps that only increase, as a real initiator's do.
+fn next_stamp() -> u64 {
+    static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    LAST.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+}
+
 /// An established session from Mallory's side.
 struct Handshaken {
     session_id: Vec<u8>,
@@ -63,6 +69,7 @@ impl Mallory {
         let payload = HandshakePayload {
             name: claimed_name.into(),
             address: "127.0.0.1:9".into(),
+            timestamp_micros: next_stamp(),
             ..Default::default()
         };
         Initiator::new(&self.keypair, target.node.public_key(), PROLOGUE)
@@ -219,6 +226,7 @@ async fn a_key_discovery_does_not_list_is_permission_denied() {
     let payload = HandshakePayload {
         name: mallory.name.clone(),
         address: String::new(),
+        timestamp_micros: next_stamp(),
         ..Default::default()
     }
     .encode_to_vec();
@@ -263,6 +271,7 @@ async fn truncated_and_garbled_handshakes_are_refused_with_the_right_code() {
     let payload = HandshakePayload {
         name: mallory.name.clone(),
         address: String::new(),
+        timestamp_micros: next_stamp(),
         ..Default::default()
     }
     .encode_to_vec();
@@ -473,4 +482,83 @@ async fn handshake_and_delivery_floods_hit_rate_limits_that_name_themselves() {
         .deliver(mallory.envelope(&other, 0, "g0", "x"))
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_replayed_first_handshake_message_is_refused() {
+    let (_d, _dir, target, mallory) = setup("replay-hs").await;
+    let mut client = mallory.client.clone();
+    let (message, _) = mallory.initiation(&target, &mallory.name);
+    client
+        .handshake(PeerHandshakeRequest {
+            message: message.clone(),
+        })
+        .await
+        .unwrap();
+    // An eavesdropper replays the captured message 1.
+    let err = client
+        .handshake(PeerHandshakeRequest { message })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    assert!(err.message().contains("not newer"), "{}", err.message());
+}
+
+#[tokio::test]
+async fn a_message_from_the_future_or_under_a_shadowed_id_changes_nothing() {
+    let (discovery, _dir, target, mut mallory) = setup("future").await;
+    let s = mallory.handshake(&target).await;
+    let mut envelope = mallory.envelope(&s, 0, "t1", "from the future");
+    // Re-seal with a clock an hour ahead.
+    let future_ms = (chrono_now_ms() + 3_600_000) << 16;
+    let message = ChatMessage {
+        id: "t1".into(),
+        sender: mallory.name.clone(),
+        text: "from the future".into(),
+        hlc: future_ms,
+        ..Default::default()
+    };
+    let plaintext = SealedMessage {
+        message: Some(message),
+    }
+    .encode_to_vec();
+    let aad = envelope_aad(&s.session_id, &mallory.name, "t1");
+    envelope.ciphertext = s.transport.seal(0, &aad, &plaintext).unwrap();
+    let err = mallory.deliver(envelope).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("ahead"), "{}", err.message());
+    assert!(target.node.store.is_empty());
+
+    // Two senders using the same message id are two messages: nobody can
+    // shadow another sender's message by taking its id first.
+    mallory
+        .deliver(mallory.envelope(&s, 1, "shared-id", "mallory's"))
+        .await
+        .unwrap();
+    let mut eve = Mallory::join(&discovery, "eve-future", &target).await;
+    let es = eve.handshake(&target).await;
+    let r = eve
+        .deliver(eve.envelope(&es, 0, "shared-id", "eve's"))
+        .await
+        .unwrap();
+    assert!(!r.duplicate);
+    assert_eq!(target.node.store.len(), 2);
+    // The stored fingerprint is the authenticated one, not what was claimed.
+    let stored = target
+        .node
+        .store
+        .get(&eve.name, "shared-id")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stored.sender_fingerprint,
+        chat_proto::keys::fingerprint(&eve.keypair.public_key())
+    );
+}
+
+fn chrono_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }
