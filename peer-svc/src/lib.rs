@@ -25,7 +25,7 @@ pub mod store;
 pub mod sync;
 
 use std::{
-    os::unix::fs::PermissionsExt,
+    os::unix::fs::{DirBuilderExt, PermissionsExt},
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
@@ -293,9 +293,24 @@ async fn bind_control_socket(path: &Path) -> Result<UnixListener, StartError> {
         std::fs::remove_file(path)
             .map_err(|e| StartError::Setup(format!("{}: {e}", path.display())))?;
     }
-    let uds = UnixListener::bind(path)
-        .map_err(|e| StartError::Setup(format!("cannot bind {}: {e}", path.display())))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| StartError::Setup(format!("{}: {e}", path.display())))?;
-    Ok(uds)
+    // Bound inside a fresh 0700 directory, narrowed to 0600, then renamed
+    // into place: the socket is never reachable by others, not even in the
+    // moment between bind and chmod (the data dir may be more open).
+    let setup = |e: std::io::Error| StartError::Setup(format!("{}: {e}", path.display()));
+    let staging = path.with_extension(format!("staging-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&staging)
+        .map_err(setup)?;
+    let staged = staging.join(CONTROL_SOCKET);
+    let bound = UnixListener::bind(&staged)
+        .and_then(|uds| {
+            std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))?;
+            std::fs::rename(&staged, path)?;
+            Ok(uds)
+        })
+        .map_err(|e| StartError::Setup(format!("cannot bind {}: {e}", path.display())));
+    let _ = std::fs::remove_dir_all(&staging);
+    bound
 }

@@ -23,16 +23,24 @@ use crate::{
 /// History items in flight per `Peer/History` stream.
 const HISTORY_STREAM_QUEUE: usize = 64;
 
+/// History pulls served at once: each reads and encrypts a whole history,
+/// so a few suffice for newcomers and bound what requests can make us do.
+pub const MAX_HISTORY_STREAMS: usize = 8;
+
 /// The Peer service of one node.
 #[derive(Debug, Clone)]
 pub struct PeerService {
     node: Arc<Node>,
+    history_streams: Arc<tokio::sync::Semaphore>,
 }
 
 impl PeerService {
     /// Serves `node` to other peers.
     pub fn new(node: Arc<Node>) -> Self {
-        Self { node }
+        Self {
+            node,
+            history_streams: Arc::new(tokio::sync::Semaphore::new(MAX_HISTORY_STREAMS)),
+        }
     }
 }
 
@@ -94,9 +102,18 @@ impl Peer for PeerService {
                 PeerError::InvalidArgument("sealed content is not a HistoryCursor".into()),
             )
         })?;
+        let permit = self.history_streams.clone().try_acquire_owned().map_err(|_| {
+            refused(
+                "Peer/History",
+                PeerError::ResourceExhausted(format!(
+                    "{MAX_HISTORY_STREAMS} history pulls are already being served; retry shortly"
+                )),
+            )
+        })?;
         let (tx, rx) = mpsc::channel(HISTORY_STREAM_QUEUE);
         let node = self.node.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let mut query = Query {
                 cursor: (!cursor.after.is_empty()).then_some(cursor.after),
                 since_hlc: (cursor.since_hlc > 0).then_some(cursor.since_hlc),

@@ -47,6 +47,21 @@ async fn three_peers_each_message_reaches_the_other_two_and_a_leaver_gets_nothin
         }
     }
 
+    // The control socket is the owner's alone.
+    for p in &peers {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(p.data_dir.join("control.sock"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{}'s control socket", p.name);
+        let mode = std::fs::metadata(p.data_dir.join("identity.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{}'s identity", p.name);
+    }
+
     // Every peer's history holds the three messages, in the original's format,
     // in the same order.
     let mut histories = Vec::new();
