@@ -11,7 +11,7 @@ RUN_DIR ?= .run
 PY_SCRIPTS := $(shell python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null)
 export PATH := $(PY_SCRIPTS):$(PATH)
 
-.PHONY: up down status demo test tools build lint bench
+.PHONY: up down status demo test tools build lint bench fuzz
 
 ## up: build, start discovery and three peers under .run/, return when they answer
 up: tools
@@ -38,6 +38,17 @@ test: tools
 bench:
 	$(CARGO) build --release --workspace --bins
 	target/release/chat-bench
+
+## fuzz: every cargo-fuzz target for FUZZ_SECONDS each (cargo-fuzz is installed if missing)
+FUZZ_SECONDS ?= 30
+FUZZ_TARGETS := envelope_open handshake_responder handshake_initiator replay_window decode_requests
+fuzz:
+	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	@# libFuzzer's instrumentation needs unstable flags; RUSTC_BOOTSTRAP lets the
+	@# stable toolchain (the only one these machines have) accept them.
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run -O $$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
 
 ## lint: formatting and clippy, as CI expects them
 lint:
