@@ -60,7 +60,11 @@ pub async fn run(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(DiscoveryServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES))
+        .add_service(
+            DiscoveryServer::new(service)
+                .max_decoding_message_size(MAX_REQUEST_BYTES)
+                .max_encoding_message_size(chat_proto::limits::MAX_RESPONSE_BYTES),
+        )
         // Nagle plus delayed ACKs would hold small responses ~40 ms.
         .serve_with_incoming_shutdown(
             TcpIncoming::from(listener).with_nodelay(Some(true)),

@@ -9,6 +9,10 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::CONTROL_SOCKET;
 
+/// Deadline for the answer to each call over the control socket. It bounds
+/// the wait for a response, not how long a stream (`attach`) then lasts.
+pub const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// No peer answers on the data dir's socket.
 #[derive(Debug, thiserror::Error)]
 #[error(
@@ -31,6 +35,9 @@ pub async fn connect(data_dir: &Path) -> Result<ControlClient<Channel>, NotRunni
     // The URI is required by the API but unused: the connector dials the socket.
     let path = socket.clone();
     let channel = Endpoint::from_static("http://localhost")
+        // A local call that takes longer than this is a stuck daemon: a
+        // send waits at most a few seconds for its slowest peer.
+        .timeout(CALL_TIMEOUT)
         .connect_with_connector(tower::service_fn(move |_| {
             let path = path.clone();
             async move {

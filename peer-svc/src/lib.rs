@@ -195,7 +195,8 @@ pub async fn start(
         .add_service(peer_reflection_alpha)
         .add_service(
             PeerServer::new(service::peer::PeerService::new(node.clone()))
-                .max_decoding_message_size(decode_limit),
+                .max_decoding_message_size(decode_limit)
+                .max_encoding_message_size(chat_proto::limits::MAX_RESPONSE_BYTES),
         )
         .serve_with_incoming_shutdown(
             // Nagle plus delayed ACKs would hold small responses ~40 ms.
@@ -212,7 +213,8 @@ pub async fn start(
         .add_service(control_reflection_alpha)
         .add_service(
             ControlServer::new(service::control::ControlService::new(node.clone()))
-                .max_decoding_message_size(decode_limit),
+                .max_decoding_message_size(decode_limit)
+                .max_encoding_message_size(chat_proto::limits::MAX_RESPONSE_BYTES),
         )
         .serve_with_incoming_shutdown(
             UnixListenerStream::new(uds),

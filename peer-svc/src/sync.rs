@@ -22,6 +22,9 @@ const SYNC_OVERLAP_HLC: u64 = (5 * 60 * 1000) << 16;
 /// Messages stored per transaction while syncing.
 const SYNC_BATCH: usize = 500;
 
+/// Longest wait for the next history item before the pull is resumed.
+const ITEM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Attempts per source peer when the stream breaks (each resumes).
 const ATTEMPTS_PER_PEER: usize = 3;
 
@@ -134,7 +137,11 @@ pub async fn pull_from(
         };
         let mut batch = Vec::with_capacity(SYNC_BATCH);
         let outcome = loop {
-            match stream.message().await {
+            // A stalled source must not hold the sync forever.
+            let next = tokio::time::timeout(ITEM_TIMEOUT, stream.message())
+                .await
+                .unwrap_or_else(|_| Err(Status::deadline_exceeded("history stream stalled")));
+            match next {
                 Ok(Some(item)) => {
                     let Some(envelope) = item.envelope else {
                         break Err(Status::invalid_argument("history item without envelope"));

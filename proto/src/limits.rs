@@ -12,6 +12,11 @@ use tonic::codegen::http::{HeaderValue, Response};
 /// cannot hold unbounded work in flight.
 pub const MAX_CONCURRENT_STREAMS: u32 = 256;
 
+/// Largest response any server encodes: a history page is capped at 2 MiB
+/// of text, so 4 MiB (gRPC's usual decode limit on the other side) holds it
+/// with room to spare, and nothing larger ever leaves a server.
+pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+
 /// What tonic writes (percent-encoded in `grpc-message`) when a message is too large.
 const TOO_LARGE: &str = "message%20length%20too%20large";
 
