@@ -120,11 +120,20 @@ impl Proc {
     }
 
     fn rss_mb(&self) -> f64 {
+        self.status_mb("VmRSS:")
+    }
+
+    /// Peak resident memory so far.
+    fn peak_rss_mb(&self) -> f64 {
+        self.status_mb("VmHWM:")
+    }
+
+    fn status_mb(&self, field: &str) -> f64 {
         let pid = self.child.id().unwrap_or(0);
         std::fs::read_to_string(format!("/proc/{pid}/status"))
             .ok()
             .and_then(|s| {
-                s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
+                s.lines().find(|l| l.starts_with(field)).and_then(|l| {
                     l.split_whitespace()
                         .nth(1)
                         .and_then(|kb| kb.parse::<f64>().ok())
@@ -440,8 +449,60 @@ async fn main() -> anyhow::Result<()> {
         results.push((fanout, product, base));
     }
 
-    eprintln!("[6/6] handshakes and seal/open…");
+    eprintln!("[6/6] handshakes, seal/open, junk flood…");
     let net = Net::start(2).await?;
+    // Junk flood: random bytes in every field of Deliver and Handshake from
+    // 32 tasks; every call must be refused, and the peer must stay small.
+    // (p0 is flooded; the handshake measurement below has p1 answer, whose
+    // per-address handshake allowance the flood must not have spent.)
+    let target = format!("http://{}", net.peers[0].0.addr);
+    let junk_client = PeerClient::connect(target).await?;
+    let junk = drive(conc, secs, move |i| {
+        let mut c = junk_client.clone();
+        async move {
+            let noise: Vec<u8> = (0..(i % 700)).map(|k| (k * 31 + i) as u8).collect();
+            let refused_deliver = c
+                .deliver(DeliverRequest {
+                    envelope: Some(Envelope {
+                        session_id: noise.iter().take(16).copied().collect(),
+                        counter: i as u64,
+                        sender: "p0".into(),
+                        message_id: format!("junk{i}"),
+                        ciphertext: noise.clone(),
+                    }),
+                })
+                .await
+                .is_err();
+            let refused_handshake = c
+                .handshake(PeerHandshakeRequest { message: noise })
+                .await
+                .is_err();
+            refused_deliver && refused_handshake
+        }
+    })
+    .await;
+    let flood_peak = net.peers[0].0.peak_rss_mb();
+    let still_serving = peer_svc::control_client::connect(&net.peers[0].1)
+        .await?
+        .connections(ConnectionsRequest {})
+        .await
+        .is_ok();
+    row(
+        "junk RPC pairs refused/s (Deliver+Handshake)",
+        format!("{:.0}", junk.per_sec()),
+        "-".into(),
+        "-".into(),
+    );
+    row(
+        "peer peak RSS under the junk flood (MB)",
+        format!("{flood_peak:.1}"),
+        "-".into(),
+        if still_serving {
+            "serving".into()
+        } else {
+            "DOWN".into()
+        },
+    );
     let mut control = peer_svc::control_client::connect(&net.peers[0].1).await?;
     let mut hs = Vec::new();
     for _ in 0..300 {
@@ -501,7 +562,7 @@ async fn main() -> anyhow::Result<()> {
 
     let (one, five) = (&results[0], &results[1]);
     println!(
-        "bench: deliver_ratio={:.2} send1_per_s={:.0} broadcast5_per_s={:.0} p99_last_of_5_ms={:.2} handshake_p50_ms={:.3} seal_open_1k_us={:.2} peer_idle_rss_mb={:.1} discovery_idle_rss_mb={:.1} discovery_pairs_per_s={:.0}",
+        "bench: deliver_ratio={:.2} send1_per_s={:.0} broadcast5_per_s={:.0} p99_last_of_5_ms={:.2} handshake_p50_ms={:.3} seal_open_1k_us={:.2} peer_idle_rss_mb={:.1} discovery_idle_rss_mb={:.1} discovery_pairs_per_s={:.0} junk_refused={} junk_peak_rss_mb={:.1}",
         one.1.per_sec() / one.2.per_sec(),
         one.1.per_sec(),
         five.1.per_sec(),
@@ -511,6 +572,8 @@ async fn main() -> anyhow::Result<()> {
         peer_rss,
         discovery_rss,
         pairs.per_sec(),
+        junk.ops,
+        flood_peak,
     );
     drop(baselines);
     Ok(())
