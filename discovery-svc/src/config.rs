@@ -27,6 +27,8 @@ pub struct Config {
     pub ttl: Duration,
     /// Events a watcher may fall behind by before it is dropped.
     pub watch_lag_limit: usize,
+    /// Most concurrent `Watch` streams.
+    pub max_watchers: usize,
 }
 
 impl Default for Config {
@@ -34,6 +36,7 @@ impl Default for Config {
         Self {
             ttl: DEFAULT_TTL,
             watch_lag_limit: crate::service::DEFAULT_WATCH_LAG_LIMIT,
+            max_watchers: crate::service::DEFAULT_MAX_WATCHERS,
         }
     }
 }

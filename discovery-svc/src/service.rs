@@ -25,8 +25,8 @@ use crate::registry::{Event, EventKind, MemberInfo, Registry};
 /// burst of joins from a whole network starting at once fits with room to spare.
 pub const DEFAULT_WATCH_LAG_LIMIT: usize = 4096;
 
-/// Most concurrent `Watch` streams: each holds a task and a backlog cursor.
-pub const MAX_WATCHERS: usize = 1024;
+/// Default most concurrent `Watch` streams: each holds a backlog cursor.
+pub const DEFAULT_MAX_WATCHERS: usize = 1024;
 
 /// When no lease is live, the reaper still wakes this often to re-check.
 const IDLE_REAPER_PERIOD: std::time::Duration = std::time::Duration::from_secs(60);
@@ -39,6 +39,7 @@ struct Shared {
     /// Wakes the reaper when a new lease may expire sooner than it planned.
     reaper_wake: Notify,
     watchers: Arc<Semaphore>,
+    max_watchers: usize,
     shutdown: CancellationToken,
 }
 
@@ -57,7 +58,8 @@ impl DiscoveryService {
                 registry: Mutex::new(Registry::new(config.ttl)),
                 events,
                 reaper_wake: Notify::new(),
-                watchers: Arc::new(Semaphore::new(MAX_WATCHERS)),
+                watchers: Arc::new(Semaphore::new(config.max_watchers)),
+                max_watchers: config.max_watchers,
                 shutdown,
             }),
         }
@@ -210,7 +212,8 @@ impl Discovery for DiscoveryService {
                 refused(
                     "Watch",
                     Status::resource_exhausted(format!(
-                        "too many watchers (limit {MAX_WATCHERS}); try again later"
+                        "too many watchers (limit {}); try again later",
+                        self.shared.max_watchers
                     )),
                 )
             })?;

@@ -507,3 +507,36 @@ async fn thousand_joins_and_leaves_from_fifty_clients_reach_every_watcher_once()
         );
     }
 }
+
+#[tokio::test]
+async fn watchers_past_the_limit_are_refused_until_one_leaves() {
+    let discovery = Discovery::start_with(discovery_svc::Config {
+        max_watchers: 2,
+        ..Default::default()
+    })
+    .await;
+    let mut client = discovery.client().await;
+    let first = client.watch(WatchRequest {}).await.unwrap().into_inner();
+    let _second = client.watch(WatchRequest {}).await.unwrap().into_inner();
+    let err = client.watch(WatchRequest {}).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert!(err.message().contains("limit 2"), "{}", err.message());
+    drop(first);
+    eventually_watch(&mut client).await;
+}
+
+/// Watch succeeds again once a slot is free (the server notices the
+/// dropped stream asynchronously).
+async fn eventually_watch(
+    client: &mut chat_proto::v1::discovery_client::DiscoveryClient<tonic::transport::Channel>,
+) {
+    within("a watcher slot to free up", async {
+        loop {
+            match client.watch(WatchRequest {}).await {
+                Ok(_) => return,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    })
+    .await;
+}
