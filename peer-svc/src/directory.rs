@@ -49,6 +49,23 @@ pub struct Contact {
     pub vouched_by_peer: bool,
 }
 
+impl Contact {
+    /// A contact for `name` with `key`, flagged against the pins and the
+    /// user's drops; offline and not vouched until the caller says otherwise.
+    fn new(name: &str, address: &str, key: [u8; PUBLIC_KEY_LEN], inner: &Inner) -> Self {
+        Self {
+            name: name.to_owned(),
+            address: address.to_owned(),
+            public_key: key,
+            fingerprint: fingerprint(&key),
+            key_changed: inner.pins.get(name).is_some_and(|p| *p != key),
+            dropped: inner.dropped.contains(name),
+            online: false,
+            vouched_by_peer: false,
+        }
+    }
+}
+
 /// What an update changed, so the caller can re-handshake when needed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
@@ -211,17 +228,8 @@ impl Directory {
                 "peer's key differs from the pinned key; refusing it until `chat trust {name}`"
             );
         }
-        let dropped = inner.dropped.contains(name);
-        let contact = Contact {
-            name: name.to_owned(),
-            address: address.to_owned(),
-            public_key: key,
-            fingerprint: fingerprint(&key),
-            key_changed,
-            dropped,
-            online: true,
-            vouched_by_peer: false,
-        };
+        let mut contact = Contact::new(name, address, key, &inner);
+        contact.online = true;
         let change = match inner.contacts.get(name) {
             None if key_changed => Change::KeyChanged,
             None => Change::Added,
@@ -268,21 +276,9 @@ impl Directory {
         if inner.contacts.contains_key(name) {
             return;
         }
-        let key_changed = inner.pins.get(name).is_some_and(|p| *p != key);
-        let dropped = inner.dropped.contains(name);
-        inner.contacts.insert(
-            name.to_owned(),
-            Contact {
-                name: name.to_owned(),
-                address: address.to_owned(),
-                public_key: key,
-                fingerprint: fingerprint(&key),
-                key_changed,
-                dropped,
-                online: false,
-                vouched_by_peer: true,
-            },
-        );
+        let mut contact = Contact::new(name, address, key, &inner);
+        contact.vouched_by_peer = true;
+        inner.contacts.insert(name.to_owned(), contact);
     }
 
     /// Forgets a member that left.

@@ -114,6 +114,18 @@ pub async fn start(
     config: Config,
     shutdown: CancellationToken,
 ) -> Result<Running, StartError> {
+    start_announced(listener, config, shutdown, |_| {}).await
+}
+
+/// Like [`start`], calling `announce` with the address once the peer is set
+/// up and before anything is served — so a line the caller prints for it
+/// comes before any message the peer prints on its console.
+pub async fn start_announced(
+    listener: TcpListener,
+    config: Config,
+    shutdown: CancellationToken,
+    announce: impl FnOnce(&str),
+) -> Result<Running, StartError> {
     identity::ensure_data_dir(&config.data_dir)?;
     let keypair = identity::load_or_create(&config.data_dir)?;
     let local = listener
@@ -172,6 +184,7 @@ pub async fn start(
         }
     };
 
+    announce(&address);
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<PeerServer<service::peer::PeerService>>()

@@ -6,6 +6,7 @@
 
 pub mod keys;
 pub mod limits;
+pub mod process;
 pub mod reflection;
 pub mod validate;
 

@@ -227,5 +227,5 @@ mod peers;
 mod relay;
 
 pub use peers::{InProcessPeer, PeerProcess};
-pub use peers::{chat_cli, eventually, full_history, wait_for_message};
+pub use peers::{chat_cli, eventually, full_history, start_network, wait_for_message};
 pub use relay::{Relay, contains};

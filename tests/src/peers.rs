@@ -151,6 +151,20 @@ impl PeerProcess {
     }
 }
 
+/// Starts one `peer-svc` per name (data under `dir/NAME`) and waits until
+/// each lists all the others.
+pub async fn start_network(discovery_url: &str, dir: &Path, names: &[&str]) -> Vec<PeerProcess> {
+    let mut peers = Vec::new();
+    for name in names {
+        peers.push(PeerProcess::start(name, discovery_url, &dir.join(name)).await);
+    }
+    for p in &peers {
+        let others: Vec<&str> = names.iter().copied().filter(|n| *n != p.name).collect();
+        p.wait_connections(&others).await;
+    }
+    peers
+}
+
 /// Waits until the peer with `data_dir` has a message with `text` in its
 /// history (however it arrived: delivered, synced or from the outbox).
 pub async fn wait_for_message(data_dir: &Path, text: &str) {

@@ -1,8 +1,6 @@
 //! `peer-svc`: parse flags, bind, serve until SIGINT/SIGTERM or `chat leave`.
 #![forbid(unsafe_code)]
 
-use std::io::IsTerminal;
-
 use anyhow::Context;
 use clap::Parser;
 use peer_svc::config::{Cli, Config};
@@ -11,13 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    chat_proto::process::init_tracing();
     let cli = Cli::parse();
     // The rules Discovery applies, checked before anything is bound.
     if let Err(reason) = chat_proto::validate::name(&cli.name) {
@@ -30,29 +22,14 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", cli.listen))?;
     let shutdown = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
-    let running = peer_svc::start(listener, Config::from(cli), shutdown).await?;
-    // One line on stdout with the bound address: scripts and tests read the
-    // real port from it. Received messages follow on stdout.
-    println!("peer-svc listening on {}", running.address);
+    tokio::spawn(chat_proto::process::cancel_on_signal(shutdown.clone()));
+    let running = peer_svc::start_announced(listener, Config::from(cli), shutdown, |address| {
+        // One line on stdout with the address, before any received message:
+        // scripts and tests read the real port from it.
+        println!("peer-svc listening on {address}");
+    })
+    .await?;
+    // Received messages follow on stdout, the user's console.
     running.wait().await;
     Ok(())
-}
-
-/// Cancels `token` on the first SIGINT or SIGTERM.
-async fn cancel_on_signal(token: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        return;
-    };
-    tokio::select! {
-        _ = int.recv() => {}
-        _ = term.recv() => {}
-    }
-    tracing::info!("signal received; shutting down");
-    token.cancel();
 }

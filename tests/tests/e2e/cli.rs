@@ -6,11 +6,9 @@ use chat_tests::{Discovery, PeerProcess, binary, chat_cli, eventually, within};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 async fn pair(discovery: &Discovery, dir: &std::path::Path) -> (PeerProcess, PeerProcess) {
-    let alice = PeerProcess::start("alice", &discovery.url(), &dir.join("alice")).await;
-    let bob = PeerProcess::start("bob", &discovery.url(), &dir.join("bob")).await;
-    alice.wait_connections(&["bob"]).await;
-    bob.wait_connections(&["alice"]).await;
-    (alice, bob)
+    let mut peers = chat_tests::start_network(&discovery.url(), dir, &["alice", "bob"]).await;
+    let bob = peers.pop().unwrap();
+    (peers.pop().unwrap(), bob)
 }
 
 #[tokio::test]

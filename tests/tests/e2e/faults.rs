@@ -8,15 +8,7 @@ use chat_tests::{Discovery, PeerProcess, eventually, full_history};
 use tokio::sync::Barrier;
 
 async fn network(discovery: &Discovery, dir: &std::path::Path, names: &[&str]) -> Vec<PeerProcess> {
-    let mut peers = Vec::new();
-    for name in names {
-        peers.push(PeerProcess::start(name, &discovery.url(), &dir.join(name)).await);
-    }
-    for p in &peers {
-        let others: Vec<&str> = names.iter().copied().filter(|n| *n != p.name).collect();
-        p.wait_connections(&others).await;
-    }
-    peers
+    chat_tests::start_network(&discovery.url(), dir, names).await
 }
 
 /// `rounds` rounds in which every peer sends at the same instant.
