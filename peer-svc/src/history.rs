@@ -118,18 +118,72 @@ impl Store {
         Ok(self.insert_many(std::slice::from_ref(message))? == 1)
     }
 
+    /// Stores a message and returns once it is committed, like
+    /// [`Store::insert`], but commits together with whatever other inserts
+    /// arrive meanwhile (group commit): under load one transaction carries
+    /// many messages, and each caller still hears back only after its own
+    /// message is durable.
+    pub async fn insert_grouped(&self, message: ChatMessage) -> Result<bool, StoreError> {
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        let lead = {
+            let mut queue = self.commits.lock().expect("commit queue lock");
+            queue.waiting.push((message, done));
+            !std::mem::replace(&mut queue.committing, true)
+        };
+        if lead {
+            // The first writer commits for everyone waiting, until no one is.
+            loop {
+                let batch = {
+                    let mut queue = self.commits.lock().expect("commit queue lock");
+                    if queue.waiting.is_empty() {
+                        queue.committing = false;
+                        break;
+                    }
+                    std::mem::take(&mut queue.waiting)
+                };
+                let (messages, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+                match self.insert_each(&messages) {
+                    Ok(new) => {
+                        for (waiter, is_new) in waiters.into_iter().zip(new) {
+                            let _ = waiter.send(Ok(is_new));
+                        }
+                    }
+                    Err(e) => {
+                        for waiter in waiters {
+                            let _ = waiter.send(Err(StoreError::Batch(e.to_string())));
+                        }
+                    }
+                }
+            }
+        }
+        outcome.await.unwrap_or_else(|_| {
+            Err(StoreError::Batch(
+                "the committing task was cancelled".into(),
+            ))
+        })
+    }
+
     /// Stores messages in one transaction; returns how many were new.
     pub fn insert_many(&self, messages: &[ChatMessage]) -> Result<usize, StoreError> {
+        Ok(self
+            .insert_each(messages)?
+            .into_iter()
+            .filter(|n| *n)
+            .count())
+    }
+
+    /// Stores messages in one transaction; for each, whether it was new.
+    fn insert_each(&self, messages: &[ChatMessage]) -> Result<Vec<bool>, StoreError> {
         let mut conn = self.conn.lock().expect("store lock");
         let tx = conn.transaction()?;
-        let mut added = 0;
+        let mut added = Vec::with_capacity(messages.len());
         {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO messages (id, hlc, sender, sender_fingerprint, sent_at_ms, text)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
             )?;
             for m in messages {
-                added += insert.execute(params![
+                let rows = insert.execute(params![
                     m.id,
                     m.hlc as i64,
                     m.sender,
@@ -137,6 +191,7 @@ impl Store {
                     sent_at_ms(m),
                     m.text
                 ])?;
+                added.push(rows == 1);
             }
         }
         tx.commit()?;
@@ -350,6 +405,36 @@ mod tests {
             }),
             Err(QueryError::BadCursor)
         ));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn group_commit_answers_each_writer_after_its_message_is_stored() {
+        let store = std::sync::Arc::new(Store::open_in_memory().unwrap());
+        let tasks: Vec<_> = (0..400u64)
+            .map(|i| {
+                let store = store.clone();
+                // Every message twice: exactly one of the two is new.
+                tokio::spawn(async move {
+                    let m = msg(i / 2, "s", &format!("g{}", i / 2), "t");
+                    let new = store.insert_grouped(m.clone()).await.unwrap();
+                    assert!(
+                        store.get("s", &m.id).unwrap().is_some(),
+                        "stored before the answer"
+                    );
+                    new
+                })
+            })
+            .collect();
+        let mut new = 0;
+        for t in tasks {
+            new += usize::from(t.await.unwrap());
+        }
+        assert_eq!(new, 200);
+        assert_eq!(store.len(), 200);
+        assert!(
+            !store.commits.lock().unwrap().committing,
+            "nobody left holding the commit"
+        );
     }
 
     #[test]

@@ -256,7 +256,8 @@ impl Node {
                     hlc,
                 };
                 self.store
-                    .insert(&message)
+                    .insert_grouped(message.clone())
+                    .await
                     .map_err(|e| PeerError::Internal(format!("cannot store the message: {e}")))?;
                 message
             }
@@ -730,7 +731,7 @@ impl Node {
     }
 
     /// `Peer/Deliver`: opens, checks and stores one message, then shows it.
-    pub fn accept_envelope(
+    pub async fn accept_envelope(
         &self,
         envelope: Option<Envelope>,
     ) -> Result<DeliverResponse, PeerError> {
@@ -776,6 +777,7 @@ impl Node {
         let id = message.id.clone();
         let new = self
             .store_received(message)
+            .await
             .map_err(|e| PeerError::Internal(format!("cannot store the message: {e}")))?;
         Ok(DeliverResponse {
             message_id: id,
@@ -786,8 +788,11 @@ impl Node {
     /// Stores a received message (committed before this returns, so before
     /// it is acknowledged); if it is new, pushes it to subscribers and prints
     /// it on the console. Returns whether it was new.
-    pub fn store_received(&self, message: ChatMessage) -> Result<bool, crate::store::StoreError> {
-        if !self.store.insert(&message)? {
+    pub async fn store_received(
+        &self,
+        message: ChatMessage,
+    ) -> Result<bool, crate::store::StoreError> {
+        if !self.store.insert_grouped(message.clone()).await? {
             return Ok(false);
         }
         debug!(from = %message.sender, id = %message.id, "message received");

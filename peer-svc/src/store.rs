@@ -45,8 +45,24 @@ const MIGRATIONS: &[&str] = &[
 
 /// A failure of the database.
 #[derive(Debug, thiserror::Error)]
-#[error("history store: {0}")]
-pub struct StoreError(#[from] rusqlite::Error);
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("history store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The group commit that carried this write failed.
+    #[error("history store: {0}")]
+    Batch(String),
+}
+
+/// Writes waiting for the next group commit, and whether one is running.
+#[derive(Debug, Default)]
+pub(crate) struct CommitQueue {
+    pub(crate) waiting: Vec<(
+        chat_proto::v1::ChatMessage,
+        tokio::sync::oneshot::Sender<Result<bool, StoreError>>,
+    )>,
+    pub(crate) committing: bool,
+}
 
 /// The peer's database.
 #[derive(Debug)]
@@ -55,6 +71,8 @@ pub struct Store {
     /// Peers with queued messages: a mirror of the outbox table, so the hot
     /// path (every delivery asks "is anything queued first?") needs no query.
     pub(crate) backlog: Mutex<std::collections::BTreeSet<String>>,
+    /// Inserts gathered for one transaction (group commit).
+    pub(crate) commits: Mutex<CommitQueue>,
 }
 
 impl Store {
@@ -92,6 +110,7 @@ impl Store {
         Ok(Self {
             conn: Mutex::new(conn),
             backlog: Mutex::new(backlog),
+            commits: Mutex::new(CommitQueue::default()),
         })
     }
 

@@ -171,6 +171,7 @@ pub async fn pull_from(
                         // direct delivery: show it live like that would have.
                         let new = node
                             .store_received(message)
+                            .await
                             .map_err(|e| Status::internal(e.to_string()))?;
                         added += usize::from(new);
                         continue;

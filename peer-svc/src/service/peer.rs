@@ -67,6 +67,7 @@ impl Peer for PeerService {
     ) -> Result<Response<DeliverResponse>, Status> {
         self.node
             .accept_envelope(request.into_inner().envelope)
+            .await
             .map(Response::new)
             .map_err(|e| refused("Peer/Deliver", e))
     }
