@@ -540,3 +540,34 @@ async fn eventually_watch(
     })
     .await;
 }
+
+#[tokio::test]
+async fn one_connection_gets_at_most_the_stream_cap_in_flight() {
+    let cap = chat_proto::limits::MAX_CONCURRENT_STREAMS as usize;
+    let discovery = Discovery::start().await;
+    let mut client = discovery.client().await;
+    let mut open = Vec::new();
+    within("the cap's worth of streams to open", async {
+        for _ in 0..cap {
+            open.push(client.watch(WatchRequest {}).await.unwrap().into_inner());
+        }
+    })
+    .await;
+    // One more call on the same connection waits for a free stream… (the
+    // pause gives a wrongly admitted call time to complete; it is not a
+    // readiness wait)
+    let mut extra = client.clone();
+    let waiting = tokio::spawn(async move { extra.watch(WatchRequest {}).await.map(|_| ()) });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "the call past the cap must wait, not run"
+    );
+    // …and runs as soon as one closes; other connections are not affected.
+    register(&mut discovery.client().await, "other-connection").await;
+    drop(open.pop());
+    within("the waiting call once a stream is free", waiting)
+        .await
+        .unwrap()
+        .unwrap();
+}
