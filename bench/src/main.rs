@@ -290,7 +290,7 @@ async fn main() -> anyhow::Result<()> {
     let payload = "x".repeat(cli.payload);
     let secs = cli.seconds;
     let conc = cli.concurrency;
-    eprintln!("[1/6] idle memory…");
+    eprintln!("[1/7] idle memory…");
     println!(
         "{:<44} {:>16} {:>16} {:>8}",
         "measure", "p2p-chat", "plain tonic", "ratio"
@@ -314,7 +314,7 @@ async fn main() -> anyhow::Result<()> {
         "-".into(),
     );
 
-    eprintln!("[2/6] discovery Register+Leave from 50 clients…");
+    eprintln!("[2/7] discovery Register+Leave from 50 clients…");
     // A discovery of its own with no peers watching: the service alone.
     let lone = Proc::spawn(&sibling("discovery-svc")?, &["--listen", "127.0.0.1:0"]).await?;
     let url = format!("http://{}", lone.addr);
@@ -358,7 +358,7 @@ async fn main() -> anyhow::Result<()> {
     drop(lone);
     drop(idle);
 
-    eprintln!("[3/6] baseline servers…");
+    eprintln!("[3/7] baseline servers…");
     let me = std::env::current_exe()?;
     let mut baselines = Vec::new();
     for _ in 0..5 {
@@ -404,7 +404,7 @@ async fn main() -> anyhow::Result<()> {
 
     let mut results = Vec::new();
     for (step, fanout) in [(4, 1usize), (5, 5usize)] {
-        eprintln!("[{step}/6] Send → delivered to {fanout} peer(s)…");
+        eprintln!("[{step}/7] Send → delivered to {fanout} peer(s)…");
         let net = Net::start(fanout + 1).await?;
         let sender = peer_svc::control_client::connect(&net.peers[0].1).await?;
         let text = payload.clone();
@@ -449,7 +449,7 @@ async fn main() -> anyhow::Result<()> {
         results.push((fanout, product, base));
     }
 
-    eprintln!("[6/6] handshakes, seal/open, junk flood…");
+    eprintln!("[6/7] handshakes, seal/open, junk flood…");
     let net = Net::start(2).await?;
     // Junk flood: random bytes in every field of Deliver and Handshake from
     // 32 tasks; every call must be refused, and the peer must stay small.
@@ -560,9 +560,36 @@ async fn main() -> anyhow::Result<()> {
         "-".into(),
     );
 
+    eprintln!("[7/7] 50 peers on one machine…");
+    drop(net);
+    let fifty = Net::start(50).await?;
+    let mut sender = peer_svc::control_client::connect(&fifty.peers[0].1).await?;
+    let report = sender
+        .send(SendRequest {
+            text: payload.clone(),
+            id: String::new(),
+        })
+        .await?
+        .into_inner();
+    let reached = report.deliveries.iter().filter(|d| d.status == 1).count();
+    let peers50_rss: f64 = fifty.peers.iter().map(|(p, _)| p.rss_mb()).sum();
+    row(
+        "50 peers: broadcast reached (of 49)",
+        format!("{reached}"),
+        "-".into(),
+        "-".into(),
+    );
+    row(
+        "50 peers: total RSS (MB)",
+        format!("{peers50_rss:.0}"),
+        "-".into(),
+        "-".into(),
+    );
+    drop(fifty);
+
     let (one, five) = (&results[0], &results[1]);
     println!(
-        "bench: deliver_ratio={:.2} send1_per_s={:.0} broadcast5_per_s={:.0} p99_last_of_5_ms={:.2} handshake_p50_ms={:.3} seal_open_1k_us={:.2} peer_idle_rss_mb={:.1} discovery_idle_rss_mb={:.1} discovery_pairs_per_s={:.0} junk_refused={} junk_peak_rss_mb={:.1}",
+        "bench: deliver_ratio={:.2} send1_per_s={:.0} broadcast5_per_s={:.0} p99_last_of_5_ms={:.2} handshake_p50_ms={:.3} seal_open_1k_us={:.2} peer_idle_rss_mb={:.1} discovery_idle_rss_mb={:.1} discovery_pairs_per_s={:.0} junk_refused={} junk_peak_rss_mb={:.1} peers50_reached={} peers50_rss_mb={:.0}",
         one.1.per_sec() / one.2.per_sec(),
         one.1.per_sec(),
         five.1.per_sec(),
@@ -574,6 +601,8 @@ async fn main() -> anyhow::Result<()> {
         pairs.per_sec(),
         junk.ops,
         flood_peak,
+        reached,
+        peers50_rss,
     );
     drop(baselines);
     Ok(())
