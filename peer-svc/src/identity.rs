@@ -93,7 +93,9 @@ pub fn load_or_create(data_dir: &Path) -> Result<StaticKeypair, IdentityError> {
     }
 }
 
-/// Creates `data_dir` (mode 0700) if needed.
+/// Creates `data_dir` (mode 0700) if needed. An existing one that others
+/// can enter is used, with a warning: the history and the member lists in
+/// it would be readable by them (the key file itself is checked on its own).
 pub fn ensure_data_dir(data_dir: &Path) -> Result<(), IdentityError> {
     if !data_dir.exists() {
         fs::DirBuilder::new()
@@ -101,6 +103,19 @@ pub fn ensure_data_dir(data_dir: &Path) -> Result<(), IdentityError> {
             .mode(0o700)
             .create(data_dir)
             .map_err(io_err(data_dir))?;
+    } else {
+        let mode = fs::metadata(data_dir)
+            .map_err(io_err(data_dir))?
+            .permissions()
+            .mode()
+            & 0o777;
+        if mode & GROUP_OTHER_BITS != 0 {
+            tracing::warn!(
+                dir = %data_dir.display(),
+                mode = format!("{mode:o}"),
+                "the data dir is accessible by other users; run `chmod 700` on it to keep the history private"
+            );
+        }
     }
     Ok(())
 }
