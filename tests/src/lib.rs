@@ -110,9 +110,11 @@ pub async fn register(client: &mut DiscoveryClient<Channel>, name: &str) -> Regi
         .into_inner()
 }
 
-/// Path of a workspace binary (built by `cargo build --workspace`, which
-/// `make test` runs first).
+/// Path of a workspace binary. `make test` builds them first; under a bare
+/// `cargo test` (which builds no other package's binaries) the first test
+/// that needs one builds them, once, with the cargo that runs the tests.
 pub fn binary(name: &str) -> PathBuf {
+    static BUILT: std::sync::Once = std::sync::Once::new();
     // The test executable is target/<profile>/deps/<test>-<hash>.
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe
@@ -120,9 +122,21 @@ pub fn binary(name: &str) -> PathBuf {
         .and_then(Path::parent)
         .expect("target/<profile>");
     let path = dir.join(name);
+    if !path.exists() {
+        BUILT.call_once(|| {
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let mut build = std::process::Command::new(cargo);
+            build.args(["build", "--workspace", "--bins"]);
+            if dir.file_name().is_some_and(|p| p == "release") {
+                build.arg("--release");
+            }
+            let status = build.status().expect("run cargo build");
+            assert!(status.success(), "cargo build --workspace --bins failed");
+        });
+    }
     assert!(
         path.exists(),
-        "{} is missing: run `cargo build --workspace` (or `make test`) first",
+        "{} is missing: run `cargo build --workspace --bins` (or `make test`) first",
         path.display()
     );
     path
