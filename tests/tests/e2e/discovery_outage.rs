@@ -16,7 +16,7 @@ fn free_port() -> u16 {
 }
 
 async fn start_discovery(addr: &str) -> Process {
-    Process::spawn("discovery-svc", &["--listen", addr, "--ttl", "2s"], &[]).await
+    Process::spawn("discovery-svc", &["--listen", addr, "--ttl", "3s"], &[]).await
 }
 
 #[tokio::test]

@@ -129,6 +129,8 @@ async fn a_restarted_peer_keeps_its_fingerprint_and_the_next_message_arrives() {
     let bob = peers.pop().unwrap();
     assert!(bob.process.terminate().await.success());
     let bob = PeerProcess::start("bob", &discovery.url(), &dir.path().join("bob")).await;
+    // (bob left on SIGTERM: alice lists him again once his new lease is seen)
+    peers[0].wait_connections(&["bob"]).await;
     let (_, after, _) = peers[0].chat(&["connections", "--json"]).await;
     let fingerprint_after: serde_json::Value = serde_json::from_str(&after).unwrap();
     assert_eq!(
