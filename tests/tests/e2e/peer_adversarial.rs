@@ -22,6 +22,14 @@ struct Mallory {
     client: PeerClient<Channel>,
 }
 
+/// Sends a first handshake message that must be refused; returns the status.
+async fn refused_handshake(client: &mut PeerClient<Channel>, message: Vec<u8>) -> tonic::Status {
+    client
+        .handshake(PeerHandshakeRequest { message })
+        .await
+        .expect_err("the handshake must be refused")
+}
+
 /// Handshake timestamps that only increase, as a real initiator's do.
 fn next_stamp() -> u64 {
     static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -211,10 +219,7 @@ async fn a_key_discovery_does_not_list_is_permission_denied() {
     // then claims her own registered name with a key Discovery does not list.
     let mut client = mallory.client.clone();
     let (message, _) = mallory.initiation(&target, "alice");
-    let err = client
-        .handshake(PeerHandshakeRequest { message })
-        .await
-        .unwrap_err();
+    let err = refused_handshake(&mut client, message).await;
     assert_eq!(err.code(), Code::PermissionDenied);
     assert!(
         err.message().contains("not registered"),
@@ -233,10 +238,7 @@ async fn a_key_discovery_does_not_list_is_permission_denied() {
     let (message, _) = Initiator::new(&impostor, target.node.public_key(), PROLOGUE)
         .write_message(&payload)
         .unwrap();
-    let err = client
-        .handshake(PeerHandshakeRequest { message })
-        .await
-        .unwrap_err();
+    let err = refused_handshake(&mut client, message).await;
     assert_eq!(err.code(), Code::PermissionDenied);
     assert!(
         err.message().contains("not the one Discovery lists"),
@@ -251,21 +253,13 @@ async fn truncated_and_garbled_handshakes_are_refused_with_the_right_code() {
     let mut client = mallory.client.clone();
     let (message, _) = mallory.initiation(&target, &mallory.name);
     for len in [0, 1, 31, 32, 95] {
-        let err = client
-            .handshake(PeerHandshakeRequest {
-                message: message[..len].to_vec(),
-            })
-            .await
-            .unwrap_err();
+        let err = refused_handshake(&mut client, message[..len].to_vec()).await;
         assert_eq!(err.code(), Code::InvalidArgument, "len {len}: {err:?}");
         assert!(err.message().contains("truncated"), "{}", err.message());
     }
     let mut flipped = message.clone();
     flipped[40] ^= 0x80;
-    let err = client
-        .handshake(PeerHandshakeRequest { message: flipped })
-        .await
-        .unwrap_err();
+    let err = refused_handshake(&mut client, flipped).await;
     assert_eq!(err.code(), Code::Unauthenticated);
     // A handshake under another prologue (another protocol version) fails too.
     let payload = HandshakePayload {
@@ -278,10 +272,7 @@ async fn truncated_and_garbled_handshakes_are_refused_with_the_right_code() {
     let (message, _) = Initiator::new(&mallory.keypair, target.node.public_key(), b"p2p-chat/0")
         .write_message(&payload)
         .unwrap();
-    let err = client
-        .handshake(PeerHandshakeRequest { message })
-        .await
-        .unwrap_err();
+    let err = refused_handshake(&mut client, message).await;
     assert_eq!(err.code(), Code::Unauthenticated);
 }
 
@@ -316,13 +307,7 @@ async fn random_bytes_in_every_field_of_every_peer_rpc_change_nothing() {
             matches!(err.code(), Code::Unauthenticated | Code::InvalidArgument),
             "Deliver round {round}: {err:?}"
         );
-        let err = mallory
-            .client
-            .handshake(PeerHandshakeRequest {
-                message: bytes(200),
-            })
-            .await
-            .unwrap_err();
+        let err = refused_handshake(&mut mallory.client, bytes(200)).await;
         assert!(
             matches!(err.code(), Code::Unauthenticated | Code::InvalidArgument),
             "Handshake round {round}: {err:?}"
@@ -442,11 +427,7 @@ async fn handshake_and_delivery_floods_hit_rate_limits_that_name_themselves() {
         sessions.push(mallory.handshake(&target).await);
     }
     let (message, _) = mallory.initiation(&target, "mallory-flood");
-    let err = mallory
-        .client
-        .handshake(PeerHandshakeRequest { message })
-        .await
-        .unwrap_err();
+    let err = refused_handshake(&mut mallory.client, message).await;
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
     assert!(
         err.message().contains("--handshakes-per-sec"),
@@ -496,10 +477,7 @@ async fn a_replayed_first_handshake_message_is_refused() {
         .await
         .unwrap();
     // An eavesdropper replays the captured message 1.
-    let err = client
-        .handshake(PeerHandshakeRequest { message })
-        .await
-        .unwrap_err();
+    let err = refused_handshake(&mut client, message).await;
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
     assert!(err.message().contains("not newer"), "{}", err.message());
 }

@@ -12,6 +12,26 @@ async fn start_peers(
     chat_tests::start_network(&discovery.url(), dir, names).await
 }
 
+/// Sends `text` through a Control client and checks the first peer got it.
+async fn send_delivered(
+    control: &mut chat_proto::v1::control_client::ControlClient<tonic::transport::Channel>,
+    text: &str,
+) {
+    let r = control
+        .send(SendRequest {
+            text: text.into(),
+            id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        r.deliveries[0].status(),
+        chat_proto::v1::delivery::Status::Delivered,
+        "{r:?}"
+    );
+}
+
 #[tokio::test]
 async fn three_peers_each_message_reaches_the_other_two_and_a_leaver_gets_nothing_more() {
     let discovery = Discovery::start().await;
@@ -110,18 +130,7 @@ async fn a_restarted_peer_keeps_its_fingerprint_and_the_next_message_arrives() {
     let dir = tempfile::tempdir().unwrap();
     let mut peers = start_peers(&discovery, dir.path(), &["alice", "bob"]).await;
     let mut alice = peers[0].control().await;
-    let r = alice
-        .send(SendRequest {
-            text: "before".into(),
-            id: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        r.deliveries[0].status(),
-        chat_proto::v1::delivery::Status::Delivered
-    );
+    send_delivered(&mut alice, "before").await;
     let (_, before, _) = peers[0].chat(&["connections", "--json"]).await;
     let fingerprint_before: serde_json::Value = serde_json::from_str(&before).unwrap();
 
@@ -151,19 +160,7 @@ async fn a_restarted_peer_keeps_its_fingerprint_and_the_next_message_arrives() {
 
     // Alice's old session is gone with bob's restart; she re-handshakes without
     // the user noticing.
-    let r = alice
-        .send(SendRequest {
-            text: "after".into(),
-            id: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        r.deliveries[0].status(),
-        chat_proto::v1::delivery::Status::Delivered,
-        "{r:?}"
-    );
+    send_delivered(&mut alice, "after").await;
     chat_tests::wait_for_message(&bob.data_dir, "after").await;
     let texts: Vec<String> = full_history(&mut bob.control().await)
         .await
