@@ -18,6 +18,83 @@ pub struct Cli {
     /// Lease time-to-live, e.g. 10s, 500ms, 2m.
     #[arg(long, env = "DISCOVERY_TTL", default_value = "10s", value_parser = parse_duration)]
     pub ttl: Duration,
+    /// Where the registry lives: `memory` (this process only) or `etcd`
+    /// (shared by every replica on the same etcd cluster).
+    #[arg(long, env = "DISCOVERY_STORE", value_enum, default_value_t = StoreKind::Memory)]
+    pub store: StoreKind,
+    /// etcd client URLs, comma-separated (with `--store etcd`).
+    #[arg(
+        long,
+        env = "DISCOVERY_ETCD_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:2379"
+    )]
+    pub etcd_endpoints: Vec<String>,
+    /// Key prefix of this registry in etcd; replicas of one service share it.
+    #[arg(long, env = "DISCOVERY_ETCD_PREFIX", default_value = DEFAULT_ETCD_PREFIX)]
+    pub etcd_prefix: String,
+    /// Most concurrent Watch streams.
+    #[arg(long, env = "DISCOVERY_MAX_WATCHERS", default_value_t = crate::service::DEFAULT_MAX_WATCHERS)]
+    pub max_watchers: usize,
+    /// Events a watcher may fall behind by before it is told to watch again.
+    #[arg(long, env = "DISCOVERY_WATCH_LAG_LIMIT", default_value_t = crate::service::DEFAULT_WATCH_LAG_LIMIT)]
+    pub watch_lag_limit: usize,
+}
+
+/// Default etcd key prefix.
+pub const DEFAULT_ETCD_PREFIX: &str = "/p2p-chat/v1/discovery/";
+
+/// The `--store` choices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreKind {
+    /// In this process's memory: one instance, no dependencies.
+    Memory,
+    /// In etcd: several replicas share one registry.
+    Etcd,
+}
+
+/// Where the registry lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// In this process's memory.
+    Memory,
+    /// In etcd at `endpoints`, under the key prefix `prefix`.
+    Etcd {
+        /// Client URLs of the etcd cluster.
+        endpoints: Vec<String>,
+        /// Key prefix; replicas of one service share it.
+        prefix: String,
+    },
+}
+
+impl std::fmt::Display for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreConfig::Memory => f.write_str("memory"),
+            StoreConfig::Etcd { endpoints, prefix } => {
+                write!(f, "etcd {} prefix {prefix}", endpoints.join(","))
+            }
+        }
+    }
+}
+
+impl Cli {
+    /// The service configuration these flags describe.
+    pub fn config(&self) -> Config {
+        let store = match self.store {
+            StoreKind::Memory => StoreConfig::Memory,
+            StoreKind::Etcd => StoreConfig::Etcd {
+                endpoints: self.etcd_endpoints.clone(),
+                prefix: self.etcd_prefix.clone(),
+            },
+        };
+        Config {
+            ttl: self.ttl,
+            watch_lag_limit: self.watch_lag_limit.max(1),
+            max_watchers: self.max_watchers,
+            store,
+        }
+    }
 }
 
 /// What the service needs once the listener is bound.
@@ -29,6 +106,8 @@ pub struct Config {
     pub watch_lag_limit: usize,
     /// Most concurrent `Watch` streams.
     pub max_watchers: usize,
+    /// Where the registry lives.
+    pub store: StoreConfig,
 }
 
 impl Default for Config {
@@ -37,6 +116,7 @@ impl Default for Config {
             ttl: DEFAULT_TTL,
             watch_lag_limit: crate::service::DEFAULT_WATCH_LAG_LIMIT,
             max_watchers: crate::service::DEFAULT_MAX_WATCHERS,
+            store: StoreConfig::Memory,
         }
     }
 }

@@ -15,6 +15,7 @@ impl From<RegistryError> for Status {
             RegistryError::NameTaken(_) => Status::already_exists(msg),
             RegistryError::UnknownLease => Status::not_found(msg),
             RegistryError::WrongToken => Status::permission_denied(msg),
+            RegistryError::Unavailable(_) => Status::unavailable(msg),
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod config;
 mod error;
 pub mod registry;
 pub mod service;
+pub mod store;
 
 use chat_proto::v1::discovery_server::DiscoveryServer;
 use tokio::net::TcpListener;
@@ -28,6 +29,9 @@ pub enum ServeError {
     /// The reflection service could not load the descriptor set.
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The registry store could not be opened.
+    #[error("store: {0}")]
+    Store(#[from] store::OpenError),
     /// The gRPC transport failed.
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -41,8 +45,8 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let addr = listener.local_addr().ok();
-    let service = DiscoveryService::new(&config, shutdown.clone());
-    let reaper = tokio::spawn(service.clone().run_reaper());
+    let store = store::open(&config, shutdown.clone()).await?;
+    let service = DiscoveryService::new(store, &config, shutdown.clone());
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -51,7 +55,7 @@ pub async fn run(
     let (reflection_v1, reflection_v1alpha) =
         chat_proto::reflection::services(&["chat.v1.Discovery"])?;
 
-    info!(addr = ?addr, ttl = ?config.ttl, "discovery serving");
+    info!(addr = ?addr, ttl = ?config.ttl, store = %config.store, "discovery serving");
     let result = tonic::transport::Server::builder()
         .max_concurrent_streams(chat_proto::limits::MAX_CONCURRENT_STREAMS)
         .layer(tower::util::MapResponseLayer::new(
@@ -72,7 +76,6 @@ pub async fn run(
         )
         .await;
     shutdown.cancel();
-    let _ = reaper.await;
     info!("discovery stopped");
     Ok(result?)
 }

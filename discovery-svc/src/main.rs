@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use clap::Parser;
-use discovery_svc::{Config, config::Cli};
+use discovery_svc::config::Cli;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -19,14 +19,6 @@ async fn main() -> anyhow::Result<()> {
     println!("discovery-svc listening on {}", listener.local_addr()?);
     let shutdown = CancellationToken::new();
     tokio::spawn(chat_proto::process::cancel_on_signal(shutdown.clone()));
-    discovery_svc::run(
-        listener,
-        Config {
-            ttl: cli.ttl,
-            ..Config::default()
-        },
-        shutdown,
-    )
-    .await?;
+    discovery_svc::run(listener, cli.config(), shutdown).await?;
     Ok(())
 }

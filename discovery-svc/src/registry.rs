@@ -84,6 +84,9 @@ pub enum RegistryError {
     /// Another key holds this name.
     #[error("name {0:?} is held by a live lease with a different public key; pick another name")]
     NameTaken(String),
+    /// The backing store (etcd) could not be reached or failed.
+    #[error("registry store unavailable: {0}; try again")]
+    Unavailable(String),
     /// No live lease has this id.
     #[error("unknown or expired lease; register again")]
     UnknownLease,
@@ -142,10 +145,7 @@ impl Registry {
         now: Instant,
         wall: DateTime<Utc>,
     ) -> Result<(Grant, Vec<Event>), RegistryError> {
-        validate_name(name)?;
-        validate_address(address)?;
-        let public_key =
-            keys::validate_public_key(public_key).map_err(RegistryError::InvalidPublicKey)?;
+        let public_key = check_registration(name, address, public_key)?;
 
         let mut events = self.expire(now);
         if let Some(existing) = self.members.get(name) {
@@ -157,7 +157,7 @@ impl Registry {
         }
 
         let lease_id = hex::encode(rand::random::<[u8; LEASE_ID_BYTES]>());
-        let lease_token = hex::encode(rand::random::<[u8; LEASE_TOKEN_BYTES]>());
+        let lease_token = new_lease_token();
         let info = MemberInfo {
             name: name.to_owned(),
             address: address.to_owned(),
@@ -264,12 +264,7 @@ impl Registry {
     }
 
     fn authorize(&mut self, lease_id: &str, token: &str) -> Result<&mut Entry, RegistryError> {
-        if lease_id.is_empty() {
-            return Err(RegistryError::MissingField("lease_id"));
-        }
-        if token.is_empty() {
-            return Err(RegistryError::MissingField("lease_token"));
-        }
+        check_lease_fields(lease_id, token)?;
         let name = self
             .leases
             .get(lease_id)
@@ -287,8 +282,36 @@ impl Registry {
     }
 }
 
-fn hash_token(token: &str) -> [u8; 32] {
+/// SHA-256 of a lease token: what stores keep instead of the token.
+pub(crate) fn hash_token(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
+}
+
+/// Checks a registration's fields; returns the key as fixed-size bytes.
+pub(crate) fn check_registration(
+    name: &str,
+    address: &str,
+    public_key: &[u8],
+) -> Result<[u8; PUBLIC_KEY_LEN], RegistryError> {
+    validate_name(name)?;
+    validate_address(address)?;
+    keys::validate_public_key(public_key).map_err(RegistryError::InvalidPublicKey)
+}
+
+/// Checks that a lease id and token were given.
+pub(crate) fn check_lease_fields(lease_id: &str, token: &str) -> Result<(), RegistryError> {
+    if lease_id.is_empty() {
+        return Err(RegistryError::MissingField("lease_id"));
+    }
+    if token.is_empty() {
+        return Err(RegistryError::MissingField("lease_token"));
+    }
+    Ok(())
+}
+
+/// A fresh lease token: 256 bits from the OS CSPRNG, hex-encoded.
+pub(crate) fn new_lease_token() -> String {
+    hex::encode(rand::random::<[u8; LEASE_TOKEN_BYTES]>())
 }
 
 /// A name is 1 to 64 characters, none of them a control character or white space.

@@ -1,9 +1,8 @@
-//! `chat.v1.Discovery` over the registry: translates protobuf to registry
-//! calls, publishes membership events to watchers, and expires leases in the
-//! background. The registry lock is held only for in-memory work, and events
-//! are published under it so every watcher sees them in registry order.
+//! `chat.v1.Discovery` over a registry [`Store`]: translates protobuf to
+//! store calls and serves each watcher from the store's event feed, with a
+//! cap on watchers and a limit on how far one may fall behind.
 
-use std::{pin::Pin, sync::Arc, sync::Mutex};
+use std::{pin::Pin, sync::Arc};
 
 use chat_proto::v1::{
     KeepAliveRequest, KeepAliveResponse, LeaveRequest, LeaveResponse, ListRequest, ListResponse,
@@ -11,15 +10,15 @@ use chat_proto::v1::{
     discovery_server::Discovery, membership_event::Kind,
 };
 use futures::{Stream, StreamExt};
-use tokio::{
-    sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast},
-    time::Instant,
-};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
-use crate::registry::{Event, EventKind, MemberInfo, Registry};
+use crate::{
+    registry::{Event, EventKind, MemberInfo},
+    store::Store,
+};
 
 /// Default events a watcher may fall behind by before it is dropped: a
 /// burst of joins from a whole network starting at once fits with room to spare.
@@ -28,76 +27,23 @@ pub const DEFAULT_WATCH_LAG_LIMIT: usize = 4096;
 /// Default most concurrent `Watch` streams: each holds a backlog cursor.
 pub const DEFAULT_MAX_WATCHERS: usize = 1024;
 
-/// When no lease is live, the reaper still wakes this often to re-check.
-const IDLE_REAPER_PERIOD: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// State shared by the service handles and the reaper.
-#[derive(Debug)]
-struct Shared {
-    registry: Mutex<Registry>,
-    events: broadcast::Sender<Event>,
-    /// Wakes the reaper when a new lease may expire sooner than it planned.
-    reaper_wake: Notify,
+/// The Discovery service; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct DiscoveryService {
+    store: Arc<dyn Store>,
     watchers: Arc<Semaphore>,
     max_watchers: usize,
     shutdown: CancellationToken,
 }
 
-/// The Discovery service; cheap to clone.
-#[derive(Debug, Clone)]
-pub struct DiscoveryService {
-    shared: Arc<Shared>,
-}
-
 impl DiscoveryService {
-    /// A service over an empty registry; `shutdown` ends watch streams.
-    pub fn new(config: &crate::Config, shutdown: CancellationToken) -> Self {
-        let (events, _) = broadcast::channel(config.watch_lag_limit.max(1));
+    /// A service over `store`; `shutdown` ends watch streams.
+    pub fn new(store: Arc<dyn Store>, config: &crate::Config, shutdown: CancellationToken) -> Self {
         Self {
-            shared: Arc::new(Shared {
-                registry: Mutex::new(Registry::new(config.ttl)),
-                events,
-                reaper_wake: Notify::new(),
-                watchers: Arc::new(Semaphore::new(config.max_watchers)),
-                max_watchers: config.max_watchers,
-                shutdown,
-            }),
-        }
-    }
-
-    /// Expires leases as they run out, until shutdown. Spawn it once.
-    pub async fn run_reaper(self) {
-        let shared = &self.shared;
-        loop {
-            let next = shared
-                .registry
-                .lock()
-                .expect("registry lock")
-                .next_expiry()
-                .unwrap_or_else(|| Instant::now() + IDLE_REAPER_PERIOD);
-            tokio::select! {
-                _ = tokio::time::sleep_until(next) => {}
-                _ = shared.reaper_wake.notified() => continue,
-                _ = shared.shutdown.cancelled() => return,
-            }
-            let mut registry = shared.registry.lock().expect("registry lock");
-            let events = registry.expire(Instant::now());
-            self.publish(events);
-        }
-    }
-
-    /// Sends events to every watcher; called with the registry lock held.
-    fn publish(&self, events: Vec<Event>) {
-        for event in events {
-            match event.kind {
-                EventKind::Joined => {
-                    info!(name = %event.member.name, address = %event.member.address, "member joined")
-                }
-                EventKind::Left => info!(name = %event.member.name, "member left"),
-                EventKind::Expired => info!(name = %event.member.name, "member expired"),
-            }
-            // An error only means nobody is watching.
-            let _ = self.shared.events.send(event);
+            store,
+            watchers: Arc::new(Semaphore::new(config.max_watchers)),
+            max_watchers: config.max_watchers,
+            shutdown,
         }
     }
 }
@@ -143,25 +89,16 @@ impl Discovery for DiscoveryService {
         request: Request<RegisterRequest>,
     ) -> Result<Response<RegisterResponse>, Status> {
         let req = request.into_inner();
-        let mut registry = self.shared.registry.lock().expect("registry lock");
-        let (grant, events) = registry
-            .register(
-                &req.name,
-                &req.address,
-                &req.public_key,
-                Instant::now(),
-                chrono::Utc::now(),
-            )
+        let (grant, members) = self
+            .store
+            .register(&req.name, &req.address, &req.public_key)
+            .await
             .map_err(|e| refused("Register", e.into()))?;
-        let members = registry.list().iter().map(to_member).collect();
-        self.publish(events);
-        drop(registry);
-        self.shared.reaper_wake.notify_one();
         Ok(Response::new(RegisterResponse {
             lease_id: grant.lease_id,
             lease_token: grant.lease_token,
             ttl_seconds: grant.ttl.as_secs().max(1) as u32,
-            members,
+            members: members.iter().map(to_member).collect(),
         }))
     }
 
@@ -170,11 +107,11 @@ impl Discovery for DiscoveryService {
         request: Request<KeepAliveRequest>,
     ) -> Result<Response<KeepAliveResponse>, Status> {
         let req = request.into_inner();
-        let mut registry = self.shared.registry.lock().expect("registry lock");
-        let (ttl, events) = registry
-            .keep_alive(&req.lease_id, &req.lease_token, Instant::now())
+        let ttl = self
+            .store
+            .keep_alive(&req.lease_id, &req.lease_token)
+            .await
             .map_err(|e| refused("KeepAlive", e.into()))?;
-        self.publish(events);
         debug!(lease = %req.lease_id, "lease renewed");
         Ok(Response::new(KeepAliveResponse {
             ttl_seconds: ttl.as_secs().max(1) as u32,
@@ -182,9 +119,14 @@ impl Discovery for DiscoveryService {
     }
 
     async fn list(&self, _: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
-        let registry = self.shared.registry.lock().expect("registry lock");
-        let members = registry.list().iter().map(to_member).collect();
-        Ok(Response::new(ListResponse { members }))
+        let members = self
+            .store
+            .list()
+            .await
+            .map_err(|e| refused("List", e.into()))?;
+        Ok(Response::new(ListResponse {
+            members: members.iter().map(to_member).collect(),
+        }))
     }
 
     async fn leave(
@@ -192,51 +134,42 @@ impl Discovery for DiscoveryService {
         request: Request<LeaveRequest>,
     ) -> Result<Response<LeaveResponse>, Status> {
         let req = request.into_inner();
-        let mut registry = self.shared.registry.lock().expect("registry lock");
-        let events = registry
-            .leave(&req.lease_id, &req.lease_token, Instant::now())
+        self.store
+            .leave(&req.lease_id, &req.lease_token)
+            .await
             .map_err(|e| refused("Leave", e.into()))?;
-        self.publish(events);
         Ok(Response::new(LeaveResponse {}))
     }
 
     type WatchStream = WatchStream;
 
     async fn watch(&self, _: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
-        let permit = self
-            .shared
-            .watchers
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| {
-                refused(
-                    "Watch",
-                    Status::resource_exhausted(format!(
-                        "too many watchers (limit {}); try again later",
-                        self.shared.max_watchers
-                    )),
+        let permit = self.watchers.clone().try_acquire_owned().map_err(|_| {
+            refused(
+                "Watch",
+                Status::resource_exhausted(format!(
+                    "too many watchers (limit {}); try again later",
+                    self.max_watchers
+                )),
+            )
+        })?;
+        // The store takes snapshot and subscription together: no event is
+        // missed or doubled.
+        let (members, events) = self.store.subscribe().await;
+        let snapshot: Vec<MembershipEvent> = members
+            .into_iter()
+            .map(|member| {
+                to_event(
+                    &Event {
+                        kind: EventKind::Joined,
+                        member,
+                    },
+                    true,
                 )
-            })?;
-        // Snapshot and subscription under one lock: no event is missed or doubled.
-        let (snapshot, events) = {
-            let registry = self.shared.registry.lock().expect("registry lock");
-            let snapshot: Vec<MembershipEvent> = registry
-                .list()
-                .into_iter()
-                .map(|member| {
-                    to_event(
-                        &Event {
-                            kind: EventKind::Joined,
-                            member,
-                        },
-                        true,
-                    )
-                })
-                .collect();
-            (snapshot, self.shared.events.subscribe())
-        };
+            })
+            .collect();
         let stream = watch_stream(snapshot, events, permit)
-            .take_until(self.shared.shutdown.clone().cancelled_owned());
+            .take_until(self.shutdown.clone().cancelled_owned());
         Ok(Response::new(Box::pin(stream)))
     }
 }

@@ -127,6 +127,9 @@ pub fn binary(name: &str) -> PathBuf {
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
             let mut build = std::process::Command::new(cargo);
             build.args(["build", "--workspace", "--bins"]);
+            if cfg!(feature = "etcd") {
+                build.args(["--features", "discovery-svc/etcd"]);
+            }
             if dir.file_name().is_some_and(|p| p == "release") {
                 build.arg("--release");
             }
@@ -237,8 +240,40 @@ impl Process {
     }
 }
 
+#[cfg(feature = "etcd")]
+pub mod etcd;
 mod peers;
 mod relay;
+
+/// The registry stores the Discovery suite runs on: memory always, etcd
+/// when the `etcd` feature is on.
+#[derive(Debug, Clone, Copy)]
+pub enum TestStore {
+    /// The in-process registry.
+    Memory,
+    /// A registry in the test etcd, under a prefix of the test's own.
+    #[cfg(feature = "etcd")]
+    Etcd,
+}
+
+impl TestStore {
+    /// The store configuration (a fresh etcd prefix each call).
+    pub fn config(self) -> discovery_svc::config::StoreConfig {
+        match self {
+            TestStore::Memory => discovery_svc::config::StoreConfig::Memory,
+            #[cfg(feature = "etcd")]
+            TestStore::Etcd => etcd::etcd_store(),
+        }
+    }
+
+    /// The default Discovery configuration on this store.
+    pub fn discovery_config(self) -> discovery_svc::Config {
+        discovery_svc::Config {
+            store: self.config(),
+            ..discovery_svc::Config::default()
+        }
+    }
+}
 
 pub use peers::{InProcessPeer, PeerProcess};
 pub use peers::{chat_cli, eventually, full_history, start_network, wait_for_message};

@@ -1,4 +1,6 @@
-//! Discovery against a real server on an ephemeral port, through a tonic client.
+//! Discovery against a real server on an ephemeral port, through a tonic
+//! client: one suite, run on each registry store (`memory::*` always,
+//! `etcd::*` against a real etcd when the `etcd` feature is on).
 
 use std::{collections::HashMap, time::Duration};
 
@@ -6,7 +8,7 @@ use chat_proto::v1::{
     KeepAliveRequest, LeaveRequest, ListRequest, MembershipEvent, RegisterRequest, WatchRequest,
     membership_event::Kind,
 };
-use chat_tests::{Discovery, random_public_key, register, within};
+use chat_tests::{Discovery, TestStore, random_public_key, register, within};
 use futures::StreamExt;
 use tonic::{Code, Streaming};
 
@@ -19,11 +21,10 @@ async fn next(stream: &mut Streaming<MembershipEvent>) -> (Kind, String) {
     (event.kind(), event.member.expect("member").name)
 }
 
-#[tokio::test]
-async fn watch_sees_join_leave_and_expiry_in_order() {
+async fn watch_sees_join_leave_and_expiry_in_order(store: TestStore) {
     let discovery = Discovery::start_with(discovery_svc::Config {
         ttl: Duration::from_secs(1),
-        ..Default::default()
+        ..store.discovery_config()
     })
     .await;
     let mut client = discovery.client().await;
@@ -82,9 +83,8 @@ async fn watch_sees_join_leave_and_expiry_in_order() {
     discovery.stop().await;
 }
 
-#[tokio::test]
-async fn a_live_name_with_another_key_is_already_taken() {
-    let discovery = Discovery::start().await;
+async fn a_live_name_with_another_key_is_already_taken(store: TestStore) {
+    let discovery = Discovery::start_with(store.discovery_config()).await;
     let mut client = discovery.client().await;
     let key = random_public_key();
     let req = |key: Vec<u8>, address: &str| RegisterRequest {
@@ -130,9 +130,8 @@ async fn a_live_name_with_another_key_is_already_taken() {
     assert_eq!(stale.code(), Code::NotFound, "the replaced lease is gone");
 }
 
-#[tokio::test]
-async fn only_the_lease_holder_can_renew_or_leave() {
-    let discovery = Discovery::start().await;
+async fn only_the_lease_holder_can_renew_or_leave(store: TestStore) {
+    let discovery = Discovery::start_with(store.discovery_config()).await;
     let mut client = discovery.client().await;
     let alice = register(&mut client, "alice").await;
     let mallory = register(&mut client, "mallory").await;
@@ -176,9 +175,8 @@ async fn only_the_lease_holder_can_renew_or_leave() {
     assert_eq!(err.code(), Code::NotFound);
 }
 
-#[tokio::test]
-async fn each_malformed_registration_is_invalid_argument_naming_the_rule() {
-    let discovery = Discovery::start().await;
+async fn each_malformed_registration_is_invalid_argument_naming_the_rule(store: TestStore) {
+    let discovery = Discovery::start_with(store.discovery_config()).await;
     let mut client = discovery.client().await;
     let good_key = random_public_key();
     let mut low_order = vec![0u8; 32];
@@ -303,13 +301,12 @@ async fn each_malformed_registration_is_invalid_argument_naming_the_rule() {
     register(&mut client, "still-serving").await;
 }
 
-#[tokio::test]
-async fn a_stalled_or_gone_watcher_does_not_disturb_the_others() {
+async fn a_stalled_or_gone_watcher_does_not_disturb_the_others(store: TestStore) {
     // A small lag limit, so the stall shows after a few thousand events.
     const LAG_LIMIT: usize = 256;
     let discovery = Discovery::start_with(discovery_svc::Config {
         watch_lag_limit: LAG_LIMIT,
-        ..Default::default()
+        ..store.discovery_config()
     })
     .await;
     let mut client = discovery.client().await;
@@ -416,15 +413,14 @@ async fn a_stalled_or_gone_watcher_does_not_disturb_the_others() {
     discovery.stop().await;
 }
 
-#[tokio::test]
-async fn thousand_joins_and_leaves_from_fifty_clients_reach_every_watcher_once() {
+async fn thousand_joins_and_leaves_from_fifty_clients_reach_every_watcher_once(store: TestStore) {
     const CLIENTS: usize = 50;
     const PER_CLIENT: usize = 20;
     // Leases that outlive the test however loaded the machine is: only
     // JOINED and LEFT are expected here, never EXPIRED.
     let discovery = Discovery::start_with(discovery_svc::Config {
         ttl: Duration::from_secs(600),
-        ..Default::default()
+        ..store.discovery_config()
     })
     .await;
     let mut watchers = Vec::new();
@@ -514,11 +510,10 @@ async fn thousand_joins_and_leaves_from_fifty_clients_reach_every_watcher_once()
     }
 }
 
-#[tokio::test]
-async fn watchers_past_the_limit_are_refused_until_one_leaves() {
+async fn watchers_past_the_limit_are_refused_until_one_leaves(store: TestStore) {
     let discovery = Discovery::start_with(discovery_svc::Config {
         max_watchers: 2,
-        ..Default::default()
+        ..store.discovery_config()
     })
     .await;
     let mut client = discovery.client().await;
@@ -547,10 +542,9 @@ async fn eventually_watch(
     .await;
 }
 
-#[tokio::test]
-async fn one_connection_gets_at_most_the_stream_cap_in_flight() {
+async fn one_connection_gets_at_most_the_stream_cap_in_flight(store: TestStore) {
     let cap = chat_proto::limits::MAX_CONCURRENT_STREAMS as usize;
-    let discovery = Discovery::start().await;
+    let discovery = Discovery::start_with(store.discovery_config()).await;
     let mut client = discovery.client().await;
     let mut open = Vec::new();
     within("the cap's worth of streams to open", async {
@@ -577,3 +571,38 @@ async fn one_connection_gets_at_most_the_stream_cap_in_flight() {
         .unwrap()
         .unwrap();
 }
+
+/// Runs each named suite function once per store, as `memory::NAME` and
+/// (with the `etcd` feature) `etcd::NAME`.
+macro_rules! on_every_store {
+    ($($test:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test(chat_tests::TestStore::Memory).await
+                }
+            )*
+        }
+        #[cfg(feature = "etcd")]
+        mod etcd {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test(chat_tests::TestStore::Etcd).await
+                }
+            )*
+        }
+    };
+}
+
+on_every_store!(
+    watch_sees_join_leave_and_expiry_in_order,
+    a_live_name_with_another_key_is_already_taken,
+    only_the_lease_holder_can_renew_or_leave,
+    each_malformed_registration_is_invalid_argument_naming_the_rule,
+    a_stalled_or_gone_watcher_does_not_disturb_the_others,
+    thousand_joins_and_leaves_from_fifty_clients_reach_every_watcher_once,
+    watchers_past_the_limit_are_refused_until_one_leaves,
+    one_connection_gets_at_most_the_stream_cap_in_flight,
+);

@@ -1,0 +1,91 @@
+//! Where the registry lives, behind one trait: in this process's memory (the
+//! default, no dependencies) or in etcd (feature `etcd`), where several
+//! `discovery-svc` replicas share one view.
+//!
+//! A store answers the four unary calls and hands out a membership
+//! subscription; the service above it owns the watcher cap, the lag limit
+//! and the protobuf translation, so both stores behave the same on the wire.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::StoreConfig,
+    registry::{Event, Grant, MemberInfo, RegistryError},
+};
+
+#[cfg(feature = "etcd")]
+pub mod etcd;
+pub mod memory;
+
+pub use memory::MemoryStore;
+
+/// A membership registry with leases.
+#[tonic::async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// Registers `name` at `address` with `public_key`. A live lease on the
+    /// name with the same key is replaced; with another key the name is taken.
+    /// Returns the new lease and the members after it, oldest first.
+    async fn register(
+        &self,
+        name: &str,
+        address: &str,
+        public_key: &[u8],
+    ) -> Result<(Grant, Vec<MemberInfo>), RegistryError>;
+
+    /// Renews a lease for another TTL; returns the TTL.
+    async fn keep_alive(&self, lease_id: &str, token: &str) -> Result<Duration, RegistryError>;
+
+    /// Ends a lease; its member is gone (watchers see LEFT).
+    async fn leave(&self, lease_id: &str, token: &str) -> Result<(), RegistryError>;
+
+    /// The live members, oldest first.
+    async fn list(&self) -> Result<Vec<MemberInfo>, RegistryError>;
+
+    /// The current members and a subscription to every event after them,
+    /// taken together so that no event is missed or seen twice.
+    async fn subscribe(&self) -> (Vec<MemberInfo>, broadcast::Receiver<Event>);
+}
+
+/// Why a store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// This binary was built without the store's cargo feature.
+    #[error("this discovery-svc was built without etcd support; rebuild with `--features etcd`")]
+    NotBuilt,
+    /// The store's backend refused or could not be reached.
+    #[error("{0}")]
+    Backend(String),
+}
+
+/// Opens the store `config` names; background work stops at `shutdown`.
+pub async fn open(
+    config: &crate::Config,
+    shutdown: CancellationToken,
+) -> Result<Arc<dyn Store>, OpenError> {
+    match &config.store {
+        StoreConfig::Memory => Ok(MemoryStore::start(config, shutdown)),
+        #[cfg(feature = "etcd")]
+        StoreConfig::Etcd { endpoints, prefix } => {
+            let store = etcd::EtcdStore::connect(endpoints, prefix, config, shutdown)
+                .await
+                .map_err(|e| OpenError::Backend(e.to_string()))?;
+            Ok(store)
+        }
+        #[cfg(not(feature = "etcd"))]
+        StoreConfig::Etcd { .. } => Err(OpenError::NotBuilt),
+    }
+}
+
+/// Logs a membership event once, where the store learns of it.
+pub(crate) fn log_event(event: &Event) {
+    use crate::registry::EventKind;
+    let m = &event.member;
+    match event.kind {
+        EventKind::Joined => tracing::info!(name = %m.name, address = %m.address, "member joined"),
+        EventKind::Left => tracing::info!(name = %m.name, "member left"),
+        EventKind::Expired => tracing::info!(name = %m.name, "member expired"),
+    }
+}
