@@ -21,7 +21,8 @@ pub struct Cli {
     /// The address other peers should dial, if not the bound one (host:port).
     #[arg(long, env = "CHAT_ADVERTISE")]
     pub advertise: Option<String>,
-    /// Discovery service URL.
+    /// Discovery service URL, or several replicas' URLs comma-separated
+    /// (the peer fails over between them).
     #[arg(long, env = "CHAT_DISCOVERY", default_value = "http://127.0.0.1:50051")]
     pub discovery: String,
     /// Data dir: identity key, known peers, control socket.
@@ -51,7 +52,7 @@ pub struct Config {
     pub name: String,
     /// The address to register; `None` = the listener's address.
     pub advertise: Option<String>,
-    /// Discovery service URL.
+    /// Discovery service URL(s), comma-separated.
     pub discovery: String,
     /// Data dir.
     pub data_dir: PathBuf,

@@ -19,6 +19,7 @@ pub mod membership;
 pub mod node;
 pub mod outbox;
 pub mod rate;
+pub mod replicas;
 pub mod service;
 pub mod session;
 pub mod store;
@@ -31,9 +32,7 @@ use std::{
     time::Duration,
 };
 
-use chat_proto::v1::{
-    control_server::ControlServer, discovery_client::DiscoveryClient, peer_server::PeerServer,
-};
+use chat_proto::v1::{control_server::ControlServer, peer_server::PeerServer};
 use tokio::{
     net::{TcpListener, UnixListener},
     task::JoinHandle,
@@ -141,10 +140,8 @@ pub async fn start_announced(
             config.data_dir.join(directory::KNOWN_PEERS_FILE).display()
         ))
     })?;
-    let discovery_channel = tonic::transport::Endpoint::from_shared(config.discovery.clone())
-        .map_err(|e| StartError::Setup(format!("--discovery {}: {e}", config.discovery)))?
-        .connect_timeout(node::CONNECT_TIMEOUT)
-        .connect_lazy();
+    let discovery = replicas::Replicas::new(&config.discovery, node::CONNECT_TIMEOUT)
+        .map_err(StartError::Setup)?;
     let control_socket = config.data_dir.join(CONTROL_SOCKET);
     let uds = bind_control_socket(&control_socket).await?;
     let store = store::Store::open(&config.data_dir).map_err(|e| {
@@ -160,7 +157,7 @@ pub async fn start_announced(
         address.clone(),
         directory,
         store,
-        DiscoveryClient::new(discovery_channel),
+        discovery,
         shutdown.clone(),
     ));
 

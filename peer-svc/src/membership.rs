@@ -60,31 +60,32 @@ fn with_timeout<T>(message: T) -> tonic::Request<T> {
 
 /// Registers this peer and takes in the member list. Returns the lease TTL.
 pub async fn register(node: &Node) -> Result<Duration, Status> {
-    let response = node
+    let request = RegisterRequest {
+        name: node.name().to_owned(),
+        address: node.address.clone(),
+        public_key: node.public_key().to_vec(),
+    };
+    let (_, response) = node
         .discovery
-        .clone()
-        .register(with_timeout(RegisterRequest {
-            name: node.name().to_owned(),
-            address: node.address.clone(),
-            public_key: node.public_key().to_vec(),
-        }))
-        .await?
-        .into_inner();
+        .call(|mut client| {
+            let request = with_timeout(request.clone());
+            async move { client.register(request).await }
+        })
+        .await;
+    let response = response?.into_inner();
     *node.lease.lock().expect("lease lock") = Some((response.lease_id, response.lease_token));
     apply_members(node, &response.members);
-    info!(discovery = %node.config.discovery, members = response.members.len(), "registered");
+    info!(discovery = %node.discovery.current_url(), members = response.members.len(), "registered");
     Ok(Duration::from_secs(u64::from(response.ttl_seconds.max(1))))
 }
 
 /// Replaces the connection list with Discovery's current members.
 pub async fn refresh(node: &Node) -> Result<(), Status> {
-    let members = node
+    let (_, response) = node
         .discovery
-        .clone()
-        .list(with_timeout(ListRequest {}))
-        .await?
-        .into_inner()
-        .members;
+        .call(|mut client| async move { client.list(with_timeout(ListRequest {})).await })
+        .await;
+    let members = response?.into_inner().members;
     apply_members(node, &members);
     Ok(())
 }
@@ -122,15 +123,18 @@ fn apply_joined(node: &Node, m: &Member) {
 pub async fn leave(node: &Node) {
     let lease = node.lease.lock().expect("lease lock").take();
     if let Some((lease_id, lease_token)) = lease {
-        match node
+        let request = LeaveRequest {
+            lease_id,
+            lease_token,
+        };
+        let (_, response) = node
             .discovery
-            .clone()
-            .leave(with_timeout(LeaveRequest {
-                lease_id,
-                lease_token,
-            }))
-            .await
-        {
+            .call(|mut client| {
+                let request = with_timeout(request.clone());
+                async move { client.leave(request).await }
+            })
+            .await;
+        match response {
             Ok(_) => info!("left Discovery"),
             Err(e) => {
                 warn!(error = %e.message(), "could not leave Discovery; the lease will expire")
@@ -157,15 +161,20 @@ pub async fn keep_registered(node: std::sync::Arc<Node>, mut ttl: Option<Duratio
         }
         let lease = node.lease.lock().expect("lease lock").clone();
         let renewed = match lease {
-            Some((lease_id, lease_token)) => node
-                .discovery
-                .clone()
-                .keep_alive(with_timeout(KeepAliveRequest {
+            Some((lease_id, lease_token)) => {
+                let request = KeepAliveRequest {
                     lease_id,
                     lease_token,
-                }))
-                .await
-                .map(|r| Duration::from_secs(u64::from(r.into_inner().ttl_seconds.max(1)))),
+                };
+                node.discovery
+                    .call(|mut client| {
+                        let request = with_timeout(request.clone());
+                        async move { client.keep_alive(request).await }
+                    })
+                    .await
+                    .1
+                    .map(|r| Duration::from_secs(u64::from(r.into_inner().ttl_seconds.max(1))))
+            }
             None => Err(Status::not_found("not registered yet")),
         };
         ttl = match renewed {
@@ -237,15 +246,28 @@ pub async fn follow(node: std::sync::Arc<Node>) {
 }
 
 async fn follow_once(node: &Node, backoff: &mut Backoff) -> Result<(), Status> {
-    let mut stream = node
+    let (replica, stream) = node
         .discovery
-        .clone()
-        .watch(WatchRequest {})
-        .await?
-        .into_inner();
+        .call(|mut client| async move { client.watch(WatchRequest {}).await })
+        .await;
+    let mut stream = stream?.into_inner();
     refresh(node).await?;
     backoff.reset();
-    while let Some(event) = stream.message().await? {
+    loop {
+        let event = match stream.message().await {
+            Ok(Some(event)) => event,
+            Ok(None) => {
+                // The replica ended the stream (it is shutting down).
+                node.discovery.failed(replica);
+                return Ok(());
+            }
+            Err(status) => {
+                if crate::replicas::replica_failed(&status) {
+                    node.discovery.failed(replica);
+                }
+                return Err(status);
+            }
+        };
         let Some(member) = event.member.as_ref() else {
             continue;
         };
@@ -269,5 +291,4 @@ async fn follow_once(node: &Node, backoff: &mut Backoff) -> Result<(), Status> {
         }
         node.directory.cache_changed();
     }
-    Ok(())
 }

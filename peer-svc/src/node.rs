@@ -17,7 +17,7 @@ use chat_noise::{INITIATION_MIN_LEN, Initiator, NoiseError, Responder, StaticKey
 use chat_proto::v1::{
     ChatMessage, DeliverRequest, DeliverResponse, Delivery, Envelope, HandshakePayload,
     PeerHandshakeRequest, SealedMessage, SendResponse, delivery::Status as DeliveryStatus,
-    discovery_client::DiscoveryClient, peer_client::PeerClient,
+    peer_client::PeerClient,
 };
 use prost::Message;
 use tokio::sync::broadcast;
@@ -108,7 +108,7 @@ pub struct Node {
     /// One handshake at a time per peer, so concurrent sends share its result.
     handshaking: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// The Discovery client (lazy connection).
-    pub discovery: DiscoveryClient<Channel>,
+    pub discovery: crate::replicas::Replicas,
     /// The lease held at Discovery.
     pub lease: Mutex<Option<(String, String)>>,
     /// Set once `chat leave` ran: do not register again.
@@ -148,7 +148,7 @@ impl Node {
         address: String,
         directory: Directory,
         store: Store,
-        discovery: DiscoveryClient<Channel>,
+        discovery: crate::replicas::Replicas,
         shutdown: CancellationToken,
     ) -> Self {
         let fingerprint = chat_proto::keys::fingerprint(&keypair.public_key());

@@ -11,4 +11,6 @@ mod history;
 mod key_pinning;
 mod peer_adversarial;
 mod peer_processes;
+#[cfg(feature = "etcd")]
+mod replicas;
 mod secrets;

@@ -1,0 +1,232 @@
+//! Several `discovery-svc` replicas on one real etcd behave as one service:
+//! a member registered through one is listed, watched, renewed and ended
+//! through another; killing a replica loses no member, watchers on the other
+//! see every event once, and peers fail over without anyone noticing.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use chat_proto::v1::{
+    KeepAliveRequest, LeaveRequest, ListRequest, MembershipEvent, RegisterRequest, WatchRequest,
+    discovery_client::DiscoveryClient, membership_event::Kind,
+};
+use chat_tests::{
+    Discovery, PeerProcess, Process,
+    etcd::{etcd_endpoint, etcd_store_at, unique_prefix},
+    eventually, random_public_key, register, within,
+};
+use tokio::sync::Mutex;
+use tonic::{Code, Streaming};
+
+/// Reads the next event as (kind, name, initial).
+async fn next(stream: &mut Streaming<MembershipEvent>) -> (Kind, String, bool) {
+    let event = within("a membership event", stream.message())
+        .await
+        .expect("watch stream status")
+        .expect("watch stream ended");
+    let initial = event.initial;
+    (event.kind(), event.member.expect("member").name, initial)
+}
+
+async fn names(client: &mut DiscoveryClient<tonic::transport::Channel>) -> Vec<String> {
+    let mut names: Vec<String> = client
+        .list(ListRequest {})
+        .await
+        .expect("list")
+        .into_inner()
+        .members
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn two_replicas_share_one_view() {
+    let prefix = unique_prefix();
+    let config = || discovery_svc::Config {
+        ttl: Duration::from_secs(2),
+        store: etcd_store_at(&prefix),
+        ..Default::default()
+    };
+    let a = Discovery::start_with(config()).await;
+    let b = Discovery::start_with(config()).await;
+    let mut on_a = a.client().await;
+    let mut on_b = b.client().await;
+    let mut watch_a = on_a.watch(WatchRequest {}).await.unwrap().into_inner();
+    let mut watch_b = on_b.watch(WatchRequest {}).await.unwrap().into_inner();
+
+    // Registered through A: listed through B, and in a new watch's snapshot there.
+    let alice = register(&mut on_a, "alice").await;
+    assert_eq!(names(&mut on_b).await, ["alice"]);
+    let mut late_b = on_b.watch(WatchRequest {}).await.unwrap().into_inner();
+    assert_eq!(
+        next(&mut late_b).await,
+        (Kind::Joined, "alice".into(), true)
+    );
+
+    // The name is held across replicas, atomically.
+    let taken = on_b
+        .register(RegisterRequest {
+            name: "alice".into(),
+            address: "127.0.0.1:40001".into(),
+            public_key: random_public_key(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(taken.code(), Code::AlreadyExists, "{taken:?}");
+
+    // A's lease is renewed and ended through B, and only with its token.
+    let wrong = on_b
+        .keep_alive(KeepAliveRequest {
+            lease_id: alice.lease_id.clone(),
+            lease_token: "not the token".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.code(), Code::PermissionDenied);
+    on_b.keep_alive(KeepAliveRequest {
+        lease_id: alice.lease_id.clone(),
+        lease_token: alice.lease_token.clone(),
+    })
+    .await
+    .expect("keepalive through the other replica");
+    on_b.leave(LeaveRequest {
+        lease_id: alice.lease_id,
+        lease_token: alice.lease_token,
+    })
+    .await
+    .expect("leave through the other replica");
+
+    // bob joins through B and is never renewed: etcd expires him.
+    register(&mut on_b, "bob").await;
+
+    let expected = [
+        (Kind::Joined, "alice".to_owned(), false),
+        (Kind::Left, "alice".to_owned(), false),
+        (Kind::Joined, "bob".to_owned(), false),
+        (Kind::Expired, "bob".to_owned(), false),
+    ];
+    for watch in [&mut watch_a, &mut watch_b] {
+        for want in &expected {
+            assert_eq!(&next(watch).await, want);
+        }
+    }
+    // Each event once: nothing more arrives on either replica.
+    for watch in [&mut watch_a, &mut watch_b] {
+        let extra = tokio::time::timeout(Duration::from_millis(500), watch.message()).await;
+        assert!(extra.is_err(), "an event came twice: {extra:?}");
+    }
+    assert!(names(&mut on_a).await.is_empty());
+    a.stop().await;
+    b.stop().await;
+}
+
+async fn start_replica(prefix: &str) -> Process {
+    let endpoint = etcd_endpoint();
+    Process::spawn(
+        "discovery-svc",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--ttl",
+            "3s",
+            "--store",
+            "etcd",
+            "--etcd-endpoints",
+            &endpoint,
+            "--etcd-prefix",
+            prefix,
+        ],
+        &[],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn killing_a_replica_loses_nothing_and_peers_fail_over() {
+    let prefix = unique_prefix();
+    let a = start_replica(&prefix).await;
+    let b = start_replica(&prefix).await;
+    let (url_a, url_b) = (format!("http://{}", a.addr), format!("http://{}", b.addr));
+    let both = format!("{url_a},{url_b}");
+
+    // Everything B's watchers see, from before the first peer starts.
+    let mut on_b = DiscoveryClient::connect(url_b.clone()).await.unwrap();
+    let mut watch = on_b.watch(WatchRequest {}).await.unwrap().into_inner();
+    let seen: Arc<Mutex<Vec<(Kind, String)>>> = Arc::default();
+    let recorder = {
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(event)) = watch.message().await {
+                let kind = event.kind();
+                seen.lock().await.push((kind, event.member.unwrap().name));
+            }
+        })
+    };
+
+    // Peers list A first, so A holds their leases until it dies.
+    let dir = tempfile::tempdir().unwrap();
+    let mut peers = Vec::new();
+    for name in ["alice", "bob", "carol"] {
+        peers.push(PeerProcess::start(name, &both, &dir.path().join(name)).await);
+    }
+    for p in &peers {
+        let others: Vec<&str> = ["alice", "bob", "carol"]
+            .into_iter()
+            .filter(|n| *n != p.name)
+            .collect();
+        p.wait_connections(&others).await;
+    }
+    let (ok, out, _) = peers[0].chat(&["send", "before the replica dies"]).await;
+    assert!(ok && out.matches("delivered").count() == 2, "{out}");
+
+    let mut a = a;
+    a.child.kill().await.unwrap();
+
+    // Longer than two TTLs: every lease stays alive through B.
+    let until = tokio::time::Instant::now() + Duration::from_secs(7);
+    while tokio::time::Instant::now() < until {
+        assert_eq!(names(&mut on_b).await, ["alice", "bob", "carol"]);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (ok, out, _) = peers[1].chat(&["send", "after the replica died"]).await;
+    assert!(ok && out.matches("delivered").count() == 2, "{out}");
+
+    // A newcomer lists the dead replica first and still gets in.
+    let dave = PeerProcess::start("dave", &both, &dir.path().join("dave")).await;
+    dave.wait_connections(&["alice", "bob", "carol"]).await;
+    for p in &peers {
+        let others: Vec<&str> = ["alice", "bob", "carol", "dave"]
+            .into_iter()
+            .filter(|n| *n != p.name)
+            .collect();
+        p.wait_connections(&others).await;
+    }
+    let (ok, out, _) = dave.chat(&["send", "hello from dave"]).await;
+    assert!(ok && out.matches("delivered").count() == 3, "{out}");
+
+    // dave leaves for good; B's watcher saw every change exactly once.
+    let (ok, _, err) = dave.chat(&["leave"]).await;
+    assert!(ok, "{err}");
+    eventually("dave's LEFT on replica B", || {
+        let seen = seen.clone();
+        async move { seen.lock().await.contains(&(Kind::Left, "dave".into())) }
+    })
+    .await;
+    let seen = seen.lock().await.clone();
+    let mut counts: HashMap<(Kind, String), usize> = HashMap::new();
+    for event in &seen {
+        *counts.entry(event.clone()).or_default() += 1;
+    }
+    for name in ["alice", "bob", "carol", "dave"] {
+        assert_eq!(
+            counts.get(&(Kind::Joined, name.into())),
+            Some(&1),
+            "{name} joined once: {seen:?}"
+        );
+    }
+    assert_eq!(counts.get(&(Kind::Left, "dave".into())), Some(&1));
+    assert_eq!(seen.len(), 5, "no expiry, nothing twice: {seen:?}");
+    recorder.abort();
+}
