@@ -42,8 +42,8 @@ test: tools test-tools
 	$(CARGO) test --workspace $(TEST_FEATURES)
 
 ## bench: the load generator on real processes, next to a plain tonic baseline (release build)
-bench:
-	$(CARGO) build --release --workspace --bins
+bench: test-tools
+	$(CARGO) build --release --workspace --bins --features discovery-svc/etcd
 	target/release/chat-bench
 
 ## fuzz: every cargo-fuzz target for FUZZ_SECONDS each (cargo-fuzz is installed if missing)

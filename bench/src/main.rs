@@ -5,6 +5,8 @@
 //! same run. Prints a table, then one machine-readable `bench:` line.
 #![forbid(unsafe_code)]
 
+mod discovery;
+
 use std::{
     path::{Path, PathBuf},
     process::Stdio,
@@ -14,10 +16,9 @@ use std::{
 
 use anyhow::{Context, bail};
 use chat_proto::v1::{
-    ConnectionsRequest, DeliverRequest, DeliverResponse, Envelope, HandshakeRequest, LeaveRequest,
+    ConnectionsRequest, DeliverRequest, DeliverResponse, Envelope, HandshakeRequest,
     PeerHandshakeRequest, PeerHandshakeResponse, PeerHistoryRequest, PeerHistoryResponse,
-    RegisterRequest, SendRequest,
-    discovery_client::DiscoveryClient,
+    SendRequest,
     peer_client::PeerClient,
     peer_server::{Peer, PeerServer},
 };
@@ -314,48 +315,71 @@ async fn main() -> anyhow::Result<()> {
         "-".into(),
     );
 
-    eprintln!("[2/7] discovery Register+Leave from 50 clients…");
-    // A discovery of its own with no peers watching: the service alone.
-    let lone = Proc::spawn(&sibling("discovery-svc")?, &["--listen", "127.0.0.1:0"]).await?;
-    let url = format!("http://{}", lone.addr);
-    let clients: Vec<DiscoveryClient<Channel>> =
-        futures::future::try_join_all((0..50).map(|_| DiscoveryClient::connect(url.clone())))
-            .await?;
-    let key = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::random())
-        .to_bytes()
-        .to_vec();
-    let clients = Arc::new(clients);
-    let pairs = drive(50, secs, move |i| {
-        let mut c = clients[(i / 1_000_000) % 50].clone();
-        let key = key.clone();
-        async move {
-            let Ok(r) = c
-                .register(RegisterRequest {
-                    name: format!("b{i}"),
-                    address: "127.0.0.1:9".into(),
-                    public_key: key,
-                })
-                .await
-            else {
-                return false;
-            };
-            let r = r.into_inner();
-            c.leave(LeaveRequest {
-                lease_id: r.lease_id,
-                lease_token: r.lease_token,
-            })
-            .await
-            .is_ok()
+    eprintln!("[2/7] discovery: Register+Leave and watch latency, memory store vs etcd…");
+    // Discoveries of their own with no peers watching: the service alone.
+    let memory = discovery::on_memory(secs).await?;
+    let etcd_dir = tempfile::tempdir()?;
+    let etcd = match discovery::on_etcd(secs, etcd_dir.path()).await {
+        Ok(run) => Some(run),
+        Err(e) => {
+            eprintln!("      etcd store not measured: {e:#}");
+            None
         }
-    })
-    .await;
+    };
+    let pairs = &memory.pairs;
     row(
-        "discovery Register+Leave pairs/s (50 clients)",
+        "discovery Register+Leave pairs/s, memory",
         format!("{:.0}", pairs.per_sec()),
         "-".into(),
         "-".into(),
     );
-    drop(lone);
+    row(
+        "watch event latency p50/p99 ms, memory",
+        format!(
+            "{:.2}/{:.2}",
+            memory.watch_same.pct(0.5),
+            memory.watch_same.pct(0.99)
+        ),
+        "-".into(),
+        "-".into(),
+    );
+    if let Some(etcd) = &etcd {
+        row(
+            "  same on etcd (vs memory), pairs/s",
+            format!("{:.0}", etcd.pairs.per_sec()),
+            format!("{:.0}", pairs.per_sec()),
+            format!("{:.2}", etcd.pairs.per_sec() / pairs.per_sec()),
+        );
+        row(
+            "  etcd watch p50/p99 ms, same replica",
+            format!(
+                "{:.2}/{:.2}",
+                etcd.watch_same.pct(0.5),
+                etcd.watch_same.pct(0.99)
+            ),
+            format!(
+                "{:.2}/{:.2}",
+                memory.watch_same.pct(0.5),
+                memory.watch_same.pct(0.99)
+            ),
+            format!(
+                "{:.1}",
+                etcd.watch_same.pct(0.5) / memory.watch_same.pct(0.5)
+            ),
+        );
+        if let Some(other) = &etcd.watch_other {
+            row(
+                "  etcd watch p50/p99 ms, other replica",
+                format!("{:.2}/{:.2}", other.pct(0.5), other.pct(0.99)),
+                format!(
+                    "{:.2}/{:.2}",
+                    memory.watch_same.pct(0.5),
+                    memory.watch_same.pct(0.99)
+                ),
+                format!("{:.1}", other.pct(0.5) / memory.watch_same.pct(0.5)),
+            );
+        }
+    }
     drop(idle);
 
     eprintln!("[3/7] baseline servers…");
@@ -589,7 +613,7 @@ async fn main() -> anyhow::Result<()> {
 
     let (one, five) = (&results[0], &results[1]);
     println!(
-        "bench: deliver_ratio={:.2} send1_per_s={:.0} broadcast5_per_s={:.0} p99_last_of_5_ms={:.2} handshake_p50_ms={:.3} seal_open_1k_us={:.2} peer_idle_rss_mb={:.1} discovery_idle_rss_mb={:.1} discovery_pairs_per_s={:.0} junk_refused={} junk_peak_rss_mb={:.1} peers50_reached={} peers50_rss_mb={:.0}",
+        "bench: deliver_ratio={:.2} send1_per_s={:.0} broadcast5_per_s={:.0} p99_last_of_5_ms={:.2} handshake_p50_ms={:.3} seal_open_1k_us={:.2} peer_idle_rss_mb={:.1} discovery_idle_rss_mb={:.1} discovery_pairs_per_s={:.0} etcd_pairs_per_s={:.0} watch_p50_ms={:.2} etcd_watch_p50_ms={:.2} etcd_watch_other_p50_ms={:.2} junk_refused={} junk_peak_rss_mb={:.1} peers50_reached={} peers50_rss_mb={:.0}",
         one.1.per_sec() / one.2.per_sec(),
         one.1.per_sec(),
         five.1.per_sec(),
@@ -599,6 +623,12 @@ async fn main() -> anyhow::Result<()> {
         peer_rss,
         discovery_rss,
         pairs.per_sec(),
+        etcd.as_ref().map_or(f64::NAN, |e| e.pairs.per_sec()),
+        memory.watch_same.pct(0.5),
+        etcd.as_ref().map_or(f64::NAN, |e| e.watch_same.pct(0.5)),
+        etcd.as_ref()
+            .and_then(|e| e.watch_other.as_ref())
+            .map_or(f64::NAN, |r| r.pct(0.5)),
         junk.ops,
         flood_peak,
         reached,
