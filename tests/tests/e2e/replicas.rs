@@ -230,3 +230,157 @@ async fn killing_a_replica_loses_nothing_and_peers_fail_over() {
     assert_eq!(seen.len(), 5, "no expiry, nothing twice: {seen:?}");
     recorder.abort();
 }
+
+/// A TCP relay whose connections can be cut (and new ones refused) and
+/// then let through again: a replica's link to etcd going down and back.
+struct Cuttable {
+    addr: std::net::SocketAddr,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+    links: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Cuttable {
+    async fn start(target: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let links: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let task = {
+            let (cut, links) = (cut.clone(), links.clone());
+            tokio::spawn(async move {
+                while let Ok((mut client, _)) = listener.accept().await {
+                    if cut.load(std::sync::atomic::Ordering::SeqCst) {
+                        continue; // Dropped: closed at once.
+                    }
+                    let link = tokio::spawn(async move {
+                        if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        }
+                    });
+                    links.lock().unwrap().push(link.abort_handle());
+                }
+            })
+        };
+        Self {
+            addr,
+            cut,
+            links,
+            task,
+        }
+    }
+
+    /// Closes every connection and refuses new ones.
+    fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+    }
+
+    /// Lets connections through again.
+    fn restore(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Cuttable {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.cut();
+    }
+}
+
+/// Reads events from `stream` until `n` have arrived.
+async fn take(stream: &mut Streaming<MembershipEvent>, n: usize) -> Vec<(Kind, String)> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let (kind, name, _) = next(stream).await;
+        got.push((kind, name));
+    }
+    got
+}
+
+#[tokio::test]
+async fn a_replica_cut_off_from_etcd_resumes_its_watch_and_relists_after_compaction() {
+    let prefix = unique_prefix();
+    let endpoint = etcd_endpoint();
+    let target: std::net::SocketAddr = endpoint.trim_start_matches("http://").parse().unwrap();
+    let link = Cuttable::start(target).await;
+    let config = |endpoint: String| discovery_svc::Config {
+        ttl: Duration::from_secs(600),
+        store: discovery_svc::config::StoreConfig::Etcd {
+            endpoints: vec![endpoint],
+            prefix: prefix.clone(),
+        },
+        ..Default::default()
+    };
+    let a = Discovery::start_with(config(format!("http://{}", link.addr))).await;
+    let b = Discovery::start_with(config(endpoint.clone())).await;
+    let mut on_b = b.client().await;
+    let mut watch_a = a
+        .client()
+        .await
+        .watch(WatchRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let alice = register(&mut on_b, "alice").await;
+    assert_eq!(
+        take(&mut watch_a, 1).await,
+        [(Kind::Joined, "alice".into())]
+    );
+
+    // Cut off, A misses changes made through B; back, it resumes from the
+    // next revision and reports each of them once, in order.
+    link.cut();
+    let bob = register(&mut on_b, "bob").await;
+    on_b.leave(LeaveRequest {
+        lease_id: alice.lease_id,
+        lease_token: alice.lease_token,
+    })
+    .await
+    .unwrap();
+    link.restore();
+    assert_eq!(
+        take(&mut watch_a, 2).await,
+        [(Kind::Joined, "bob".into()), (Kind::Left, "alice".into())]
+    );
+
+    // Cut off again, and etcd compacts away the revisions A would resume
+    // from: A lists again and reports the difference.
+    link.cut();
+    register(&mut on_b, "carol").await;
+    on_b.leave(LeaveRequest {
+        lease_id: bob.lease_id,
+        lease_token: bob.lease_token,
+    })
+    .await
+    .unwrap();
+    let mut etcd = etcd_client::Client::connect([endpoint.as_str()], None)
+        .await
+        .unwrap();
+    let now = etcd
+        .get("/", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    etcd.compact(now, None).await.unwrap();
+    link.restore();
+    // bob's leave is seen as an expiry: after a compaction, why he went is lost.
+    assert_eq!(
+        take(&mut watch_a, 2).await,
+        [
+            (Kind::Expired, "bob".into()),
+            (Kind::Joined, "carol".into())
+        ]
+    );
+    let extra = tokio::time::timeout(Duration::from_millis(500), watch_a.message()).await;
+    assert!(extra.is_err(), "an event came twice: {extra:?}");
+    let mut on_a = a.client().await;
+    assert_eq!(names(&mut on_a).await, ["carol"]);
+    a.stop().await;
+    b.stop().await;
+}
