@@ -16,9 +16,9 @@ use std::{
 
 use anyhow::{Context, bail};
 use chat_proto::v1::{
-    ConnectionsRequest, DeliverRequest, DeliverResponse, Envelope, HandshakeRequest,
-    PeerHandshakeRequest, PeerHandshakeResponse, PeerHistoryRequest, PeerHistoryResponse,
-    SendRequest,
+    ConnectionsRequest, DeliverBatch, DeliverBatchAck, DeliverRequest, DeliverResponse,
+    DeliverResult, Envelope, HandshakeRequest, PeerHandshakeRequest, PeerHandshakeResponse,
+    PeerHistoryRequest, PeerHistoryResponse, SendRequest,
     peer_client::PeerClient,
     peer_server::{Peer, PeerServer},
 };
@@ -78,6 +78,29 @@ impl Peer for NullPeer {
             message_id: id,
             duplicate: false,
         }))
+    }
+    type DeliverStreamStream = std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<DeliverBatchAck, tonic::Status>> + Send>,
+    >;
+    /// Acknowledges each batch at once: a plain tonic bidirectional stream.
+    async fn deliver_stream(
+        &self,
+        r: tonic::Request<tonic::Streaming<DeliverBatch>>,
+    ) -> Result<tonic::Response<Self::DeliverStreamStream>, tonic::Status> {
+        let acks = futures::StreamExt::map(r.into_inner(), |batch| {
+            batch.map(|b| DeliverBatchAck {
+                seq: b.seq,
+                results: b
+                    .envelopes
+                    .into_iter()
+                    .map(|e| DeliverResult {
+                        message_id: e.message_id,
+                        ..Default::default()
+                    })
+                    .collect(),
+            })
+        });
+        Ok(tonic::Response::new(Box::pin(acks)))
     }
     type HistoryStream = HistoryStream;
     async fn history(

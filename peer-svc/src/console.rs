@@ -104,3 +104,61 @@ mod tests {
         assert_eq!(printable("plain text, ünïcode"), "plain text, ünïcode");
     }
 }
+
+/// Lines waiting for the console writer: past this, lines are dropped
+/// (and counted) rather than stalling the peer.
+const CONSOLE_QUEUE: usize = 4096;
+
+/// The daemon's stdout, written by a thread of its own: a console nobody
+/// reads (a full pipe, a stopped terminal) must not stall delivery. When
+/// the queue is full, lines are dropped — the messages stay in the history —
+/// and a warning says how many.
+#[derive(Debug)]
+pub struct Console {
+    lines: std::sync::mpsc::SyncSender<String>,
+    dropped: std::sync::atomic::AtomicU64,
+}
+
+impl Console {
+    /// Starts the writer thread.
+    pub fn start() -> Self {
+        let (lines, queue) = std::sync::mpsc::sync_channel::<String>(CONSOLE_QUEUE);
+        std::thread::Builder::new()
+            .name("console".into())
+            .spawn(move || {
+                use std::io::Write;
+                let stdout = std::io::stdout();
+                while let Ok(line) = queue.recv() {
+                    let mut out = stdout.lock();
+                    let _ = writeln!(out, "{line}");
+                    // Write what else is waiting before flushing once.
+                    while let Ok(line) = queue.try_recv() {
+                        let _ = writeln!(out, "{line}");
+                    }
+                    let _ = out.flush();
+                }
+            })
+            .expect("spawn the console thread");
+        Self {
+            lines,
+            dropped: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Queues a line for stdout, or drops it if the console is not keeping up.
+    pub fn print(&self, line: String) {
+        use std::sync::atomic::Ordering;
+        match self.lines.try_send(line) {
+            Ok(()) => {}
+            Err(_) => {
+                let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    tracing::warn!(
+                        dropped = n,
+                        "stdout is not being read; console lines dropped (messages are in the history)"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -124,10 +124,24 @@ impl Store {
     /// many messages, and each caller still hears back only after its own
     /// message is durable.
     pub async fn insert_grouped(&self, message: ChatMessage) -> Result<bool, StoreError> {
+        let new = self.insert_batch_grouped(vec![message]).await?;
+        Ok(new.first().copied().unwrap_or(false))
+    }
+
+    /// Stores `messages` (in one transaction, with whatever else arrives
+    /// meanwhile) and returns once they are committed: for each, whether it
+    /// was new.
+    pub async fn insert_batch_grouped(
+        &self,
+        messages: Vec<ChatMessage>,
+    ) -> Result<Vec<bool>, StoreError> {
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
         let (done, outcome) = tokio::sync::oneshot::channel();
         let lead = {
             let mut queue = self.commits.lock().expect("commit queue lock");
-            queue.waiting.push((message, done));
+            queue.waiting.push((messages, done));
             !std::mem::replace(&mut queue.committing, true)
         };
         if lead {
@@ -141,11 +155,14 @@ impl Store {
                     }
                     std::mem::take(&mut queue.waiting)
                 };
-                let (messages, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+                let sizes: Vec<usize> = batch.iter().map(|(m, _)| m.len()).collect();
+                let (groups, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+                let messages: Vec<ChatMessage> = groups.into_iter().flatten().collect();
                 match self.insert_each(&messages) {
                     Ok(new) => {
-                        for (waiter, is_new) in waiters.into_iter().zip(new) {
-                            let _ = waiter.send(Ok(is_new));
+                        let mut new = new.into_iter();
+                        for (waiter, size) in waiters.into_iter().zip(sizes) {
+                            let _ = waiter.send(Ok(new.by_ref().take(size).collect()));
                         }
                     }
                     Err(e) => {

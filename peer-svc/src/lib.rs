@@ -18,6 +18,7 @@ pub mod identity;
 pub mod membership;
 pub mod node;
 pub mod outbox;
+pub mod pipe;
 pub mod rate;
 pub mod replicas;
 pub mod service;
@@ -205,7 +206,9 @@ pub async fn start_announced(
         .add_service(peer_reflection_alpha)
         .add_service(
             PeerServer::new(service::peer::PeerService::new(node.clone()))
-                .max_decoding_message_size(decode_limit)
+                // A DeliverStream batch carries many envelopes; each one is
+                // still held to the message limit when it is opened.
+                .max_decoding_message_size(decode_limit.max(pipe::MAX_BATCH_BYTES_DECODED))
                 .max_encoding_message_size(chat_proto::limits::MAX_RESPONSE_BYTES),
         )
         .serve_with_incoming_shutdown(

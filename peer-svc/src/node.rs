@@ -5,7 +5,6 @@
 
 use std::{
     collections::HashMap,
-    io::Write,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -15,9 +14,9 @@ use std::{
 
 use chat_noise::{INITIATION_MIN_LEN, Initiator, NoiseError, Responder, StaticKeypair};
 use chat_proto::v1::{
-    ChatMessage, DeliverRequest, DeliverResponse, Delivery, Envelope, HandshakePayload,
-    PeerHandshakeRequest, SealedMessage, SendResponse, delivery::Status as DeliveryStatus,
-    peer_client::PeerClient,
+    ChatMessage, DeliverRequest, DeliverResponse, DeliverResult, Delivery, Envelope,
+    HandshakePayload, PeerHandshakeRequest, SealedMessage, SendResponse,
+    delivery::Status as DeliveryStatus, peer_client::PeerClient,
 };
 use prost::Message;
 use tokio::sync::broadcast;
@@ -104,7 +103,11 @@ pub struct Node {
     /// Envelopes per session.
     delivery_limit: crate::rate::Limiter<chat_noise::SessionId>,
     incoming: broadcast::Sender<ChatMessage>,
+    /// The live console on stdout, when printing messages.
+    console: Option<console::Console>,
     channels: Mutex<HashMap<String, Channel>>,
+    /// Delivery streams, by peer address.
+    pipes: crate::pipe::Pipes,
     /// One handshake at a time per peer, so concurrent sends share its result.
     handshaking: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// The Discovery client (lazy connection).
@@ -159,6 +162,7 @@ impl Node {
         // went back while the peer was down.
         hlc.observe(store.max_hlc().unwrap_or(0));
         let started_hlc = hlc.tick(chrono::Utc::now().timestamp_millis().max(0) as u64);
+        let console = config.print_messages.then(console::Console::start);
         Self {
             config,
             keypair,
@@ -177,7 +181,9 @@ impl Node {
             last_stamp_seen: Mutex::new(HashMap::new()),
             last_refresh: Mutex::new(None),
             incoming: broadcast::channel(SUBSCRIBE_BUFFER).0,
+            console,
             channels: Mutex::new(HashMap::new()),
+            pipes: crate::pipe::Pipes::default(),
             handshaking: Mutex::new(HashMap::new()),
             discovery,
             lease: Mutex::new(None),
@@ -452,30 +458,32 @@ impl Node {
         }
     }
 
+    /// Delivers on `session`: through the peer's delivery stream, or with
+    /// unary Deliver to a peer that has none.
     async fn deliver_on(
         &self,
-        session: &Session,
+        session: &Arc<Session>,
         contact: &Contact,
         message: &ChatMessage,
     ) -> Result<(), Status> {
-        let plaintext = SealedMessage {
-            message: Some(message.clone()),
+        if self.pipes.streams_to(&contact.address) {
+            match self
+                .pipes
+                .deliver(
+                    self.name(),
+                    &contact.address,
+                    || self.channel(&contact.address),
+                    session.clone(),
+                    message.clone(),
+                )
+                .await
+            {
+                Err(status) if status.code() == Code::Unimplemented => {}
+                other => return other,
+            }
         }
-        .encode_to_vec();
-        let session_id = session.id();
-        let aad = envelope_aad(&session_id, self.name(), &message.id);
-        let (counter, ciphertext) = session
-            .transport
-            .seal_next(&aad, &plaintext)
-            .map_err(|e| Status::internal(format!("cannot seal: {e}")))?;
         let mut request = tonic::Request::new(DeliverRequest {
-            envelope: Some(Envelope {
-                session_id: session_id.to_vec(),
-                counter,
-                sender: self.name().to_owned(),
-                message_id: message.id.clone(),
-                ciphertext,
-            }),
+            envelope: Some(crate::pipe::seal(self.name(), session, message)?),
         });
         request.set_timeout(DELIVER_TIMEOUT);
         PeerClient::new(self.channel(&contact.address)?)
@@ -737,7 +745,70 @@ impl Node {
     ) -> Result<DeliverResponse, PeerError> {
         let envelope =
             envelope.ok_or_else(|| PeerError::InvalidArgument("envelope is required".into()))?;
-        let (session, plaintext) = self.open_envelope(&envelope)?;
+        let message = self.check_envelope(&envelope)?;
+        let id = message.id.clone();
+        let new = self
+            .store_received(message)
+            .await
+            .map_err(|e| PeerError::Internal(format!("cannot store the message: {e}")))?;
+        Ok(DeliverResponse {
+            message_id: id,
+            duplicate: !new,
+        })
+    }
+
+    /// One batch of `Peer/DeliverStream`: checks every envelope as Deliver
+    /// would, stores the good ones in one transaction, shows the new ones,
+    /// and reports on each envelope in order.
+    pub async fn accept_batch(&self, envelopes: Vec<Envelope>) -> Vec<DeliverResult> {
+        let mut results: Vec<DeliverResult> = Vec::with_capacity(envelopes.len());
+        let mut accepted = Vec::with_capacity(envelopes.len());
+        for (i, envelope) in envelopes.iter().enumerate() {
+            match self.check_envelope(envelope) {
+                Ok(message) => {
+                    accepted.push((i, message));
+                    results.push(DeliverResult {
+                        message_id: envelope.message_id.clone(),
+                        ..Default::default()
+                    });
+                }
+                Err(e) => {
+                    let status = crate::error::refused("Peer/DeliverStream", e);
+                    results.push(DeliverResult {
+                        message_id: envelope.message_id.clone(),
+                        code: status.code() as i32,
+                        error: status.message().to_owned(),
+                        duplicate: false,
+                    });
+                }
+            }
+        }
+        let (positions, messages): (Vec<usize>, Vec<ChatMessage>) = accepted.into_iter().unzip();
+        match self.store.insert_batch_grouped(messages.clone()).await {
+            Ok(new) => {
+                for ((i, message), is_new) in positions.into_iter().zip(messages).zip(new) {
+                    if is_new {
+                        self.show_received(message);
+                    } else {
+                        results[i].duplicate = true;
+                    }
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot store a delivered batch");
+                for i in positions {
+                    results[i].code = Code::Internal as i32;
+                    results[i].error = format!("cannot store the message: {e}");
+                }
+            }
+        }
+        results
+    }
+
+    /// Opens and checks one delivered envelope: session, replay, content,
+    /// sender, size, clock and rate. Returns the message to store.
+    fn check_envelope(&self, envelope: &Envelope) -> Result<ChatMessage, PeerError> {
+        let (session, plaintext) = self.open_envelope(envelope)?;
         let message = SealedMessage::decode(plaintext.as_slice())
             .ok()
             .and_then(|s| s.message)
@@ -774,15 +845,7 @@ impl Node {
         message.sender_fingerprint =
             chat_proto::keys::fingerprint(&session.transport.remote_static());
         self.hlc.observe(message.hlc);
-        let id = message.id.clone();
-        let new = self
-            .store_received(message)
-            .await
-            .map_err(|e| PeerError::Internal(format!("cannot store the message: {e}")))?;
-        Ok(DeliverResponse {
-            message_id: id,
-            duplicate: !new,
-        })
+        Ok(message)
     }
 
     /// Stores a received message (committed before this returns, so before
@@ -795,15 +858,19 @@ impl Node {
         if !self.store.insert_grouped(message.clone()).await? {
             return Ok(false);
         }
+        self.show_received(message);
+        Ok(true)
+    }
+
+    /// A newly stored message: printed on the console (as the original did)
+    /// and pushed to subscribers.
+    fn show_received(&self, message: ChatMessage) {
         debug!(from = %message.sender, id = %message.id, "message received");
-        if self.config.print_messages {
+        if let Some(console) = &self.console {
             // The daemon's stdout is the user's console, as in the original.
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{}", console::live_line(&message));
-            let _ = out.flush();
+            console.print(console::live_line(&message));
         }
         let _ = self.incoming.send(message);
-        Ok(true)
     }
 
     /// True at most once per [`MIN_REFRESH_INTERVAL`].

@@ -58,8 +58,8 @@ pub enum StoreError {
 #[derive(Debug, Default)]
 pub(crate) struct CommitQueue {
     pub(crate) waiting: Vec<(
-        chat_proto::v1::ChatMessage,
-        tokio::sync::oneshot::Sender<Result<bool, StoreError>>,
+        Vec<chat_proto::v1::ChatMessage>,
+        tokio::sync::oneshot::Sender<Result<Vec<bool>, StoreError>>,
     )>,
     pub(crate) committing: bool,
 }

@@ -7,12 +7,12 @@ use chat_proto::v1::{
     Connection, ConnectionsRequest, ConnectionsResponse, ControlLeaveRequest, ControlLeaveResponse,
     HandshakeRequest, HandshakeResponse, HistoryRequest, HistoryResponse,
     RefreshConnectionsRequest, RefreshConnectionsResponse, SendRequest, SendResponse,
-    SubscribeRequest, SubscribeResponse, TrustRequest, TrustResponse, connection::SessionState,
-    control_server::Control,
+    SendStreamResponse, SubscribeRequest, SubscribeResponse, TrustRequest, TrustResponse,
+    connection::SessionState, control_server::Control,
 };
 use futures::{Stream, StreamExt};
 use tokio::sync::broadcast;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
 
 use crate::{
@@ -84,6 +84,11 @@ impl ControlService {
 }
 
 type SubscribeStream = Pin<Box<dyn Stream<Item = Result<SubscribeResponse, Status>> + Send>>;
+type SendStreamStream = Pin<Box<dyn Stream<Item = Result<SendStreamResponse, Status>> + Send>>;
+
+/// Sends in flight at once on one `SendStream`: enough for deliveries to
+/// batch into large stream frames, few enough to bound the memory held.
+pub const SEND_STREAM_WINDOW: usize = 1024;
 
 #[tonic::async_trait]
 impl Control for ControlService {
@@ -94,6 +99,76 @@ impl Control for ControlService {
             .await
             .map(Response::new)
             .map_err(|e| refused("Control/Send", e))
+    }
+
+    type SendStreamStream = SendStreamStream;
+
+    async fn send_stream(
+        &self,
+        request: Request<Streaming<SendRequest>>,
+    ) -> Result<Response<Self::SendStreamStream>, Status> {
+        let mut requests = request.into_inner();
+        let (incoming_tx, mut incoming) = tokio::sync::mpsc::channel(64);
+        // Reading requests in a task of its own keeps the loop below on
+        // cancel-safe channel receives only.
+        tokio::spawn(async move {
+            loop {
+                let next = requests.message().await.transpose();
+                let end = !matches!(next, Some(Ok(_)));
+                if incoming_tx.send(next).await.is_err() || end {
+                    return;
+                }
+            }
+        });
+        let (tx, rx) = tokio::sync::mpsc::channel(SEND_STREAM_WINDOW);
+        let node = self.node.clone();
+        tokio::spawn(async move {
+            let mut in_flight = futures::stream::FuturesOrdered::new();
+            let mut more = true;
+            loop {
+                tokio::select! {
+                    request = incoming.recv(), if more && in_flight.len() < SEND_STREAM_WINDOW => {
+                        match request.flatten() {
+                            Some(Ok(req)) => {
+                                let node = node.clone();
+                                in_flight.push_back(async move {
+                                    match node.send(req.text, req.id).await {
+                                        Ok(response) => SendStreamResponse {
+                                            response: Some(response),
+                                            ..Default::default()
+                                        },
+                                        Err(e) => {
+                                            let status = refused("Control/SendStream", e);
+                                            SendStreamResponse {
+                                                response: None,
+                                                code: status.code() as i32,
+                                                error: status.message().to_owned(),
+                                            }
+                                        }
+                                    }
+                                });
+                            }
+                            Some(Err(status)) => {
+                                let _ = tx.send(Err(status)).await;
+                                return;
+                            }
+                            None => more = false,
+                        }
+                    }
+                    // Stopping: answer what is in flight, take no more.
+                    _ = node.shutdown.cancelled(), if more => more = false,
+                    Some(answer) = in_flight.next(), if !in_flight.is_empty() => {
+                        if tx.send(Ok(answer)).await.is_err() {
+                            return; // the client went away
+                        }
+                    }
+                    else => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn history(

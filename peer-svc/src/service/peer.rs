@@ -3,15 +3,15 @@
 use std::{pin::Pin, sync::Arc};
 
 use chat_proto::v1::{
-    DeliverRequest, DeliverResponse, Envelope, HistoryCursor, PeerHandshakeRequest,
-    PeerHandshakeResponse, PeerHistoryRequest, PeerHistoryResponse, SealedMessage,
-    peer_server::Peer,
+    DeliverBatch, DeliverBatchAck, DeliverRequest, DeliverResponse, Envelope, HistoryCursor,
+    PeerHandshakeRequest, PeerHandshakeResponse, PeerHistoryRequest, PeerHistoryResponse,
+    SealedMessage, peer_server::Peer,
 };
 use futures::Stream;
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
     error::{PeerError, refused},
@@ -45,6 +45,13 @@ impl PeerService {
 }
 
 type HistoryStream = Pin<Box<dyn Stream<Item = Result<PeerHistoryResponse, Status>> + Send>>;
+type DeliverAckStream = Pin<Box<dyn Stream<Item = Result<DeliverBatchAck, Status>> + Send>>;
+
+/// Acks queued per `Peer/DeliverStream` before the receiver stops reading.
+const DELIVER_STREAM_ACKS: usize = 16;
+
+/// Most envelopes a streamed batch may carry.
+pub const MAX_STREAM_BATCH_ENVELOPES: usize = 1024;
 
 #[tonic::async_trait]
 impl Peer for PeerService {
@@ -70,6 +77,60 @@ impl Peer for PeerService {
             .await
             .map(Response::new)
             .map_err(|e| refused("Peer/Deliver", e))
+    }
+
+    type DeliverStreamStream = DeliverAckStream;
+
+    async fn deliver_stream(
+        &self,
+        request: Request<Streaming<DeliverBatch>>,
+    ) -> Result<Response<Self::DeliverStreamStream>, Status> {
+        let mut batches = request.into_inner();
+        let (tx, rx) = mpsc::channel(DELIVER_STREAM_ACKS);
+        let node = self.node.clone();
+        tokio::spawn(async move {
+            // One batch at a time, in order: acks go back in batch order.
+            // On shutdown the stream ends, so it does not hold the server's
+            // graceful stop open; the sender opens a new one elsewhere.
+            let shutdown = node.shutdown.clone();
+            loop {
+                let next = tokio::select! {
+                    next = batches.message() => next,
+                    _ = shutdown.cancelled() => return,
+                };
+                let batch = match next {
+                    Ok(Some(batch)) => batch,
+                    Ok(None) => return,
+                    Err(status) => {
+                        let status = refused(
+                            "Peer/DeliverStream",
+                            PeerError::InvalidArgument(format!("bad batch: {}", status.message())),
+                        );
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
+                };
+                if batch.envelopes.len() > MAX_STREAM_BATCH_ENVELOPES {
+                    let status = refused(
+                        "Peer/DeliverStream",
+                        PeerError::ResourceExhausted(format!(
+                            "a batch holds at most {MAX_STREAM_BATCH_ENVELOPES} envelopes"
+                        )),
+                    );
+                    let _ = tx.send(Err(status)).await;
+                    return;
+                }
+                let results = node.accept_batch(batch.envelopes).await;
+                let ack = DeliverBatchAck {
+                    seq: batch.seq,
+                    results,
+                };
+                if tx.send(Ok(ack)).await.is_err() {
+                    return; // the sender went away
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     type HistoryStream = HistoryStream;

@@ -1,0 +1,364 @@
+//! The streaming delivery path: one long-lived `Peer/DeliverStream` per
+//! peer address, opened on first use and closed after a quiet minute.
+//!
+//! Callers hand a message and the session to seal it under to the address's
+//! pipe and wait for its result, exactly as they would wait for a unary
+//! `Deliver`. The pipe's task seals messages in the order they arrive, packs
+//! whatever is waiting into one batch (so batches grow with the load and a
+//! lone message goes out alone, at once), keeps a bounded window of batches
+//! in flight, and answers each caller from the batch's ack once the receiver
+//! has committed it. Nothing is acknowledged that the receiver has not
+//! stored; whatever was in flight when the stream broke is reported failed,
+//! and the caller queues it in the outbox, whose redelivery the receiver
+//! deduplicates by (sender, id) — so every message is stored exactly once.
+//!
+//! A peer without `DeliverStream` answers UNIMPLEMENTED; its address is then
+//! remembered and unary `Deliver` is used for it.
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use chat_proto::v1::{
+    ChatMessage, DeliverBatch, DeliverBatchAck, Envelope, SealedMessage, peer_client::PeerClient,
+};
+use prost::Message;
+use tokio::{
+    sync::{mpsc, oneshot},
+    time::Instant,
+};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Status, transport::Channel};
+use tracing::debug;
+
+use crate::session::{Session, envelope_aad};
+
+/// Most envelopes in one batch.
+const MAX_BATCH_ENVELOPES: usize = 512;
+
+/// Most bytes of ciphertext in one batch: well under the receiver's decode
+/// limit for a batch ([`MAX_BATCH_BYTES_DECODED`]).
+const MAX_BATCH_BYTES: usize = 768 * 1024;
+
+/// The largest DeliverBatch a receiver decodes (one full batch plus framing;
+/// a single envelope of the largest message always fits on its own).
+pub const MAX_BATCH_BYTES_DECODED: usize = 1024 * 1024;
+
+/// Batches sent and not yet acknowledged, per stream.
+const MAX_BATCHES_IN_FLIGHT: usize = 8;
+
+/// Messages waiting for the pipe's task: callers wait beyond that.
+const PIPE_QUEUE: usize = 4096;
+
+/// A pipe with nothing to carry for this long closes its stream.
+const PIPE_IDLE: Duration = Duration::from_secs(60);
+
+/// One message for a pipe, and where its result goes.
+struct Item {
+    session: Arc<Session>,
+    message: ChatMessage,
+    done: oneshot::Sender<Result<(), Status>>,
+}
+
+/// The pipes of one node, by peer address.
+#[derive(Debug, Default)]
+pub struct Pipes {
+    open: Mutex<HashMap<String, mpsc::Sender<Item>>>,
+    /// Addresses whose peer answered UNIMPLEMENTED: unary Deliver for them.
+    unary_only: Mutex<HashSet<String>>,
+}
+
+impl std::fmt::Debug for Item {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Item")
+            .field("message_id", &self.message.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pipes {
+    /// False once the peer at `address` turned out not to stream.
+    pub fn streams_to(&self, address: &str) -> bool {
+        !self
+            .unary_only
+            .lock()
+            .expect("pipes lock")
+            .contains(address)
+    }
+
+    /// Delivers `message` sealed under `session` through the pipe to
+    /// `address`, returning once the receiver stored it (or refused it).
+    /// UNIMPLEMENTED means the peer has no stream: use unary Deliver.
+    pub async fn deliver(
+        &self,
+        sender: &str,
+        address: &str,
+        channel: impl FnOnce() -> Result<Channel, Status>,
+        session: Arc<Session>,
+        message: ChatMessage,
+    ) -> Result<(), Status> {
+        let (done, result) = oneshot::channel();
+        let mut item = Item {
+            session,
+            message,
+            done,
+        };
+        let mut channel = Some(channel);
+        // At most twice: a pipe that just closed for idleness is replaced.
+        for _ in 0..2 {
+            let tx = {
+                let mut open = self.open.lock().expect("pipes lock");
+                match open.get(address) {
+                    Some(tx) if !tx.is_closed() => tx.clone(),
+                    _ => {
+                        let make = channel.take().ok_or_else(|| {
+                            Status::unavailable("the delivery stream closed twice")
+                        })?;
+                        let (tx, rx) = mpsc::channel(PIPE_QUEUE);
+                        tokio::spawn(run(sender.to_owned(), make()?, rx));
+                        open.insert(address.to_owned(), tx.clone());
+                        tx
+                    }
+                }
+            };
+            match tx.send(item).await {
+                Ok(()) => break,
+                Err(mpsc::error::SendError(back)) => item = back,
+            }
+        }
+        let outcome = result
+            .await
+            .unwrap_or_else(|_| Err(Status::unavailable("the delivery stream closed")));
+        if matches!(&outcome, Err(s) if s.code() == Code::Unimplemented) {
+            debug!(address, "peer has no DeliverStream; using unary Deliver");
+            self.unary_only
+                .lock()
+                .expect("pipes lock")
+                .insert(address.to_owned());
+        }
+        outcome
+    }
+}
+
+/// A sent batch: who waits for each of its envelopes.
+struct InFlight {
+    seq: u64,
+    sent_at: Instant,
+    waiting: Vec<oneshot::Sender<Result<(), Status>>>,
+}
+
+/// The pipe's task: opens a stream when there is something to carry, and
+/// carries it until the pipe is idle for [`PIPE_IDLE`].
+async fn run(sender: String, channel: Channel, mut items: mpsc::Receiver<Item>) {
+    loop {
+        let first = match tokio::time::timeout(PIPE_IDLE, items.recv()).await {
+            Ok(Some(item)) => item,
+            Ok(None) | Err(_) => return,
+        };
+        let mut pending = Some(first);
+        if let Err(status) = carry(&sender, &channel, &mut items, &mut pending).await {
+            debug!(error = %status.message(), "delivery stream ended");
+            if let Some(item) = pending.take() {
+                let _ = item.done.send(Err(status.clone()));
+            }
+            if status.code() == Code::Unimplemented {
+                // Nothing will ever stream here: answer the rest the same way.
+                items.close();
+                while let Some(item) = items.recv().await {
+                    let _ = item.done.send(Err(status.clone()));
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// One stream's life: returns Ok when the pipe went idle, Err when the
+/// stream failed (every unacknowledged caller has been told by then).
+async fn carry(
+    sender: &str,
+    channel: &Channel,
+    items: &mut mpsc::Receiver<Item>,
+    pending: &mut Option<Item>,
+) -> Result<(), Status> {
+    let (batches, outgoing) = mpsc::channel::<DeliverBatch>(MAX_BATCHES_IN_FLIGHT);
+    let mut client = PeerClient::new(channel.clone())
+        .max_encoding_message_size(MAX_BATCH_BYTES_DECODED)
+        .max_decoding_message_size(MAX_BATCH_BYTES_DECODED);
+    let mut seq = 0u64;
+    let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+
+    // The first batch goes with the call, so the stream opens with work.
+    let first = pending.take().expect("a first item");
+    let mut batch = Vec::new();
+    let waiting = pack(sender, first, items, &mut batch);
+    seq += 1;
+    in_flight.push_back(InFlight {
+        seq,
+        sent_at: Instant::now(),
+        waiting,
+    });
+    let _ = batches.try_send(DeliverBatch {
+        seq,
+        envelopes: batch,
+    });
+    let call = tokio::time::timeout(
+        crate::node::DELIVER_TIMEOUT,
+        client.deliver_stream(ReceiverStream::new(outgoing)),
+    )
+    .await;
+    let mut acks = match call {
+        Ok(Ok(response)) => response.into_inner(),
+        Ok(Err(status)) => return Err(fail_all(&mut in_flight, status)),
+        Err(_) => {
+            return Err(fail_all(
+                &mut in_flight,
+                Status::deadline_exceeded("the delivery stream did not open in time"),
+            ));
+        }
+    };
+    // Acks are read by a task of their own, so the loop below only ever
+    // waits on cancel-safe channel receives.
+    let (ack_tx, mut ack_rx) = mpsc::channel::<Result<DeliverBatchAck, Status>>(8);
+    let reader = tokio::spawn(async move {
+        loop {
+            let next = match acks.message().await {
+                Ok(Some(ack)) => Ok(ack),
+                Ok(None) => Err(Status::unavailable("the peer closed the delivery stream")),
+                Err(status) => Err(status),
+            };
+            let end = next.is_err();
+            if ack_tx.send(next).await.is_err() || end {
+                return;
+            }
+        }
+    });
+    let _reader = AbortOnDrop(reader);
+
+    loop {
+        let deadline = in_flight
+            .front()
+            .map(|b| b.sent_at + crate::node::DELIVER_TIMEOUT);
+        let room = in_flight.len() < MAX_BATCHES_IN_FLIGHT;
+        tokio::select! {
+            ack = ack_rx.recv() => {
+                let ack = match ack {
+                    Some(Ok(ack)) => ack,
+                    Some(Err(status)) => return Err(fail_all(&mut in_flight, status)),
+                    None => return Err(fail_all(&mut in_flight, Status::unavailable("the delivery stream ended"))),
+                };
+                let Some(front) = in_flight.pop_front() else {
+                    return Err(Status::internal("an ack for no batch"));
+                };
+                if front.seq != ack.seq || front.waiting.len() != ack.results.len() {
+                    in_flight.push_front(front);
+                    return Err(fail_all(&mut in_flight, Status::internal("acks out of order")));
+                }
+                for (waiter, result) in front.waiting.into_iter().zip(ack.results) {
+                    let outcome = if result.code == 0 {
+                        Ok(())
+                    } else {
+                        Err(Status::new(Code::from_i32(result.code), result.error))
+                    };
+                    let _ = waiter.send(outcome);
+                }
+            }
+            item = items.recv(), if room => {
+                let Some(item) = item else { return Ok(()) };
+                let mut batch = Vec::new();
+                let waiting = pack(sender, item, items, &mut batch);
+                seq += 1;
+                in_flight.push_back(InFlight { seq, sent_at: Instant::now(), waiting });
+                if batches.send(DeliverBatch { seq, envelopes: batch }).await.is_err() {
+                    return Err(fail_all(&mut in_flight, Status::unavailable("the delivery stream closed")));
+                }
+            }
+            _ = sleep_until_opt(deadline) => {
+                return Err(fail_all(
+                    &mut in_flight,
+                    Status::deadline_exceeded(format!(
+                        "no ack within {:?}", crate::node::DELIVER_TIMEOUT
+                    )),
+                ));
+            }
+            _ = tokio::time::sleep(PIPE_IDLE), if in_flight.is_empty() => return Ok(()),
+        }
+    }
+}
+
+/// Seals `first` and whatever else is already waiting (up to the batch
+/// limits) into `batch`; returns the callers to answer, in batch order.
+fn pack(
+    sender: &str,
+    first: Item,
+    items: &mut mpsc::Receiver<Item>,
+    batch: &mut Vec<Envelope>,
+) -> Vec<oneshot::Sender<Result<(), Status>>> {
+    let mut waiting = Vec::new();
+    let mut bytes = 0usize;
+    let mut next = Some(first);
+    while let Some(item) = next.take() {
+        match seal(sender, &item.session, &item.message) {
+            Ok(envelope) => {
+                bytes += envelope.ciphertext.len();
+                batch.push(envelope);
+                waiting.push(item.done);
+            }
+            Err(status) => {
+                let _ = item.done.send(Err(status));
+            }
+        }
+        if batch.len() < MAX_BATCH_ENVELOPES && bytes < MAX_BATCH_BYTES {
+            next = items.try_recv().ok();
+        }
+    }
+    waiting
+}
+
+/// Seals one message as Deliver carries it.
+pub fn seal(sender: &str, session: &Session, message: &ChatMessage) -> Result<Envelope, Status> {
+    let plaintext = SealedMessage {
+        message: Some(message.clone()),
+    }
+    .encode_to_vec();
+    let session_id = session.id();
+    let aad = envelope_aad(&session_id, sender, &message.id);
+    let (counter, ciphertext) = session
+        .transport
+        .seal_next(&aad, &plaintext)
+        .map_err(|e| Status::internal(format!("cannot seal: {e}")))?;
+    Ok(Envelope {
+        session_id: session_id.to_vec(),
+        counter,
+        sender: sender.to_owned(),
+        message_id: message.id.clone(),
+        ciphertext,
+    })
+}
+
+/// Tells everyone still waiting that their batch failed with `status`.
+fn fail_all(in_flight: &mut VecDeque<InFlight>, status: Status) -> Status {
+    for batch in in_flight.drain(..) {
+        for waiter in batch.waiting {
+            let _ = waiter.send(Err(status.clone()));
+        }
+    }
+    status
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
