@@ -120,6 +120,14 @@ pub struct Node {
     pub shutdown: CancellationToken,
 }
 
+/// A message ready to send: stamped, not yet delivered.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    message: ChatMessage,
+    /// Already in the store (a retried Send with the same id).
+    stored: bool,
+}
+
 /// Describes a status from another peer for a delivery report.
 fn describe(status: &Status) -> String {
     format!("{:?}: {}", status.code(), status.message())
@@ -227,6 +235,15 @@ impl Node {
     /// `Control/Send`: stores the message, then encrypts it separately for
     /// every connected peer and delivers to all of them at once.
     pub async fn send(&self, text: String, id: String) -> Result<SendResponse, PeerError> {
+        let prepared = self.prepare(text, id)?;
+        self.send_prepared(prepared).await
+    }
+
+    /// The first half of a Send, done in the caller's order: checks the
+    /// text, and stamps a new message with the next clock value (or finds
+    /// the one already sent under this id). `SendStream` prepares in
+    /// request order, so the history keeps that order.
+    pub fn prepare(&self, text: String, id: String) -> Result<Prepared, PeerError> {
         if text.is_empty() {
             return Err(PeerError::InvalidArgument("text must not be empty".into()));
         }
@@ -237,8 +254,11 @@ impl Node {
                 self.config.max_message_bytes
             )));
         }
-        let message = match self.existing_own_message(&id)? {
-            Some(stored) => stored,
+        Ok(match self.existing_own_message(&id)? {
+            Some(stored) => Prepared {
+                message: stored,
+                stored: true,
+            },
             None => {
                 let now = chrono::Utc::now();
                 let hlc = self.hlc.tick(now.timestamp_millis().max(0) as u64);
@@ -261,13 +281,34 @@ impl Node {
                     text,
                     hlc,
                 };
-                self.store
-                    .insert_grouped(message.clone())
-                    .await
-                    .map_err(|e| PeerError::Internal(format!("cannot store the message: {e}")))?;
-                message
+                Prepared {
+                    message,
+                    stored: false,
+                }
             }
-        };
+        })
+    }
+
+    /// The second half of a Send: stores the message (committed before
+    /// anything is sent) and delivers it to every peer at once.
+    pub async fn send_prepared(&self, prepared: Prepared) -> Result<SendResponse, PeerError> {
+        let Prepared {
+            mut message,
+            stored,
+        } = prepared;
+        if !stored {
+            let new = self
+                .store
+                .insert_grouped(message.clone())
+                .await
+                .map_err(|e| PeerError::Internal(format!("cannot store the message: {e}")))?;
+            if !new {
+                // The same id was sent concurrently: deliver what was stored.
+                if let Some(first) = self.existing_own_message(&message.id)? {
+                    message = first;
+                }
+            }
+        }
         let targets: Vec<Contact> = self
             .directory
             .all()

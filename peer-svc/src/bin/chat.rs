@@ -29,10 +29,15 @@ enum Verb {
     /// Send a message to every connected peer (end-to-end encrypted).
     Send {
         /// The message text.
-        text: String,
+        #[arg(required_unless_present = "stdin")]
+        text: Option<String>,
         /// An id of your own: sending again with the same id never duplicates.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "stdin")]
         id: Option<String>,
+        /// Send each line of standard input as a message, in order, over one
+        /// stream (bulk sending); prints a summary.
+        #[arg(long, conflicts_with = "text")]
+        stdin: bool,
     },
     /// Print every message seen, oldest first.
     History {
@@ -103,7 +108,12 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
         .await
         .map_err(|e| e.to_string())?;
     match cli.verb {
-        Verb::Send { text, id } => send(&mut client, text, id.unwrap_or_default()).await,
+        Verb::Send {
+            text: Some(text),
+            id,
+            stdin: false,
+        } => send(&mut client, text, id.unwrap_or_default()).await,
+        Verb::Send { .. } => send_lines(&mut client).await,
         Verb::History {
             limit,
             since,
@@ -277,6 +287,73 @@ async fn send(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `chat send --stdin`: every non-empty line of stdin is one message, sent
+/// in order over `Control/SendStream`.
+async fn send_lines(client: &mut ControlClient<Channel>) -> Result<ExitCode, String> {
+    use tokio::io::AsyncBufReadExt;
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    let reader = tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        let mut read = 0usize;
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.is_empty() {
+                continue;
+            }
+            read += 1;
+            let request = SendRequest {
+                text: line,
+                id: String::new(),
+            };
+            if tx.send(request).await.is_err() {
+                break;
+            }
+        }
+        read
+    });
+    let mut answers = client
+        .send_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .map_err(status_text)?
+        .into_inner();
+    let (mut sent, mut failed) = (0usize, 0usize);
+    // Per peer: delivered, queued, failed or refused.
+    let mut per_peer: std::collections::BTreeMap<String, [usize; 4]> = Default::default();
+    let mut line = 0usize;
+    while let Some(answer) = answers.message().await.map_err(status_text)? {
+        line += 1;
+        match answer.response {
+            Some(r) if answer.code == 0 => {
+                sent += 1;
+                for d in r.deliveries {
+                    let slot = match d.status() {
+                        DeliveryStatus::Delivered => 0,
+                        DeliveryStatus::Queued => 1,
+                        DeliveryStatus::Refused => 3,
+                        _ => 2,
+                    };
+                    per_peer.entry(d.peer).or_default()[slot] += 1;
+                }
+            }
+            _ => {
+                failed += 1;
+                eprintln!("message {line} not sent: {}", answer.error);
+            }
+        }
+    }
+    let read = reader.await.unwrap_or(0);
+    println!("sent {sent} of {read} messages");
+    for (peer, [delivered, queued, failed, refused]) in &per_peer {
+        println!(
+            "  {peer:<16} delivered {delivered}, queued {queued}, failed {failed}, refused {refused}"
+        );
+    }
+    Ok(if failed == 0 && sent == read {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 async fn attach(mut client: ControlClient<Channel>) -> Result<ExitCode, String> {

@@ -131,8 +131,15 @@ impl Control for ControlService {
                         match request.flatten() {
                             Some(Ok(req)) => {
                                 let node = node.clone();
+                                // Stamped here, in request order; stored
+                                // and delivered concurrently.
+                                let prepared = node.prepare(req.text, req.id);
                                 in_flight.push_back(async move {
-                                    match node.send(req.text, req.id).await {
+                                    let sent = match prepared {
+                                        Ok(prepared) => node.send_prepared(prepared).await,
+                                        Err(e) => Err(e),
+                                    };
+                                    match sent {
                                         Ok(response) => SendStreamResponse {
                                             response: Some(response),
                                             ..Default::default()

@@ -15,3 +15,4 @@ mod peer_processes;
 #[cfg(feature = "etcd")]
 mod replicas;
 mod secrets;
+mod streaming;

@@ -4,7 +4,7 @@
 
 use chat_noise::{Initiator, StaticKeypair};
 use chat_proto::v1::{
-    ChatMessage, DeliverRequest, Envelope, HandshakePayload, PeerHandshakeRequest,
+    ChatMessage, DeliverBatch, DeliverRequest, Envelope, HandshakePayload, PeerHandshakeRequest,
     PeerHistoryRequest, RegisterRequest, SealedMessage, peer_client::PeerClient,
 };
 use chat_tests::{Discovery, InProcessPeer};
@@ -539,4 +539,89 @@ fn chrono_now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64
+}
+
+#[tokio::test]
+async fn a_delivery_stream_answers_each_envelope_and_outlives_bad_ones() {
+    let (_d, _dir, target, mut mallory) = setup("stream").await;
+    let s = mallory.handshake(&target).await;
+    let good = mallory.envelope(&s, 0, "s1", "first");
+    let mut tampered = mallory.envelope(&s, 1, "s2", "tampered");
+    tampered.ciphertext[3] ^= 0x40;
+    let mut unknown_session = mallory.envelope(&s, 2, "s3", "lost");
+    unknown_session.session_id = vec![0x55; chat_noise::SESSION_ID_LEN];
+    let batches = vec![
+        DeliverBatch {
+            seq: 1,
+            envelopes: vec![
+                good.clone(),
+                tampered,
+                good.clone(), // replayed
+                mallory.envelope(&s, 3, "s4", "fourth"),
+                unknown_session,
+                mallory.envelope(&s, 4, "s1", "first"), // a retry: same id, new counter
+            ],
+        },
+        DeliverBatch {
+            seq: 2,
+            envelopes: vec![mallory.envelope(&s, 5, "s5", "fifth")],
+        },
+    ];
+    let mut acks = mallory
+        .client
+        .deliver_stream(tokio_stream::iter(batches))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = acks.message().await.unwrap().expect("first ack");
+    assert_eq!(first.seq, 1);
+    let codes: Vec<(Code, bool)> = first
+        .results
+        .iter()
+        .map(|r| (Code::from_i32(r.code), r.duplicate))
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            (Code::Ok, false),
+            (Code::Unauthenticated, false),
+            (Code::Unauthenticated, false),
+            (Code::Ok, false),
+            (Code::Unauthenticated, false),
+            (Code::Ok, true),
+        ],
+        "{first:?}"
+    );
+    assert!(first.results[1].error.contains("decryption failed"));
+    assert!(first.results[2].error.contains("replayed"));
+    assert!(first.results[4].error.contains("handshake again"));
+    let second = acks.message().await.unwrap().expect("second ack");
+    assert_eq!((second.seq, second.results[0].code), (2, 0));
+    assert!(acks.message().await.unwrap().is_none(), "the stream ends");
+    assert_eq!(target.node.store.len(), 3, "s1, s4 and s5, once each");
+
+    // A batch past the envelope cap ends that stream with RESOURCE_EXHAUSTED;
+    // the peer goes on serving.
+    let huge = DeliverBatch {
+        seq: 1,
+        envelopes: (0..1025)
+            .map(|i| mallory.envelope(&s, 100 + i, &format!("h{i}"), "x"))
+            .collect(),
+    };
+    let mut acks = mallory
+        .client
+        .deliver_stream(tokio_stream::iter(vec![huge]))
+        .await
+        .unwrap()
+        .into_inner();
+    let err = acks.message().await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("1024"), "{}", err.message());
+    assert_eq!(target.node.store.len(), 3);
+    let after = mallory
+        .deliver(mallory.envelope(&s, 2000, "s6", "still here"))
+        .await
+        .unwrap();
+    assert!(!after.duplicate);
+    assert_eq!(target.node.store.len(), 4);
 }
