@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod discovery;
+mod stream;
 
 use std::{
     path::{Path, PathBuf},
@@ -29,6 +30,9 @@ use tokio::{
 };
 use tonic::transport::Channel;
 
+/// The offered load of the steady-rate latency measure (messages/s).
+const STEADY_RATE: u32 = 1000;
+
 /// Options.
 #[derive(Debug, Parser)]
 #[command(about = "p2p-chat load generator and benchmark")]
@@ -42,6 +46,11 @@ struct Cli {
     /// Payload bytes per message.
     #[arg(long, default_value_t = 1024)]
     payload: usize,
+    /// Instead of the benchmark: stream messages from one peer to two others
+    /// for this many seconds and sample every peer's RSS (memory under
+    /// sustained load).
+    #[arg(long)]
+    soak: Option<u64>,
     /// Internal: run the baseline server and print its address.
     #[arg(long, hide = true)]
     baseline_server: bool,
@@ -220,6 +229,7 @@ where
                     let t0 = Instant::now();
                     if op(t * 1_000_000 + i).await {
                         lat.push(t0.elapsed());
+                        stream::DONE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                     i += 1;
                 }
@@ -312,9 +322,12 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let payload = "x".repeat(cli.payload);
+    if let Some(seconds) = cli.soak {
+        return soak(seconds, &payload).await;
+    }
     let secs = cli.seconds;
     let conc = cli.concurrency;
-    eprintln!("[1/7] idle memory…");
+    eprintln!("[1/8] idle memory…");
     println!(
         "{:<44} {:>16} {:>16} {:>8}",
         "measure", "p2p-chat", "plain tonic", "ratio"
@@ -338,7 +351,8 @@ async fn main() -> anyhow::Result<()> {
         "-".into(),
     );
 
-    eprintln!("[2/7] discovery: Register+Leave and watch latency, memory store vs etcd…");
+    eprintln!("[2/8] discovery: Register+Leave and watch latency, memory store vs etcd…");
+    let progress = stream::progress("discovery");
     // Discoveries of their own with no peers watching: the service alone.
     let memory = discovery::on_memory(secs).await?;
     let etcd_dir = tempfile::tempdir()?;
@@ -349,6 +363,7 @@ async fn main() -> anyhow::Result<()> {
             None
         }
     };
+    drop(progress);
     let pairs = &memory.pairs;
     row(
         "discovery Register+Leave pairs/s, memory",
@@ -405,7 +420,7 @@ async fn main() -> anyhow::Result<()> {
     }
     drop(idle);
 
-    eprintln!("[3/7] baseline servers…");
+    eprintln!("[3/8] baseline servers…");
     let me = std::env::current_exe()?;
     let mut baselines = Vec::new();
     for _ in 0..5 {
@@ -450,8 +465,10 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let mut results = Vec::new();
+    let mut steady_p99 = f64::NAN;
     for (step, fanout) in [(4, 1usize), (5, 5usize)] {
-        eprintln!("[{step}/7] Send → delivered to {fanout} peer(s)…");
+        eprintln!("[{step}/8] Send → delivered to {fanout} peer(s)…");
+        let progress = stream::progress(&format!("Send to {fanout}"));
         let net = Net::start(fanout + 1).await?;
         let sender = peer_svc::control_client::connect(&net.peers[0].1).await?;
         let text = payload.clone();
@@ -493,10 +510,82 @@ async fn main() -> anyhow::Result<()> {
                 "-".into(),
             );
         }
+        if fanout == 5 {
+            // p99 at a steady offered load, open loop, against the same.
+            drop(progress);
+            let progress = stream::progress("1000 msg/s to 5");
+            let sender = peer_svc::control_client::connect(&net.peers[0].1).await?;
+            let text = payload.clone();
+            let steady = stream::fixed_rate(STEADY_RATE, secs, move |_| {
+                let mut c = sender.clone();
+                let text = text.clone();
+                async move {
+                    c.send(SendRequest {
+                        text,
+                        id: String::new(),
+                    })
+                    .await
+                    .map(|r| r.into_inner().deliveries.iter().all(|d| d.status == 1))
+                    .unwrap_or(false)
+                }
+            })
+            .await;
+            let clients = baseline_clients.clone();
+            let ciphertext = vec![7u8; cli.payload + 16];
+            let steady_base = stream::fixed_rate(STEADY_RATE, secs, move |i| {
+                let clients = clients.clone();
+                let ciphertext = ciphertext.clone();
+                async move {
+                    let calls = (0..5).map(|k| {
+                        let mut c = clients[k].clone();
+                        let envelope = Envelope {
+                            session_id: vec![1; 16],
+                            counter: i as u64,
+                            sender: "bench".into(),
+                            message_id: format!("s{i}"),
+                            ciphertext: ciphertext.clone(),
+                        };
+                        async move {
+                            c.deliver(DeliverRequest {
+                                envelope: Some(envelope),
+                            })
+                            .await
+                        }
+                    });
+                    futures::future::join_all(calls)
+                        .await
+                        .iter()
+                        .all(|r| r.is_ok())
+                }
+            })
+            .await;
+            drop(progress);
+            row(
+                &format!("  at {STEADY_RATE} msg/s offered: p50 / p99 ms"),
+                format!("{:.2} / {:.2}", steady.pct(0.5), steady.pct(0.99)),
+                format!("{:.2} / {:.2}", steady_base.pct(0.5), steady_base.pct(0.99)),
+                "-".into(),
+            );
+            steady_p99 = steady.pct(0.99);
+        }
         results.push((fanout, product, base));
     }
 
-    eprintln!("[6/7] handshakes, seal/open, junk flood…");
+    eprintln!("[6/8] streaming: Control/SendStream → DeliverStream → stored, 1 peer…");
+    let progress = stream::progress("stream");
+    let net = Net::start(2).await?;
+    let streamed = stream::product(&net.peers[0].1, &payload, secs).await?;
+    let plain_stream = stream::plain(baseline_clients[0].clone(), cli.payload, secs).await?;
+    drop(progress);
+    row(
+        "streamed Send→stored at 1 peer, msg/s",
+        format!("{:.0}", streamed.per_sec()),
+        format!("{:.0}", plain_stream.per_sec()),
+        format!("{:.2}", streamed.per_sec() / plain_stream.per_sec()),
+    );
+    drop(net);
+
+    eprintln!("[7/8] handshakes, seal/open, junk flood…");
     let net = Net::start(2).await?;
     // Junk flood: random bytes in every field of Deliver and Handshake from
     // 32 tasks; every call must be refused, and the peer must stay small.
@@ -607,7 +696,7 @@ async fn main() -> anyhow::Result<()> {
         "-".into(),
     );
 
-    eprintln!("[7/7] 50 peers on one machine…");
+    eprintln!("[8/8] 50 peers on one machine…");
     drop(net);
     let fifty = Net::start(50).await?;
     let mut sender = peer_svc::control_client::connect(&fifty.peers[0].1).await?;
@@ -636,15 +725,19 @@ async fn main() -> anyhow::Result<()> {
 
     let (one, five) = (&results[0], &results[1]);
     println!(
-        "bench: deliver_ratio={:.2} send1_per_s={:.0} broadcast5_per_s={:.0} p99_last_of_5_ms={:.2} handshake_p50_ms={:.3} seal_open_1k_us={:.2} peer_idle_rss_mb={:.1} discovery_idle_rss_mb={:.1} discovery_pairs_per_s={:.0} etcd_pairs_per_s={:.0} watch_p50_ms={:.2} etcd_watch_p50_ms={:.2} etcd_watch_other_p50_ms={:.2} junk_refused={} junk_peak_rss_mb={:.1} peers50_reached={} peers50_rss_mb={:.0}",
+        "bench: deliver_ratio={:.2} stream_msgs_per_s={:.0} broadcast5_per_s={:.0} p99_last_of_5_ms={:.2} handshake_p50_ms={:.3} peer_idle_rss_mb={:.1} discovery_idle_rss_mb={:.1} peers50_rss_mb={:.0} send1_per_s={:.0} p99_last_of_5_under_load_ms={:.2} stream_ratio={:.3} seal_open_1k_us={:.2} discovery_pairs_per_s={:.0} etcd_pairs_per_s={:.0} watch_p50_ms={:.2} etcd_watch_p50_ms={:.2} etcd_watch_other_p50_ms={:.2} junk_refused={} junk_peak_rss_mb={:.1} peers50_reached={}",
         one.1.per_sec() / one.2.per_sec(),
-        one.1.per_sec(),
+        streamed.per_sec(),
         five.1.per_sec(),
-        five.1.pct(0.99),
+        steady_p99,
         handshake.pct(0.5),
-        per.as_secs_f64() * 1e6,
         peer_rss,
         discovery_rss,
+        peers50_rss,
+        one.1.per_sec(),
+        five.1.pct(0.99),
+        streamed.per_sec() / plain_stream.per_sec(),
+        per.as_secs_f64() * 1e6,
         pairs.per_sec(),
         etcd.as_ref().map_or(f64::NAN, |e| e.pairs.per_sec()),
         memory.watch_same.pct(0.5),
@@ -655,8 +748,63 @@ async fn main() -> anyhow::Result<()> {
         junk.ops,
         flood_peak,
         reached,
-        peers50_rss,
     );
     drop(baselines);
+    Ok(())
+}
+
+/// `--soak SECONDS`: three peers, one streaming 1 KiB messages to the other
+/// two the whole time; every peer's RSS sampled every 10 s.
+async fn soak(seconds: u64, payload: &str) -> anyhow::Result<()> {
+    const SAMPLE: Duration = Duration::from_secs(10);
+    eprintln!("soak: 3 peers, p0 streams to p1 and p2 for {seconds} s");
+    let net = Net::start(3).await?;
+    let sender = net.peers[0].1.clone();
+    let text = payload.to_owned();
+    let load = tokio::spawn(async move {
+        let mut sent = 0usize;
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        while Instant::now() < deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let run = stream::product(&sender, &text, left.as_secs_f64().min(10.0)).await?;
+            sent += run.ops;
+        }
+        anyhow::Ok(sent)
+    });
+    println!("{:>6} {:>10} {:>10} {:>10}", "s", "p0 MB", "p1 MB", "p2 MB");
+    let start = Instant::now();
+    let mut samples = Vec::new();
+    while !load.is_finished() {
+        tokio::time::sleep(SAMPLE).await;
+        let rss: Vec<f64> = net.peers.iter().map(|(p, _)| p.rss_mb()).collect();
+        println!(
+            "{:>6.0} {:>10.1} {:>10.1} {:>10.1}",
+            start.elapsed().as_secs_f64(),
+            rss[0],
+            rss[1],
+            rss[2]
+        );
+        samples.push(rss);
+    }
+    let sent = load.await??;
+    // Growth after the first minute (warm-up: caches, SQLite's page cache).
+    let warm = samples.get(5).cloned().unwrap_or_default();
+    let last = samples.last().cloned().unwrap_or_default();
+    let peak: Vec<f64> = (0..3)
+        .map(|i| samples.iter().map(|s| s[i]).fold(0.0, f64::max))
+        .collect();
+    println!(
+        "soak: sent={sent} msgs_per_s={:.0} rss_at_60s_mb={:?} rss_end_mb={:?} rss_peak_mb={:?}",
+        sent as f64 / start.elapsed().as_secs_f64(),
+        warm.iter()
+            .map(|m| (m * 10.0).round() / 10.0)
+            .collect::<Vec<_>>(),
+        last.iter()
+            .map(|m| (m * 10.0).round() / 10.0)
+            .collect::<Vec<_>>(),
+        peak.iter()
+            .map(|m| (m * 10.0).round() / 10.0)
+            .collect::<Vec<_>>(),
+    );
     Ok(())
 }

@@ -292,23 +292,57 @@ impl Node {
     /// The second half of a Send: stores the message (committed before
     /// anything is sent) and delivers it to every peer at once.
     pub async fn send_prepared(&self, prepared: Prepared) -> Result<SendResponse, PeerError> {
-        let Prepared {
-            mut message,
-            stored,
-        } = prepared;
-        if !stored {
-            let new = self
-                .store
-                .insert_grouped(message.clone())
-                .await
-                .map_err(|e| PeerError::Internal(format!("cannot store the message: {e}")))?;
-            if !new {
+        self.send_prepared_batch(vec![prepared])
+            .await
+            .pop()
+            .expect("one answer per message")
+    }
+
+    /// Sends several prepared messages: stores them in one transaction,
+    /// then delivers each to every peer, all at once. One answer per
+    /// message, in order.
+    pub async fn send_prepared_batch(
+        &self,
+        prepared: Vec<Prepared>,
+    ) -> Vec<Result<SendResponse, PeerError>> {
+        let fresh: Vec<ChatMessage> = prepared
+            .iter()
+            .filter(|p| !p.stored)
+            .map(|p| p.message.clone())
+            .collect();
+        let new = match self.store.insert_batch_grouped(fresh).await {
+            Ok(new) => new,
+            Err(e) => {
+                let why = format!("cannot store the message: {e}");
+                return prepared
+                    .iter()
+                    .map(|_| Err(PeerError::Internal(why.clone())))
+                    .collect();
+            }
+        };
+        let mut new = new.into_iter();
+        let mut messages = Vec::with_capacity(prepared.len());
+        for Prepared { message, stored } in prepared {
+            if !stored && new.next() == Some(false) {
                 // The same id was sent concurrently: deliver what was stored.
-                if let Some(first) = self.existing_own_message(&message.id)? {
-                    message = first;
+                match self.existing_own_message(&message.id) {
+                    Ok(Some(first)) => messages.push(Ok(first)),
+                    Ok(None) => messages.push(Ok(message)),
+                    Err(e) => messages.push(Err(e)),
                 }
+            } else {
+                messages.push(Ok(message));
             }
         }
+        futures::future::join_all(messages.into_iter().map(|m| async move {
+            let message = m?;
+            Ok(self.deliver_everywhere(message).await)
+        }))
+        .await
+    }
+
+    /// Delivers a stored message to every peer at once.
+    async fn deliver_everywhere(&self, message: ChatMessage) -> SendResponse {
         let targets: Vec<Contact> = self
             .directory
             .all()
@@ -317,10 +351,10 @@ impl Node {
             .collect();
         let deliveries =
             futures::future::join_all(targets.iter().map(|c| self.deliver_to(c, &message))).await;
-        Ok(SendResponse {
+        SendResponse {
             id: message.id,
             deliveries,
-        })
+        }
     }
 
     /// For a retried Send with the same id: the message already stored.

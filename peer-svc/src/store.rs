@@ -41,6 +41,27 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (peer, sender, message_id),
         FOREIGN KEY (sender, message_id) REFERENCES messages (sender, id)
      ) WITHOUT ROWID;",
+    // 3: messages as a rowid table with two indexes. A 1 KiB text made the
+    // WITHOUT ROWID rows spill into overflow pages, and the sender and time
+    // indexes doubled the writes of every insert (the profile of a bulk
+    // stream showed SQLite's commits as most of a peer's CPU). Lookups by
+    // (sender, id) and the (hlc, sender, id) order keep their indexes;
+    // `--from` and `--since` filter along the order index.
+    "CREATE TABLE messages_v3 (
+        sender             TEXT NOT NULL,
+        id                 TEXT NOT NULL,
+        hlc                INTEGER NOT NULL,
+        sender_fingerprint TEXT NOT NULL,
+        sent_at_ms         INTEGER NOT NULL,
+        text               TEXT NOT NULL
+     );
+     INSERT INTO messages_v3 (sender, id, hlc, sender_fingerprint, sent_at_ms, text)
+        SELECT sender, id, hlc, sender_fingerprint, sent_at_ms, text
+        FROM messages ORDER BY hlc, sender, id;
+     DROP TABLE messages;
+     ALTER TABLE messages_v3 RENAME TO messages;
+     CREATE UNIQUE INDEX messages_identity ON messages (sender, id);
+     CREATE UNIQUE INDEX messages_order ON messages (hlc, sender, id);",
 ];
 
 /// A failure of the database.
@@ -73,12 +94,84 @@ pub struct Store {
     pub(crate) backlog: Mutex<std::collections::BTreeSet<String>>,
     /// Inserts gathered for one transaction (group commit).
     pub(crate) commits: Mutex<CommitQueue>,
+    /// Copies the WAL into the database off the write path; stops on drop.
+    _checkpointer: Option<Checkpointer>,
+}
+
+/// How often the checkpointer copies committed WAL frames into the
+/// database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+
+/// Past this size the checkpointer waits for a quiet moment (TRUNCATE):
+/// under a steady stream of commits a PASSIVE checkpoint never catches up
+/// with the end of the WAL, so the file would only grow.
+const WAL_SIZE_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// A thread with its own connection that checkpoints the WAL. SQLite would
+/// otherwise checkpoint inside whichever commit crosses its threshold,
+/// stalling that commit (and every caller waiting on it) while it copies
+/// and syncs the database; a PASSIVE checkpoint here never blocks writers.
+#[derive(Debug)]
+struct Checkpointer {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn start(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path)?;
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let wal = std::path::PathBuf::from(wal);
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("checkpoint".into())
+            .spawn(move || {
+                loop {
+                    let done = !matches!(
+                        stopped.recv_timeout(CHECKPOINT_EVERY),
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+                    );
+                    let large = std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_SIZE_LIMIT);
+                    let mode = if large { "TRUNCATE" } else { "PASSIVE" };
+                    let checkpoint = format!("PRAGMA wal_checkpoint({mode})");
+                    if let Err(e) = conn.query_row(&checkpoint, [], |_| Ok(())) {
+                        tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
+                    }
+                    if done {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Batch(format!("cannot start the checkpointer: {e}")))?;
+        Ok(Self {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl Store {
     /// Opens (creating if needed) `DATA_DIR/history.db` and migrates it.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        Self::setup(Connection::open(data_dir.join(DB_FILE))?)
+        let path = data_dir.join(DB_FILE);
+        let mut store = Self::setup(Connection::open(&path)?)?;
+        {
+            let conn = store.conn.lock().expect("store lock");
+            conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        }
+        store._checkpointer = Some(Checkpointer::start(&path)?);
+        Ok(store)
     }
 
     /// A throwaway database in memory, for tests.
@@ -94,14 +187,28 @@ impl Store {
         // loss can roll back the last commits.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Migrations rebuild tables (SQLite's documented way to change a
+        // table: new table, copy, drop, rename), which needs foreign keys off
+        // while they run; every key is checked before the step commits.
+        conn.pragma_update(None, "foreign_keys", "OFF")?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         for (i, step) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             let tx = conn.unchecked_transaction()?;
             tx.execute_batch(step)?;
+            let broken: i64 =
+                tx.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+                    r.get(0)
+                })?;
+            if broken > 0 {
+                return Err(StoreError::Batch(format!(
+                    "schema migration {} would break {broken} foreign keys",
+                    i + 1
+                )));
+            }
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
             tx.commit()?;
         }
+        conn.pragma_update(None, "foreign_keys", "ON")?;
         let backlog = {
             let mut statement = conn.prepare("SELECT DISTINCT peer FROM outbox")?;
             let peers = statement.query_map([], |r| r.get::<_, String>(0))?;
@@ -111,6 +218,7 @@ impl Store {
             conn: Mutex::new(conn),
             backlog: Mutex::new(backlog),
             commits: Mutex::new(CommitQueue::default()),
+            _checkpointer: None,
         })
     }
 
@@ -128,6 +236,45 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_version_2_database_keeps_its_messages_and_outbox_through_migration_3() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+            conn.pragma_update(None, "foreign_keys", "ON").unwrap();
+            for step in &MIGRATIONS[..2] {
+                conn.execute_batch(step).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 2).unwrap();
+            conn.execute_batch(
+                "INSERT INTO messages VALUES ('alice', 'm1', 65536, 'fp', 1, 'hello');
+                 INSERT INTO messages VALUES ('bob', 'm1', 131072, 'fp', 2, 'shadow?');
+                 INSERT INTO outbox VALUES ('carol', 'alice', 'm1', 3);",
+            )
+            .unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.schema_version(), MIGRATIONS.len());
+        assert_eq!(store.get("alice", "m1").unwrap().unwrap().text, "hello");
+        assert_eq!(store.get("bob", "m1").unwrap().unwrap().text, "shadow?");
+        assert_eq!(store.pending("carol", 10).unwrap().len(), 1);
+        assert!(store.has_pending("carol"));
+        // The identity is still unique, and foreign keys are enforced again.
+        let conn = store.conn.lock().unwrap();
+        assert!(
+            conn.execute(
+                "INSERT INTO messages VALUES ('alice', 'm1', 9, 'fp', 9, 'again')",
+                []
+            )
+            .is_err()
+        );
+        assert!(
+            conn.execute("INSERT INTO outbox VALUES ('carol', 'zed', 'nope', 4)", [])
+                .is_err(),
+            "an outbox row needs its message"
+        );
+    }
 
     #[test]
     fn migrates_a_new_database_to_the_latest_schema_once() {

@@ -90,6 +90,49 @@ type SendStreamStream = Pin<Box<dyn Stream<Item = Result<SendStreamResponse, Sta
 /// batch into large stream frames, few enough to bound the memory held.
 pub const SEND_STREAM_WINDOW: usize = 1024;
 
+/// Most requests of a `SendStream` stored in one transaction.
+const SEND_STREAM_CHUNK: usize = 256;
+
+/// Stores and delivers one chunk of a `SendStream`; answers in order.
+async fn send_chunk(
+    node: &Node,
+    chunk: Vec<Result<crate::node::Prepared, PeerError>>,
+) -> Vec<SendStreamResponse> {
+    let mut answers: Vec<Option<SendStreamResponse>> = Vec::with_capacity(chunk.len());
+    let mut ready = Vec::new();
+    for prepared in chunk {
+        match prepared {
+            Ok(p) => {
+                answers.push(None);
+                ready.push(p);
+            }
+            Err(e) => answers.push(Some(failed(e))),
+        }
+    }
+    let mut sent = node.send_prepared_batch(ready).await.into_iter();
+    answers
+        .into_iter()
+        .map(|a| {
+            a.unwrap_or_else(|| match sent.next().expect("one answer per message") {
+                Ok(response) => SendStreamResponse {
+                    response: Some(response),
+                    ..Default::default()
+                },
+                Err(e) => failed(e),
+            })
+        })
+        .collect()
+}
+
+fn failed(e: PeerError) -> SendStreamResponse {
+    let status = refused("Control/SendStream", e);
+    SendStreamResponse {
+        response: None,
+        code: status.code() as i32,
+        error: status.message().to_owned(),
+    }
+}
+
 #[tonic::async_trait]
 impl Control for ControlService {
     async fn send(&self, request: Request<SendRequest>) -> Result<Response<SendResponse>, Status> {
@@ -123,50 +166,53 @@ impl Control for ControlService {
         let (tx, rx) = tokio::sync::mpsc::channel(SEND_STREAM_WINDOW);
         let node = self.node.clone();
         tokio::spawn(async move {
+            // Requests are taken in chunks (whatever has arrived, up to
+            // SEND_STREAM_CHUNK): each chunk is stamped in request order,
+            // stored in one transaction, and delivered concurrently.
             let mut in_flight = futures::stream::FuturesOrdered::new();
+            let mut held = 0usize;
             let mut more = true;
             loop {
                 tokio::select! {
-                    request = incoming.recv(), if more && in_flight.len() < SEND_STREAM_WINDOW => {
-                        match request.flatten() {
-                            Some(Ok(req)) => {
-                                let node = node.clone();
-                                // Stamped here, in request order; stored
-                                // and delivered concurrently.
-                                let prepared = node.prepare(req.text, req.id);
-                                in_flight.push_back(async move {
-                                    let sent = match prepared {
-                                        Ok(prepared) => node.send_prepared(prepared).await,
-                                        Err(e) => Err(e),
-                                    };
-                                    match sent {
-                                        Ok(response) => SendStreamResponse {
-                                            response: Some(response),
-                                            ..Default::default()
-                                        },
-                                        Err(e) => {
-                                            let status = refused("Control/SendStream", e);
-                                            SendStreamResponse {
-                                                response: None,
-                                                code: status.code() as i32,
-                                                error: status.message().to_owned(),
-                                            }
-                                        }
-                                    }
-                                });
+                    first = incoming.recv(), if more && held < SEND_STREAM_WINDOW => {
+                        let mut chunk = Vec::new();
+                        let mut next = first.flatten();
+                        loop {
+                            match next {
+                                Some(Ok(req)) => chunk.push(node.prepare(req.text, req.id)),
+                                Some(Err(status)) => {
+                                    let _ = tx.send(Err(status)).await;
+                                    return;
+                                }
+                                None => {
+                                    more = false;
+                                    break;
+                                }
                             }
-                            Some(Err(status)) => {
-                                let _ = tx.send(Err(status)).await;
-                                return;
+                            if chunk.len() >= SEND_STREAM_CHUNK {
+                                break;
                             }
-                            None => more = false,
+                            match incoming.try_recv() {
+                                Ok(item) => next = item,
+                                Err(_) => break,
+                            }
                         }
+                        if chunk.is_empty() {
+                            continue;
+                        }
+                        held += chunk.len();
+                        let node = node.clone();
+                        in_flight.push_back(async move { send_chunk(&node, chunk).await });
                     }
                     // Stopping: answer what is in flight, take no more.
                     _ = node.shutdown.cancelled(), if more => more = false,
-                    Some(answer) = in_flight.next(), if !in_flight.is_empty() => {
-                        if tx.send(Ok(answer)).await.is_err() {
-                            return; // the client went away
+                    Some(answers) = in_flight.next(), if !in_flight.is_empty() => {
+                        let answers: Vec<SendStreamResponse> = answers;
+                        held -= answers.len();
+                        for answer in answers {
+                            if tx.send(Ok(answer)).await.is_err() {
+                                return; // the client went away
+                            }
                         }
                     }
                     else => return,
