@@ -75,13 +75,14 @@ pub enum StoreError {
     Batch(String),
 }
 
+/// Where a group commit answers one caller: for each of its messages,
+/// whether it was new.
+pub(crate) type CommitWaiter = tokio::sync::oneshot::Sender<Result<Vec<bool>, StoreError>>;
+
 /// Writes waiting for the next group commit, and whether one is running.
 #[derive(Debug, Default)]
 pub(crate) struct CommitQueue {
-    pub(crate) waiting: Vec<(
-        Vec<chat_proto::v1::ChatMessage>,
-        tokio::sync::oneshot::Sender<Result<Vec<bool>, StoreError>>,
-    )>,
+    pub(crate) waiting: Vec<(Vec<chat_proto::v1::ChatMessage>, CommitWaiter)>,
     pub(crate) committing: bool,
 }
 

@@ -113,7 +113,7 @@ async fn bulk_sends_stream_in_order_and_arrive_once_across_a_receiver_crash() {
         .map(|m| m.text)
         .collect();
     assert_eq!(at_alice, expected);
-    let mut alice_control = alice.control().await;
+    let alice_control = alice.control().await;
     eventually("alice's outbox for bob drained", || {
         let mut c = alice_control.clone();
         async move {
