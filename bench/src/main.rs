@@ -437,30 +437,7 @@ async fn main() -> anyhow::Result<()> {
         let clients = baseline_clients.clone();
         let ciphertext = vec![7u8; cli.payload + 16];
         drive(conc, secs, move |i| {
-            let clients = clients.clone();
-            let ciphertext = ciphertext.clone();
-            async move {
-                let calls = (0..fanout).map(|k| {
-                    let mut c = clients[k].clone();
-                    let ciphertext = ciphertext.clone();
-                    async move {
-                        c.deliver(DeliverRequest {
-                            envelope: Some(Envelope {
-                                session_id: vec![1; 16],
-                                counter: i as u64,
-                                sender: "bench".into(),
-                                message_id: format!("m{i}"),
-                                ciphertext,
-                            }),
-                        })
-                        .await
-                    }
-                });
-                futures::future::join_all(calls)
-                    .await
-                    .iter()
-                    .all(|r| r.is_ok())
-            }
+            plain_fanout(clients.clone(), ciphertext.clone(), fanout, i)
         })
     };
 
@@ -473,17 +450,7 @@ async fn main() -> anyhow::Result<()> {
         let sender = peer_svc::control_client::connect(&net.peers[0].1).await?;
         let text = payload.clone();
         let product = drive(conc, secs, move |_| {
-            let mut c = sender.clone();
-            let text = text.clone();
-            async move {
-                c.send(SendRequest {
-                    text,
-                    id: String::new(),
-                })
-                .await
-                .map(|r| r.into_inner().deliveries.iter().all(|d| d.status == 1))
-                .unwrap_or(false)
-            }
+            send_to_all(sender.clone(), text.clone())
         })
         .await;
         let base = plain(fanout).await;
@@ -517,48 +484,15 @@ async fn main() -> anyhow::Result<()> {
             let sender = peer_svc::control_client::connect(&net.peers[0].1).await?;
             let text = payload.clone();
             let steady = stream::fixed_rate(STEADY_RATE, secs, move |_| {
-                let mut c = sender.clone();
-                let text = text.clone();
-                async move {
-                    c.send(SendRequest {
-                        text,
-                        id: String::new(),
-                    })
-                    .await
-                    .map(|r| r.into_inner().deliveries.iter().all(|d| d.status == 1))
-                    .unwrap_or(false)
-                }
+                send_to_all(sender.clone(), text.clone())
             })
             .await;
             let clients = baseline_clients.clone();
             let ciphertext = vec![7u8; cli.payload + 16];
             let steady_base = stream::fixed_rate(STEADY_RATE, secs, move |i| {
-                let clients = clients.clone();
-                let ciphertext = ciphertext.clone();
-                async move {
-                    let calls = (0..5).map(|k| {
-                        let mut c = clients[k].clone();
-                        let envelope = Envelope {
-                            session_id: vec![1; 16],
-                            counter: i as u64,
-                            sender: "bench".into(),
-                            message_id: format!("s{i}"),
-                            ciphertext: ciphertext.clone(),
-                        };
-                        async move {
-                            c.deliver(DeliverRequest {
-                                envelope: Some(envelope),
-                            })
-                            .await
-                        }
-                    });
-                    futures::future::join_all(calls)
-                        .await
-                        .iter()
-                        .all(|r| r.is_ok())
-                }
-            })
-            .await;
+                plain_fanout(clients.clone(), ciphertext.clone(), 5, i)
+            });
+            let steady_base = steady_base.await;
             drop(progress);
             row(
                 &format!("  at {STEADY_RATE} msg/s offered: p50 / p99 ms"),
@@ -807,4 +741,49 @@ async fn soak(seconds: u64, payload: &str) -> anyhow::Result<()> {
             .collect::<Vec<_>>(),
     );
     Ok(())
+}
+
+/// One `Control/Send`; true when every peer got it.
+async fn send_to_all(
+    mut client: chat_proto::v1::control_client::ControlClient<Channel>,
+    text: String,
+) -> bool {
+    client
+        .send(SendRequest {
+            text,
+            id: String::new(),
+        })
+        .await
+        .map(|r| r.into_inner().deliveries.iter().all(|d| d.status == 1))
+        .unwrap_or(false)
+}
+
+/// The baseline of a Send to `fanout` peers: one plain unary Deliver to
+/// each of the first `fanout` baseline servers, all at once.
+async fn plain_fanout(
+    clients: Arc<Vec<PeerClient<Channel>>>,
+    ciphertext: Vec<u8>,
+    fanout: usize,
+    i: usize,
+) -> bool {
+    let calls = (0..fanout).map(|k| {
+        let mut c = clients[k].clone();
+        let envelope = Envelope {
+            session_id: vec![1; 16],
+            counter: i as u64,
+            sender: "bench".into(),
+            message_id: format!("m{i}"),
+            ciphertext: ciphertext.clone(),
+        };
+        async move {
+            c.deliver(DeliverRequest {
+                envelope: Some(envelope),
+            })
+            .await
+        }
+    });
+    futures::future::join_all(calls)
+        .await
+        .iter()
+        .all(|r| r.is_ok())
 }
