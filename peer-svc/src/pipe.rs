@@ -362,3 +362,164 @@ impl Drop for AbortOnDrop {
         self.0.abort();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use chat_proto::v1::{
+        DeliverRequest, DeliverResponse, DeliverResult, PeerHandshakeRequest,
+        PeerHandshakeResponse, PeerHistoryRequest, PeerHistoryResponse,
+        peer_server::{Peer, PeerServer},
+    };
+    use futures::StreamExt;
+    use tonic::{Request, Response, Streaming};
+
+    use super::*;
+    use crate::session::Role;
+
+    /// A Peer server that counts what it is given; with `stream` false it
+    /// has no DeliverStream (like a peer built before it existed).
+    #[derive(Clone)]
+    struct Counting {
+        stream: bool,
+        streamed: Arc<AtomicUsize>,
+    }
+
+    type Boxed<T> = std::pin::Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
+
+    #[tonic::async_trait]
+    impl Peer for Counting {
+        async fn handshake(
+            &self,
+            _: Request<PeerHandshakeRequest>,
+        ) -> Result<Response<PeerHandshakeResponse>, Status> {
+            Err(Status::unimplemented("test"))
+        }
+        async fn deliver(
+            &self,
+            _: Request<DeliverRequest>,
+        ) -> Result<Response<DeliverResponse>, Status> {
+            Err(Status::unimplemented("test"))
+        }
+        type DeliverStreamStream = Boxed<DeliverBatchAck>;
+        async fn deliver_stream(
+            &self,
+            request: Request<Streaming<DeliverBatch>>,
+        ) -> Result<Response<Self::DeliverStreamStream>, Status> {
+            if !self.stream {
+                return Err(Status::unimplemented("chat.v1.Peer/DeliverStream"));
+            }
+            let streamed = self.streamed.clone();
+            let acks = request.into_inner().map(move |batch| {
+                let batch = batch?;
+                streamed.fetch_add(batch.envelopes.len(), Ordering::SeqCst);
+                Ok(DeliverBatchAck {
+                    seq: batch.seq,
+                    results: batch
+                        .envelopes
+                        .into_iter()
+                        .map(|e| DeliverResult {
+                            message_id: e.message_id,
+                            ..Default::default()
+                        })
+                        .collect(),
+                })
+            });
+            Ok(Response::new(Box::pin(acks)))
+        }
+        type HistoryStream = Boxed<PeerHistoryResponse>;
+        async fn history(
+            &self,
+            _: Request<PeerHistoryRequest>,
+        ) -> Result<Response<Self::HistoryStream>, Status> {
+            Err(Status::unimplemented("test"))
+        }
+    }
+
+    async fn serve(peer: Counting) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(PeerServer::new(peer))
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+        );
+        addr
+    }
+
+    fn session() -> Arc<Session> {
+        use chat_noise::{Initiator, Responder, StaticKeypair};
+        let (a, b) = (StaticKeypair::generate(), StaticKeypair::generate());
+        let (m1, waiting) = Initiator::new(&a, b.public_key(), b"t")
+            .write_message(b"")
+            .unwrap();
+        let (m2, _) = Responder::read_message(&b, b"t", &m1)
+            .unwrap()
+            .write_message(b"")
+            .unwrap();
+        let (_, transport) = waiting.read_message(&m2).unwrap();
+        Arc::new(Session::new(transport, "bob".into(), Role::Initiator))
+    }
+
+    fn message(i: usize) -> ChatMessage {
+        ChatMessage {
+            id: format!("m{i}"),
+            sender: "alice".into(),
+            text: "hello".into(),
+            ..Default::default()
+        }
+    }
+
+    fn channel(addr: &str) -> Result<Channel, Status> {
+        Ok(
+            tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .connect_lazy(),
+        )
+    }
+
+    #[tokio::test]
+    async fn concurrent_deliveries_share_the_stream_and_each_hears_its_ack() {
+        let streamed = Arc::new(AtomicUsize::new(0));
+        let addr = serve(Counting {
+            stream: true,
+            streamed: streamed.clone(),
+        })
+        .await;
+        let pipes = Arc::new(Pipes::default());
+        let session = session();
+        let calls = (0..300).map(|i| {
+            let (pipes, session, addr) = (pipes.clone(), session.clone(), addr.clone());
+            async move {
+                pipes
+                    .deliver("alice", &addr, || channel(&addr), session, message(i))
+                    .await
+            }
+        });
+        for outcome in futures::future::join_all(calls).await {
+            outcome.unwrap();
+        }
+        assert_eq!(streamed.load(Ordering::SeqCst), 300);
+        assert!(pipes.streams_to(&addr));
+    }
+
+    #[tokio::test]
+    async fn a_peer_without_the_stream_is_remembered_for_unary_delivery() {
+        let streamed = Arc::new(AtomicUsize::new(0));
+        let addr = serve(Counting {
+            stream: false,
+            streamed: streamed.clone(),
+        })
+        .await;
+        let pipes = Pipes::default();
+        assert!(pipes.streams_to(&addr));
+        let err = pipes
+            .deliver("alice", &addr, || channel(&addr), session(), message(1))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unimplemented);
+        assert!(!pipes.streams_to(&addr), "unary Deliver from now on");
+        assert_eq!(streamed.load(Ordering::SeqCst), 0);
+    }
+}
