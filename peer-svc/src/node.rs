@@ -349,8 +349,14 @@ impl Node {
             .into_iter()
             .filter(|c| !c.dropped)
             .collect();
-        let deliveries =
-            futures::future::join_all(targets.iter().map(|c| self.deliver_to(c, &message))).await;
+        // Encoded once; each recipient's copy is sealed from it.
+        let outgoing = crate::pipe::Outgoing::of(&message);
+        let deliveries = futures::future::join_all(
+            targets
+                .iter()
+                .map(|c| self.deliver_to(c, &message, &outgoing)),
+        )
+        .await;
         SendResponse {
             id: message.id,
             deliveries,
@@ -375,7 +381,12 @@ impl Node {
     /// Delivers `message` to one peer and reports how it went: delivered,
     /// queued in the outbox (the peer is offline, unreachable, or still has
     /// older messages queued, which go first), refused, or failed.
-    async fn deliver_to(&self, contact: &Contact, message: &ChatMessage) -> Delivery {
+    async fn deliver_to(
+        &self,
+        contact: &Contact,
+        message: &ChatMessage,
+        outgoing: &crate::pipe::Outgoing,
+    ) -> Delivery {
         if contact.key_changed {
             return report(
                 contact,
@@ -396,7 +407,7 @@ impl Node {
         if self.store.has_pending(&contact.name) {
             return self.queue(contact, message, "earlier messages are still queued".into());
         }
-        match tokio::time::timeout(DELIVER_TIMEOUT, self.try_deliver(contact, message)).await {
+        match tokio::time::timeout(DELIVER_TIMEOUT, self.try_deliver(contact, outgoing)).await {
             Ok(Ok(())) => report(contact, DeliveryStatus::Delivered, String::new()),
             Ok(Err(status)) if !retryable(&status) => {
                 warn!(peer = %contact.name, error = %describe(&status), "delivery refused");
@@ -496,7 +507,12 @@ impl Node {
             // trip each. A message that fails stays queued for the next try;
             // those delivered are taken off the outbox either way.
             let outcomes = futures::future::join_all(batch.iter().map(|message| {
-                tokio::time::timeout(DELIVER_TIMEOUT, self.try_deliver(&contact, message))
+                let outgoing = crate::pipe::Outgoing::of(message);
+                let contact = &contact;
+                async move {
+                    tokio::time::timeout(DELIVER_TIMEOUT, self.try_deliver(contact, &outgoing))
+                        .await
+                }
             }))
             .await;
             let mut failed = false;
@@ -527,7 +543,11 @@ impl Node {
 
     /// Seals and delivers on the current session; if the peer no longer
     /// knows it (e.g. it restarted), handshakes again and retries once.
-    async fn try_deliver(&self, contact: &Contact, message: &ChatMessage) -> Result<(), Status> {
+    async fn try_deliver(
+        &self,
+        contact: &Contact,
+        message: &crate::pipe::Outgoing,
+    ) -> Result<(), Status> {
         let session = match self.sessions.sending(&contact.name) {
             Some(s) => s,
             None => self.handshake(contact).await?,
@@ -549,7 +569,7 @@ impl Node {
         &self,
         session: &Arc<Session>,
         contact: &Contact,
-        message: &ChatMessage,
+        message: &crate::pipe::Outgoing,
     ) -> Result<(), Status> {
         if self.pipes.streams_to(&contact.address) {
             match self

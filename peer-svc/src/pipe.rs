@@ -55,10 +55,34 @@ const PIPE_QUEUE: usize = 4096;
 /// A pipe with nothing to carry for this long closes its stream.
 const PIPE_IDLE: Duration = Duration::from_secs(60);
 
+/// A message ready to seal: its id and its encoded `SealedMessage`, made
+/// once and shared by every recipient's copy.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// The message id (bound by the AAD, carried in the envelope).
+    pub id: String,
+    /// The encoded `SealedMessage`.
+    pub plaintext: Arc<[u8]>,
+}
+
+impl Outgoing {
+    /// Encodes `message` for sealing.
+    pub fn of(message: &ChatMessage) -> Self {
+        Self {
+            id: message.id.clone(),
+            plaintext: SealedMessage {
+                message: Some(message.clone()),
+            }
+            .encode_to_vec()
+            .into(),
+        }
+    }
+}
+
 /// One message for a pipe, and where its result goes.
 struct Item {
     session: Arc<Session>,
-    message: ChatMessage,
+    message: Outgoing,
     done: oneshot::Sender<Result<(), Status>>,
 }
 
@@ -97,7 +121,7 @@ impl Pipes {
         address: &str,
         channel: impl FnOnce() -> Result<Channel, Status>,
         session: Arc<Session>,
-        message: ChatMessage,
+        message: Outgoing,
     ) -> Result<(), Status> {
         let (done, result) = oneshot::channel();
         let mut item = Item {
@@ -318,16 +342,12 @@ fn pack(
 }
 
 /// Seals one message as Deliver carries it.
-pub fn seal(sender: &str, session: &Session, message: &ChatMessage) -> Result<Envelope, Status> {
-    let plaintext = SealedMessage {
-        message: Some(message.clone()),
-    }
-    .encode_to_vec();
+pub fn seal(sender: &str, session: &Session, message: &Outgoing) -> Result<Envelope, Status> {
     let session_id = session.id();
     let aad = envelope_aad(&session_id, sender, &message.id);
     let (counter, ciphertext) = session
         .transport
-        .seal_next(&aad, &plaintext)
+        .seal_next(&aad, &message.plaintext)
         .map_err(|e| Status::internal(format!("cannot seal: {e}")))?;
     Ok(Envelope {
         session_id: session_id.to_vec(),
@@ -493,7 +513,13 @@ mod tests {
             let (pipes, session, addr) = (pipes.clone(), session.clone(), addr.clone());
             async move {
                 pipes
-                    .deliver("alice", &addr, || channel(&addr), session, message(i))
+                    .deliver(
+                        "alice",
+                        &addr,
+                        || channel(&addr),
+                        session,
+                        Outgoing::of(&message(i)),
+                    )
                     .await
             }
         });
@@ -515,7 +541,13 @@ mod tests {
         let pipes = Pipes::default();
         assert!(pipes.streams_to(&addr));
         let err = pipes
-            .deliver("alice", &addr, || channel(&addr), session(), message(1))
+            .deliver(
+                "alice",
+                &addr,
+                || channel(&addr),
+                session(),
+                Outgoing::of(&message(1)),
+            )
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::Unimplemented);
