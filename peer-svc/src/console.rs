@@ -21,7 +21,11 @@ pub fn stamp(message: &ChatMessage) -> String {
 /// (newlines that would fake another line, escape sequences that would
 /// drive the terminal) are shown escaped instead of interpreted.
 pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
-    if text.chars().any(char::is_control) {
+    // Control characters are C0 and DEL (single bytes) and C1 (U+0080 to
+    // U+009F, encoded 0xC2 0x80..0x9F): a byte scan rules them out fast,
+    // and only a candidate byte leads to the character scan.
+    let candidate = text.bytes().any(|b| b < 0x20 || b == 0x7f || b == 0xc2);
+    if candidate && text.chars().any(char::is_control) {
         text.chars()
             .map(|c| {
                 if c.is_control() {
@@ -102,6 +106,11 @@ mod tests {
             "{line}"
         );
         assert_eq!(printable("plain text, ünïcode"), "plain text, ünïcode");
+        // C1 controls (two bytes in UTF-8), DEL and NUL are escaped too;
+        // other characters starting with 0xC2 (e.g. "©") are not.
+        assert_eq!(printable("a\u{9b}2Jb"), "a\\u{9b}2Jb");
+        assert_eq!(printable("x\u{7f}\u{0}"), "x\\u{7f}\\u{0}");
+        assert_eq!(printable("© 2026"), "© 2026");
     }
 }
 
