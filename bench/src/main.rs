@@ -51,6 +51,10 @@ struct Cli {
     /// sustained load).
     #[arg(long)]
     soak: Option<u64>,
+    /// Instead of the benchmark: only unary Send to N peers for --seconds
+    /// (for profiling one stage with perf).
+    #[arg(long)]
+    only_send: Option<usize>,
     /// Internal: run the baseline server and print its address.
     #[arg(long, hide = true)]
     baseline_server: bool,
@@ -324,6 +328,27 @@ async fn main() -> anyhow::Result<()> {
     let payload = "x".repeat(cli.payload);
     if let Some(seconds) = cli.soak {
         return soak(seconds, &payload).await;
+    }
+    if let Some(fanout) = cli.only_send {
+        let net = Net::start(fanout + 1).await?;
+        let pids: Vec<String> = net
+            .peers
+            .iter()
+            .map(|(p, _)| p.child.id().unwrap_or(0).to_string())
+            .collect();
+        eprintln!("peer pids (sender first): {}", pids.join(" "));
+        let sender = peer_svc::control_client::connect(&net.peers[0].1).await?;
+        let run = drive(cli.concurrency, cli.seconds, move |_| {
+            send_to_all(sender.clone(), payload.clone())
+        })
+        .await;
+        println!(
+            "send to {fanout}: {:.0} msg/s, p50 {:.2} ms, p99 {:.2} ms",
+            run.per_sec(),
+            run.pct(0.5),
+            run.pct(0.99)
+        );
+        return Ok(());
     }
     let secs = cli.seconds;
     let conc = cli.concurrency;
