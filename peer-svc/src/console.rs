@@ -114,9 +114,13 @@ mod tests {
     }
 }
 
-/// Lines waiting for the console writer: past this, lines are dropped
-/// (and counted) rather than stalling the peer.
+/// Lines waiting for the console writer: past this many, or past
+/// [`CONSOLE_QUEUE_BYTES`], lines are dropped (and counted) rather than
+/// stalling the peer or filling its memory.
 const CONSOLE_QUEUE: usize = 4096;
+
+/// Bytes of lines waiting for the console writer, at most.
+const CONSOLE_QUEUE_BYTES: usize = 4 * 1024 * 1024;
 
 /// The daemon's stdout, written by a thread of its own: a console nobody
 /// reads (a full pipe, a stopped terminal) must not stall delivery. When
@@ -126,23 +130,30 @@ const CONSOLE_QUEUE: usize = 4096;
 pub struct Console {
     lines: std::sync::mpsc::SyncSender<String>,
     dropped: std::sync::atomic::AtomicU64,
+    /// Bytes queued and not yet written.
+    queued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Console {
     /// Starts the writer thread.
     pub fn start() -> Self {
         let (lines, queue) = std::sync::mpsc::sync_channel::<String>(CONSOLE_QUEUE);
+        let queued = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let written = queued.clone();
         std::thread::Builder::new()
             .name("console".into())
             .spawn(move || {
                 use std::io::Write;
                 let stdout = std::io::stdout();
+                let sub = |n: usize| written.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
                 while let Ok(line) = queue.recv() {
                     let mut out = stdout.lock();
                     let _ = writeln!(out, "{line}");
+                    sub(line.len());
                     // Write what else is waiting before flushing once.
                     while let Ok(line) = queue.try_recv() {
                         let _ = writeln!(out, "{line}");
+                        sub(line.len());
                     }
                     let _ = out.flush();
                 }
@@ -151,22 +162,24 @@ impl Console {
         Self {
             lines,
             dropped: std::sync::atomic::AtomicU64::new(0),
+            queued,
         }
     }
 
     /// Queues a line for stdout, or drops it if the console is not keeping up.
     pub fn print(&self, line: String) {
         use std::sync::atomic::Ordering;
-        match self.lines.try_send(line) {
-            Ok(()) => {}
-            Err(_) => {
-                let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                if n.is_power_of_two() {
-                    tracing::warn!(
-                        dropped = n,
-                        "stdout is not being read; console lines dropped (messages are in the history)"
-                    );
-                }
+        let len = line.len();
+        let room = self.queued.fetch_add(len, Ordering::Relaxed) + len <= CONSOLE_QUEUE_BYTES;
+        let sent = room && self.lines.try_send(line).is_ok();
+        if !sent {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                tracing::warn!(
+                    dropped = n,
+                    "stdout is not being read; console lines dropped (messages are in the history)"
+                );
             }
         }
     }

@@ -52,6 +52,11 @@ pub const CONTROL_SOCKET: &str = "control.sock";
 /// How long shutdown waits for in-flight calls before closing anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// The largest `--max-message-bytes`: the text plus the envelope overhead
+/// must fit one Noise transport message.
+pub const MAX_MESSAGE_BYTES_LIMIT: usize =
+    chat_noise::MAX_TRANSPORT_MESSAGE_LEN - node::ENVELOPE_OVERHEAD_BYTES;
+
 /// Why the peer could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -126,6 +131,15 @@ pub async fn start_announced(
     shutdown: CancellationToken,
     announce: impl FnOnce(&str),
 ) -> Result<Running, StartError> {
+    if config.max_message_bytes > MAX_MESSAGE_BYTES_LIMIT {
+        return Err(StartError::Setup(format!(
+            "--max-message-bytes {} is over {MAX_MESSAGE_BYTES_LIMIT}: a sealed message \
+             (text plus {} bytes of envelope) must fit one Noise transport message of {} bytes",
+            config.max_message_bytes,
+            node::ENVELOPE_OVERHEAD_BYTES,
+            chat_noise::MAX_TRANSPORT_MESSAGE_LEN
+        )));
+    }
     identity::ensure_data_dir(&config.data_dir)?;
     let keypair = identity::load_or_create(&config.data_dir)?;
     let local = listener

@@ -555,8 +555,13 @@ impl Node {
         match self.deliver_on(&session, contact, message).await {
             Err(status) if status.code() == Code::Unauthenticated => {
                 debug!(peer = %contact.name, reason = status.message(), "session refused; handshaking again");
-                self.sessions.forget_sending(&contact.name);
-                let session = self.handshake(contact).await?;
+                // Concurrent failures on the same old session share one
+                // new handshake: a session another caller just made is kept.
+                self.sessions.forget_sending_if(&contact.name, &session);
+                let session = match self.sessions.sending(&contact.name) {
+                    Some(fresh) if fresh.id() != session.id() => fresh,
+                    _ => self.handshake(contact).await?,
+                };
                 self.deliver_on(&session, contact, message).await
             }
             other => other,

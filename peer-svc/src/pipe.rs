@@ -208,16 +208,18 @@ async fn carry(
     pending: &mut Option<Item>,
 ) -> Result<(), Status> {
     let (batches, outgoing) = mpsc::channel::<DeliverBatch>(MAX_BATCHES_IN_FLIGHT);
-    let mut client = PeerClient::new(channel.clone())
-        .max_encoding_message_size(MAX_BATCH_BYTES_DECODED)
-        .max_decoding_message_size(MAX_BATCH_BYTES_DECODED);
+    // No encode limit of our own: a batch stays under MAX_BATCH_BYTES unless
+    // it is a single envelope of a large message, which the receiver's limit
+    // (its message limit plus overhead) then decides on.
+    let mut client =
+        PeerClient::new(channel.clone()).max_decoding_message_size(MAX_BATCH_BYTES_DECODED);
     let mut seq = 0u64;
     let mut in_flight: VecDeque<InFlight> = VecDeque::new();
 
     // The first batch goes with the call, so the stream opens with work.
     let first = pending.take().expect("a first item");
     let mut batch = Vec::new();
-    let waiting = pack(sender, first, items, &mut batch);
+    let (waiting, mut leftover) = pack(sender, first, items, &mut batch);
     seq += 1;
     in_flight.push_back(InFlight {
         seq,
@@ -289,10 +291,11 @@ async fn carry(
                     let _ = waiter.send(outcome);
                 }
             }
-            item = items.recv(), if room => {
+            item = next_item(&mut leftover, items), if room => {
                 let Some(item) = item else { return Ok(()) };
                 let mut batch = Vec::new();
-                let waiting = pack(sender, item, items, &mut batch);
+                let (waiting, rest) = pack(sender, item, items, &mut batch);
+                leftover = rest;
                 seq += 1;
                 in_flight.push_back(InFlight { seq, sent_at: Instant::now(), waiting });
                 if batches.send(DeliverBatch { seq, envelopes: batch }).await.is_err() {
@@ -307,26 +310,39 @@ async fn carry(
                     )),
                 ));
             }
-            _ = tokio::time::sleep(PIPE_IDLE), if in_flight.is_empty() => return Ok(()),
+            _ = tokio::time::sleep(PIPE_IDLE), if in_flight.is_empty() && leftover.is_none() => return Ok(()),
         }
     }
 }
 
 /// Seals `first` and whatever else is already waiting (up to the batch
-/// limits) into `batch`; returns the callers to answer, in batch order.
+/// limits) into `batch`; returns the callers to answer, in batch order, and
+/// the item that did not fit, which starts the next batch.
 fn pack(
     sender: &str,
     first: Item,
     items: &mut mpsc::Receiver<Item>,
     batch: &mut Vec<Envelope>,
-) -> Vec<oneshot::Sender<Result<(), Status>>> {
+) -> (Vec<oneshot::Sender<Result<(), Status>>>, Option<Item>) {
     let mut waiting = Vec::new();
     let mut bytes = 0usize;
     let mut next = Some(first);
     while let Some(item) = next.take() {
+        if item.done.is_closed() {
+            // Its caller gave up (and queued it): don't send it twice now.
+            next = items.try_recv().ok();
+            continue;
+        }
+        // Counted as encoded; the first envelope always goes, however large.
+        let size = item.message.plaintext.len() + item.message.id.len() + 128;
+        if !batch.is_empty() && bytes + size > MAX_BATCH_BYTES {
+            // Full: this one waits for the next batch. The channel has no
+            // way to put it back, so it starts the next batch itself.
+            return (waiting, Some(item));
+        }
         match seal(sender, &item.session, &item.message) {
             Ok(envelope) => {
-                bytes += envelope.ciphertext.len();
+                bytes += size;
                 batch.push(envelope);
                 waiting.push(item.done);
             }
@@ -334,11 +350,19 @@ fn pack(
                 let _ = item.done.send(Err(status));
             }
         }
-        if batch.len() < MAX_BATCH_ENVELOPES && bytes < MAX_BATCH_BYTES {
+        if batch.len() < MAX_BATCH_ENVELOPES {
             next = items.try_recv().ok();
         }
     }
-    waiting
+    (waiting, None)
+}
+
+/// The item left over from the last batch, or the next one to arrive.
+async fn next_item(leftover: &mut Option<Item>, items: &mut mpsc::Receiver<Item>) -> Option<Item> {
+    match leftover.take() {
+        Some(item) => Some(item),
+        None => items.recv().await,
+    }
 }
 
 /// Seals one message as Deliver carries it.

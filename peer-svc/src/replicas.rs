@@ -13,6 +13,11 @@ use chat_proto::v1::discovery_client::DiscoveryClient;
 use tonic::{Code, Status, transport::Channel};
 use tracing::warn;
 
+/// HTTP/2 pings on an idle Discovery connection, and how long one may go
+/// unanswered before the connection is dropped.
+const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Clients of every Discovery replica, and which one is in use.
 #[derive(Debug)]
 pub struct Replicas {
@@ -39,6 +44,12 @@ impl Replicas {
                 let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
                     .map_err(|e| format!("--discovery {url}: {e}"))?
                     .connect_timeout(connect_timeout)
+                    // A replica that vanishes without a reset (host down,
+                    // partition) is noticed in seconds, not when TCP gives up:
+                    // the Watch stream fails and the peer moves on.
+                    .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+                    .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+                    .keep_alive_while_idle(true)
                     .connect_lazy();
                 Ok((url.to_owned(), DiscoveryClient::new(channel)))
             })

@@ -169,6 +169,20 @@ impl Sessions {
     }
 
     /// Forgets the sending session with `peer` (it failed, or the peer changed).
+    /// Stops sending on `failed` to `peer`, unless another caller already
+    /// replaced it with a fresh session (which must be kept).
+    pub fn forget_sending_if(&self, peer: &str, failed: &Session) {
+        let mut inner = self.inner.lock().expect("sessions lock");
+        if inner
+            .sending
+            .get(peer)
+            .is_some_and(|s| s.id() == failed.id())
+        {
+            inner.sending.remove(peer);
+        }
+    }
+
+    /// Stops sending on the current session to `peer`.
     pub fn forget_sending(&self, peer: &str) {
         self.inner
             .lock()

@@ -51,6 +51,11 @@ const ETCD_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Attempts at the register transaction when other writers race for the name.
 const REGISTER_ATTEMPTS: usize = 8;
 
+/// Longest a call waits for this replica's watch to catch up with a write
+/// or read: well under a peer's 3 s call deadline. Past it, the call
+/// answers anyway and the event reaches watchers live.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(1);
+
 /// Longest wait between attempts to re-establish the etcd watch.
 const MAX_WATCH_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -411,7 +416,7 @@ impl EtcdStore {
     /// the etcd deadline: the event then arrives live instead.
     async fn caught_up(&self, revision: i64) {
         let mut applied = self.applied.subscribe();
-        let _ = tokio::time::timeout(ETCD_TIMEOUT, applied.wait_for(|&r| r >= revision)).await;
+        let _ = tokio::time::timeout(CATCH_UP_WAIT, applied.wait_for(|&r| r >= revision)).await;
     }
 
     /// The store's current revision, from a linearizable read.
@@ -589,19 +594,24 @@ impl Store for EtcdStore {
                 record.encode_to_vec(),
                 Some(PutOptions::new().with_lease(lease)),
             )]);
-        self.client
+        let marked = self
+            .client
             .kv_client()
             .txn(txn)
             .await
-            .map_err(unavailable)?;
+            .map_err(unavailable)?
+            .succeeded();
         let revoked = self
             .client
             .lease_client()
             .revoke(lease)
             .await
             .map_err(unavailable)?;
-        self.caught_up(revoked.header().map_or(0, |h| h.revision()))
-            .await;
+        if marked {
+            // Only then does the revoke delete a member key to wait for.
+            self.caught_up(revoked.header().map_or(0, |h| h.revision()))
+                .await;
+        }
         Ok(())
     }
 

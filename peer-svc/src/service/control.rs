@@ -137,9 +137,13 @@ fn failed(e: PeerError) -> SendStreamResponse {
 impl Control for ControlService {
     async fn send(&self, request: Request<SendRequest>) -> Result<Response<SendResponse>, Status> {
         let req = request.into_inner();
-        self.node
-            .send(req.text, req.id)
+        // A task of its own: a client that goes away mid-Send must not cut
+        // the delivery short (the message is stored; every peer must get
+        // it or have it queued).
+        let node = self.node.clone();
+        tokio::spawn(async move { node.send(req.text, req.id).await })
             .await
+            .map_err(|e| Status::internal(format!("send task failed: {e}")))?
             .map(Response::new)
             .map_err(|e| refused("Control/Send", e))
     }
@@ -201,8 +205,11 @@ impl Control for ControlService {
                             continue;
                         }
                         held += chunk.len();
+                        // Each chunk is a task of its own, so a client that
+                        // goes away cannot cut deliveries short.
                         let node = node.clone();
-                        in_flight.push_back(async move { send_chunk(&node, chunk).await });
+                        let task = tokio::spawn(async move { send_chunk(&node, chunk).await });
+                        in_flight.push_back(async move { task.await.unwrap_or_default() });
                     }
                     // Stopping: answer what is in flight, take no more.
                     _ = node.shutdown.cancelled(), if more => more = false,

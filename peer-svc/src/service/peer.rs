@@ -101,6 +101,8 @@ impl Peer for PeerService {
                 let batch = match next {
                     Ok(Some(batch)) => batch,
                     Ok(None) => return,
+                    // The sender went away: nothing to refuse.
+                    Err(status) if status.code() == tonic::Code::Cancelled => return,
                     Err(status) => {
                         let status = refused(
                             "Peer/DeliverStream",

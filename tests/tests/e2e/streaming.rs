@@ -124,3 +124,41 @@ async fn bulk_sends_stream_in_order_and_arrive_once_across_a_receiver_crash() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_message_larger_than_a_batch_still_streams_and_the_limit_is_checked_at_start() {
+    let discovery = Discovery::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = |name: &str, limit: usize| {
+        let mut c = peer_svc::Config::new(name, &discovery.url(), dir.path().join(name));
+        c.max_message_bytes = limit;
+        c
+    };
+    // Over what one Noise transport message carries: refused at start.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let too_big = config("big", peer_svc::MAX_MESSAGE_BYTES_LIMIT + 1);
+    let refused = peer_svc::start(listener, too_big, Default::default()).await;
+    let Err(why) = refused else {
+        panic!("a limit over one Noise transport message must be refused at start")
+    };
+    let why = why.to_string();
+    assert!(why.contains("--max-message-bytes"), "{why}");
+
+    let limit = peer_svc::MAX_MESSAGE_BYTES_LIMIT;
+    let alice = chat_tests::InProcessPeer::start_with(config("alice", limit)).await;
+    let bob = chat_tests::InProcessPeer::start_with(config("bob", limit)).await;
+    alice.wait_connections(&["bob"]).await;
+    // Bigger than a whole batch (768 KiB): it travels alone, between the others.
+    let big = "b".repeat(limit);
+    let sends = ["small before", big.as_str(), "small after"].map(|text| {
+        let node = alice.node.clone();
+        let text = text.to_owned();
+        tokio::spawn(async move { node.send(text, String::new()).await })
+    });
+    for send in sends {
+        let report = within("a send", send).await.unwrap().unwrap();
+        assert_eq!(report.deliveries.len(), 1);
+        assert_eq!(report.deliveries[0].status, 1, "{report:?}");
+    }
+    assert_eq!(bob.node.store.len(), 3);
+}
