@@ -16,7 +16,7 @@
 //! remembered and unary `Deliver` is used for it.
 
 use std::{
-    collections::{HashMap, HashSet, VecDeque},
+    collections::{HashMap, VecDeque},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -51,6 +51,10 @@ const MAX_BATCHES_IN_FLIGHT: usize = 8;
 
 /// Messages waiting for the pipe's task: callers wait beyond that.
 const PIPE_QUEUE: usize = 4096;
+
+/// How long a peer that answered UNIMPLEMENTED gets unary Deliver before
+/// the stream is tried again (it may have been upgraded meanwhile).
+const UNARY_ONLY_FOR: Duration = Duration::from_secs(600);
 
 /// A pipe with nothing to carry for this long closes its stream.
 const PIPE_IDLE: Duration = Duration::from_secs(60);
@@ -90,8 +94,9 @@ struct Item {
 #[derive(Debug, Default)]
 pub struct Pipes {
     open: Mutex<HashMap<String, mpsc::Sender<Item>>>,
-    /// Addresses whose peer answered UNIMPLEMENTED: unary Deliver for them.
-    unary_only: Mutex<HashSet<String>>,
+    /// Addresses whose peer answered UNIMPLEMENTED, and when: unary Deliver
+    /// for them, for [`UNARY_ONLY_FOR`].
+    unary_only: Mutex<HashMap<String, Instant>>,
 }
 
 impl std::fmt::Debug for Item {
@@ -105,11 +110,15 @@ impl std::fmt::Debug for Item {
 impl Pipes {
     /// False once the peer at `address` turned out not to stream.
     pub fn streams_to(&self, address: &str) -> bool {
-        !self
-            .unary_only
-            .lock()
-            .expect("pipes lock")
-            .contains(address)
+        let mut unary_only = self.unary_only.lock().expect("pipes lock");
+        match unary_only.get(address) {
+            Some(since) if since.elapsed() < UNARY_ONLY_FOR => false,
+            Some(_) => {
+                unary_only.remove(address);
+                true
+            }
+            None => true,
+        }
     }
 
     /// Delivers `message` sealed under `session` through the pipe to
@@ -160,7 +169,7 @@ impl Pipes {
             self.unary_only
                 .lock()
                 .expect("pipes lock")
-                .insert(address.to_owned());
+                .insert(address.to_owned(), Instant::now());
         }
         outcome
     }
@@ -577,5 +586,13 @@ mod tests {
         assert_eq!(err.code(), Code::Unimplemented);
         assert!(!pipes.streams_to(&addr), "unary Deliver from now on");
         assert_eq!(streamed.load(Ordering::SeqCst), 0);
+        // After a while the stream is tried again (the peer may be upgraded).
+        let long_ago = Instant::now().checked_sub(UNARY_ONLY_FOR).unwrap();
+        pipes
+            .unary_only
+            .lock()
+            .unwrap()
+            .insert(addr.clone(), long_ago);
+        assert!(pipes.streams_to(&addr));
     }
 }
