@@ -398,11 +398,7 @@ async fn main() -> anyhow::Result<()> {
     );
     row(
         "watch event latency p50/p99 ms, memory",
-        format!(
-            "{:.2}/{:.2}",
-            memory.watch_same.pct(0.5),
-            memory.watch_same.pct(0.99)
-        ),
+        p50_p99(&memory.watch_same),
         "-".into(),
         "-".into(),
     );
@@ -415,16 +411,8 @@ async fn main() -> anyhow::Result<()> {
         );
         row(
             "  etcd watch p50/p99 ms, same replica",
-            format!(
-                "{:.2}/{:.2}",
-                etcd.watch_same.pct(0.5),
-                etcd.watch_same.pct(0.99)
-            ),
-            format!(
-                "{:.2}/{:.2}",
-                memory.watch_same.pct(0.5),
-                memory.watch_same.pct(0.99)
-            ),
+            p50_p99(&etcd.watch_same),
+            p50_p99(&memory.watch_same),
             format!(
                 "{:.1}",
                 etcd.watch_same.pct(0.5) / memory.watch_same.pct(0.5)
@@ -433,12 +421,8 @@ async fn main() -> anyhow::Result<()> {
         if let Some(other) = &etcd.watch_other {
             row(
                 "  etcd watch p50/p99 ms, other replica",
-                format!("{:.2}/{:.2}", other.pct(0.5), other.pct(0.99)),
-                format!(
-                    "{:.2}/{:.2}",
-                    memory.watch_same.pct(0.5),
-                    memory.watch_same.pct(0.99)
-                ),
+                p50_p99(other),
+                p50_p99(&memory.watch_same),
                 format!("{:.1}", other.pct(0.5) / memory.watch_same.pct(0.5)),
             );
         }
@@ -831,4 +815,9 @@ async fn plain_fanout(
         .await
         .iter()
         .all(|r| r.is_ok())
+}
+
+/// "p50/p99" of a run's latencies, in ms.
+fn p50_p99(run: &Run) -> String {
+    format!("{:.2}/{:.2}", run.pct(0.5), run.pct(0.99))
 }

@@ -212,6 +212,21 @@ pub async fn wait_for_message(data_dir: &Path, text: &str) {
     .await;
 }
 
+/// Starts `chat --data-dir DIR ARGS...` with stdin, stdout and stderr piped,
+/// for verbs that read input or stream output (killed when dropped).
+pub fn spawn_chat(data_dir: &Path, args: &[&str]) -> tokio::process::Child {
+    Command::new(binary("chat"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn chat")
+}
+
 /// Runs `chat --data-dir DIR ARGS...`; returns (success, stdout, stderr).
 pub async fn chat_cli(data_dir: &Path, args: &[&str]) -> (bool, String, String) {
     let out = within(

@@ -1,7 +1,5 @@
 //! The `chat` CLI verbs a person uses, against real peers.
 
-use std::process::Stdio;
-
 use chat_tests::{Discovery, PeerProcess, binary, chat_cli, eventually, within};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
@@ -95,16 +93,7 @@ async fn attach_prints_incoming_lines_and_sends_typed_ones() {
     let discovery = Discovery::start().await;
     let dir = tempfile::tempdir().unwrap();
     let (alice, mut bob) = pair(&discovery, dir.path()).await;
-    let mut attach = tokio::process::Command::new(binary("chat"))
-        .arg("--data-dir")
-        .arg(&alice.data_dir)
-        .arg("attach")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut attach = chat_tests::spawn_chat(&alice.data_dir, &["attach"]);
     let mut stdin = attach.stdin.take().unwrap();
     let mut out = BufReader::new(attach.stdout.take().unwrap()).lines();
     let mut err = BufReader::new(attach.stderr.take().unwrap()).lines();

@@ -4,10 +4,8 @@
 //! still ends with every message exactly once, in the order it was written,
 //! with nothing left in the sender's outbox.
 
-use std::process::Stdio;
-
 use chat_proto::v1::{ConnectionsRequest, HistoryRequest};
-use chat_tests::{Discovery, PeerProcess, binary, eventually, full_history, within};
+use chat_tests::{Discovery, PeerProcess, eventually, full_history, within};
 use tokio::io::AsyncWriteExt;
 
 const N: usize = 3000;
@@ -39,16 +37,7 @@ async fn bulk_sends_stream_in_order_and_arrive_once_across_a_receiver_crash() {
     alice.wait_connections(&["bob"]).await;
     bob.wait_connections(&["alice"]).await;
 
-    let mut chat = tokio::process::Command::new(binary("chat"))
-        .arg("--data-dir")
-        .arg(&alice.data_dir)
-        .args(["send", "--stdin"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut chat = chat_tests::spawn_chat(&alice.data_dir, &["send", "--stdin"]);
     let mut stdin = chat.stdin.take().unwrap();
     for i in 0..N / 2 {
         stdin
