@@ -16,6 +16,14 @@
 //! caller inspects the initiator's static key and payload) --`write_message`-->
 //! [`Transport`].
 //!
+//! Work that does not depend on the other side's next message can be done
+//! ahead of time, off the latency path, with the same result the spec's
+//! order gives: [`Initiator::new`] already runs `e, es, s, ss` (only the
+//! payload is left for `write_message`), and a [`ResponderPrecomputed`] holds
+//! a responder's `ss`, its ephemeral key and `se` for one expected initiator
+//! (WireGuard precomputes its static-static DH the same way). Every value is
+//! used for one handshake only.
+//!
 //! Every transition consumes the previous state, so a state can never be used
 //! twice and a failed step aborts the handshake (spec §5.3: WriteMessage and
 //! ReadMessage perform their steps "aborting if any EncryptAndHash()" /
@@ -34,6 +42,9 @@
 use core::fmt;
 
 use crate::error::NoiseError;
+use x25519_dalek::SharedSecret;
+use zeroize::Zeroizing;
+
 use crate::keys::{HexBytes, PUBLIC_KEY_LEN, SECRET_KEY_LEN, StaticKeypair};
 use crate::session::Transport;
 use crate::symmetric::{MAX_MESSAGE_LEN, SymmetricState, TAG_LEN};
@@ -118,9 +129,14 @@ fn take_public_key(message: &[u8]) -> Result<([u8; PUBLIC_KEY_LEN], &[u8]), Nois
 }
 
 /// IK initiator, before sending message 1. Knows the responder's static key.
+///
+/// Made with the tokens before the payload already run, so it can be built
+/// ahead of time; `write_message` consumes it, so its ephemeral key serves
+/// one handshake.
 pub struct Initiator {
-    /// Symmetric state after `Initialize()`.
-    symmetric: SymmetricState,
+    /// Message 1 up to its payload (`e` and the encrypted `s`) and the
+    /// symmetric state after `ss`, or the error one of those tokens hit.
+    prepared: Result<(SymmetricState, Vec<u8>), NoiseError>,
     /// `s`: the local static key pair.
     s: StaticKeypair,
     /// `e`: the ephemeral key pair to send in message 1.
@@ -133,7 +149,10 @@ impl Initiator {
     /// Starts IK toward a responder whose static key is known, with a fresh
     /// random ephemeral key. Both sides must use the same `prologue`.
     ///
-    /// A low-order `remote_static` is detected when message 1 is written
+    /// This runs message 1's `e, es, s, ss` tokens now (three X25519
+    /// operations), so it can be called before the message is needed.
+    ///
+    /// A low-order `remote_static` is reported when message 1 is written
     /// ([`NoiseError::LowOrderDh`]); use [`crate::validate_public_key`] to
     /// check untrusted keys earlier.
     #[must_use]
@@ -142,7 +161,49 @@ impl Initiator {
         remote_static: [u8; PUBLIC_KEY_LEN],
         prologue: &[u8],
     ) -> Self {
-        Self::with_ephemeral_keypair(local, remote_static, prologue, StaticKeypair::generate())
+        Self::with_ephemeral_keypair(
+            local,
+            remote_static,
+            prologue,
+            StaticKeypair::generate(),
+            None,
+        )
+    }
+
+    /// Like [`Initiator::new`] toward `statics.remote()`, taking `ss` from
+    /// `statics` instead of computing it (two X25519 operations instead of
+    /// three). A `statics` made for another local key pair is not used.
+    #[must_use]
+    pub fn with_static(local: &StaticKeypair, statics: &StaticDh, prologue: &[u8]) -> Self {
+        Self::with_ephemeral_keypair(
+            local,
+            statics.remote,
+            prologue,
+            StaticKeypair::generate(),
+            Some(statics),
+        )
+    }
+
+    /// Like [`Initiator::with_static`] but with a fixed ephemeral private
+    /// key.
+    ///
+    /// For test vectors only: reusing an ephemeral key destroys the
+    /// handshake's security.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn with_static_and_ephemeral(
+        local: &StaticKeypair,
+        statics: &StaticDh,
+        prologue: &[u8],
+        ephemeral_secret: [u8; SECRET_KEY_LEN],
+    ) -> Self {
+        Self::with_ephemeral_keypair(
+            local,
+            statics.remote,
+            prologue,
+            StaticKeypair::from_secret_bytes(ephemeral_secret),
+            Some(statics),
+        )
     }
 
     /// Like [`Initiator::new`] but with a fixed ephemeral private key.
@@ -162,6 +223,7 @@ impl Initiator {
             remote_static,
             prologue,
             StaticKeypair::from_secret_bytes(ephemeral_secret),
+            None,
         )
     }
 
@@ -171,13 +233,59 @@ impl Initiator {
         remote_static: [u8; PUBLIC_KEY_LEN],
         prologue: &[u8],
         e: StaticKeypair,
+        statics: Option<&StaticDh>,
     ) -> Self {
+        let s = local.clone();
+        let ss = statics.and_then(|st| st.for_keys(&s, &remote_static));
+        let prepared = Self::tokens_before_payload(
+            initialize(prologue, &remote_static),
+            &s,
+            &e,
+            &remote_static,
+            ss,
+        );
         Self {
-            symmetric: initialize(prologue, &remote_static),
-            s: local.clone(),
+            prepared,
+            s,
             e,
             rs: remote_static,
         }
+    }
+
+    /// Message 1's `e, es, s, ss` (spec §5.3 WriteMessage, in order).
+    fn tokens_before_payload(
+        mut symmetric: SymmetricState,
+        s: &StaticKeypair,
+        e: &StaticKeypair,
+        rs: &[u8; PUBLIC_KEY_LEN],
+        ss: Option<&[u8; PUBLIC_KEY_LEN]>,
+    ) -> Result<(SymmetricState, Vec<u8>), NoiseError> {
+        let mut message = Vec::with_capacity(INITIATION_MIN_LEN + 128);
+
+        // e: "Sets e (which must be empty) to GENERATE_KEYPAIR(). Appends
+        // e.public_key to the buffer. Calls MixHash(e.public_key)."
+        let e_public = e.public_key();
+        message.extend_from_slice(&e_public);
+        symmetric.mix_hash(&e_public);
+
+        // es: "Calls MixKey(DH(e, rs)) if initiator".
+        symmetric.mix_key(e.dh(rs)?.as_bytes());
+
+        // s: "Appends EncryptAndHash(s.public_key) to the buffer."
+        message.extend_from_slice(&symmetric.encrypt_and_hash(&s.public_key())?);
+
+        // ss: "Calls MixKey(DH(s, rs))." (Perhaps computed once before.)
+        match ss {
+            Some(ss) => symmetric.mix_key(ss),
+            None => symmetric.mix_key(s.dh(rs)?.as_bytes()),
+        }
+        Ok((symmetric, message))
+    }
+
+    /// The responder's static key this initiation is for.
+    #[must_use]
+    pub fn remote_static(&self) -> [u8; PUBLIC_KEY_LEN] {
+        self.rs
     }
 
     /// Writes message 1, `-> e, es, s, ss`, carrying `payload`. Returns the
@@ -190,28 +298,9 @@ impl Initiator {
     /// responder's static key is a low-order point.
     pub fn write_message(self, payload: &[u8]) -> Result<(Vec<u8>, InitiatorWaiting), NoiseError> {
         check_outgoing_len(INITIATION_MIN_LEN, payload.len())?;
-        let Self {
-            mut symmetric,
-            s,
-            e,
-            rs,
-        } = self;
-        let mut message = Vec::with_capacity(INITIATION_MIN_LEN + payload.len());
-
-        // e: "Sets e (which must be empty) to GENERATE_KEYPAIR(). Appends
-        // e.public_key to the buffer. Calls MixHash(e.public_key)."
-        let e_public = e.public_key();
-        message.extend_from_slice(&e_public);
-        symmetric.mix_hash(&e_public);
-
-        // es: "Calls MixKey(DH(e, rs)) if initiator".
-        symmetric.mix_key(e.dh(&rs)?.as_bytes());
-
-        // s: "Appends EncryptAndHash(s.public_key) to the buffer."
-        message.extend_from_slice(&symmetric.encrypt_and_hash(&s.public_key())?);
-
-        // ss: "Calls MixKey(DH(s, rs))."
-        symmetric.mix_key(s.dh(&rs)?.as_bytes());
+        let Self { prepared, s, e, rs } = self;
+        // e, es, s, ss: run when this initiator was made.
+        let (mut symmetric, mut message) = prepared?;
 
         // payload: "Appends EncryptAndHash(payload) to the buffer."
         message.extend_from_slice(&symmetric.encrypt_and_hash(payload)?);
@@ -231,7 +320,10 @@ impl Initiator {
 impl fmt::Debug for Initiator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Initiator")
-            .field("symmetric", &self.symmetric)
+            .field(
+                "symmetric",
+                &self.prepared.as_ref().map(|(symmetric, _)| symmetric),
+            )
             .field("s", &self.s)
             .field("e", &self.e)
             .field("rs", &HexBytes(&self.rs))
@@ -323,7 +415,28 @@ impl Responder {
         prologue: &[u8],
         message: &[u8],
     ) -> Result<ResponderPending, NoiseError> {
-        Self::read_message_with_keypair(local, prologue, message, None)
+        Self::read_message_with_keypair(local, prologue, message, None, |_| None)
+    }
+
+    /// Like [`Responder::read_message`], with the responder's work for a
+    /// known initiator done ahead of time: once message 1's `s` is decrypted,
+    /// `precomputed` is asked for a [`ResponderPrecomputed`] made for that
+    /// key; its `ss` replaces the DH here and its ephemeral key and `se` are
+    /// used for message 2. A value made for another key pair is ignored.
+    ///
+    /// The value is consumed whether or not the handshake then succeeds, so
+    /// it never serves two handshakes.
+    ///
+    /// # Errors
+    ///
+    /// As [`Responder::read_message`].
+    pub fn read_message_precomputed(
+        local: &StaticKeypair,
+        prologue: &[u8],
+        message: &[u8],
+        precomputed: impl FnOnce(&[u8; PUBLIC_KEY_LEN]) -> Option<ResponderPrecomputed>,
+    ) -> Result<ResponderPending, NoiseError> {
+        Self::read_message_with_keypair(local, prologue, message, None, precomputed)
     }
 
     /// Like [`Responder::read_message`] but with a fixed ephemeral private
@@ -347,16 +460,18 @@ impl Responder {
             prologue,
             message,
             Some(StaticKeypair::from_secret_bytes(ephemeral_secret)),
+            |_| None,
         )
     }
 
     /// Shared implementation; `e` is generated after successful
-    /// authentication when not supplied.
+    /// authentication when neither supplied nor precomputed.
     fn read_message_with_keypair(
         local: &StaticKeypair,
         prologue: &[u8],
         message: &[u8],
         e: Option<StaticKeypair>,
+        precomputed: impl FnOnce(&[u8; PUBLIC_KEY_LEN]) -> Option<ResponderPrecomputed>,
     ) -> Result<ResponderPending, NoiseError> {
         check_received_len(message, INITIATION_MIN_LEN)?;
         let s = local.clone();
@@ -387,16 +502,28 @@ impl Responder {
             // Unreachable: a 48-byte ciphertext decrypts to 32 bytes.
             .map_err(|_| NoiseError::InvalidPublicKey)?;
 
-        // ss: "Calls MixKey(DH(s, rs))."
-        symmetric.mix_key(s.dh(&rs)?.as_bytes());
+        // ss: "Calls MixKey(DH(s, rs))." (DH(s, rs) may have been
+        // computed ahead of time for this very rs and s.)
+        let precomputed =
+            precomputed(&rs).filter(|p| p.rs == rs && p.local_public == s.public_key());
+        match &precomputed {
+            Some(p) => symmetric.mix_key(&p.ss[..]),
+            None => symmetric.mix_key(s.dh(&rs)?.as_bytes()),
+        }
 
         // payload: "Calls DecryptAndHash() on the remaining bytes of the
         // message and stores the output into payload_buffer."
         let payload = symmetric.decrypt_and_hash(rest)?;
 
+        let (e, se) = match (e, precomputed) {
+            (Some(e), _) => (e, None),
+            (None, Some(p)) => (p.e, Some(p.se)),
+            (None, None) => (StaticKeypair::generate(), None),
+        };
         Ok(ResponderPending {
             symmetric,
-            e: e.unwrap_or_else(StaticKeypair::generate),
+            e,
+            se,
             rs,
             re,
             payload,
@@ -414,6 +541,8 @@ pub struct ResponderPending {
     /// `e`: the ephemeral key pair to send in message 2 (IK's second message
     /// does not use the responder's static key, so it is not kept).
     e: StaticKeypair,
+    /// `DH(e, rs)` when it was computed ahead of time.
+    se: Option<SharedSecret>,
     /// `rs`: the initiator's static public key, decrypted from message 1.
     rs: [u8; PUBLIC_KEY_LEN],
     /// `re`: the initiator's ephemeral public key.
@@ -448,6 +577,7 @@ impl ResponderPending {
         let Self {
             mut symmetric,
             e,
+            se,
             rs,
             re,
             payload: _,
@@ -463,8 +593,11 @@ impl ResponderPending {
         // ee: "Calls MixKey(DH(e, re))."
         symmetric.mix_key(e.dh(&re)?.as_bytes());
 
-        // se: "MixKey(DH(e, rs)) if responder."
-        symmetric.mix_key(e.dh(&rs)?.as_bytes());
+        // se: "MixKey(DH(e, rs)) if responder." (Perhaps computed ahead.)
+        match se {
+            Some(se) => symmetric.mix_key(se.as_bytes()),
+            None => symmetric.mix_key(e.dh(&rs)?.as_bytes()),
+        }
 
         // payload: "Appends EncryptAndHash(payload) to the buffer."
         message.extend_from_slice(&symmetric.encrypt_and_hash(payload)?);
@@ -481,9 +614,177 @@ impl fmt::Debug for ResponderPending {
         f.debug_struct("ResponderPending")
             .field("symmetric", &self.symmetric)
             .field("e", &self.e)
+            .field("se", &self.se.as_ref().map(|_| "<redacted>"))
             .field("rs", &HexBytes(&self.rs))
             .field("re", &HexBytes(&self.re))
             .field("payload_len", &self.payload.len())
+            .finish()
+    }
+}
+
+/// `DH(s, rs)` of this peer's static key pair and one other peer's static
+/// key, computed once and reused by every handshake between the two in
+/// either role (the `ss` token; WireGuard keeps the same
+/// `precomputed_static_static`). It is a secret as long-lived as the static
+/// keys: zeroized on drop and redacted from `Debug`.
+pub struct StaticDh {
+    /// The local static public key it was made with.
+    local_public: [u8; PUBLIC_KEY_LEN],
+    /// The other side's static public key.
+    remote: [u8; PUBLIC_KEY_LEN],
+    /// `DH(s, rs)`.
+    ss: Zeroizing<[u8; PUBLIC_KEY_LEN]>,
+}
+
+impl StaticDh {
+    /// Computes `DH(local, remote)`.
+    ///
+    /// # Errors
+    ///
+    /// [`NoiseError::LowOrderDh`] if `remote` is a low-order point.
+    pub fn new(local: &StaticKeypair, remote: [u8; PUBLIC_KEY_LEN]) -> Result<Self, NoiseError> {
+        Ok(Self {
+            local_public: local.public_key(),
+            remote,
+            ss: Zeroizing::new(local.dh(&remote)?.to_bytes()),
+        })
+    }
+
+    /// The other side's static key.
+    #[must_use]
+    pub fn remote(&self) -> [u8; PUBLIC_KEY_LEN] {
+        self.remote
+    }
+
+    /// The value, if it was made for exactly `local` and `remote`.
+    fn for_keys(
+        &self,
+        local: &StaticKeypair,
+        remote: &[u8; PUBLIC_KEY_LEN],
+    ) -> Option<&[u8; PUBLIC_KEY_LEN]> {
+        (self.local_public == local.public_key() && self.remote == *remote).then_some(&*self.ss)
+    }
+}
+
+impl fmt::Debug for StaticDh {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StaticDh")
+            .field("local_public", &HexBytes(&self.local_public))
+            .field("remote", &HexBytes(&self.remote))
+            .field("ss", &"<redacted>")
+            .finish()
+    }
+}
+
+/// A responder's part of one future handshake with a known initiator, done
+/// ahead of time: `ss = DH(s, rs)`, a fresh ephemeral key pair `e` and
+/// `se = DH(e, rs)` (three of the responder's five X25519 operations). Given
+/// to [`Responder::read_message_precomputed`] when that initiator's message 1
+/// arrives; consumed there, so the ephemeral key serves one handshake.
+///
+/// Secrets are zeroized on drop and redacted from `Debug`.
+pub struct ResponderPrecomputed {
+    /// The responder's own static public key it was made with.
+    local_public: [u8; PUBLIC_KEY_LEN],
+    /// The initiator's static public key it was made for.
+    rs: [u8; PUBLIC_KEY_LEN],
+    /// `DH(s, rs)`.
+    ss: Zeroizing<[u8; PUBLIC_KEY_LEN]>,
+    /// The ephemeral key pair for message 2.
+    e: StaticKeypair,
+    /// `DH(e, rs)`.
+    se: SharedSecret,
+}
+
+impl ResponderPrecomputed {
+    /// Does the work for the next handshake from `initiator_static` to
+    /// `local`.
+    ///
+    /// # Errors
+    ///
+    /// [`NoiseError::LowOrderDh`] if `initiator_static` is a low-order point.
+    pub fn new(
+        local: &StaticKeypair,
+        initiator_static: [u8; PUBLIC_KEY_LEN],
+    ) -> Result<Self, NoiseError> {
+        let ss = Zeroizing::new(local.dh(&initiator_static)?.to_bytes());
+        Self::with_ephemeral_keypair(local, initiator_static, ss, StaticKeypair::generate())
+    }
+
+    /// Like [`ResponderPrecomputed::new`] for `statics.remote()`, taking
+    /// `ss` from `statics`. A `statics` made for another local key pair is
+    /// not used.
+    ///
+    /// # Errors
+    ///
+    /// As [`ResponderPrecomputed::new`].
+    pub fn with_static(local: &StaticKeypair, statics: &StaticDh) -> Result<Self, NoiseError> {
+        match statics.for_keys(local, &statics.remote) {
+            Some(ss) => Self::with_ephemeral_keypair(
+                local,
+                statics.remote,
+                Zeroizing::new(*ss),
+                StaticKeypair::generate(),
+            ),
+            None => Self::new(local, statics.remote),
+        }
+    }
+
+    /// Like [`ResponderPrecomputed::new`] but with a fixed ephemeral private
+    /// key.
+    ///
+    /// For test vectors only: reusing an ephemeral key destroys the
+    /// handshake's security.
+    ///
+    /// # Errors
+    ///
+    /// As [`ResponderPrecomputed::new`].
+    #[doc(hidden)]
+    pub fn with_ephemeral(
+        local: &StaticKeypair,
+        initiator_static: [u8; PUBLIC_KEY_LEN],
+        ephemeral_secret: [u8; SECRET_KEY_LEN],
+    ) -> Result<Self, NoiseError> {
+        let ss = Zeroizing::new(local.dh(&initiator_static)?.to_bytes());
+        Self::with_ephemeral_keypair(
+            local,
+            initiator_static,
+            ss,
+            StaticKeypair::from_secret_bytes(ephemeral_secret),
+        )
+    }
+
+    /// Shared constructor.
+    fn with_ephemeral_keypair(
+        local: &StaticKeypair,
+        initiator_static: [u8; PUBLIC_KEY_LEN],
+        ss: Zeroizing<[u8; PUBLIC_KEY_LEN]>,
+        e: StaticKeypair,
+    ) -> Result<Self, NoiseError> {
+        Ok(Self {
+            local_public: local.public_key(),
+            rs: initiator_static,
+            ss,
+            se: e.dh(&initiator_static)?,
+            e,
+        })
+    }
+
+    /// The initiator's static key this was made for.
+    #[must_use]
+    pub fn initiator_static(&self) -> [u8; PUBLIC_KEY_LEN] {
+        self.rs
+    }
+}
+
+impl fmt::Debug for ResponderPrecomputed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponderPrecomputed")
+            .field("local_public", &HexBytes(&self.local_public))
+            .field("rs", &HexBytes(&self.rs))
+            .field("ss", &"<redacted>")
+            .field("e", &self.e)
+            .field("se", &"<redacted>")
             .finish()
     }
 }
@@ -535,6 +836,104 @@ mod tests {
                 Some(NoiseError::LowOrderDh)
             );
         }
+    }
+
+    /// Runs a handshake whose responder is offered `precomputed`; returns
+    /// both transports.
+    fn handshake_offering(
+        alice: &StaticKeypair,
+        bob: &StaticKeypair,
+        precomputed: Option<ResponderPrecomputed>,
+    ) -> (Transport, Transport) {
+        let (m1, waiting) = Initiator::new(alice, bob.public_key(), b"p")
+            .write_message(b"1")
+            .unwrap();
+        let pending = Responder::read_message_precomputed(bob, b"p", &m1, |_| precomputed).unwrap();
+        let (m2, bob_t) = pending.write_message(b"2").unwrap();
+        let (_, alice_t) = waiting.read_message(&m2).unwrap();
+        (alice_t, bob_t)
+    }
+
+    #[test]
+    fn precomputed_responder_work_is_used_only_for_its_own_keys() {
+        let (alice, bob, carol) = (
+            StaticKeypair::generate(),
+            StaticKeypair::generate(),
+            StaticKeypair::generate(),
+        );
+        let right = ResponderPrecomputed::new(&bob, alice.public_key()).unwrap();
+        let e = right.e.public_key();
+        let (a, b) = handshake_offering(&alice, &bob, Some(right));
+        assert_eq!(a.session_id(), b.session_id());
+        assert_eq!(a.handshake_hash(), b.handshake_hash());
+
+        // Made for another initiator, or by another responder key: ignored
+        // (using it would fail the handshake), and the handshake still works.
+        for wrong in [
+            ResponderPrecomputed::new(&bob, carol.public_key()).unwrap(),
+            ResponderPrecomputed::new(&carol, alice.public_key()).unwrap(),
+        ] {
+            let (a, b) = handshake_offering(&alice, &bob, Some(wrong));
+            assert_eq!(a.handshake_hash(), b.handshake_hash());
+        }
+        // A fresh ephemeral each time: the one precomputed is gone.
+        let (m1, _) = Initiator::new(&alice, bob.public_key(), b"p")
+            .write_message(b"")
+            .unwrap();
+        let pending = Responder::read_message(&bob, b"p", &m1).unwrap();
+        assert_ne!(pending.e.public_key(), e);
+    }
+
+    #[test]
+    fn static_dh_is_used_only_for_its_own_keys() {
+        let (alice, bob, carol) = (
+            StaticKeypair::generate(),
+            StaticKeypair::generate(),
+            StaticKeypair::generate(),
+        );
+        // Right keys on both sides, then each side given carol's value.
+        let cases = [
+            (
+                StaticDh::new(&alice, bob.public_key()),
+                StaticDh::new(&bob, alice.public_key()),
+            ),
+            (
+                StaticDh::new(&carol, bob.public_key()),
+                StaticDh::new(&carol, alice.public_key()),
+            ),
+        ];
+        for (for_alice, for_bob) in cases {
+            let (for_alice, for_bob) = (for_alice.unwrap(), for_bob.unwrap());
+            let (m1, waiting) = Initiator::with_static(&alice, &for_alice, b"p")
+                .write_message(b"1")
+                .unwrap();
+            let work = ResponderPrecomputed::with_static(&bob, &for_bob).unwrap();
+            let pending =
+                Responder::read_message_precomputed(&bob, b"p", &m1, |_| Some(work)).unwrap();
+            assert_eq!(pending.remote_static(), alice.public_key());
+            let (m2, b) = pending.write_message(b"2").unwrap();
+            let (_, a) = waiting.read_message(&m2).unwrap();
+            assert_eq!(a.handshake_hash(), b.handshake_hash());
+        }
+        assert_eq!(
+            StaticDh::new(&alice, [0; PUBLIC_KEY_LEN]).err(),
+            Some(NoiseError::LowOrderDh)
+        );
+    }
+
+    #[test]
+    fn precomputed_work_for_a_low_order_key_is_refused() {
+        let bob = StaticKeypair::generate();
+        assert_eq!(
+            ResponderPrecomputed::new(&bob, [0u8; PUBLIC_KEY_LEN]).err(),
+            Some(NoiseError::LowOrderDh)
+        );
+        assert_eq!(
+            Initiator::new(&bob, [0u8; PUBLIC_KEY_LEN], b"p")
+                .write_message(b"")
+                .err(),
+            Some(NoiseError::LowOrderDh)
+        );
     }
 
     #[test]

@@ -45,6 +45,7 @@ pub use error::{NoiseError, ReplayError};
 pub use handshake::{
     INITIATION_MIN_LEN, Initiator, InitiatorWaiting, MAX_INITIATION_PAYLOAD_LEN,
     MAX_RESPONSE_PAYLOAD_LEN, PROTOCOL_NAME, RESPONSE_MIN_LEN, Responder, ResponderPending,
+    ResponderPrecomputed, StaticDh,
 };
 pub use keys::{PUBLIC_KEY_LEN, SECRET_KEY_LEN, StaticKeypair, validate_public_key};
 pub use replay::{REPLAY_WINDOW_SIZE, ReplayWindow};

@@ -4,7 +4,8 @@
 //! both roles, including the handshake hash and every transport message.
 
 use chat_noise::{
-    Initiator, PROTOCOL_NAME, Responder, StaticKeypair, Transport, handshake::InitiatorWaiting,
+    Initiator, PROTOCOL_NAME, Responder, ResponderPrecomputed, StaticDh, StaticKeypair, Transport,
+    handshake::InitiatorWaiting,
 };
 use serde::Deserialize;
 
@@ -111,13 +112,24 @@ fn ik_vectors() -> Vec<IkVector> {
 
 /// Runs the initiator role: writes message 0, reads message 1.
 fn run_initiator(v: &IkVector) -> Transport {
+    run_initiator_with(v, false)
+}
+
+/// The initiator role, its `ss` computed beforehand (a [`StaticDh`]) when
+/// `precomputed`.
+fn run_initiator_with(v: &IkVector, precomputed: bool) -> Transport {
     let local = StaticKeypair::from_secret_bytes(v.init_static);
-    let initiator = Initiator::with_ephemeral(
-        &local,
-        v.init_remote_static,
-        &v.init_prologue,
-        v.init_ephemeral,
-    );
+    let initiator = if precomputed {
+        let statics = StaticDh::new(&local, v.init_remote_static).expect("ss");
+        Initiator::with_static_and_ephemeral(&local, &statics, &v.init_prologue, v.init_ephemeral)
+    } else {
+        Initiator::with_ephemeral(
+            &local,
+            v.init_remote_static,
+            &v.init_prologue,
+            v.init_ephemeral,
+        )
+    };
     let (payload0, ciphertext0) = &v.messages[0];
     let (message0, waiting): (Vec<u8>, InitiatorWaiting) =
         initiator.write_message(payload0).expect("write message 0");
@@ -141,14 +153,31 @@ fn run_initiator(v: &IkVector) -> Transport {
 
 /// Runs the responder role: reads message 0, writes message 1.
 fn run_responder(v: &IkVector) -> Transport {
+    run_responder_with(v, false)
+}
+
+/// The responder role, its `ss`, ephemeral key and `se` computed ahead of
+/// time (a [`ResponderPrecomputed`]) when `precomputed`.
+fn run_responder_with(v: &IkVector, precomputed: bool) -> Transport {
     let local = StaticKeypair::from_secret_bytes(v.resp_static);
     let (payload0, ciphertext0) = &v.messages[0];
-    let pending = Responder::read_message_with_ephemeral(
-        &local,
-        &v.resp_prologue,
-        ciphertext0,
-        v.resp_ephemeral,
-    )
+    let pending = if precomputed {
+        let initiator = StaticKeypair::from_secret_bytes(v.init_static).public_key();
+        let work = ResponderPrecomputed::with_ephemeral(&local, initiator, v.resp_ephemeral)
+            .expect("precompute");
+        let mut offered = Some(work);
+        Responder::read_message_precomputed(&local, &v.resp_prologue, ciphertext0, |rs| {
+            assert_eq!(*rs, initiator, "asked for the initiator's key");
+            offered.take()
+        })
+    } else {
+        Responder::read_message_with_ephemeral(
+            &local,
+            &v.resp_prologue,
+            ciphertext0,
+            v.resp_ephemeral,
+        )
+    }
     .expect("read message 0");
     assert_eq!(pending.payload(), payload0.as_slice(), "message 0 payload");
     assert_eq!(
@@ -203,6 +232,17 @@ fn initiator_role_reproduces_handshake() {
 fn responder_role_reproduces_handshake() {
     for v in ik_vectors() {
         run_responder(&v);
+    }
+}
+
+/// Both roles with the work that can be done ahead done ahead: the
+/// messages, hashes and keys are the vector's.
+#[test]
+fn responder_with_precomputed_work_reproduces_handshake() {
+    for v in ik_vectors() {
+        let r = run_responder_with(&v, true);
+        let i = run_initiator_with(&v, true);
+        assert_eq!(r.session_id(), i.session_id());
     }
 }
 

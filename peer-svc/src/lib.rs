@@ -7,6 +7,7 @@
 //! is the owner's CLI over [`control_client`].
 #![forbid(unsafe_code)]
 
+pub mod ahead;
 pub mod config;
 pub mod console;
 pub mod control_client;

@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use chat_noise::{INITIATION_MIN_LEN, Initiator, NoiseError, Responder, StaticKeypair};
+use chat_noise::{INITIATION_MIN_LEN, NoiseError, Responder, StaticKeypair};
 use chat_proto::v1::{
     ChatMessage, DeliverRequest, DeliverResponse, DeliverResult, Delivery, Envelope,
     HandshakePayload, PeerHandshakeRequest, SealedMessage, SendResponse,
@@ -71,7 +71,9 @@ const SUBSCRIBE_BUFFER: usize = 1024;
 pub struct Node {
     /// Configuration.
     pub config: Config,
-    keypair: StaticKeypair,
+    keypair: Arc<StaticKeypair>,
+    /// Handshake work prepared ahead of time.
+    ahead: Arc<crate::ahead::HandshakeAhead>,
     /// This peer's fingerprint.
     pub fingerprint: String,
     /// The address other peers dial to reach this one.
@@ -171,8 +173,10 @@ impl Node {
         hlc.observe(store.max_hlc().unwrap_or(0));
         let started_hlc = hlc.tick(chrono::Utc::now().timestamp_millis().max(0) as u64);
         let console = config.print_messages.then(console::Console::start);
+        let keypair = Arc::new(keypair);
         Self {
             config,
+            ahead: crate::ahead::HandshakeAhead::new(keypair.clone(), PROLOGUE),
             keypair,
             fingerprint,
             address,
@@ -639,9 +643,14 @@ impl Node {
             timestamp_micros: self.next_handshake_stamp(),
         }
         .encode_to_vec();
-        let (message, waiting) = Initiator::new(&self.keypair, contact.public_key, PROLOGUE)
+        let (message, waiting) = self
+            .ahead
+            .initiation(contact.public_key)
             .write_message(&payload)
             .map_err(|e| Status::failed_precondition(format!("cannot start a handshake: {e}")))?;
+        // The next handshake with this peer (its rekey) starts from work
+        // done while this one waits for the answer.
+        self.ahead.prepare_initiation(contact.public_key);
         let mut request = tonic::Request::new(PeerHandshakeRequest { message });
         request.set_timeout(HANDSHAKE_TIMEOUT);
         let response = PeerClient::new(self.channel(&contact.address)?)
@@ -706,15 +715,17 @@ impl Node {
                 message.len()
             )));
         }
-        let pending =
-            Responder::read_message(&self.keypair, PROLOGUE, message).map_err(|e| match e {
-                NoiseError::Truncated { .. } | NoiseError::MessageTooLarge { .. } => {
-                    PeerError::InvalidArgument(format!("handshake message is malformed: {e}"))
-                }
-                _ => PeerError::Unauthenticated(format!(
-                    "handshake failed ({e}); check that you dialed this peer with its current key"
-                )),
-            })?;
+        let pending = Responder::read_message_precomputed(&self.keypair, PROLOGUE, message, |rs| {
+            self.ahead.response(rs)
+        })
+        .map_err(|e| match e {
+            NoiseError::Truncated { .. } | NoiseError::MessageTooLarge { .. } => {
+                PeerError::InvalidArgument(format!("handshake message is malformed: {e}"))
+            }
+            _ => PeerError::Unauthenticated(format!(
+                "handshake failed ({e}); check that you dialed this peer with its current key"
+            )),
+        })?;
         let hello = HandshakePayload::decode(pending.payload()).map_err(|_| {
             PeerError::InvalidArgument("handshake payload is not a HandshakePayload".into())
         })?;
@@ -784,6 +795,7 @@ impl Node {
             .write_message(&answer)
             .map_err(|e| PeerError::Unauthenticated(format!("handshake failed: {e}")))?;
         self.directory.pin(&contact.name, &contact.public_key);
+        self.ahead.prepare_response(contact.public_key);
         info!(peer = %contact.name, fingerprint = %contact.fingerprint, "session established (responder)");
         self.sessions
             .insert(Session::new(transport, contact.name, Role::Responder));
