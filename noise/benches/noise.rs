@@ -26,21 +26,24 @@ fn handshake(c: &mut Criterion) {
     // What remains on the latency path when the work that can be done
     // ahead was done (outside the timed part): four X25519 operations.
     let alice_ss = StaticDh::new(&alice, bob.public_key()).unwrap();
-    let bob_ss = StaticDh::new(&bob, alice.public_key()).unwrap();
+    let bob_ss = std::sync::Arc::new(StaticDh::new(&bob, alice.public_key()).unwrap());
     c.bench_function("ik_handshake_latency_path_with_work_ahead", |b| {
         b.iter_batched(
             || {
                 (
                     Initiator::with_static(&alice, &alice_ss, PROLOGUE),
-                    ResponderPrecomputed::with_static(&bob, &bob_ss).unwrap(),
+                    ResponderPrecomputed::new(&bob, alice.public_key()).unwrap(),
                 )
             },
             |(initiator, ahead)| {
                 let (m1, waiting) = initiator.write_message(b"alice").unwrap();
-                let pending =
-                    Responder::read_message_precomputed(&bob, PROLOGUE, &m1, |_| Some(ahead))
-                        .unwrap();
-                let (m2, _) = pending.write_message(b"bob").unwrap();
+                let pending = Responder::read_message_with_static(&bob, PROLOGUE, &m1, |_| {
+                    Some(bob_ss.clone())
+                })
+                .unwrap();
+                let (m2, _) = pending
+                    .write_message_precomputed(b"bob", Some(ahead))
+                    .unwrap();
                 black_box(waiting.read_message(&m2).unwrap());
             },
             criterion::BatchSize::SmallInput,

@@ -19,10 +19,11 @@
 //! Work that does not depend on the other side's next message can be done
 //! ahead of time, off the latency path, with the same result the spec's
 //! order gives: [`Initiator::new`] already runs `e, es, s, ss` (only the
-//! payload is left for `write_message`), and a [`ResponderPrecomputed`] holds
-//! a responder's `ss`, its ephemeral key and `se` for one expected initiator
-//! (WireGuard precomputes its static-static DH the same way). Every value is
-//! used for one handshake only.
+//! payload is left for `write_message`); a [`StaticDh`] keeps `ss` per peer
+//! (as WireGuard keeps its static-static DH); a [`ResponderPrecomputed`]
+//! holds a responder's ephemeral key and `se` for one expected initiator,
+//! used only once that initiator is accepted. Every ephemeral key serves one
+//! handshake only.
 //!
 //! Every transition consumes the previous state, so a state can never be used
 //! twice and a failed step aborts the handshake (spec §5.3: WriteMessage and
@@ -42,8 +43,8 @@
 use core::fmt;
 
 use crate::error::NoiseError;
+use std::sync::Arc;
 use x25519_dalek::SharedSecret;
-use zeroize::Zeroizing;
 
 use crate::keys::{HexBytes, PUBLIC_KEY_LEN, SECRET_KEY_LEN, StaticKeypair};
 use crate::session::Transport;
@@ -258,7 +259,7 @@ impl Initiator {
         s: &StaticKeypair,
         e: &StaticKeypair,
         rs: &[u8; PUBLIC_KEY_LEN],
-        ss: Option<&[u8; PUBLIC_KEY_LEN]>,
+        ss: Option<&SharedSecret>,
     ) -> Result<(SymmetricState, Vec<u8>), NoiseError> {
         let mut message = Vec::with_capacity(INITIATION_MIN_LEN + 128);
 
@@ -276,7 +277,7 @@ impl Initiator {
 
         // ss: "Calls MixKey(DH(s, rs))." (Perhaps computed once before.)
         match ss {
-            Some(ss) => symmetric.mix_key(ss),
+            Some(ss) => symmetric.mix_key(ss.as_bytes()),
             None => symmetric.mix_key(s.dh(rs)?.as_bytes()),
         }
         Ok((symmetric, message))
@@ -418,25 +419,22 @@ impl Responder {
         Self::read_message_with_keypair(local, prologue, message, None, |_| None)
     }
 
-    /// Like [`Responder::read_message`], with the responder's work for a
-    /// known initiator done ahead of time: once message 1's `s` is decrypted,
-    /// `precomputed` is asked for a [`ResponderPrecomputed`] made for that
-    /// key; its `ss` replaces the DH here and its ephemeral key and `se` are
-    /// used for message 2. A value made for another key pair is ignored.
-    ///
-    /// The value is consumed whether or not the handshake then succeeds, so
-    /// it never serves two handshakes.
+    /// Like [`Responder::read_message`], with `ss` computed before: once
+    /// message 1's `s` is decrypted, `known` is asked for the [`StaticDh`]
+    /// of that key; a value made for other keys is not used. Nothing is
+    /// consumed here: a forged or replayed message 1 costs no prepared work
+    /// (see [`ResponderPending::write_message_precomputed`]).
     ///
     /// # Errors
     ///
     /// As [`Responder::read_message`].
-    pub fn read_message_precomputed(
+    pub fn read_message_with_static(
         local: &StaticKeypair,
         prologue: &[u8],
         message: &[u8],
-        precomputed: impl FnOnce(&[u8; PUBLIC_KEY_LEN]) -> Option<ResponderPrecomputed>,
+        known: impl FnOnce(&[u8; PUBLIC_KEY_LEN]) -> Option<Arc<StaticDh>>,
     ) -> Result<ResponderPending, NoiseError> {
-        Self::read_message_with_keypair(local, prologue, message, None, precomputed)
+        Self::read_message_with_keypair(local, prologue, message, None, known)
     }
 
     /// Like [`Responder::read_message`] but with a fixed ephemeral private
@@ -464,14 +462,14 @@ impl Responder {
         )
     }
 
-    /// Shared implementation; `e` is generated after successful
-    /// authentication when neither supplied nor precomputed.
+    /// Shared implementation; unless `e` is supplied, message 2's
+    /// ephemeral key is generated (or taken precomputed) when it is written.
     fn read_message_with_keypair(
         local: &StaticKeypair,
         prologue: &[u8],
         message: &[u8],
         e: Option<StaticKeypair>,
-        precomputed: impl FnOnce(&[u8; PUBLIC_KEY_LEN]) -> Option<ResponderPrecomputed>,
+        known: impl FnOnce(&[u8; PUBLIC_KEY_LEN]) -> Option<Arc<StaticDh>>,
     ) -> Result<ResponderPending, NoiseError> {
         check_received_len(message, INITIATION_MIN_LEN)?;
         let s = local.clone();
@@ -502,12 +500,10 @@ impl Responder {
             // Unreachable: a 48-byte ciphertext decrypts to 32 bytes.
             .map_err(|_| NoiseError::InvalidPublicKey)?;
 
-        // ss: "Calls MixKey(DH(s, rs))." (DH(s, rs) may have been
-        // computed ahead of time for this very rs and s.)
-        let precomputed =
-            precomputed(&rs).filter(|p| p.rs == rs && p.local_public == s.public_key());
-        match &precomputed {
-            Some(p) => symmetric.mix_key(&p.ss[..]),
+        // ss: "Calls MixKey(DH(s, rs))." (DH(s, rs) may have been computed
+        // before for this very rs and s.)
+        match known(&rs).as_deref().and_then(|k| k.for_keys(&s, &rs)) {
+            Some(ss) => symmetric.mix_key(ss.as_bytes()),
             None => symmetric.mix_key(s.dh(&rs)?.as_bytes()),
         }
 
@@ -515,15 +511,10 @@ impl Responder {
         // message and stores the output into payload_buffer."
         let payload = symmetric.decrypt_and_hash(rest)?;
 
-        let (e, se) = match (e, precomputed) {
-            (Some(e), _) => (e, None),
-            (None, Some(p)) => (p.e, Some(p.se)),
-            (None, None) => (StaticKeypair::generate(), None),
-        };
         Ok(ResponderPending {
             symmetric,
+            local_public: s.public_key(),
             e,
-            se,
             rs,
             re,
             payload,
@@ -538,11 +529,12 @@ impl Responder {
 pub struct ResponderPending {
     /// Symmetric state after message 1.
     symmetric: SymmetricState,
-    /// `e`: the ephemeral key pair to send in message 2 (IK's second message
-    /// does not use the responder's static key, so it is not kept).
-    e: StaticKeypair,
-    /// `DH(e, rs)` when it was computed ahead of time.
-    se: Option<SharedSecret>,
+    /// The responder's static public key (IK's second message does not use
+    /// the static key pair itself, so it is not kept).
+    local_public: [u8; PUBLIC_KEY_LEN],
+    /// `e`, when fixed in advance (test vectors); otherwise generated, or
+    /// taken precomputed, when message 2 is written.
+    e: Option<StaticKeypair>,
     /// `rs`: the initiator's static public key, decrypted from message 1.
     rs: [u8; PUBLIC_KEY_LEN],
     /// `re`: the initiator's ephemeral public key.
@@ -573,15 +565,39 @@ impl ResponderPending {
     /// [`MAX_RESPONSE_PAYLOAD_LEN`]; [`NoiseError::LowOrderDh`] for
     /// low-order initiator keys (already excluded by `read_message`).
     pub fn write_message(self, payload: &[u8]) -> Result<(Vec<u8>, Transport), NoiseError> {
+        self.write_message_precomputed(payload, None)
+    }
+
+    /// Like [`ResponderPending::write_message`], with the ephemeral key and
+    /// `se` from `precomputed` when it was made for this initiator and this
+    /// responder (otherwise they are made now, as without it). Call it once
+    /// the initiator is accepted, so only a handshake that is answered uses
+    /// precomputed work.
+    ///
+    /// # Errors
+    ///
+    /// As [`ResponderPending::write_message`].
+    pub fn write_message_precomputed(
+        self,
+        payload: &[u8],
+        precomputed: Option<ResponderPrecomputed>,
+    ) -> Result<(Vec<u8>, Transport), NoiseError> {
         check_outgoing_len(RESPONSE_MIN_LEN, payload.len())?;
         let Self {
             mut symmetric,
+            local_public,
             e,
-            se,
             rs,
             re,
             payload: _,
         } = self;
+        let precomputed =
+            precomputed.filter(|p| p.rs == rs && p.local_public == local_public && e.is_none());
+        let (e, se) = match (e, precomputed) {
+            (Some(e), _) => (e, None),
+            (None, Some(p)) => (p.e, Some(p.se)),
+            (None, None) => (StaticKeypair::generate(), None),
+        };
         let mut message = Vec::with_capacity(RESPONSE_MIN_LEN + payload.len());
 
         // e: "Sets e (which must be empty) to GENERATE_KEYPAIR(). Appends
@@ -593,7 +609,7 @@ impl ResponderPending {
         // ee: "Calls MixKey(DH(e, re))."
         symmetric.mix_key(e.dh(&re)?.as_bytes());
 
-        // se: "MixKey(DH(e, rs)) if responder." (Perhaps computed ahead.)
+        // se: "MixKey(DH(e, rs)) if responder." (Perhaps computed before.)
         match se {
             Some(se) => symmetric.mix_key(se.as_bytes()),
             None => symmetric.mix_key(e.dh(&rs)?.as_bytes()),
@@ -613,8 +629,8 @@ impl fmt::Debug for ResponderPending {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponderPending")
             .field("symmetric", &self.symmetric)
+            .field("local_public", &HexBytes(&self.local_public))
             .field("e", &self.e)
-            .field("se", &self.se.as_ref().map(|_| "<redacted>"))
             .field("rs", &HexBytes(&self.rs))
             .field("re", &HexBytes(&self.re))
             .field("payload_len", &self.payload.len())
@@ -633,7 +649,7 @@ pub struct StaticDh {
     /// The other side's static public key.
     remote: [u8; PUBLIC_KEY_LEN],
     /// `DH(s, rs)`.
-    ss: Zeroizing<[u8; PUBLIC_KEY_LEN]>,
+    ss: SharedSecret,
 }
 
 impl StaticDh {
@@ -646,7 +662,7 @@ impl StaticDh {
         Ok(Self {
             local_public: local.public_key(),
             remote,
-            ss: Zeroizing::new(local.dh(&remote)?.to_bytes()),
+            ss: local.dh(&remote)?,
         })
     }
 
@@ -661,8 +677,8 @@ impl StaticDh {
         &self,
         local: &StaticKeypair,
         remote: &[u8; PUBLIC_KEY_LEN],
-    ) -> Option<&[u8; PUBLIC_KEY_LEN]> {
-        (self.local_public == local.public_key() && self.remote == *remote).then_some(&*self.ss)
+    ) -> Option<&SharedSecret> {
+        (self.local_public == local.public_key() && self.remote == *remote).then_some(&self.ss)
     }
 }
 
@@ -676,20 +692,18 @@ impl fmt::Debug for StaticDh {
     }
 }
 
-/// A responder's part of one future handshake with a known initiator, done
-/// ahead of time: `ss = DH(s, rs)`, a fresh ephemeral key pair `e` and
-/// `se = DH(e, rs)` (three of the responder's five X25519 operations). Given
-/// to [`Responder::read_message_precomputed`] when that initiator's message 1
-/// arrives; consumed there, so the ephemeral key serves one handshake.
+/// A responder's message-2 work for one future handshake with a known
+/// initiator, done ahead of time: a fresh ephemeral key pair `e` and
+/// `se = DH(e, rs)`. Given to
+/// [`ResponderPending::write_message_precomputed`] once that initiator is
+/// accepted; consumed there, so the ephemeral key serves one handshake.
 ///
 /// Secrets are zeroized on drop and redacted from `Debug`.
 pub struct ResponderPrecomputed {
-    /// The responder's own static public key it was made with.
+    /// The responder's own static public key it was made for.
     local_public: [u8; PUBLIC_KEY_LEN],
     /// The initiator's static public key it was made for.
     rs: [u8; PUBLIC_KEY_LEN],
-    /// `DH(s, rs)`.
-    ss: Zeroizing<[u8; PUBLIC_KEY_LEN]>,
     /// The ephemeral key pair for message 2.
     e: StaticKeypair,
     /// `DH(e, rs)`.
@@ -697,8 +711,8 @@ pub struct ResponderPrecomputed {
 }
 
 impl ResponderPrecomputed {
-    /// Does the work for the next handshake from `initiator_static` to
-    /// `local`.
+    /// Does the work for the next answer from `local` to
+    /// `initiator_static` (two X25519 operations).
     ///
     /// # Errors
     ///
@@ -707,27 +721,7 @@ impl ResponderPrecomputed {
         local: &StaticKeypair,
         initiator_static: [u8; PUBLIC_KEY_LEN],
     ) -> Result<Self, NoiseError> {
-        let ss = Zeroizing::new(local.dh(&initiator_static)?.to_bytes());
-        Self::with_ephemeral_keypair(local, initiator_static, ss, StaticKeypair::generate())
-    }
-
-    /// Like [`ResponderPrecomputed::new`] for `statics.remote()`, taking
-    /// `ss` from `statics`. A `statics` made for another local key pair is
-    /// not used.
-    ///
-    /// # Errors
-    ///
-    /// As [`ResponderPrecomputed::new`].
-    pub fn with_static(local: &StaticKeypair, statics: &StaticDh) -> Result<Self, NoiseError> {
-        match statics.for_keys(local, &statics.remote) {
-            Some(ss) => Self::with_ephemeral_keypair(
-                local,
-                statics.remote,
-                Zeroizing::new(*ss),
-                StaticKeypair::generate(),
-            ),
-            None => Self::new(local, statics.remote),
-        }
+        Self::with_ephemeral_keypair(local, initiator_static, StaticKeypair::generate())
     }
 
     /// Like [`ResponderPrecomputed::new`] but with a fixed ephemeral private
@@ -745,11 +739,9 @@ impl ResponderPrecomputed {
         initiator_static: [u8; PUBLIC_KEY_LEN],
         ephemeral_secret: [u8; SECRET_KEY_LEN],
     ) -> Result<Self, NoiseError> {
-        let ss = Zeroizing::new(local.dh(&initiator_static)?.to_bytes());
         Self::with_ephemeral_keypair(
             local,
             initiator_static,
-            ss,
             StaticKeypair::from_secret_bytes(ephemeral_secret),
         )
     }
@@ -758,13 +750,11 @@ impl ResponderPrecomputed {
     fn with_ephemeral_keypair(
         local: &StaticKeypair,
         initiator_static: [u8; PUBLIC_KEY_LEN],
-        ss: Zeroizing<[u8; PUBLIC_KEY_LEN]>,
         e: StaticKeypair,
     ) -> Result<Self, NoiseError> {
         Ok(Self {
             local_public: local.public_key(),
             rs: initiator_static,
-            ss,
             se: e.dh(&initiator_static)?,
             e,
         })
@@ -775,6 +765,12 @@ impl ResponderPrecomputed {
     pub fn initiator_static(&self) -> [u8; PUBLIC_KEY_LEN] {
         self.rs
     }
+
+    /// The ephemeral public key message 2 will carry.
+    #[must_use]
+    pub fn ephemeral_public(&self) -> [u8; PUBLIC_KEY_LEN] {
+        self.e.public_key()
+    }
 }
 
 impl fmt::Debug for ResponderPrecomputed {
@@ -782,7 +778,6 @@ impl fmt::Debug for ResponderPrecomputed {
         f.debug_struct("ResponderPrecomputed")
             .field("local_public", &HexBytes(&self.local_public))
             .field("rs", &HexBytes(&self.rs))
-            .field("ss", &"<redacted>")
             .field("e", &self.e)
             .field("se", &"<redacted>")
             .finish()
@@ -838,20 +833,27 @@ mod tests {
         }
     }
 
-    /// Runs a handshake whose responder is offered `precomputed`; returns
-    /// both transports.
-    fn handshake_offering(
+    /// Runs a handshake: alice initiates (with `alice_ss` if given), bob
+    /// answers (with `bob_ss` and `precomputed` if given). Returns both
+    /// transports and message 2.
+    fn handshake_with(
         alice: &StaticKeypair,
         bob: &StaticKeypair,
+        alice_ss: Option<&StaticDh>,
+        bob_ss: Option<StaticDh>,
         precomputed: Option<ResponderPrecomputed>,
-    ) -> (Transport, Transport) {
-        let (m1, waiting) = Initiator::new(alice, bob.public_key(), b"p")
-            .write_message(b"1")
-            .unwrap();
-        let pending = Responder::read_message_precomputed(bob, b"p", &m1, |_| precomputed).unwrap();
-        let (m2, bob_t) = pending.write_message(b"2").unwrap();
-        let (_, alice_t) = waiting.read_message(&m2).unwrap();
-        (alice_t, bob_t)
+    ) -> Result<(Transport, Transport, Vec<u8>), NoiseError> {
+        let initiator = match alice_ss {
+            Some(ss) => Initiator::with_static(alice, ss, b"p"),
+            None => Initiator::new(alice, bob.public_key(), b"p"),
+        };
+        let (m1, waiting) = initiator.write_message(b"1")?;
+        let bob_ss = bob_ss.map(Arc::new);
+        let pending = Responder::read_message_with_static(bob, b"p", &m1, |_| bob_ss)?;
+        assert_eq!(pending.remote_static(), alice.public_key());
+        let (m2, bob_t) = pending.write_message_precomputed(b"2", precomputed)?;
+        let (_, alice_t) = waiting.read_message(&m2)?;
+        Ok((alice_t, bob_t, m2))
     }
 
     #[test]
@@ -862,26 +864,22 @@ mod tests {
             StaticKeypair::generate(),
         );
         let right = ResponderPrecomputed::new(&bob, alice.public_key()).unwrap();
-        let e = right.e.public_key();
-        let (a, b) = handshake_offering(&alice, &bob, Some(right));
-        assert_eq!(a.session_id(), b.session_id());
+        let e = right.ephemeral_public();
+        let (a, b, m2) = handshake_with(&alice, &bob, None, None, Some(right)).unwrap();
         assert_eq!(a.handshake_hash(), b.handshake_hash());
+        assert_eq!(m2[..PUBLIC_KEY_LEN], e, "message 2 carries the prepared e");
 
-        // Made for another initiator, or by another responder key: ignored
+        // Made for another initiator, or by another responder key: not used
         // (using it would fail the handshake), and the handshake still works.
         for wrong in [
             ResponderPrecomputed::new(&bob, carol.public_key()).unwrap(),
             ResponderPrecomputed::new(&carol, alice.public_key()).unwrap(),
         ] {
-            let (a, b) = handshake_offering(&alice, &bob, Some(wrong));
+            let e = wrong.ephemeral_public();
+            let (a, b, m2) = handshake_with(&alice, &bob, None, None, Some(wrong)).unwrap();
             assert_eq!(a.handshake_hash(), b.handshake_hash());
+            assert_ne!(m2[..PUBLIC_KEY_LEN], e);
         }
-        // A fresh ephemeral each time: the one precomputed is gone.
-        let (m1, _) = Initiator::new(&alice, bob.public_key(), b"p")
-            .write_message(b"")
-            .unwrap();
-        let pending = Responder::read_message(&bob, b"p", &m1).unwrap();
-        assert_ne!(pending.e.public_key(), e);
     }
 
     #[test]
@@ -903,21 +901,41 @@ mod tests {
             ),
         ];
         for (for_alice, for_bob) in cases {
-            let (for_alice, for_bob) = (for_alice.unwrap(), for_bob.unwrap());
-            let (m1, waiting) = Initiator::with_static(&alice, &for_alice, b"p")
-                .write_message(b"1")
-                .unwrap();
-            let work = ResponderPrecomputed::with_static(&bob, &for_bob).unwrap();
-            let pending =
-                Responder::read_message_precomputed(&bob, b"p", &m1, |_| Some(work)).unwrap();
-            assert_eq!(pending.remote_static(), alice.public_key());
-            let (m2, b) = pending.write_message(b"2").unwrap();
-            let (_, a) = waiting.read_message(&m2).unwrap();
+            let (a, b, _) = handshake_with(
+                &alice,
+                &bob,
+                Some(&for_alice.unwrap()),
+                Some(for_bob.unwrap()),
+                None,
+            )
+            .unwrap();
             assert_eq!(a.handshake_hash(), b.handshake_hash());
         }
         assert_eq!(
             StaticDh::new(&alice, [0; PUBLIC_KEY_LEN]).err(),
             Some(NoiseError::LowOrderDh)
+        );
+    }
+
+    #[test]
+    fn a_wrong_static_dh_for_the_right_keys_fails_the_handshake() {
+        // Proves the value is really used on each side: a garbage ss filed
+        // under the right keys makes message 1 undecryptable.
+        let (alice, bob) = (StaticKeypair::generate(), StaticKeypair::generate());
+        let garbage = |local: &StaticKeypair, remote: &StaticKeypair| StaticDh {
+            local_public: local.public_key(),
+            remote: remote.public_key(),
+            ss: StaticKeypair::generate().dh(&remote.public_key()).unwrap(),
+        };
+        let bad_alice = garbage(&alice, &bob);
+        assert_eq!(
+            handshake_with(&alice, &bob, Some(&bad_alice), None, None).err(),
+            Some(NoiseError::Decrypt)
+        );
+        let bad_bob = garbage(&bob, &alice);
+        assert_eq!(
+            handshake_with(&alice, &bob, None, Some(bad_bob), None).err(),
+            Some(NoiseError::Decrypt)
         );
     }
 

@@ -8,6 +8,7 @@ use chat_noise::{
     handshake::InitiatorWaiting,
 };
 use serde::Deserialize;
+use std::sync::Arc;
 
 /// Path of the vector file, relative to the crate root.
 const VECTOR_FILE: &str = "testdata/noise-cacophony-25519-chachapoly-sha256.json";
@@ -156,19 +157,17 @@ fn run_responder(v: &IkVector) -> Transport {
     run_responder_with(v, false)
 }
 
-/// The responder role, its `ss`, ephemeral key and `se` computed ahead of
-/// time (a [`ResponderPrecomputed`]) when `precomputed`.
+/// The responder role, its `ss` (a [`StaticDh`]), ephemeral key and `se`
+/// (a [`ResponderPrecomputed`]) computed ahead of time when `precomputed`.
 fn run_responder_with(v: &IkVector, precomputed: bool) -> Transport {
     let local = StaticKeypair::from_secret_bytes(v.resp_static);
     let (payload0, ciphertext0) = &v.messages[0];
+    let initiator = StaticKeypair::from_secret_bytes(v.init_static).public_key();
     let pending = if precomputed {
-        let initiator = StaticKeypair::from_secret_bytes(v.init_static).public_key();
-        let work = ResponderPrecomputed::with_ephemeral(&local, initiator, v.resp_ephemeral)
-            .expect("precompute");
-        let mut offered = Some(work);
-        Responder::read_message_precomputed(&local, &v.resp_prologue, ciphertext0, |rs| {
+        let ss = Arc::new(StaticDh::new(&local, initiator).expect("ss"));
+        Responder::read_message_with_static(&local, &v.resp_prologue, ciphertext0, |rs| {
             assert_eq!(*rs, initiator, "asked for the initiator's key");
-            offered.take()
+            Some(ss)
         })
     } else {
         Responder::read_message_with_ephemeral(
@@ -187,7 +186,13 @@ fn run_responder_with(v: &IkVector, precomputed: bool) -> Transport {
     );
 
     let (payload1, ciphertext1) = &v.messages[1];
-    let (message1, transport) = pending.write_message(payload1).expect("write message 1");
+    let work = precomputed.then(|| {
+        ResponderPrecomputed::with_ephemeral(&local, initiator, v.resp_ephemeral)
+            .expect("precompute")
+    });
+    let (message1, transport) = pending
+        .write_message_precomputed(payload1, work)
+        .expect("write message 1");
     assert_eq!(
         hex::encode(&message1),
         hex::encode(ciphertext1),

@@ -5,7 +5,7 @@
 
 use chat_noise::{
     Initiator, MAX_INITIATION_PAYLOAD_LEN, MAX_MESSAGE_LEN, MAX_RESPONSE_PAYLOAD_LEN, NoiseError,
-    PROTOCOL_NAME, Responder, ResponderPrecomputed, StaticKeypair, TAG_LEN, Transport,
+    PROTOCOL_NAME, Responder, ResponderPrecomputed, StaticDh, StaticKeypair, TAG_LEN, Transport,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, RngExt, SeedableRng};
@@ -200,16 +200,18 @@ fn snow_initiator_with_our_responder() {
         let msg1 = snow_write(&mut snow, &payload1);
 
         // Every other round the responder's work for alice is done ahead.
-        let pending = if round % 2 == 1 {
-            let work = ResponderPrecomputed::new(&bob, alice.public_key()).unwrap();
-            Responder::read_message_precomputed(&bob, &prologue, &msg1, |_| Some(work))
+        let ahead = round % 2 == 1;
+        let pending = if ahead {
+            let ss = std::sync::Arc::new(StaticDh::new(&bob, alice.public_key()).unwrap());
+            Responder::read_message_with_static(&bob, &prologue, &msg1, |_| Some(ss))
         } else {
             Responder::read_message(&bob, &prologue, &msg1)
         }
         .expect("we read msg1");
         assert_eq!(pending.payload(), payload1.as_slice());
         assert_eq!(pending.remote_static(), alice.public_key());
-        let (msg2, transport) = pending.write_message(&payload2).unwrap();
+        let work = ahead.then(|| ResponderPrecomputed::new(&bob, alice.public_key()).unwrap());
+        let (msg2, transport) = pending.write_message_precomputed(&payload2, work).unwrap();
 
         assert_eq!(
             snow_read(&mut snow, &msg2).expect("snow reads msg2"),

@@ -204,6 +204,11 @@ impl Node {
         }
     }
 
+    /// Handshake work prepared ahead: (initiations, answers) waiting.
+    pub fn prepared_handshakes(&self) -> (usize, usize) {
+        self.ahead.prepared()
+    }
+
     /// This peer's name.
     pub fn name(&self) -> &str {
         &self.config.name
@@ -715,8 +720,8 @@ impl Node {
                 message.len()
             )));
         }
-        let pending = Responder::read_message_precomputed(&self.keypair, PROLOGUE, message, |rs| {
-            self.ahead.response(rs)
+        let pending = Responder::read_message_with_static(&self.keypair, PROLOGUE, message, |rs| {
+            self.ahead.known_static(rs)
         })
         .map_err(|e| match e {
             NoiseError::Truncated { .. } | NoiseError::MessageTooLarge { .. } => {
@@ -791,8 +796,11 @@ impl Node {
             timestamp_micros: 0,
         }
         .encode_to_vec();
+        // Accepted (authenticated, known, not a replay): only now may the
+        // answer prepared for this peer be used up.
+        let prepared = self.ahead.response(&key);
         let (response, transport) = pending
-            .write_message(&answer)
+            .write_message_precomputed(&answer, prepared)
             .map_err(|e| PeerError::Unauthenticated(format!("handshake failed: {e}")))?;
         self.directory.pin(&contact.name, &contact.public_key);
         self.ahead.prepare_response(contact.public_key);

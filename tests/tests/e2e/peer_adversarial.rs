@@ -476,10 +476,21 @@ async fn a_replayed_first_handshake_message_is_refused() {
         })
         .await
         .unwrap();
+    // The target prepares its next answer to mallory in the background.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while target.node.prepared_handshakes().1 != 1 {
+        assert!(std::time::Instant::now() < deadline, "no answer prepared");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
     // An eavesdropper replays the captured message 1.
     let err = refused_handshake(&mut client, message).await;
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
     assert!(err.message().contains("not newer"), "{}", err.message());
+    assert_eq!(
+        target.node.prepared_handshakes().1,
+        1,
+        "a refused message 1 uses up no prepared answer"
+    );
 }
 
 #[tokio::test]
