@@ -58,6 +58,10 @@ struct Cli {
     /// Instead of the benchmark: only the handshake measurement.
     #[arg(long)]
     only_handshake: bool,
+    /// Instead of the benchmark: only SendStream to N peers for --seconds
+    /// (for profiling one stage with perf).
+    #[arg(long)]
+    only_stream: Option<usize>,
     /// Internal: run the baseline server and print its address.
     #[arg(long, hide = true)]
     baseline_server: bool,
@@ -344,6 +348,18 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(seconds) = cli.soak {
         return soak(seconds, &payload).await;
+    }
+    if let Some(fanout) = cli.only_stream {
+        let net = Net::start(fanout + 1).await?;
+        let pids: Vec<String> = net
+            .peers
+            .iter()
+            .map(|(p, _)| p.child.id().unwrap_or(0).to_string())
+            .collect();
+        eprintln!("peer pids (sender first): {}", pids.join(" "));
+        let run = stream::product(&net.peers[0].1, &payload, cli.seconds).await?;
+        println!("stream to {fanout}: {:.0} msg/s", run.per_sec());
+        return Ok(());
     }
     if let Some(fanout) = cli.only_send {
         let net = Net::start(fanout + 1).await?;

@@ -3,7 +3,7 @@
 //! `[2023-03-24|12:27:19] From alice Message Hello`, in local time.
 
 use chat_proto::v1::ChatMessage;
-use chrono::{DateTime, Local, TimeZone, Utc};
+use chrono::{DateTime, Datelike, Local, TimeZone, Timelike, Utc};
 
 /// `[YYYY-MM-DD|HH:MM:SS]` in local time.
 pub fn stamp(message: &ChatMessage) -> String {
@@ -12,9 +12,17 @@ pub fn stamp(message: &ChatMessage) -> String {
         .as_ref()
         .and_then(|t| Utc.timestamp_opt(t.seconds, t.nanos.max(0) as u32).single())
         .unwrap_or(DateTime::UNIX_EPOCH);
-    sent.with_timezone(&Local)
-        .format("[%Y-%m-%d|%H:%M:%S]")
-        .to_string()
+    let local = sent.with_timezone(&Local);
+    // The fields by hand: a format string would be parsed for every line.
+    format!(
+        "[{:04}-{:02}-{:02}|{:02}:{:02}:{:02}]",
+        local.year(),
+        local.month(),
+        local.day(),
+        local.hour(),
+        local.minute(),
+        local.second()
+    )
 }
 
 /// Text from another peer made safe for a terminal: control characters
@@ -119,6 +127,9 @@ mod tests {
 /// stalling the peer or filling its memory.
 const CONSOLE_QUEUE: usize = 4096;
 
+/// Bytes the console writer gathers into one write, at most.
+const CONSOLE_WRITE_BYTES: usize = 64 * 1024;
+
 /// Bytes of lines waiting for the console writer, at most.
 const CONSOLE_QUEUE_BYTES: usize = 4 * 1024 * 1024;
 
@@ -147,13 +158,18 @@ impl Console {
                 let stdout = std::io::stdout();
                 let sub = |n: usize| written.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
                 while let Ok(line) = queue.recv() {
-                    let mut out = stdout.lock();
-                    let _ = writeln!(out, "{line}");
-                    sub(line.len());
-                    // Write what else is waiting before flushing once.
-                    while let Ok(line) = queue.try_recv() {
-                        let _ = writeln!(out, "{line}");
+                    // Stdout flushes at every newline by itself; gathering
+                    // what is waiting first makes one write of many lines.
+                    let mut out =
+                        std::io::BufWriter::with_capacity(CONSOLE_WRITE_BYTES, stdout.lock());
+                    let mut put = |line: String| {
+                        let _ = out.write_all(line.as_bytes());
+                        let _ = out.write_all(b"\n");
                         sub(line.len());
+                    };
+                    put(line);
+                    while let Ok(line) = queue.try_recv() {
+                        put(line);
                     }
                     let _ = out.flush();
                 }

@@ -972,8 +972,7 @@ impl Node {
         // The fingerprint shown is the one the handshake authenticated, not
         // what the sender wrote.
         let mut message = message;
-        message.sender_fingerprint =
-            chat_proto::keys::fingerprint(&session.transport.remote_static());
+        message.sender_fingerprint = session.fingerprint.clone();
         self.hlc.observe(message.hlc);
         Ok(message)
     }

@@ -47,6 +47,9 @@ pub struct Session {
     pub role: Role,
     /// When the handshake completed.
     pub established: Instant,
+    /// The fingerprint of the key the handshake authenticated (stamped on
+    /// every message received on this session).
+    pub fingerprint: String,
     replay: Mutex<ReplayWindow>,
 }
 
@@ -54,6 +57,7 @@ impl Session {
     /// A session just established.
     pub fn new(transport: Transport, peer: String, role: Role) -> Self {
         Self {
+            fingerprint: chat_proto::keys::fingerprint(&transport.remote_static()),
             transport,
             peer,
             role,

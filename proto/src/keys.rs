@@ -63,7 +63,9 @@ pub fn fingerprint(public_key: &[u8]) -> String {
             out.push(' ');
         }
         for b in pair {
-            out.push_str(&format!("{b:02x}"));
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0x0f)]));
         }
     }
     out
