@@ -146,43 +146,31 @@ impl Store {
         };
         if lead {
             // The first writer commits for everyone waiting, until no one is.
-            // On a multi-threaded runtime the worker it runs on hands its
-            // other tasks to another thread meanwhile, so decoding, opening
-            // and acking go on while SQLite writes.
-            let commit_all = || {
-                loop {
-                    let batch = {
-                        let mut queue = self.commits.lock().expect("commit queue lock");
-                        if queue.waiting.is_empty() {
-                            queue.committing = false;
-                            break;
+            loop {
+                let batch = {
+                    let mut queue = self.commits.lock().expect("commit queue lock");
+                    if queue.waiting.is_empty() {
+                        queue.committing = false;
+                        break;
+                    }
+                    std::mem::take(&mut queue.waiting)
+                };
+                let sizes: Vec<usize> = batch.iter().map(|(m, _)| m.len()).collect();
+                let (groups, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+                let messages: Vec<ChatMessage> = groups.into_iter().flatten().collect();
+                match self.insert_each(&messages) {
+                    Ok(new) => {
+                        let mut new = new.into_iter();
+                        for (waiter, size) in waiters.into_iter().zip(sizes) {
+                            let _ = waiter.send(Ok(new.by_ref().take(size).collect()));
                         }
-                        std::mem::take(&mut queue.waiting)
-                    };
-                    let sizes: Vec<usize> = batch.iter().map(|(m, _)| m.len()).collect();
-                    let (groups, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-                    let messages: Vec<ChatMessage> = groups.into_iter().flatten().collect();
-                    match self.insert_each(&messages) {
-                        Ok(new) => {
-                            let mut new = new.into_iter();
-                            for (waiter, size) in waiters.into_iter().zip(sizes) {
-                                let _ = waiter.send(Ok(new.by_ref().take(size).collect()));
-                            }
-                        }
-                        Err(e) => {
-                            for waiter in waiters {
-                                let _ = waiter.send(Err(StoreError::Batch(e.to_string())));
-                            }
+                    }
+                    Err(e) => {
+                        for waiter in waiters {
+                            let _ = waiter.send(Err(StoreError::Batch(e.to_string())));
                         }
                     }
                 }
-            };
-            let multi_thread = tokio::runtime::Handle::try_current()
-                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-            if multi_thread {
-                tokio::task::block_in_place(commit_all);
-            } else {
-                commit_all();
             }
         }
         outcome.await.unwrap_or_else(|_| {
