@@ -268,6 +268,18 @@ struct Net {
 }
 
 impl Net {
+    /// Starts `n` peers and prints their pids, for `perf record -p`.
+    async fn start_for_perf(n: usize) -> anyhow::Result<Self> {
+        let net = Self::start(n).await?;
+        let pids: Vec<String> = net
+            .peers
+            .iter()
+            .map(|(p, _)| p.child.id().unwrap_or(0).to_string())
+            .collect();
+        eprintln!("peer pids (sender first): {}", pids.join(" "));
+        Ok(net)
+    }
+
     async fn start(n: usize) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let discovery =
@@ -350,25 +362,13 @@ async fn main() -> anyhow::Result<()> {
         return soak(seconds, &payload).await;
     }
     if let Some(fanout) = cli.only_stream {
-        let net = Net::start(fanout + 1).await?;
-        let pids: Vec<String> = net
-            .peers
-            .iter()
-            .map(|(p, _)| p.child.id().unwrap_or(0).to_string())
-            .collect();
-        eprintln!("peer pids (sender first): {}", pids.join(" "));
+        let net = Net::start_for_perf(fanout + 1).await?;
         let run = stream::product(&net.peers[0].1, &payload, cli.seconds).await?;
         println!("stream to {fanout}: {:.0} msg/s", run.per_sec());
         return Ok(());
     }
     if let Some(fanout) = cli.only_send {
-        let net = Net::start(fanout + 1).await?;
-        let pids: Vec<String> = net
-            .peers
-            .iter()
-            .map(|(p, _)| p.child.id().unwrap_or(0).to_string())
-            .collect();
-        eprintln!("peer pids (sender first): {}", pids.join(" "));
+        let net = Net::start_for_perf(fanout + 1).await?;
         let sender = peer_svc::control_client::connect(&net.peers[0].1).await?;
         let run = drive(cli.concurrency, cli.seconds, move |_| {
             send_to_all(sender.clone(), payload.clone())
