@@ -127,6 +127,10 @@ mod tests {
 /// stalling the peer or filling its memory.
 const CONSOLE_QUEUE: usize = 4096;
 
+/// After a write, the console writer gathers lines for this long before the
+/// next one (imperceptible on a terminal).
+const CONSOLE_COALESCE: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// Bytes the console writer gathers into one write, at most.
 const CONSOLE_WRITE_BYTES: usize = 64 * 1024;
 
@@ -172,6 +176,12 @@ impl Console {
                         put(line);
                     }
                     let _ = out.flush();
+                    drop(out);
+                    // A line after a quiet spell is written at once; under
+                    // a stream of messages the writer wakes at most every
+                    // few milliseconds instead of once per message, leaving
+                    // the cores to the deliveries.
+                    std::thread::sleep(CONSOLE_COALESCE);
                 }
             })
             .expect("spawn the console thread");
