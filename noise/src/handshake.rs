@@ -171,7 +171,7 @@ impl Initiator {
         )
     }
 
-    /// Like [`Initiator::new`] toward `statics.remote()`, taking `ss` from
+    /// Like [`Initiator::new`] toward the peer `statics` was made for, taking `ss` from
     /// `statics` instead of computing it (two X25519 operations instead of
     /// three). A `statics` made for another local key pair is not used.
     #[must_use]
@@ -666,12 +666,6 @@ impl StaticDh {
         })
     }
 
-    /// The other side's static key.
-    #[must_use]
-    pub fn remote(&self) -> [u8; PUBLIC_KEY_LEN] {
-        self.remote
-    }
-
     /// The value, if it was made for exactly `local` and `remote`.
     fn for_keys(
         &self,
@@ -758,12 +752,6 @@ impl ResponderPrecomputed {
             se: e.dh(&initiator_static)?,
             e,
         })
-    }
-
-    /// The initiator's static key this was made for.
-    #[must_use]
-    pub fn initiator_static(&self) -> [u8; PUBLIC_KEY_LEN] {
-        self.rs
     }
 
     /// The ephemeral public key message 2 will carry.

@@ -152,11 +152,7 @@ impl HandshakeAhead {
     /// An initiation toward `responder`: the prepared one if there is one,
     /// else one made now (with the kept `ss` if there is one).
     pub fn initiation(&self, responder: Key) -> Initiator {
-        if let Some(ready) = self
-            .initiations
-            .take(&responder)
-            .filter(|i| i.remote_static() == responder)
-        {
+        if let Some(ready) = self.initiations.take(&responder) {
             return ready;
         }
         match self.known_static(&responder) {
@@ -224,32 +220,34 @@ impl HandshakeAhead {
                 queue.0.remove(&job);
                 job
             };
-            let (Job::Initiate(key) | Job::Respond(key)) = job;
-            let ss = match self.known_static(&key) {
-                Some(ss) => ss,
-                None => match StaticDh::new(&self.keypair, key) {
-                    Ok(ss) => {
-                        let ss = Arc::new(ss);
-                        self.statics.put(key, ss.clone());
-                        ss
-                    }
-                    Err(e) => {
-                        debug!(error = %e, "cannot prepare a handshake with this key");
-                        continue;
-                    }
-                },
-            };
-            match job {
-                Job::Initiate(_) => self.initiations.put(
-                    key,
-                    Initiator::with_static(&self.keypair, &ss, self.prologue),
-                ),
-                Job::Respond(_) => match ResponderPrecomputed::new(&self.keypair, key) {
-                    Ok(work) => self.responses.put(key, work),
-                    Err(e) => debug!(error = %e, "cannot prepare a handshake answer"),
-                },
+            if let Err(e) = self.prepare(job) {
+                debug!(error = %e, "cannot prepare a handshake with this key");
             }
         }
+    }
+
+    /// Does one job: `ss` with the peer (kept), then the initiation or the
+    /// answer.
+    fn prepare(&self, job: Job) -> Result<(), chat_noise::NoiseError> {
+        let (Job::Initiate(key) | Job::Respond(key)) = job;
+        let ss = match self.known_static(&key) {
+            Some(ss) => ss,
+            None => {
+                let ss = Arc::new(StaticDh::new(&self.keypair, key)?);
+                self.statics.put(key, ss.clone());
+                ss
+            }
+        };
+        match job {
+            Job::Initiate(_) => self.initiations.put(
+                key,
+                Initiator::with_static(&self.keypair, &ss, self.prologue),
+            ),
+            Job::Respond(_) => self
+                .responses
+                .put(key, ResponderPrecomputed::new(&self.keypair, key)?),
+        }
+        Ok(())
     }
 }
 
