@@ -62,6 +62,10 @@ struct Cli {
     /// (for profiling one stage with perf).
     #[arg(long)]
     only_stream: Option<usize>,
+    /// Instead of the benchmark: only Send to N peers at the steady offered
+    /// rate (1,000 msg/s) for --seconds, and its latency percentiles.
+    #[arg(long)]
+    only_steady: Option<usize>,
     /// Internal: run the baseline server and print its address.
     #[arg(long, hide = true)]
     baseline_server: bool,
@@ -365,6 +369,28 @@ async fn main() -> anyhow::Result<()> {
         let net = Net::start_for_perf(fanout + 1).await?;
         let run = stream::product(&net.peers[0].1, &payload, cli.seconds).await?;
         println!("stream to {fanout}: {:.0} msg/s", run.per_sec());
+        return Ok(());
+    }
+    if let Some(fanout) = cli.only_steady {
+        let net = Net::start_for_perf(fanout + 1).await?;
+        let sender = peer_svc::control_client::connect(&net.peers[0].1).await?;
+        // Warm up first, as in the full benchmark: sessions, streams, caches.
+        let warm = sender.clone();
+        let text = payload.clone();
+        stream::fixed_rate(STEADY_RATE, 1.0, move |_| {
+            send_to_all(warm.clone(), text.clone())
+        })
+        .await;
+        let run = stream::fixed_rate(STEADY_RATE, cli.seconds, move |_| {
+            send_to_all(sender.clone(), payload.clone())
+        })
+        .await;
+        println!(
+            "at {STEADY_RATE} msg/s to {fanout}: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms",
+            run.pct(0.5),
+            run.pct(0.9),
+            run.pct(0.99)
+        );
         return Ok(());
     }
     if let Some(fanout) = cli.only_send {

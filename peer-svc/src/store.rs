@@ -15,6 +15,27 @@ pub const DB_FILE: &str = "history.db";
 /// (e.g. a `sqlite3` shell the user opened) before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a statement sleeps between tries while the database is locked.
+/// SQLite's own busy handler sleeps 1, 2, 5, 10… ms; the checkpointer holds
+/// the write lock for about a millisecond when it rewinds the WAL, and a
+/// commit should follow it that closely, not ten milliseconds later.
+const BUSY_SLEEP: Duration = Duration::from_micros(100);
+
+/// How long the checkpointer waits for the write lock (and, holding it, for
+/// readers to finish) before it gives up rewinding the WAL until the next
+/// round. Commits are short and back to back under load: it gets in between
+/// two of them.
+const REWIND_WAIT: Duration = Duration::from_millis(20);
+
+/// Makes `conn` retry a locked database every [`BUSY_SLEEP`] for `total`.
+fn retry_when_busy(conn: &mut Connection, total: Duration) -> rusqlite::Result<()> {
+    let tries = (total.as_micros() / BUSY_SLEEP.as_micros()) as i32;
+    conn.busy_handler(Some(move |count: i32| {
+        std::thread::sleep(BUSY_SLEEP);
+        count < tries
+    }))
+}
+
 /// Schema migrations, applied in order; `user_version` counts those applied.
 /// Never edit a released step: add a new one.
 const MIGRATIONS: &[&str] = &[
@@ -103,15 +124,25 @@ pub struct Store {
 /// database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
-/// Past this size the checkpointer waits for a quiet moment (TRUNCATE):
-/// under a steady stream of commits a PASSIVE checkpoint never catches up
-/// with the end of the WAL, so the file would only grow.
+/// Past this size the checkpointer also truncates the WAL file when it
+/// restarts it (it has grown while readers kept it from restarting).
 const WAL_SIZE_LIMIT: u64 = 64 * 1024 * 1024;
 
 /// A thread with its own connection that checkpoints the WAL. SQLite would
 /// otherwise checkpoint inside whichever commit crosses its threshold,
 /// stalling that commit (and every caller waiting on it) while it copies
-/// and syncs the database; a PASSIVE checkpoint here never blocks writers.
+/// and syncs the database.
+///
+/// Each round is two steps. A PASSIVE checkpoint copies what is committed
+/// and syncs the database without blocking anyone. Then a RESTART
+/// checkpoint takes the write lock between two commits (waiting at most
+/// [`REWIND_WAIT`]), copies the few frames committed meanwhile and rewinds
+/// the WAL, so the next commit writes at its start again. Under a steady
+/// stream of commits the WAL never catches up by itself (SQLite rewinds it
+/// only when a commit finds it fully copied). Before, a TRUNCATE checkpoint
+/// once the WAL passed 64 MiB did it in one go: it held every writer while
+/// it copied and synced the whole WAL and gave its blocks back to the disk,
+/// for hundreds of milliseconds on a busy disk.
 #[derive(Debug)]
 struct Checkpointer {
     stop: Option<std::sync::mpsc::Sender<()>>,
@@ -120,11 +151,11 @@ struct Checkpointer {
 
 impl Checkpointer {
     fn start(path: &Path) -> Result<Self, StoreError> {
-        let conn = Connection::open(path)?;
+        let mut conn = Connection::open(path)?;
         let mut wal = path.as_os_str().to_owned();
         wal.push("-wal");
         let wal = std::path::PathBuf::from(wal);
-        conn.busy_timeout(BUSY_TIMEOUT)?;
+        retry_when_busy(&mut conn, REWIND_WAIT)?;
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("checkpoint".into())
@@ -134,10 +165,7 @@ impl Checkpointer {
                         stopped.recv_timeout(CHECKPOINT_EVERY),
                         Err(std::sync::mpsc::RecvTimeoutError::Timeout)
                     );
-                    let large = std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_SIZE_LIMIT);
-                    let mode = if large { "TRUNCATE" } else { "PASSIVE" };
-                    let checkpoint = format!("PRAGMA wal_checkpoint({mode})");
-                    if let Err(e) = conn.query_row(&checkpoint, [], |_| Ok(())) {
+                    if let Err(e) = Self::round(&conn, &wal) {
                         tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
                     }
                     if done {
@@ -150,6 +178,23 @@ impl Checkpointer {
             stop: Some(stop),
             thread: Some(thread),
         })
+    }
+}
+
+impl Checkpointer {
+    /// One round on `conn`: copies what is committed, then rewinds the WAL
+    /// unless `conn`'s busy handler gave up waiting for a writer or a
+    /// reader. Returns whether it rewound.
+    fn round(conn: &Connection, wal: &Path) -> Result<bool, StoreError> {
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+        let large = std::fs::metadata(wal).is_ok_and(|m| m.len() > WAL_SIZE_LIMIT);
+        let rewind = if large { "TRUNCATE" } else { "RESTART" };
+        // A checkpoint that someone kept from finishing is not an error:
+        // its row says so (busy = 1).
+        let busy: i64 = conn.query_row(&format!("PRAGMA wal_checkpoint({rewind})"), [], |r| {
+            r.get(0)
+        })?;
+        Ok(busy == 0)
     }
 }
 
@@ -180,8 +225,8 @@ impl Store {
         Self::setup(Connection::open_in_memory()?)
     }
 
-    fn setup(conn: Connection) -> Result<Self, StoreError> {
-        conn.busy_timeout(BUSY_TIMEOUT)?;
+    fn setup(mut conn: Connection) -> Result<Self, StoreError> {
+        retry_when_busy(&mut conn, BUSY_TIMEOUT)?;
         // WAL: readers never block the writer, and a commit is one append.
         // synchronous=NORMAL in WAL mode: a committed transaction survives
         // the process being killed (it is in the OS's hands); only a power
@@ -275,6 +320,87 @@ mod tests {
                 .is_err(),
             "an outbox row needs its message"
         );
+    }
+
+    fn message(n: usize) -> chat_proto::v1::ChatMessage {
+        chat_proto::v1::ChatMessage {
+            id: format!("m{n}"),
+            sender: "alice".into(),
+            sender_fingerprint: "fp".into(),
+            sent_at: None,
+            text: "x".repeat(1024),
+            hlc: n as u64 + 1,
+        }
+    }
+
+    fn wal_len(dir: &Path) -> u64 {
+        std::fs::metadata(dir.join(format!("{DB_FILE}-wal")))
+            .unwrap()
+            .len()
+    }
+
+    /// A store with no checkpointer thread, and a connection set up as
+    /// `Checkpointer::start` sets up its own, to run rounds by hand.
+    fn store_and_checkpointer(dir: &Path) -> (Store, Connection) {
+        let store = Store::setup(Connection::open(dir.join(DB_FILE)).unwrap()).unwrap();
+        let writer = store.conn.lock().unwrap();
+        writer.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+        drop(writer);
+        let mut conn = Connection::open(dir.join(DB_FILE)).unwrap();
+        retry_when_busy(&mut conn, REWIND_WAIT).unwrap();
+        (store, conn)
+    }
+
+    #[test]
+    fn checkpoint_rounds_keep_the_wal_small_under_back_to_back_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, conn) = store_and_checkpointer(dir.path());
+        let store = std::sync::Arc::new(store);
+        let wal = dir.path().join(format!("{DB_FILE}-wal"));
+        // A writer commits 4,000 messages one by one, with no pause: the
+        // WAL is never fully copied when a commit starts, so with PASSIVE
+        // checkpoints alone SQLite never rewinds it and it grows to 65 MB
+        // (four 4 KiB frames a commit). Rewound, it holds at most what is
+        // committed during one round: 2.5 to 5 MB here.
+        let writer = {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for n in 0..4000 {
+                    store.insert_many(&[message(n)]).unwrap();
+                }
+            })
+        };
+        let mut rewound = 0;
+        while !writer.is_finished() {
+            rewound += usize::from(Checkpointer::round(&conn, &wal).unwrap());
+        }
+        writer.join().unwrap();
+        assert!(rewound > 0, "no round got in between the commits");
+        let wal_len = wal_len(dir.path());
+        assert!(wal_len < 16 * 1024 * 1024, "WAL is {wal_len} bytes");
+        assert_eq!(store.len(), 4000);
+    }
+
+    #[test]
+    fn a_checkpoint_round_waits_for_a_writer_only_briefly_and_writers_wait_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, conn) = store_and_checkpointer(dir.path());
+        let wal = dir.path().join(format!("{DB_FILE}-wal"));
+        store.insert_many(&[message(0)]).unwrap();
+        // Another connection holds the write lock: the round copies what it
+        // can and gives up rewinding after REWIND_WAIT.
+        let other = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        assert!(!Checkpointer::round(&conn, &wal).unwrap());
+        // The store's own writes wait for a lock held briefly and then go
+        // through: its busy handler retries.
+        let holder = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            other.execute_batch("COMMIT").unwrap();
+        });
+        assert_eq!(store.insert_many(&[message(1)]).unwrap(), 1);
+        holder.join().unwrap();
+        assert!(Checkpointer::round(&conn, &wal).unwrap());
     }
 
     #[test]
