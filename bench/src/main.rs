@@ -354,11 +354,12 @@ async fn main() -> anyhow::Result<()> {
         let net = Net::start(2).await?;
         let baseline = Proc::spawn(&std::env::current_exe()?, &["--baseline-server"]).await?;
         let b = PeerClient::connect(format!("http://{}", baseline.addr)).await?;
-        let (handshake, rtt) = measure_handshakes(&net.peers[0].1, b).await?;
+        let h = measure_handshakes(&net.peers[0].1, b).await?;
         println!(
-            "handshake p50/p99 ms {} (plain unary {})",
-            p50_p99(&handshake),
-            p50_p99(&rtt),
+            "handshake p50/p99 ms {} (plain unary over TCP {}, one Control call over the Unix socket {})",
+            p50_p99(&h.chat),
+            p50_p99(&h.tcp),
+            p50_p99(&h.control),
         );
         return Ok(());
     }
@@ -658,12 +659,19 @@ async fn main() -> anyhow::Result<()> {
             "DOWN".into()
         },
     );
-    let (handshake, rtt) = measure_handshakes(&net.peers[0].1, baseline_clients[0].clone()).await?;
+    let hs = measure_handshakes(&net.peers[0].1, baseline_clients[0].clone()).await?;
+    let (handshake, rtt) = (&hs.chat, &hs.tcp);
     row(
         "handshake end to end p50 ms (chat handshake)",
         format!("{:.3}", handshake.pct(0.5)),
         format!("{:.3}", rtt.pct(0.5)),
         format!("{:.2}", handshake.pct(0.5) / rtt.pct(0.5)),
+    );
+    row(
+        "  of which a Control call over the socket, p50",
+        format!("{:.3}", hs.control.pct(0.5)),
+        "-".into(),
+        "-".into(),
     );
 
     let a = chat_noise::StaticKeypair::generate();
@@ -746,15 +754,27 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The handshake measurement: `chat handshake`, and the two plain hops it
+/// is made of.
+struct Handshakes {
+    /// `Control/Handshake` p1 from p0: Unix socket, then Peer/Handshake.
+    chat: Run,
+    /// Plain unary RTTs of the same size to a baseline server over TCP.
+    tcp: Run,
+    /// `Control/Connections` to p0 over its Unix socket: one Control call.
+    control: Run,
+}
+
 /// `chat handshake` p1 from p0, back to back, beside as many plain unary
-/// RTTs of the same size to a baseline server. (Back to back on purpose:
+/// RTTs of the same size to a baseline server and as many cheap Control
+/// calls over the Unix socket. (Back to back on purpose:
 /// with pauses between calls this VM's idle cores halt, and waking them
 /// costs more than a whole handshake: a paced plain RTT is 0.55 ms against
 /// 0.15 ms back to back.)
 async fn measure_handshakes(
     data_dir: &Path,
     mut b: PeerClient<Channel>,
-) -> anyhow::Result<(Run, Run)> {
+) -> anyhow::Result<Handshakes> {
     let mut control = peer_svc::control_client::connect(data_dir).await?;
     // Within the default 200 handshakes/s per address (burst 400).
     let rounds: usize = std::env::var("CHAT_BENCH_HANDSHAKES")
@@ -762,19 +782,25 @@ async fn measure_handshakes(
         .and_then(|v| v.parse().ok())
         .unwrap_or(300);
     let mut runs = Vec::new();
-    for chat in [true, false] {
+    for kind in 0..3 {
         let mut latencies = Vec::new();
         for _ in 0..rounds {
             let t0 = Instant::now();
-            if chat {
-                control
-                    .handshake(HandshakeRequest { peer: "p1".into() })
+            match kind {
+                0 => {
+                    control
+                        .handshake(HandshakeRequest { peer: "p1".into() })
+                        .await?;
+                }
+                1 => {
+                    b.handshake(PeerHandshakeRequest {
+                        message: vec![0; 96],
+                    })
                     .await?;
-            } else {
-                b.handshake(PeerHandshakeRequest {
-                    message: vec![0; 96],
-                })
-                .await?;
+                }
+                _ => {
+                    control.connections(ConnectionsRequest {}).await?;
+                }
             }
             latencies.push(t0.elapsed());
         }
@@ -784,8 +810,13 @@ async fn measure_handshakes(
             latencies,
         });
     }
-    let rtt = runs.pop().expect("two runs");
-    Ok((runs.pop().expect("two runs"), rtt))
+    let mut runs = runs.into_iter();
+    let mut next = || runs.next().expect("three runs");
+    Ok(Handshakes {
+        chat: next(),
+        tcp: next(),
+        control: next(),
+    })
 }
 
 /// `--soak SECONDS`: three peers, one streaming 1 KiB messages to the other
