@@ -15,25 +15,61 @@ pub const DB_FILE: &str = "history.db";
 /// (e.g. a `sqlite3` shell the user opened) before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long a statement sleeps between tries while the database is locked.
-/// SQLite's own busy handler sleeps 1, 2, 5, 10… ms; the checkpointer holds
-/// the write lock for about a millisecond when it rewinds the WAL, and a
-/// commit should follow it that closely, not ten milliseconds later.
+/// How long a statement sleeps between tries while the database is locked,
+/// for the first [`BUSY_QUICK_FOR`] of a wait, and after that. SQLite's own
+/// busy handler sleeps 1, 2, 5, 10… ms; the locks a peer meets are held for
+/// one commit or one rewind of the WAL, usually a millisecond or two, and a
+/// commit should follow them that closely.
 const BUSY_SLEEP: Duration = Duration::from_micros(100);
+const BUSY_QUICK_FOR: Duration = Duration::from_millis(2);
+const BUSY_SLEEP_LATER: Duration = Duration::from_millis(1);
 
 /// How long the checkpointer waits for the write lock (and, holding it, for
-/// readers to finish) before it gives up rewinding the WAL until the next
-/// round. Commits are short and back to back under load: it gets in between
-/// two of them.
+/// the database's readers) before it gives up rewinding the WAL until the
+/// next round. Commits are short and back to back under load: it gets in
+/// between two of them.
 const REWIND_WAIT: Duration = Duration::from_millis(20);
 
-/// Makes `conn` retry a locked database every [`BUSY_SLEEP`] for `total`.
+/// A busy handler's policy: keep retrying until `total` has passed since
+/// the first try, sleeping briefly at first, then longer.
+#[derive(Debug)]
+struct BusyWait {
+    total: Duration,
+    since: std::time::Instant,
+}
+
+impl BusyWait {
+    fn new(total: Duration) -> Self {
+        Self {
+            total,
+            since: std::time::Instant::now(),
+        }
+    }
+
+    /// SQLite's `count`-th call for one lock: sleeps and says whether to
+    /// try again.
+    fn retry(&mut self, count: i32) -> bool {
+        if count == 0 {
+            self.since = std::time::Instant::now();
+        }
+        let waited = self.since.elapsed();
+        let Some(left) = self.total.checked_sub(waited).filter(|l| !l.is_zero()) else {
+            return false;
+        };
+        let nap = if waited < BUSY_QUICK_FOR {
+            BUSY_SLEEP
+        } else {
+            BUSY_SLEEP_LATER
+        };
+        std::thread::sleep(nap.min(left));
+        true
+    }
+}
+
+/// Makes `conn` retry a locked database for `total` (see [`BusyWait`]).
 fn retry_when_busy(conn: &mut Connection, total: Duration) -> rusqlite::Result<()> {
-    let tries = (total.as_micros() / BUSY_SLEEP.as_micros()) as i32;
-    conn.busy_handler(Some(move |count: i32| {
-        std::thread::sleep(BUSY_SLEEP);
-        count < tries
-    }))
+    let mut wait = BusyWait::new(total);
+    conn.busy_handler(Some(move |count: i32| wait.retry(count)))
 }
 
 /// Schema migrations, applied in order; `user_version` counts those applied.
@@ -124,8 +160,13 @@ pub struct Store {
 /// database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
+/// The checkpointer rewinds the WAL once it holds this much. Below it,
+/// rewinding costs more than it saves (it holds writers while it syncs),
+/// and a WAL that gets quiet moments is rewound by SQLite itself.
+const REWIND_AFTER: i64 = 4 * 1024 * 1024;
+
 /// Past this size the checkpointer also truncates the WAL file when it
-/// restarts it (it has grown while readers kept it from restarting).
+/// rewinds it (it has grown while a reader kept it from rewinding).
 const WAL_SIZE_LIMIT: u64 = 64 * 1024 * 1024;
 
 /// A thread with its own connection that checkpoints the WAL. SQLite would
@@ -134,15 +175,20 @@ const WAL_SIZE_LIMIT: u64 = 64 * 1024 * 1024;
 /// and syncs the database.
 ///
 /// Each round is two steps. A PASSIVE checkpoint copies what is committed
-/// and syncs the database without blocking anyone. Then a RESTART
-/// checkpoint takes the write lock between two commits (waiting at most
-/// [`REWIND_WAIT`]), copies the few frames committed meanwhile and rewinds
-/// the WAL, so the next commit writes at its start again. Under a steady
-/// stream of commits the WAL never catches up by itself (SQLite rewinds it
-/// only when a commit finds it fully copied). Before, a TRUNCATE checkpoint
-/// once the WAL passed 64 MiB did it in one go: it held every writer while
-/// it copied and synced the whole WAL and gave its blocks back to the disk,
-/// for hundreds of milliseconds on a busy disk.
+/// and syncs the database without blocking anyone. Then, once the WAL holds
+/// more than [`REWIND_AFTER`], a RESTART checkpoint takes the write lock
+/// between two commits (waiting at most [`REWIND_WAIT`]), copies the frames
+/// committed meanwhile, syncs, and lets the next commit write at the WAL's
+/// start again. Writers wait for it while it copies and syncs: a millisecond
+/// or two on an idle disk, more on a busy one. Under a steady stream of
+/// commits the WAL never catches up by itself (SQLite rewinds it only when a
+/// commit finds it fully copied). Before, a TRUNCATE checkpoint once the WAL
+/// passed 64 MiB did it in one go: it held every writer while it copied and
+/// synced the whole WAL and gave its blocks back to the disk, for hundreds
+/// of milliseconds on a busy disk. A reader still on an old snapshot (a
+/// `sqlite3` shell in a transaction, say) keeps the PASSIVE step from
+/// copying everything; the round then leaves the WAL alone rather than hold
+/// writers while it waits for that reader.
 #[derive(Debug)]
 struct Checkpointer {
     stop: Option<std::sync::mpsc::Sender<()>>,
@@ -183,14 +229,22 @@ impl Checkpointer {
 
 impl Checkpointer {
     /// One round on `conn`: copies what is committed, then rewinds the WAL
-    /// unless `conn`'s busy handler gave up waiting for a writer or a
-    /// reader. Returns whether it rewound.
+    /// if it is worth it and nobody keeps it from doing so for longer than
+    /// `conn`'s busy handler waits. Returns whether it rewound.
     fn round(conn: &Connection, wal: &Path) -> Result<bool, StoreError> {
-        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+        // (busy, frames in the WAL, frames copied): a checkpoint that
+        // someone kept from finishing is not an error, its row says so.
+        let (busy, frames, copied): (i64, i64, i64) =
+            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?;
+        let page: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
         let large = std::fs::metadata(wal).is_ok_and(|m| m.len() > WAL_SIZE_LIMIT);
+        let worth_it = large || frames * page >= REWIND_AFTER;
+        if busy != 0 || copied < frames || !worth_it {
+            return Ok(false);
+        }
         let rewind = if large { "TRUNCATE" } else { "RESTART" };
-        // A checkpoint that someone kept from finishing is not an error:
-        // its row says so (busy = 1).
         let busy: i64 = conn.query_row(&format!("PRAGMA wal_checkpoint({rewind})"), [], |r| {
             r.get(0)
         })?;
@@ -360,8 +414,8 @@ mod tests {
         // A writer commits 4,000 messages one by one, with no pause: the
         // WAL is never fully copied when a commit starts, so with PASSIVE
         // checkpoints alone SQLite never rewinds it and it grows to 65 MB
-        // (four 4 KiB frames a commit). Rewound, it holds at most what is
-        // committed during one round: 2.5 to 5 MB here.
+        // (four 4 KiB frames a commit). Rewound, it holds REWIND_AFTER plus
+        // what is committed during one round.
         let writer = {
             let store = store.clone();
             std::thread::spawn(move || {
@@ -377,30 +431,85 @@ mod tests {
         writer.join().unwrap();
         assert!(rewound > 0, "no round got in between the commits");
         let wal_len = wal_len(dir.path());
-        assert!(wal_len < 16 * 1024 * 1024, "WAL is {wal_len} bytes");
+        assert!(wal_len < 40 * 1024 * 1024, "WAL is {wal_len} bytes");
         assert_eq!(store.len(), 4000);
     }
 
     #[test]
-    fn a_checkpoint_round_waits_for_a_writer_only_briefly_and_writers_wait_for_it() {
+    fn a_small_wal_is_left_alone() {
         let dir = tempfile::tempdir().unwrap();
         let (store, conn) = store_and_checkpointer(dir.path());
         let wal = dir.path().join(format!("{DB_FILE}-wal"));
         store.insert_many(&[message(0)]).unwrap();
+        assert!(!Checkpointer::round(&conn, &wal).unwrap());
+    }
+
+    /// Enough messages for the WAL to pass REWIND_AFTER.
+    fn fill_wal(store: &Store, from: usize) {
+        let batch: Vec<_> = (from..from + 5000).map(message).collect();
+        assert_eq!(store.insert_many(&batch).unwrap(), 5000);
+    }
+
+    #[test]
+    fn a_checkpoint_round_gives_up_rewinding_while_another_connection_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, conn) = store_and_checkpointer(dir.path());
+        let wal = dir.path().join(format!("{DB_FILE}-wal"));
+        fill_wal(&store, 0);
         // Another connection holds the write lock: the round copies what it
         // can and gives up rewinding after REWIND_WAIT.
         let other = Connection::open(dir.path().join(DB_FILE)).unwrap();
         other.execute_batch("BEGIN IMMEDIATE").unwrap();
         assert!(!Checkpointer::round(&conn, &wal).unwrap());
-        // The store's own writes wait for a lock held briefly and then go
+        // The store's own write waits for a lock held briefly, then goes
         // through: its busy handler retries.
         let holder = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(50));
             other.execute_batch("COMMIT").unwrap();
         });
-        assert_eq!(store.insert_many(&[message(1)]).unwrap(), 1);
+        fill_wal(&store, 5000);
         holder.join().unwrap();
         assert!(Checkpointer::round(&conn, &wal).unwrap());
+    }
+
+    #[test]
+    fn a_reader_on_an_old_snapshot_keeps_the_round_from_rewinding() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, conn) = store_and_checkpointer(dir.path());
+        let wal = dir.path().join(format!("{DB_FILE}-wal"));
+        store.insert_many(&[message(0)]).unwrap();
+        let reader = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        reader.execute_batch("BEGIN").unwrap();
+        let seen: i64 = reader
+            .query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(seen, 1);
+        fill_wal(&store, 1);
+        // PASSIVE cannot copy past the reader's snapshot, so the round does
+        // not take the write lock to wait for it.
+        assert!(!Checkpointer::round(&conn, &wal).unwrap());
+        reader.execute_batch("COMMIT").unwrap();
+        assert!(Checkpointer::round(&conn, &wal).unwrap());
+        assert_eq!(store.len(), 5001);
+    }
+
+    #[test]
+    fn a_busy_wait_retries_until_its_time_is_up_then_stops() {
+        let mut none = BusyWait::new(Duration::ZERO);
+        assert!(!none.retry(0));
+        let total = Duration::from_millis(5);
+        let mut wait = BusyWait::new(total);
+        let start = std::time::Instant::now();
+        let mut count = 0;
+        while wait.retry(count) {
+            count += 1;
+        }
+        assert!(start.elapsed() >= total);
+        // 100 µs naps for the first 2 ms, then 1 ms naps: a few dozen calls,
+        // not one per microsecond, and never an endless loop.
+        assert!(count > 1, "{count}");
+        // A new lock (count 0 again) starts a new wait.
+        assert!(wait.retry(0));
     }
 
     #[test]
