@@ -25,7 +25,7 @@ fn inserts(c: &mut Criterion) {
     let store = Store::open(dir.path()).unwrap();
     let mut n = 0u64;
     let mut group = c.benchmark_group("store_insert_1k");
-    for batch in [1usize, 32] {
+    for batch in [1usize, 32, 256] {
         group.throughput(Throughput::Elements(batch as u64));
         group.bench_with_input(BenchmarkId::from_parameter(batch), &batch, |b, &batch| {
             b.iter(|| {
