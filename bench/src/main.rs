@@ -33,6 +33,9 @@ use tonic::transport::Channel;
 /// The offered load of the steady-rate latency measure (messages/s).
 const STEADY_RATE: u32 = 1000;
 
+/// Seconds at the steady rate before the measured ones.
+const STEADY_WARM_UP: f64 = 1.0;
+
 /// Options.
 #[derive(Debug, Parser)]
 #[command(about = "p2p-chat load generator and benchmark")]
@@ -375,14 +378,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(fanout) = cli.only_steady {
         let net = Net::start_for_perf(fanout + 1).await?;
         let sender = peer_svc::control_client::connect(&net.peers[0].1).await?;
-        // Warm up first, as in the full benchmark: sessions, streams, caches.
-        let warm = sender.clone();
-        let text = payload.clone();
-        stream::fixed_rate(STEADY_RATE, 1.0, move |_| {
-            send_to_all(warm.clone(), text.clone())
-        })
-        .await;
-        let run = stream::fixed_rate(STEADY_RATE, cli.seconds, move |_| {
+        let run = steady(cli.seconds, move |_| {
             send_to_all(sender.clone(), payload.clone())
         })
         .await;
@@ -551,24 +547,21 @@ async fn main() -> anyhow::Result<()> {
             let progress = stream::progress("1000 msg/s to 5");
             let sender = peer_svc::control_client::connect(&net.peers[0].1).await?;
             let text = payload.clone();
-            let steady = stream::fixed_rate(STEADY_RATE, secs, move |_| {
-                send_to_all(sender.clone(), text.clone())
-            })
-            .await;
+            let steady_run = steady(secs, move |_| send_to_all(sender.clone(), text.clone())).await;
             let clients = baseline_clients.clone();
             let ciphertext = vec![7u8; cli.payload + 16];
-            let steady_base = stream::fixed_rate(STEADY_RATE, secs, move |i| {
+            let steady_base = steady(secs, move |i| {
                 plain_fanout(clients.clone(), ciphertext.clone(), 5, i)
             });
             let steady_base = steady_base.await;
             drop(progress);
             row(
                 &format!("  at {STEADY_RATE} msg/s offered: p50 / p99 ms"),
-                format!("{:.2} / {:.2}", steady.pct(0.5), steady.pct(0.99)),
+                format!("{:.2} / {:.2}", steady_run.pct(0.5), steady_run.pct(0.99)),
                 format!("{:.2} / {:.2}", steady_base.pct(0.5), steady_base.pct(0.99)),
                 "-".into(),
             );
-            steady_p99 = steady.pct(0.99);
+            steady_p99 = steady_run.pct(0.99);
         }
         results.push((fanout, product, base));
     }
@@ -918,6 +911,18 @@ async fn plain_fanout(
         .await
         .iter()
         .all(|r| r.is_ok())
+}
+
+/// `op` at the steady offered rate for `secs`, after a second at that rate
+/// that is not counted: the stage before may have left work behind (WAL
+/// checkpoints, the kernel's writeback), and sessions and streams to open.
+async fn steady<F, Fut>(secs: f64, op: F) -> Run
+where
+    F: Fn(usize) -> Fut + Clone,
+    Fut: std::future::Future<Output = bool> + Send + 'static,
+{
+    stream::fixed_rate(STEADY_RATE, STEADY_WARM_UP, op.clone()).await;
+    stream::fixed_rate(STEADY_RATE, secs, op).await
 }
 
 /// "p50/p99" of a run's latencies, in ms.
