@@ -197,11 +197,7 @@ struct Checkpointer {
 
 impl Checkpointer {
     fn start(path: &Path) -> Result<Self, StoreError> {
-        let mut conn = Connection::open(path)?;
-        let mut wal = path.as_os_str().to_owned();
-        wal.push("-wal");
-        let wal = std::path::PathBuf::from(wal);
-        retry_when_busy(&mut conn, REWIND_WAIT)?;
+        let rounds = Rounds::open(path)?;
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("checkpoint".into())
@@ -211,7 +207,7 @@ impl Checkpointer {
                         stopped.recv_timeout(CHECKPOINT_EVERY),
                         Err(std::sync::mpsc::RecvTimeoutError::Timeout)
                     );
-                    if let Err(e) = Self::round(&conn, &wal) {
+                    if let Err(e) = rounds.run() {
                         tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
                     }
                     if done {
@@ -227,27 +223,52 @@ impl Checkpointer {
     }
 }
 
-impl Checkpointer {
-    /// One round on `conn`: copies what is committed, then rewinds the WAL
-    /// if it is worth it and nobody keeps it from doing so for longer than
-    /// `conn`'s busy handler waits. Returns whether it rewound.
-    fn round(conn: &Connection, wal: &Path) -> Result<bool, StoreError> {
+/// The checkpointer's own connection, and what its rounds need to know.
+#[derive(Debug)]
+struct Rounds {
+    conn: Connection,
+    /// The WAL file: `<database>-wal`.
+    wal: std::path::PathBuf,
+    /// The database's page size (it cannot change in WAL mode).
+    page: i64,
+}
+
+impl Rounds {
+    fn open(path: &Path) -> Result<Self, StoreError> {
+        let mut conn = Connection::open(path)?;
+        retry_when_busy(&mut conn, REWIND_WAIT)?;
+        let page = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        Ok(Self {
+            conn,
+            wal: wal.into(),
+            page,
+        })
+    }
+
+    /// One round: copies what is committed, then rewinds the WAL if it is
+    /// worth it and nobody keeps it from doing so for longer than
+    /// [`REWIND_WAIT`]. Returns whether it rewound.
+    fn run(&self) -> Result<bool, StoreError> {
         // (busy, frames in the WAL, frames copied): a checkpoint that
         // someone kept from finishing is not an error, its row says so.
         let (busy, frames, copied): (i64, i64, i64) =
-            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })?;
-        let page: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
-        let large = std::fs::metadata(wal).is_ok_and(|m| m.len() > WAL_SIZE_LIMIT);
-        let worth_it = large || frames * page >= REWIND_AFTER;
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?;
+        let large = std::fs::metadata(&self.wal).is_ok_and(|m| m.len() > WAL_SIZE_LIMIT);
+        let worth_it = large || frames * self.page >= REWIND_AFTER;
         if busy != 0 || copied < frames || !worth_it {
             return Ok(false);
         }
         let rewind = if large { "TRUNCATE" } else { "RESTART" };
-        let busy: i64 = conn.query_row(&format!("PRAGMA wal_checkpoint({rewind})"), [], |r| {
-            r.get(0)
-        })?;
+        let busy: i64 =
+            self.conn
+                .query_row(&format!("PRAGMA wal_checkpoint({rewind})"), [], |r| {
+                    r.get(0)
+                })?;
         Ok(busy == 0)
     }
 }
@@ -387,30 +408,21 @@ mod tests {
         }
     }
 
-    fn wal_len(dir: &Path) -> u64 {
-        std::fs::metadata(dir.join(format!("{DB_FILE}-wal")))
-            .unwrap()
-            .len()
-    }
-
-    /// A store with no checkpointer thread, and a connection set up as
-    /// `Checkpointer::start` sets up its own, to run rounds by hand.
-    fn store_and_checkpointer(dir: &Path) -> (Store, Connection) {
+    /// A store with no checkpointer thread, and the checkpointer's rounds
+    /// to run by hand.
+    fn store_and_rounds(dir: &Path) -> (Store, Rounds) {
         let store = Store::setup(Connection::open(dir.join(DB_FILE)).unwrap()).unwrap();
         let writer = store.conn.lock().unwrap();
         writer.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
         drop(writer);
-        let mut conn = Connection::open(dir.join(DB_FILE)).unwrap();
-        retry_when_busy(&mut conn, REWIND_WAIT).unwrap();
-        (store, conn)
+        (store, Rounds::open(&dir.join(DB_FILE)).unwrap())
     }
 
     #[test]
     fn checkpoint_rounds_keep_the_wal_small_under_back_to_back_commits() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, conn) = store_and_checkpointer(dir.path());
+        let (store, rounds) = store_and_rounds(dir.path());
         let store = std::sync::Arc::new(store);
-        let wal = dir.path().join(format!("{DB_FILE}-wal"));
         // A writer commits 4,000 messages one by one, with no pause: the
         // WAL is never fully copied when a commit starts, so with PASSIVE
         // checkpoints alone SQLite never rewinds it and it grows to 65 MB
@@ -426,11 +438,11 @@ mod tests {
         };
         let mut rewound = 0;
         while !writer.is_finished() {
-            rewound += usize::from(Checkpointer::round(&conn, &wal).unwrap());
+            rewound += usize::from(rounds.run().unwrap());
         }
         writer.join().unwrap();
         assert!(rewound > 0, "no round got in between the commits");
-        let wal_len = wal_len(dir.path());
+        let wal_len = std::fs::metadata(&rounds.wal).unwrap().len();
         assert!(wal_len < 40 * 1024 * 1024, "WAL is {wal_len} bytes");
         assert_eq!(store.len(), 4000);
     }
@@ -438,10 +450,9 @@ mod tests {
     #[test]
     fn a_small_wal_is_left_alone() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, conn) = store_and_checkpointer(dir.path());
-        let wal = dir.path().join(format!("{DB_FILE}-wal"));
+        let (store, rounds) = store_and_rounds(dir.path());
         store.insert_many(&[message(0)]).unwrap();
-        assert!(!Checkpointer::round(&conn, &wal).unwrap());
+        assert!(!rounds.run().unwrap());
     }
 
     /// Enough messages for the WAL to pass REWIND_AFTER.
@@ -453,14 +464,13 @@ mod tests {
     #[test]
     fn a_checkpoint_round_gives_up_rewinding_while_another_connection_writes() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, conn) = store_and_checkpointer(dir.path());
-        let wal = dir.path().join(format!("{DB_FILE}-wal"));
+        let (store, rounds) = store_and_rounds(dir.path());
         fill_wal(&store, 0);
         // Another connection holds the write lock: the round copies what it
         // can and gives up rewinding after REWIND_WAIT.
         let other = Connection::open(dir.path().join(DB_FILE)).unwrap();
         other.execute_batch("BEGIN IMMEDIATE").unwrap();
-        assert!(!Checkpointer::round(&conn, &wal).unwrap());
+        assert!(!rounds.run().unwrap());
         // The store's own write waits for a lock held briefly, then goes
         // through: its busy handler retries.
         let holder = std::thread::spawn(move || {
@@ -469,14 +479,13 @@ mod tests {
         });
         fill_wal(&store, 5000);
         holder.join().unwrap();
-        assert!(Checkpointer::round(&conn, &wal).unwrap());
+        assert!(rounds.run().unwrap());
     }
 
     #[test]
     fn a_reader_on_an_old_snapshot_keeps_the_round_from_rewinding() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, conn) = store_and_checkpointer(dir.path());
-        let wal = dir.path().join(format!("{DB_FILE}-wal"));
+        let (store, rounds) = store_and_rounds(dir.path());
         store.insert_many(&[message(0)]).unwrap();
         let reader = Connection::open(dir.path().join(DB_FILE)).unwrap();
         reader.execute_batch("BEGIN").unwrap();
@@ -487,9 +496,9 @@ mod tests {
         fill_wal(&store, 1);
         // PASSIVE cannot copy past the reader's snapshot, so the round does
         // not take the write lock to wait for it.
-        assert!(!Checkpointer::round(&conn, &wal).unwrap());
+        assert!(!rounds.run().unwrap());
         reader.execute_batch("COMMIT").unwrap();
-        assert!(Checkpointer::round(&conn, &wal).unwrap());
+        assert!(rounds.run().unwrap());
         assert_eq!(store.len(), 5001);
     }
 
