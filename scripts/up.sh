@@ -4,6 +4,8 @@
 # checks and lists the others.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 PROFILE=${PROFILE:-release}
 RUN_DIR=${RUN_DIR:-.run}
 DISCOVERY_ADDR=${DISCOVERY_ADDR:-127.0.0.1:50051}
@@ -11,9 +13,14 @@ READY_TIMEOUT_S=${READY_TIMEOUT_S:-30}
 PEERS=${PEERS:-3}
 PEER_BASE_PORT=${PEER_BASE_PORT:-50060}
 
-flag=""; [ "$PROFILE" = release ] && flag="--release"
-cargo build --workspace --bins $flag
-BIN=target/$PROFILE
+# BIN_DIR set: use the binaries there as they are (the tests, which built them).
+if [ -n "${BIN_DIR:-}" ]; then
+  BIN=$BIN_DIR
+else
+  flag=(); [ "$PROFILE" = release ] && flag=(--release)
+  cargo build --workspace --bins "${flag[@]}"
+  BIN=target/$PROFILE
+fi
 mkdir -p "$RUN_DIR"
 
 # wait_healthy ADDR NAME: polls grpc.health.v1 until SERVING or the timeout.
@@ -31,7 +38,7 @@ wait_healthy() {
 # start NAME CMD...: runs CMD in the background unless NAME already runs.
 start() {
   local name=$1; shift
-  if [ -f "$RUN_DIR/$name.pid" ] && kill -0 "$(cat "$RUN_DIR/$name.pid")" 2>/dev/null; then
+  if [ -f "$RUN_DIR/$name.pid" ] && ours "$name" "$(head -c 32 "$RUN_DIR/$name.pid")"; then
     echo "$name already running (pid $(cat "$RUN_DIR/$name.pid"))"
     return
   fi
@@ -60,13 +67,21 @@ for i in $(seq 1 "$PEERS"); do
   echo "$name      $addr  (data $RUN_DIR/$name, console $RUN_DIR/$name.out, log $RUN_DIR/$name.log)"
 done
 
+# The PATH line to print: these binaries, and grpcurl's folder (pip may have
+# put it where the user's shell does not look).
+bin_abs=$(cd "$BIN" && pwd)
+path_line="$bin_abs"
+grpcurl_dir=$(dirname "$(command -v grpcurl)")
+case ":${USER_PATH:-$PATH}:" in *":$grpcurl_dir:"*) ;; *) path_line="$path_line:$grpcurl_dir" ;; esac
+
 cat <<TXT
 
-All connected. Drive a peer with the chat CLI:
-  $BIN/chat --data-dir $RUN_DIR/user1 send "Hello user2"
-  $BIN/chat --data-dir $RUN_DIR/user2 history
-  $BIN/chat --data-dir $RUN_DIR/user3 attach          # live console: type to send
-  $BIN/chat --data-dir $RUN_DIR/user1 connections
+All connected. Put the binaries on PATH, then drive a peer with the chat CLI:
+  export PATH="$path_line:\$PATH"
+  chat --data-dir $RUN_DIR/user1 send "Hello user2"
+  chat --data-dir $RUN_DIR/user2 history
+  chat --data-dir $RUN_DIR/user3 attach          # live console: type to send
+  chat --data-dir $RUN_DIR/user1 connections
 Or with grpcurl:
   grpcurl -plaintext $DISCOVERY_ADDR chat.v1.Discovery/List
   grpcurl -plaintext -unix -authority localhost $RUN_DIR/user1/control.sock chat.v1.Control/History

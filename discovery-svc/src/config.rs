@@ -34,10 +34,10 @@ pub struct Cli {
     #[arg(long, env = "DISCOVERY_ETCD_PREFIX", default_value = DEFAULT_ETCD_PREFIX)]
     pub etcd_prefix: String,
     /// Most concurrent Watch streams.
-    #[arg(long, env = "DISCOVERY_MAX_WATCHERS", default_value_t = crate::service::DEFAULT_MAX_WATCHERS)]
+    #[arg(long, value_parser = chat_proto::process::at_least_one::<usize>, allow_negative_numbers = true, env = "DISCOVERY_MAX_WATCHERS", default_value_t = crate::service::DEFAULT_MAX_WATCHERS)]
     pub max_watchers: usize,
     /// Events a watcher may fall behind by before it is told to watch again.
-    #[arg(long, env = "DISCOVERY_WATCH_LAG_LIMIT", default_value_t = crate::service::DEFAULT_WATCH_LAG_LIMIT)]
+    #[arg(long, value_parser = chat_proto::process::at_least_one::<usize>, allow_negative_numbers = true, env = "DISCOVERY_WATCH_LAG_LIMIT", default_value_t = crate::service::DEFAULT_WATCH_LAG_LIMIT)]
     pub watch_lag_limit: usize,
 }
 

@@ -16,7 +16,10 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", cli.listen))?;
     // One line on stdout with the bound address: scripts and tests read the
     // real port from it when they asked for port 0.
-    println!("discovery-svc listening on {}", listener.local_addr()?);
+    chat_proto::process::announce(&format!(
+        "discovery-svc listening on {}",
+        listener.local_addr()?
+    ));
     let shutdown = CancellationToken::new();
     tokio::spawn(chat_proto::process::cancel_on_signal(shutdown.clone()));
     discovery_svc::run(listener, cli.config(), shutdown).await?;

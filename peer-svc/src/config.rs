@@ -29,19 +29,19 @@ pub struct Cli {
     #[arg(long, env = "CHAT_DATA_DIR")]
     pub data_dir: PathBuf,
     /// Largest message text in bytes.
-    #[arg(long, env = "CHAT_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
+    #[arg(long, value_parser = chat_proto::process::at_least_one::<usize>, allow_negative_numbers = true, env = "CHAT_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
     pub max_message_bytes: usize,
     /// Let newcomers pull this peer's history (as in the original): true or false.
     #[arg(long, env = "CHAT_SHARE_HISTORY", default_value_t = true, action = clap::ArgAction::Set)]
     pub share_history: bool,
     /// Handshakes accepted per second from one remote address (bursts of twice that).
-    #[arg(long, env = "CHAT_HANDSHAKES_PER_SEC", default_value_t = crate::rate::DEFAULT_HANDSHAKES_PER_SEC)]
+    #[arg(long, value_parser = chat_proto::process::at_least_one::<u32>, allow_negative_numbers = true, env = "CHAT_HANDSHAKES_PER_SEC", default_value_t = crate::rate::DEFAULT_HANDSHAKES_PER_SEC)]
     pub handshakes_per_sec: u32,
     /// Envelopes accepted per second on one session (bursts of twice that).
-    #[arg(long, env = "CHAT_DELIVERIES_PER_SEC", default_value_t = crate::rate::DEFAULT_DELIVERIES_PER_SEC)]
+    #[arg(long, value_parser = chat_proto::process::at_least_one::<u32>, allow_negative_numbers = true, env = "CHAT_DELIVERIES_PER_SEC", default_value_t = crate::rate::DEFAULT_DELIVERIES_PER_SEC)]
     pub deliveries_per_sec: u32,
     /// Most messages queued per unreachable peer; past it the oldest are dropped (and reported).
-    #[arg(long, env = "CHAT_OUTBOX_LIMIT", default_value_t = crate::outbox::DEFAULT_OUTBOX_LIMIT)]
+    #[arg(long, value_parser = chat_proto::process::at_least_one::<usize>, allow_negative_numbers = true, env = "CHAT_OUTBOX_LIMIT", default_value_t = crate::outbox::DEFAULT_OUTBOX_LIMIT)]
     pub outbox_limit: usize,
 }
 
@@ -98,9 +98,41 @@ impl From<Cli> for Config {
             max_message_bytes: cli.max_message_bytes,
             print_messages: true,
             share_history: cli.share_history,
-            outbox_limit: cli.outbox_limit.max(1),
+            outbox_limit: cli.outbox_limit,
             handshakes_per_sec: cli.handshakes_per_sec,
             deliveries_per_sec: cli.deliveries_per_sec,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::Cli;
+
+    fn parse(extra: &[&str]) -> Result<Cli, String> {
+        let args = ["peer-svc", "--name", "a", "--data-dir", "d"];
+        Cli::try_parse_from(args.iter().chain(extra)).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn limit_flags_refuse_zero_and_negative_numbers_by_name() {
+        for flag in [
+            "--max-message-bytes",
+            "--handshakes-per-sec",
+            "--deliveries-per-sec",
+            "--outbox-limit",
+        ] {
+            for bad in ["0", "-1", "lots"] {
+                let error = parse(&[flag, bad]).unwrap_err();
+                assert!(
+                    error.contains(flag) && error.contains("at least 1"),
+                    "{flag} {bad}: {error}"
+                );
+            }
+            assert!(parse(&[flag, "7"]).is_ok(), "{flag} 7");
+        }
+        assert_eq!(parse(&["--outbox-limit", "3"]).unwrap().outbox_limit, 3);
     }
 }

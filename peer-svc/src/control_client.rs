@@ -13,25 +13,55 @@ use crate::CONTROL_SOCKET;
 /// the wait for a response, not how long a stream (`attach`) then lasts.
 pub const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// No peer answers on the data dir's socket.
+/// Why `chat` cannot reach the peer of a data dir.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "no peer-svc is running for {data_dir} (nothing answers on {socket}); start one with: peer-svc --name NAME --data-dir {data_dir}"
-)]
-pub struct NotRunning {
-    /// The data dir asked for.
-    pub data_dir: String,
-    /// The socket tried.
-    pub socket: String,
+pub enum ConnectError {
+    /// No peer answers on the data dir's socket.
+    #[error(
+        "no peer-svc is running for {data_dir} (nothing answers on {socket}); start one with: \
+         peer-svc --name NAME --data-dir {data_dir} (the network `make up` starts has its \
+         data dirs in .run/user1 .. .run/user3)"
+    )]
+    NotRunning {
+        /// The data dir asked for.
+        data_dir: String,
+        /// The socket tried.
+        socket: String,
+    },
+    /// The socket is there but belongs to someone else (it is 0600).
+    #[error(
+        "permission denied on {socket}: the peer of {data_dir} belongs to another user, and only \
+         its owner may drive it"
+    )]
+    PermissionDenied {
+        /// The data dir asked for.
+        data_dir: String,
+        /// The socket tried.
+        socket: String,
+    },
 }
 
 /// Connects to the peer whose data dir is `data_dir`.
-pub async fn connect(data_dir: &Path) -> Result<ControlClient<Channel>, NotRunning> {
+pub async fn connect(data_dir: &Path) -> Result<ControlClient<Channel>, ConnectError> {
     let socket: PathBuf = data_dir.join(CONTROL_SOCKET);
-    let not_running = || NotRunning {
-        data_dir: data_dir.display().to_string(),
-        socket: socket.display().to_string(),
+    let (data_dir_text, socket_text) = (
+        data_dir.display().to_string(),
+        socket.display().to_string(),
+    );
+    let not_running = || ConnectError::NotRunning {
+        data_dir: data_dir_text.clone(),
+        socket: socket_text.clone(),
     };
+    if let Err(e) = tokio::net::UnixStream::connect(&socket).await {
+        return Err(if e.kind() == std::io::ErrorKind::PermissionDenied {
+            ConnectError::PermissionDenied {
+                data_dir: data_dir_text.clone(),
+                socket: socket_text.clone(),
+            }
+        } else {
+            not_running()
+        });
+    }
     // The URI is required by the API but unused: the connector dials the socket.
     let path = socket.clone();
     let channel = Endpoint::from_static("http://localhost")

@@ -377,6 +377,16 @@ impl Directory {
         }
     }
 
+    /// Takes back a peer the user dropped (`chat handshake PEER` or `chat
+    /// refresh PEER` name it again); true if it was dropped.
+    pub fn undrop(&self, name: &str) -> bool {
+        let mut inner = self.inner.lock().expect("directory lock");
+        if let Some(c) = inner.contacts.get_mut(name) {
+            c.dropped = false;
+        }
+        inner.dropped.remove(name)
+    }
+
     /// Accepts the key Discovery lists now for `name` and pins it.
     pub fn trust(&self, name: &str) -> Option<Contact> {
         let mut inner = self.inner.lock().expect("directory lock");

@@ -210,11 +210,17 @@ pub async fn start_announced(
     let (control_reflection, control_reflection_alpha) =
         chat_proto::reflection::services(&["chat.v1.Control"])?;
     let decode_limit = node.config.max_message_bytes + node::ENVELOPE_OVERHEAD_BYTES;
+    let oversize_hint = oversize_hint(node.config.max_message_bytes);
+    // The servers stop on a token of their own, cancelled only once this
+    // peer has left Discovery: on the shared shutdown token they could end
+    // in the same poll as the signal is seen, and the task below would
+    // then skip the Leave (it did in about half of the SIGTERMs).
+    let stop_serving = CancellationToken::new();
 
     let peer_server = tonic::transport::Server::builder()
         .max_concurrent_streams(chat_proto::limits::MAX_CONCURRENT_STREAMS)
         .layer(tower::util::MapResponseLayer::new(
-            chat_proto::limits::oversize_is_resource_exhausted,
+            chat_proto::limits::oversize_with_hint(oversize_hint.clone()),
         ))
         .add_service(health_service.clone())
         .add_service(peer_reflection)
@@ -229,12 +235,12 @@ pub async fn start_announced(
         .serve_with_incoming_shutdown(
             // Nagle plus delayed ACKs would hold small responses ~40 ms.
             TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown.clone().cancelled_owned(),
+            stop_serving.clone().cancelled_owned(),
         );
     let control_server = tonic::transport::Server::builder()
         .max_concurrent_streams(chat_proto::limits::MAX_CONCURRENT_STREAMS)
         .layer(tower::util::MapResponseLayer::new(
-            chat_proto::limits::oversize_is_resource_exhausted,
+            chat_proto::limits::oversize_with_hint(oversize_hint.clone()),
         ))
         .add_service(health_service)
         .add_service(control_reflection)
@@ -246,7 +252,7 @@ pub async fn start_announced(
         )
         .serve_with_incoming_shutdown(
             UnixListenerStream::new(uds),
-            shutdown.clone().cancelled_owned(),
+            stop_serving.clone().cancelled_owned(),
         );
 
     let discovery_down = ttl.is_none();
@@ -280,13 +286,16 @@ pub async fn start_announced(
         };
         tokio::pin!(servers);
         tokio::select! {
+            // Only if a server failed on its own: nothing has stopped them yet.
             _ = &mut servers => {}
             _ = task_node.shutdown.cancelled() => {
-                // Leave first, while the network is still up; then give
+                // Leave first, while the network is still up (the Leave has
+                // a deadline of its own); then stop serving and give
                 // in-flight calls a bounded grace period.
                 if !task_node.leaving.swap(true, std::sync::atomic::Ordering::SeqCst) {
                     membership::leave(&task_node).await;
                 }
+                stop_serving.cancel();
                 if tokio::time::timeout(SHUTDOWN_GRACE, &mut servers).await.is_err() {
                     warn!("in-flight calls did not finish within the grace period");
                 }
@@ -307,6 +316,15 @@ pub async fn start_announced(
         node,
         task,
     })
+}
+
+/// What a refusal of an oversized message adds to tonic's byte counts: the
+/// text limit, and the flag that sets it.
+pub fn oversize_hint(max_message_bytes: usize) -> String {
+    format!(
+        "a message text may be at most {max_message_bytes} bytes on this peer \
+         (peer-svc --max-message-bytes, at most {MAX_MESSAGE_BYTES_LIMIT}); send it in parts"
+    )
 }
 
 /// Binds the control socket with mode 0600, refusing to take over the

@@ -40,9 +40,10 @@ impl Replicas {
             .split(',')
             .map(str::trim)
             .filter(|u| !u.is_empty())
-            .map(|url| {
-                let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
-                    .map_err(|e| format!("--discovery {url}: {e}"))?
+            .map(|given| {
+                let url = discovery_url(given)?;
+                let channel = tonic::transport::Endpoint::from_shared(url.clone())
+                    .map_err(|e| format!("--discovery {given}: {e} (expected http://HOST:PORT)"))?
                     .connect_timeout(connect_timeout)
                     // A replica that vanishes without a reset (host down,
                     // partition) is noticed in seconds, not when TCP gives up:
@@ -51,7 +52,7 @@ impl Replicas {
                     .keep_alive_timeout(KEEPALIVE_TIMEOUT)
                     .keep_alive_while_idle(true)
                     .connect_lazy();
-                Ok((url.to_owned(), DiscoveryClient::new(channel)))
+                Ok((url, DiscoveryClient::new(channel)))
             })
             .collect::<Result<Vec<_>, String>>()?;
         if clients.is_empty() {
@@ -111,6 +112,19 @@ impl Replicas {
     }
 }
 
+/// A Discovery URL as given to `--discovery`: `HOST:PORT` means plain HTTP/2
+/// (`http://HOST:PORT`, the way `grpcurl -plaintext HOST:PORT` reads it);
+/// any scheme but http or https is refused, since nothing else could answer.
+pub fn discovery_url(given: &str) -> Result<String, String> {
+    match given.split_once("://") {
+        None => Ok(format!("http://{given}")),
+        Some(("http" | "https", _)) => Ok(given.to_owned()),
+        Some((scheme, _)) => Err(format!(
+            "--discovery {given}: unsupported scheme {scheme:?}; use http://HOST:PORT"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,5 +170,15 @@ mod tests {
         assert_eq!(calls, 3);
         assert_eq!(answer.unwrap_err().code(), Code::Unavailable);
         assert!(Replicas::new(" , ", std::time::Duration::from_secs(1)).is_err());
+    }
+
+    #[test]
+    fn a_bare_discovery_address_means_http_and_other_schemes_are_refused() {
+        use super::discovery_url;
+        assert_eq!(discovery_url("127.0.0.1:50051").unwrap(), "http://127.0.0.1:50051");
+        assert_eq!(discovery_url("http://d:1").unwrap(), "http://d:1");
+        assert_eq!(discovery_url("https://d:1").unwrap(), "https://d:1");
+        let refused = discovery_url("grpc://d:1").unwrap_err();
+        assert!(refused.contains("grpc") && refused.contains("http://HOST:PORT"), "{refused}");
     }
 }

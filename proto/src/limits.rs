@@ -21,20 +21,62 @@ pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 const TOO_LARGE: &str = "message%20length%20too%20large";
 
 /// Rewrites tonic's OUT_OF_RANGE for an oversized message to RESOURCE_EXHAUSTED.
-pub fn oversize_is_resource_exhausted<B>(mut response: Response<B>) -> Response<B> {
+pub fn oversize_is_resource_exhausted<B>(response: Response<B>) -> Response<B> {
+    rewrite_oversize(response, None)
+}
+
+/// Like [`oversize_is_resource_exhausted`], and appends `hint` (what the
+/// limit is for and which flag sets it) to tonic's message, which names
+/// only the byte counts.
+pub fn oversize_with_hint<B>(
+    hint: impl Into<std::sync::Arc<str>>,
+) -> impl Fn(Response<B>) -> Response<B> + Clone {
+    let hint: std::sync::Arc<str> = hint.into();
+    move |response| rewrite_oversize(response, Some(&hint))
+}
+
+/// A status for a request that could not be decoded because it was too
+/// large, as [`oversize_with_hint`] writes it; for statuses a stream
+/// carries in its trailers, which a response layer does not see.
+pub fn oversize_status(status: tonic::Status, hint: &str) -> tonic::Status {
+    if status.code() == tonic::Code::OutOfRange && status.message().contains("length too large") {
+        tonic::Status::resource_exhausted(format!("{}; {hint}", status.message()))
+    } else {
+        status
+    }
+}
+
+fn rewrite_oversize<B>(mut response: Response<B>, hint: Option<&str>) -> Response<B> {
     let headers = response.headers_mut();
     let out_of_range = headers
         .get("grpc-status")
         .is_some_and(|s| s == HeaderValue::from(tonic::Code::OutOfRange as i32));
-    let too_large = headers
+    let message = headers
         .get("grpc-message")
         .and_then(|m| m.to_str().ok())
-        .is_some_and(|m| m.contains(TOO_LARGE));
-    if out_of_range && too_large {
-        headers.insert(
-            "grpc-status",
-            HeaderValue::from(tonic::Code::ResourceExhausted as i32),
-        );
+        .filter(|m| m.contains(TOO_LARGE))
+        .map(str::to_owned);
+    let (true, Some(message)) = (out_of_range, message) else {
+        return response;
+    };
+    headers.insert(
+        "grpc-status",
+        HeaderValue::from(tonic::Code::ResourceExhausted as i32),
+    );
+    if let Some(hint) = hint {
+        // grpc-message is percent-encoded (gRPC over HTTP/2: every byte
+        // outside printable ASCII, and '%' itself).
+        let mut text = message;
+        for b in format!("; {hint}").bytes() {
+            if (0x20..=0x7e).contains(&b) && b != b'%' {
+                text.push(char::from(b));
+            } else {
+                text.push_str(&format!("%{b:02X}"));
+            }
+        }
+        if let Ok(value) = HeaderValue::from_str(&text) {
+            headers.insert("grpc-message", value);
+        }
     }
     response
 }

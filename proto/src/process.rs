@@ -14,6 +14,11 @@ pub fn init_tracing() {
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
+        // A log line that cannot be written (stderr closed, a full disk)
+        // is dropped: by default the subscriber reports it with
+        // `eprintln!`, which panics on that same stderr, in whatever task
+        // was logging: the signal task among them, so SIGTERM was ignored.
+        .log_internal_errors(false)
         .init();
 }
 
@@ -33,4 +38,44 @@ pub async fn cancel_on_signal(token: CancellationToken) {
     }
     tracing::info!("signal received; shutting down");
     token.cancel();
+}
+
+/// Prints one line on stdout for scripts (the address a service listens
+/// on); a closed stdout is no reason for a service to stop, so errors are
+/// ignored where `println!` would panic.
+pub fn announce(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+}
+
+/// Parses a limit flag: a whole number of at least 1. Zero would refuse
+/// everything (or nothing would fit) and a negative number is no limit;
+/// both get a message that says so, instead of clap's "unexpected argument
+/// '-1'" (with `allow_negative_numbers` on the flag).
+pub fn at_least_one<T>(text: &str) -> Result<T, String>
+where
+    T: std::str::FromStr + PartialOrd + From<u8>,
+{
+    match text.trim().parse::<T>() {
+        Ok(n) if n >= T::from(1) => Ok(n),
+        _ => Err(format!(
+            "{text:?} is not a limit: give a whole number of at least 1"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::at_least_one;
+
+    #[test]
+    fn limits_are_whole_numbers_of_at_least_one() {
+        assert_eq!(at_least_one::<u32>("1"), Ok(1));
+        assert_eq!(at_least_one::<usize>(" 65536 "), Ok(65536));
+        for bad in ["0", "-1", "1.5", "", "many", "99999999999999999999999"] {
+            let e = at_least_one::<u32>(bad).unwrap_err();
+            assert!(e.contains("at least 1"), "{bad}: {e}");
+        }
+    }
 }

@@ -15,7 +15,7 @@ use tonic::transport::Channel;
 
 /// Drive your own p2p-chat peer.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(name = "chat", version, about)]
 struct Cli {
     /// Your peer's data dir (where peer-svc keeps its key and control socket).
     #[arg(long, env = "CHAT_DATA_DIR", global = true, default_value = ".")]
@@ -87,13 +87,53 @@ enum Verb {
     Attach,
 }
 
+/// Why a command ended early.
+#[derive(Debug)]
+enum Failure {
+    /// What went wrong, for the user.
+    Message(String),
+    /// Stdout could not be written: a reader that went away (`chat history
+    /// | head`) ends the command quietly; any other error is reported.
+    Stdout(std::io::Error),
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Self::Message(message)
+    }
+}
+
+/// Prints one line on stdout, ending the command (see [`Failure::Stdout`]) if
+/// it cannot be written; `println!` would panic instead.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            return Err(Failure::Stdout(e));
+        }
+    }};
+}
+
+/// Prints one line on stderr; a closed stderr is no reason to stop.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli).await {
         Ok(code) => code,
-        Err(message) => {
-            eprintln!("chat: {message}");
+        Err(Failure::Stdout(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(Failure::Stdout(e)) => {
+            note!("chat: cannot write to stdout: {e}");
+            ExitCode::FAILURE
+        }
+        Err(Failure::Message(message)) => {
+            note!("chat: {message}");
             ExitCode::FAILURE
         }
     }
@@ -103,7 +143,7 @@ fn status_text(s: tonic::Status) -> String {
     format!("{} ({:?})", s.message(), s.code())
 }
 
-async fn run(cli: Cli) -> Result<ExitCode, String> {
+async fn run(cli: Cli) -> Result<ExitCode, Failure> {
     let mut client = peer_svc::control_client::connect(&cli.data_dir)
         .await
         .map_err(|e| e.to_string())?;
@@ -130,7 +170,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                 cursor: String::new(),
             };
             if !json {
-                println!("The history");
+                out!("The history");
             }
             loop {
                 let page = client
@@ -140,9 +180,9 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                     .into_inner();
                 for m in &page.messages {
                     if json {
-                        println!("{}", message_json(m));
+                        out!("{}", message_json(m));
                     } else {
-                        println!("{}", console::history_line(m));
+                        out!("{}", console::history_line(m));
                     }
                 }
                 if page.next_cursor.is_empty() {
@@ -170,24 +210,25 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                         })
                     })
                     .collect();
-                println!("{}", serde_json::Value::Array(items));
+                out!("{}", serde_json::Value::Array(items));
             } else if list.is_empty() {
-                println!("no other peers are connected");
+                out!("no other peers are connected");
             } else {
-                println!(
-                    "{:<16} {:<22} {:<40} SESSION",
-                    "NAME", "ADDRESS", "FINGERPRINT"
+                out!(
+                    "{:<16} {:<22} {:<40} {:<12} QUEUED",
+                    "NAME", "ADDRESS", "FINGERPRINT", "SESSION"
                 );
                 for c in &list {
-                    println!(
-                        "{:<16} {:<22} {:<40} {}",
+                    out!(
+                        "{:<16} {:<22} {:<40} {:<12} {}",
                         c.name,
                         c.address,
                         c.fingerprint,
-                        session_name(c.session())
+                        session_name(c.session()),
+                        c.queued
                     );
                     if c.session() == SessionState::KeyChanged {
-                        println!(
+                        out!(
                             "  WARNING: {}'s key changed; nothing is sent to it until you compare fingerprints and run `chat trust {}`",
                             c.name, c.name
                         );
@@ -204,7 +245,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                 .into_inner()
                 .connections;
             let names: Vec<_> = list.iter().map(|c| c.name.as_str()).collect();
-            println!(
+            out!(
                 "connections: {}",
                 if names.is_empty() {
                     "none".into()
@@ -220,14 +261,14 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                 .await
                 .map_err(status_text)?
                 .into_inner();
-            println!(
+            out!(
                 "handshake with {} done in {:.2} ms",
                 r.peer,
                 r.elapsed_micros as f64 / 1000.0
             );
-            println!("  {:<6} fingerprint: {}", r.peer, r.fingerprint);
-            println!("  {:<6} fingerprint: {}", "your", r.local_fingerprint);
-            println!(
+            out!("  {:<6} fingerprint: {}", r.peer, r.fingerprint);
+            out!("  {:<6} fingerprint: {}", "your", r.local_fingerprint);
+            out!(
                 "Compare them with {} over another channel (in person, by phone).",
                 r.peer
             );
@@ -242,9 +283,12 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                 .await
                 .map_err(status_text)?;
             if named.is_empty() {
-                println!("left the network; your peer is shutting down");
+                out!("left the network; your peer is shutting down");
             } else {
-                println!("dropped {named}: nothing more is sent to it");
+                out!(
+                    "dropped {named}: nothing more is sent to it, and what was queued for it is discarded \
+                     (`chat handshake {named}` takes it back)"
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -254,7 +298,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                 .await
                 .map_err(status_text)?
                 .into_inner();
-            println!("trusted {}: key {} is now pinned", r.peer, r.fingerprint);
+            out!("trusted {}: key {} is now pinned", r.peer, r.fingerprint);
             Ok(ExitCode::SUCCESS)
         }
         Verb::Attach => attach(client).await,
@@ -265,20 +309,20 @@ async fn send(
     client: &mut ControlClient<Channel>,
     text: String,
     id: String,
-) -> Result<ExitCode, String> {
+) -> Result<ExitCode, Failure> {
     let r = client
         .send(SendRequest { text, id })
         .await
         .map_err(status_text)?
         .into_inner();
-    println!("sent {}", r.id);
+    out!("sent {}", r.id);
     if r.deliveries.is_empty() {
-        println!("  (no other peers are connected; the message is in your history)");
+        out!("  (no other peers are connected; the message is in your history)");
     }
     for d in &r.deliveries {
         match d.status() {
-            DeliveryStatus::Delivered => println!("  {:<16} delivered", d.peer),
-            other => println!(
+            DeliveryStatus::Delivered => out!("  {:<16} delivered", d.peer),
+            other => out!(
                 "  {:<16} {}: {}",
                 d.peer,
                 format!("{other:?}").to_lowercase(),
@@ -291,7 +335,7 @@ async fn send(
 
 /// `chat send --stdin`: every non-empty line of stdin is one message, sent
 /// in order over `Control/SendStream`.
-async fn send_lines(client: &mut ControlClient<Channel>) -> Result<ExitCode, String> {
+async fn send_lines(client: &mut ControlClient<Channel>) -> Result<ExitCode, Failure> {
     use tokio::io::AsyncBufReadExt;
     let (tx, rx) = tokio::sync::mpsc::channel(256);
     let reader = tokio::spawn(async move {
@@ -321,7 +365,18 @@ async fn send_lines(client: &mut ControlClient<Channel>) -> Result<ExitCode, Str
     // Per peer: delivered, queued, failed or refused.
     let mut per_peer: std::collections::BTreeMap<String, [usize; 4]> = Default::default();
     let mut line = 0usize;
-    while let Some(answer) = answers.message().await.map_err(status_text)? {
+    // The stream ends early when the peer refuses a request it cannot read
+    // (too large, say); the messages before it were sent and are counted.
+    let mut stopped = None;
+    loop {
+        let answer = match answers.message().await {
+            Ok(Some(answer)) => answer,
+            Ok(None) => break,
+            Err(s) => {
+                stopped = Some(s);
+                break;
+            }
+        };
         line += 1;
         match answer.response {
             Some(r) if answer.code == 0 => {
@@ -338,40 +393,53 @@ async fn send_lines(client: &mut ControlClient<Channel>) -> Result<ExitCode, Str
             }
             _ => {
                 failed += 1;
-                eprintln!("message {line} not sent: {}", answer.error);
+                note!("message {line} not sent: {}", answer.error);
             }
         }
     }
-    let read = reader.await.unwrap_or(0);
-    println!("sent {sent} of {read} messages");
+    if let Some(s) = &stopped {
+        reader.abort();
+        note!(
+            "message {} not sent, and none after it: {}",
+            line + 1,
+            status_text(s.clone())
+        );
+        out!("sent {sent} messages, then stopped at message {}", line + 1);
+    } else {
+        let read = reader.await.unwrap_or(0);
+        out!("sent {sent} of {read} messages");
+        if sent != read {
+            failed += 1;
+        }
+    }
     for (peer, [delivered, queued, failed, refused]) in &per_peer {
-        println!(
+        out!(
             "  {peer:<16} delivered {delivered}, queued {queued}, failed {failed}, refused {refused}"
         );
     }
-    Ok(if failed == 0 && sent == read {
+    Ok(if failed == 0 && stopped.is_none() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
 }
 
-async fn attach(mut client: ControlClient<Channel>) -> Result<ExitCode, String> {
+async fn attach(mut client: ControlClient<Channel>) -> Result<ExitCode, Failure> {
     let mut incoming = client
         .subscribe(SubscribeRequest {})
         .await
         .map_err(status_text)?
         .into_inner();
-    eprintln!(
+    note!(
         "attached: incoming messages print here; type a line and press Enter to send (Ctrl-D to detach)"
     );
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     loop {
         tokio::select! {
             message = incoming.message() => match message {
-                Ok(Some(m)) => if let Some(m) = m.message { println!("{}", console::live_line(&m)) },
-                Ok(None) => { eprintln!("the peer closed the stream"); return Ok(ExitCode::SUCCESS) }
-                Err(s) => return Err(status_text(s)),
+                Ok(Some(m)) => if let Some(m) = m.message { out!("{}", console::live_line(&m)) },
+                Ok(None) => { note!("the peer closed the stream"); return Ok(ExitCode::SUCCESS) }
+                Err(s) => return Err(status_text(s).into()),
             },
             line = lines.next_line() => match line {
                 Ok(Some(text)) if text.trim().is_empty() => {}
@@ -379,11 +447,11 @@ async fn attach(mut client: ControlClient<Channel>) -> Result<ExitCode, String> 
                     let r = client.send(SendRequest { text, id: String::new() }).await.map_err(status_text)?.into_inner();
                     let failed: Vec<_> = r.deliveries.iter().filter(|d| d.status() != DeliveryStatus::Delivered).map(|d| d.peer.as_str()).collect();
                     if !failed.is_empty() {
-                        eprintln!("(not delivered to: {})", failed.join(", "));
+                        note!("(not delivered to: {})", failed.join(", "));
                     }
                 }
                 Ok(None) => return Ok(ExitCode::SUCCESS),
-                Err(e) => return Err(format!("stdin: {e}")),
+                Err(e) => return Err(format!("stdin: {e}").into()),
             },
         }
     }

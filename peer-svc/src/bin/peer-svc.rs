@@ -18,6 +18,9 @@ async fn main() -> anyhow::Result<()> {
     if let Some(Err(reason)) = cli.advertise.as_deref().map(chat_proto::validate::address) {
         anyhow::bail!("--advertise {reason}");
     }
+    for url in cli.discovery.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+        peer_svc::replicas::discovery_url(url).map_err(anyhow::Error::msg)?;
+    }
     let listener = TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cli.listen))?;
@@ -26,7 +29,7 @@ async fn main() -> anyhow::Result<()> {
     let running = peer_svc::start_announced(listener, Config::from(cli), shutdown, |address| {
         // One line on stdout with the address, before any received message:
         // scripts and tests read the real port from it.
-        println!("peer-svc listening on {address}");
+        chat_proto::process::announce(&format!("peer-svc listening on {address}"));
     })
     .await?;
     // Received messages follow on stdout, the user's console.

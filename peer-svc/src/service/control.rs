@@ -65,6 +65,14 @@ impl ControlService {
             .collect()
     }
 
+    /// Naming a dropped peer in a handshake or refresh takes it back: the
+    /// owner asked to talk to it again.
+    fn take_back(&self, peer: &str) {
+        if self.node.directory.undrop(peer) {
+            info!(peer = %peer, "dropped peer taken back: messages are sent to it again");
+        }
+    }
+
     fn contact(&self, rpc: &'static str, peer: &str) -> Result<Contact, Status> {
         if peer.is_empty() {
             return Err(refused(
@@ -176,6 +184,9 @@ impl Control for ControlService {
             let mut in_flight = futures::stream::FuturesOrdered::new();
             let mut held = 0usize;
             let mut more = true;
+            // A request that could not be read (oversized, malformed) ends
+            // the stream, but only after the answers for the requests before it.
+            let mut failed: Option<Status> = None;
             loop {
                 tokio::select! {
                     first = incoming.recv(), if more && held < SEND_STREAM_WINDOW => {
@@ -185,8 +196,12 @@ impl Control for ControlService {
                             match next {
                                 Some(Ok(req)) => chunk.push(node.prepare(req.text, req.id)),
                                 Some(Err(status)) => {
-                                    let _ = tx.send(Err(status)).await;
-                                    return;
+                                    failed = Some(chat_proto::limits::oversize_status(
+                                        status,
+                                        &crate::oversize_hint(node.config.max_message_bytes),
+                                    ));
+                                    more = false;
+                                    break;
                                 }
                                 None => {
                                     more = false;
@@ -222,8 +237,11 @@ impl Control for ControlService {
                             }
                         }
                     }
-                    else => return,
+                    else => break,
                 }
+            }
+            if let Some(status) = failed {
+                let _ = tx.send(Err(status)).await;
             }
         });
         Ok(Response::new(Box::pin(
@@ -278,6 +296,7 @@ impl Control for ControlService {
         })?;
         for peer in request.into_inner().peers {
             let contact = self.contact("Control/RefreshConnections", &peer)?;
+            self.take_back(&peer);
             self.node.sessions.forget_sending(&peer);
             if let Err(s) = self.node.handshake(&contact).await {
                 warn!(peer = %peer, error = %s.message(), "handshake on refresh failed");
@@ -303,6 +322,7 @@ impl Control for ControlService {
                 )),
             ));
         }
+        self.take_back(&peer);
         let started = Instant::now();
         self.node.sessions.forget_sending(&peer);
         self.node.handshake(&contact).await.map_err(|s| {
