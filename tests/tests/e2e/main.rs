@@ -15,4 +15,5 @@ mod peer_processes;
 #[cfg(feature = "etcd")]
 mod replicas;
 mod secrets;
+mod stopping;
 mod streaming;
