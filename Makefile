@@ -37,6 +37,7 @@ demo:
 
 ## test: install what the tests need, build once, run the whole suite (both registry stores)
 test: tools test-tools
+	shellcheck -x scripts/*.sh .ci/run
 	$(CARGO) build --workspace --bins $(TEST_FEATURES)
 	$(CARGO) test --workspace $(TEST_FEATURES)
 
@@ -56,8 +57,9 @@ fuzz:
 	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run -O $$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
 	done
 
-## lint: formatting and clippy, as CI expects them (with and without the etcd store)
-lint:
+## lint: shellcheck, formatting and clippy, as CI expects them (with and without the etcd store)
+lint: test-tools
+	shellcheck -x scripts/*.sh .ci/run
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --workspace --all-targets $(TEST_FEATURES) -- -D warnings

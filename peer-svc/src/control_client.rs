@@ -44,10 +44,8 @@ pub enum ConnectError {
 /// Connects to the peer whose data dir is `data_dir`.
 pub async fn connect(data_dir: &Path) -> Result<ControlClient<Channel>, ConnectError> {
     let socket: PathBuf = data_dir.join(CONTROL_SOCKET);
-    let (data_dir_text, socket_text) = (
-        data_dir.display().to_string(),
-        socket.display().to_string(),
-    );
+    let (data_dir_text, socket_text) =
+        (data_dir.display().to_string(), socket.display().to_string());
     let not_running = || ConnectError::NotRunning {
         data_dir: data_dir_text.clone(),
         socket: socket_text.clone(),

@@ -175,10 +175,16 @@ mod tests {
     #[test]
     fn a_bare_discovery_address_means_http_and_other_schemes_are_refused() {
         use super::discovery_url;
-        assert_eq!(discovery_url("127.0.0.1:50051").unwrap(), "http://127.0.0.1:50051");
+        assert_eq!(
+            discovery_url("127.0.0.1:50051").unwrap(),
+            "http://127.0.0.1:50051"
+        );
         assert_eq!(discovery_url("http://d:1").unwrap(), "http://d:1");
         assert_eq!(discovery_url("https://d:1").unwrap(), "https://d:1");
         let refused = discovery_url("grpc://d:1").unwrap_err();
-        assert!(refused.contains("grpc") && refused.contains("http://HOST:PORT"), "{refused}");
+        assert!(
+            refused.contains("grpc") && refused.contains("http://HOST:PORT"),
+            "{refused}"
+        );
     }
 }

@@ -216,7 +216,10 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             } else {
                 out!(
                     "{:<16} {:<22} {:<40} {:<12} QUEUED",
-                    "NAME", "ADDRESS", "FINGERPRINT", "SESSION"
+                    "NAME",
+                    "ADDRESS",
+                    "FINGERPRINT",
+                    "SESSION"
                 );
                 for c in &list {
                     out!(
@@ -230,7 +233,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                     if c.session() == SessionState::KeyChanged {
                         out!(
                             "  WARNING: {}'s key changed; nothing is sent to it until you compare fingerprints and run `chat trust {}`",
-                            c.name, c.name
+                            c.name,
+                            c.name
                         );
                     }
                 }

@@ -18,7 +18,12 @@ async fn main() -> anyhow::Result<()> {
     if let Some(Err(reason)) = cli.advertise.as_deref().map(chat_proto::validate::address) {
         anyhow::bail!("--advertise {reason}");
     }
-    for url in cli.discovery.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+    for url in cli
+        .discovery
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+    {
         peer_svc::replicas::discovery_url(url).map_err(anyhow::Error::msg)?;
     }
     let listener = TcpListener::bind(cli.listen)

@@ -86,6 +86,132 @@ async fn handshake_refresh_and_dropping_a_peer() {
     assert!(!report.contains("bob"), "{report}");
     let (_, bobs, _) = bob.chat(&["history"]).await;
     assert!(!bobs.contains("should not get this"), "{bobs}");
+    let (_, connections, _) = alice.chat(&["connections"]).await;
+    assert!(connections.contains("dropped"), "{connections}");
+
+    // Naming the dropped peer in a handshake takes it back.
+    let (ok, _, err) = alice.chat(&["handshake", "bob"]).await;
+    assert!(ok, "{err}");
+    let (_, report, _) = alice.chat(&["send", "bob is back"]).await;
+    assert!(
+        report.contains("bob") && report.contains("delivered"),
+        "{report}"
+    );
+    let (ok, out, _) = alice.chat(&["leave", "bob"]).await;
+    assert!(
+        ok && out.contains("chat handshake bob"),
+        "says how to undo: {out}"
+    );
+    let (ok, _, _) = alice.chat(&["refresh", "bob"]).await;
+    assert!(ok);
+    let (_, connections, _) = alice.chat(&["connections"]).await;
+    assert!(
+        !connections.contains("dropped"),
+        "refresh PEER takes it back too: {connections}"
+    );
+}
+
+#[tokio::test]
+async fn connections_show_queued_messages_and_output_into_a_closed_pipe_ends_quietly() {
+    let discovery = Discovery::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, bob) = pair(&discovery, dir.path()).await;
+    // 200 KiB of history: more than a pipe holds, so a writer into a pipe
+    // nobody reads any more gets EPIPE.
+    let mut send = chat_tests::spawn_chat(&alice.data_dir, &["send", "--stdin"]);
+    let mut stdin = send.stdin.take().unwrap();
+    for i in 0..200 {
+        let line = format!("message {i} {}\n", "y".repeat(1024));
+        stdin.write_all(line.as_bytes()).await.unwrap();
+    }
+    drop(stdin);
+    let sent = within("send --stdin", send.wait_with_output())
+        .await
+        .unwrap();
+    assert!(sent.status.success(), "{sent:?}");
+    let (_, table, _) = alice.chat(&["connections"]).await;
+    let header = table.lines().next().unwrap();
+    assert!(header.ends_with("QUEUED"), "{table}");
+    let bob_line = table.lines().find(|l| l.starts_with("bob")).unwrap();
+    assert!(
+        bob_line.ends_with(" 0"),
+        "nothing queued for a reachable bob: {table}"
+    );
+
+    // `chat history | head -1`: the reader goes away after one line.
+    for verb in [&["history"][..], &["history", "--json"]] {
+        let mut chat = tokio::process::Command::new(binary("chat"))
+            .arg("--data-dir")
+            .arg(&alice.data_dir)
+            .args(verb)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(chat.stdout.take().unwrap()).lines();
+        within("the first line", out.next_line()).await.unwrap();
+        drop(out);
+        let output = within("chat to end", chat.wait_with_output())
+            .await
+            .unwrap();
+        let err = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success() && err.is_empty(),
+            "chat {verb:?} into a closed pipe: {} {err}",
+            output.status
+        );
+    }
+    drop(bob);
+}
+
+#[tokio::test]
+async fn an_oversized_message_names_the_limit_and_the_flag_and_stdin_says_what_was_sent() {
+    let discovery = Discovery::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, bob) = pair(&discovery, dir.path()).await;
+    let big = "x".repeat(100_000);
+    let (ok, _, err) = alice.chat(&["send", &big]).await;
+    assert!(!ok);
+    assert!(
+        err.contains("65536 bytes")
+            && err.contains("--max-message-bytes")
+            && err.contains("ResourceExhausted"),
+        "{err}"
+    );
+
+    let mut chat = chat_tests::spawn_chat(&alice.data_dir, &["send", "--stdin"]);
+    let mut stdin = chat.stdin.take().unwrap();
+    stdin
+        .write_all(format!("first\nsecond\n{big}\nafter\n").as_bytes())
+        .await
+        .unwrap();
+    drop(stdin);
+    let output = within("send --stdin", chat.wait_with_output())
+        .await
+        .unwrap();
+    let (out, err) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(!output.status.success());
+    assert!(
+        out.contains("sent 2 messages, then stopped at message 3"),
+        "{out}"
+    );
+    assert!(out.contains("delivered 2"), "the summary per peer: {out}");
+    assert!(
+        err.contains("message 3 not sent") && err.contains("--max-message-bytes"),
+        "{err}"
+    );
+    eventually("bob to hold the two lines before the oversized one", || {
+        let d = bob.data_dir.clone();
+        async move {
+            let h = chat_cli(&d, &["history"]).await.1;
+            h.contains("first") && h.contains("second")
+        }
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -143,6 +269,40 @@ async fn a_bad_flag_or_missing_daemon_is_a_clear_error() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--name must be printable"));
+    for (flag, value) in [
+        ("--outbox-limit", "-1"),
+        ("--max-message-bytes", "0"),
+        ("--handshakes-per-sec", "0"),
+    ] {
+        let out = tokio::process::Command::new(binary("peer-svc"))
+            .args(["--name", "a", flag, value, "--data-dir"])
+            .arg(dir.path())
+            .output()
+            .await
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(flag) && err.contains("at least 1"),
+            "{flag} {value}: {err}"
+        );
+    }
+    let out = tokio::process::Command::new(binary("peer-svc"))
+        .args(["--name", "a", "--discovery", "grpc://d:1", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("http://HOST:PORT"),
+        "{err}"
+    );
+    let out = tokio::process::Command::new(binary("chat"))
+        .arg("--version")
+        .output()
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("chat "));
     let out = tokio::process::Command::new(binary("discovery-svc"))
         .args(["--ttl", "10h"])
         .output()

@@ -25,12 +25,7 @@ const ROUNDS: usize = 4;
 /// Starts `peer-svc` with stdout and stderr on pipes; returns it once it
 /// printed its listening line. With `close_output`, both pipes' read ends
 /// are then closed, so every later write of the peer fails with EPIPE.
-async fn start_peer(
-    name: &str,
-    discovery_url: &str,
-    data_dir: &Path,
-    close_output: bool,
-) -> Child {
+async fn start_peer(name: &str, discovery_url: &str, data_dir: &Path, close_output: bool) -> Child {
     let mut child = Command::new(binary("peer-svc"))
         .args(["--name", name, "--listen", "127.0.0.1:0", "--discovery"])
         .arg(discovery_url)
@@ -79,7 +74,11 @@ async fn every_sigterm_leaves_discovery_and_exits_0_even_with_stdout_and_stderr_
     let (events, mut seen) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Ok(Some(event)) = watch.message().await {
-            let name = event.member.as_ref().map(|m| m.name.clone()).unwrap_or_default();
+            let name = event
+                .member
+                .as_ref()
+                .map(|m| m.name.clone())
+                .unwrap_or_default();
             if events.send((event.kind(), name)).is_err() {
                 return;
             }
@@ -127,7 +126,10 @@ async fn every_sigterm_leaves_discovery_and_exits_0_even_with_stdout_and_stderr_
             let status = within("peer-svc to exit after SIGTERM", peer.wait())
                 .await
                 .expect("wait");
-            assert!(status.success(), "peer-svc exited with {status} after SIGTERM");
+            assert!(
+                status.success(),
+                "peer-svc exited with {status} after SIGTERM"
+            );
             stopped += 1;
         }
         within("a LEFT event for every stopped peer of the round", async {
@@ -233,9 +235,18 @@ fn make_down_with_nothing_running_twice_or_with_stale_pids_leaves_every_file_in_
     std::fs::write(run.join("discovery.pid"), format!("{}\n", bystander.id())).unwrap();
     let said = down(repo, ".run");
     assert!(said.contains("user1: not running"), "{said}");
-    assert!(said.contains("user2: ") && said.contains("holds no pid"), "{said}");
-    assert!(said.contains("user3: pid") && said.contains("left it alone"), "{said}");
-    assert!(said.contains("discovery: pid") && said.contains("left it alone"), "{said}");
+    assert!(
+        said.contains("user2: ") && said.contains("holds no pid"),
+        "{said}"
+    );
+    assert!(
+        said.contains("user3: pid") && said.contains("left it alone"),
+        "{said}"
+    );
+    assert!(
+        said.contains("discovery: pid") && said.contains("left it alone"),
+        "{said}"
+    );
     assert!(
         bystander.try_wait().unwrap().is_none(),
         "make down signalled a process it did not start"
