@@ -1,12 +1,54 @@
 //! Configuration of `peer-svc`: flags with environment twins (DESIGN §7).
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Parser;
 
 /// Default largest message text: the original broke at 118 bytes; 64 KiB is
 /// a long chat message and still one small gRPC frame.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// Default most messages queued per peer: a day of a busy chat.
+pub const DEFAULT_OUTBOX_LIMIT: usize = 10_000;
+
+/// Default handshakes per second from one remote address, with a burst of
+/// twice that: a whole network restarting at once still gets through, a
+/// flood of forged initiations does not eat the CPU.
+pub const DEFAULT_HANDSHAKES_PER_SEC: u32 = 200;
+
+/// Default envelopes per second on one session (burst twice that): far above
+/// what a person types, and above what a bulk sender on the delivery stream
+/// achieves on a small machine, so only a runaway peer ever meets it.
+pub const DEFAULT_DELIVERIES_PER_SEC: u32 = 200_000;
+
+/// Room for the envelope's protobuf framing and AEAD tag around the text.
+pub const ENVELOPE_OVERHEAD_BYTES: usize = 4 * 1024;
+
+/// The largest `--max-message-bytes`: the text plus the envelope overhead
+/// must fit one Noise transport message.
+pub const MAX_MESSAGE_BYTES_LIMIT: usize =
+    chat_noise::MAX_TRANSPORT_MESSAGE_LEN - ENVELOPE_OVERHEAD_BYTES;
+
+/// Longest client-supplied message id, in bytes.
+pub const MAX_ID_BYTES: usize = 128;
+
+/// How far ahead of our clock a received message's clock may be: generous
+/// for badly set clocks, small enough that nobody can push ours far ahead.
+pub const MAX_CLOCK_AHEAD: Duration = Duration::from_secs(60);
+
+/// Deadline of one Deliver call (and of a stream batch's ack): generous for
+/// loopback or a LAN, short enough that a dead peer does not hold a `chat
+/// send` for long.
+pub const DELIVER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Deadline of one handshake round trip.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long to wait for a TCP connection to a peer or to Discovery.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Deadline of one call to Discovery.
+pub const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// `peer-svc`: one participant of p2p-chat.
 #[derive(Debug, Clone, Parser)]
@@ -35,13 +77,13 @@ pub struct Cli {
     #[arg(long, env = "CHAT_SHARE_HISTORY", default_value_t = true, action = clap::ArgAction::Set)]
     pub share_history: bool,
     /// Handshakes accepted per second from one remote address (bursts of twice that).
-    #[arg(long, value_parser = chat_proto::process::at_least_one::<u32>, allow_negative_numbers = true, env = "CHAT_HANDSHAKES_PER_SEC", default_value_t = crate::rate::DEFAULT_HANDSHAKES_PER_SEC)]
+    #[arg(long, value_parser = chat_proto::process::at_least_one::<u32>, allow_negative_numbers = true, env = "CHAT_HANDSHAKES_PER_SEC", default_value_t = DEFAULT_HANDSHAKES_PER_SEC)]
     pub handshakes_per_sec: u32,
     /// Envelopes accepted per second on one session (bursts of twice that).
-    #[arg(long, value_parser = chat_proto::process::at_least_one::<u32>, allow_negative_numbers = true, env = "CHAT_DELIVERIES_PER_SEC", default_value_t = crate::rate::DEFAULT_DELIVERIES_PER_SEC)]
+    #[arg(long, value_parser = chat_proto::process::at_least_one::<u32>, allow_negative_numbers = true, env = "CHAT_DELIVERIES_PER_SEC", default_value_t = DEFAULT_DELIVERIES_PER_SEC)]
     pub deliveries_per_sec: u32,
     /// Most messages queued per unreachable peer; past it the oldest are dropped (and reported).
-    #[arg(long, value_parser = chat_proto::process::at_least_one::<usize>, allow_negative_numbers = true, env = "CHAT_OUTBOX_LIMIT", default_value_t = crate::outbox::DEFAULT_OUTBOX_LIMIT)]
+    #[arg(long, value_parser = chat_proto::process::at_least_one::<usize>, allow_negative_numbers = true, env = "CHAT_OUTBOX_LIMIT", default_value_t = DEFAULT_OUTBOX_LIMIT)]
     pub outbox_limit: usize,
 }
 
@@ -81,9 +123,9 @@ impl Config {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             print_messages: false,
             share_history: true,
-            outbox_limit: crate::outbox::DEFAULT_OUTBOX_LIMIT,
-            handshakes_per_sec: crate::rate::DEFAULT_HANDSHAKES_PER_SEC,
-            deliveries_per_sec: crate::rate::DEFAULT_DELIVERIES_PER_SEC,
+            outbox_limit: DEFAULT_OUTBOX_LIMIT,
+            handshakes_per_sec: DEFAULT_HANDSHAKES_PER_SEC,
+            deliveries_per_sec: DEFAULT_DELIVERIES_PER_SEC,
         }
     }
 }

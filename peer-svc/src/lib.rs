@@ -3,29 +3,37 @@
 //! dir. It registers with Discovery, follows membership, handshakes with
 //! peers (Noise IK) and sends every message end-to-end encrypted.
 //!
-//! The binary `peer-svc` parses flags and calls [`run`]; the binary `chat`
-//! is the owner's CLI over [`control_client`].
+//! This file is the composition root: it opens the data dir, makes each
+//! part and hands every part only the parts below it that it uses, routes
+//! membership's peer events, and runs the servers and background tasks
+//! until shutdown. The binary `peer-svc` parses flags and calls [`run`];
+//! the binary `chat` is the owner's CLI over [`control_client`]. The
+//! module map, top to bottom, is in the README (Architecture).
 #![forbid(unsafe_code)]
 
-pub mod ahead;
+pub mod backoff;
+pub mod checks;
 pub mod config;
 pub mod console;
 pub mod control_client;
+pub mod delivery;
 pub mod directory;
-pub mod error;
-pub mod history;
+pub mod discovery_client;
+pub mod envelope;
+pub mod handshake_ahead;
+pub mod handshaker;
+pub mod history_sync;
 pub mod hlc;
 pub mod identity;
+pub mod inbound;
 pub mod membership;
-pub mod node;
-pub mod outbox;
-pub mod pipe;
+pub mod net;
+pub mod outbound;
+pub mod peers;
 pub mod rate;
-pub mod replicas;
 pub mod service;
 pub mod session;
 pub mod store;
-pub mod sync;
 
 use std::{
     os::unix::fs::{DirBuilderExt, PermissionsExt},
@@ -34,29 +42,40 @@ use std::{
     time::Duration,
 };
 
-use chat_proto::v1::{control_server::ControlServer, peer_server::PeerServer};
+use chat_noise::StaticKeypair;
+use chat_proto::v1::{SendResponse, control_server::ControlServer, peer_server::PeerServer};
 use tokio::{
     net::{TcpListener, UnixListener},
     task::JoinHandle,
 };
 use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::TcpIncoming;
+use tonic::{Status, transport::server::TcpIncoming};
 use tracing::{info, warn};
 
-pub use config::Config;
-use node::Node;
+use config::{CONNECT_TIMEOUT, ENVELOPE_OVERHEAD_BYTES};
+pub use config::{Config, MAX_MESSAGE_BYTES_LIMIT};
+use delivery::Delivery;
+use directory::{Contact, Directory};
+use handshaker::Handshaker;
+use history_sync::HistorySync;
+use hlc::Hlc;
+use inbound::Inbound;
+use membership::{Membership, PeerEvent};
+use net::Channels;
+use outbound::{Outbound, SendError};
+use peers::Peers;
+use service::{
+    control::{ControlParts, ControlService},
+    peer::PeerService,
+};
+use store::Store;
 
 /// The control socket's name inside the data dir.
 pub const CONTROL_SOCKET: &str = "control.sock";
 
 /// How long shutdown waits for in-flight calls before closing anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
-/// The largest `--max-message-bytes`: the text plus the envelope overhead
-/// must fit one Noise transport message.
-pub const MAX_MESSAGE_BYTES_LIMIT: usize =
-    chat_noise::MAX_TRANSPORT_MESSAGE_LEN - node::ENVELOPE_OVERHEAD_BYTES;
 
 /// Why the peer could not start.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +99,43 @@ pub enum StartError {
     Reflection(#[from] tonic_reflection::server::Error),
 }
 
+/// A small handle on a running peer, for in-process tests and benchmarks:
+/// what they may look at or do without reaching into the parts.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    /// This peer's history and outbox.
+    pub store: Arc<Store>,
+    /// The peers it knows.
+    pub directory: Arc<Directory>,
+    /// Its fingerprint.
+    pub fingerprint: String,
+    handshaker: Arc<Handshaker>,
+    outbound: Arc<Outbound>,
+    history: Arc<HistorySync>,
+}
+
+impl Handle {
+    /// This peer's static public key.
+    pub fn public_key(&self) -> [u8; 32] {
+        self.handshaker.public_key()
+    }
+
+    /// Handshake work prepared ahead: (initiations, answers) waiting.
+    pub fn prepared_handshakes(&self) -> (usize, usize) {
+        self.handshaker.prepared()
+    }
+
+    /// Sends `text` as `Control/Send` would.
+    pub async fn send(&self, text: String, id: String) -> Result<SendResponse, SendError> {
+        self.outbound.send(text, id).await
+    }
+
+    /// Pulls history from `contact` now, as a returning peer does.
+    pub async fn pull_history_from(&self, contact: &Contact) -> Result<usize, Status> {
+        self.history.pull_from(contact, false).await
+    }
+}
+
 /// A running peer.
 #[derive(Debug)]
 pub struct Running {
@@ -89,8 +145,8 @@ pub struct Running {
     pub control_socket: PathBuf,
     /// This peer's fingerprint.
     pub fingerprint: String,
-    /// The node (for in-process tests).
-    pub node: Arc<Node>,
+    /// A handle for in-process tests.
+    pub node: Handle,
     task: JoinHandle<()>,
 }
 
@@ -123,6 +179,33 @@ pub async fn start(
     start_announced(listener, config, shutdown, |_| {}).await
 }
 
+/// The parts of a peer, each made once and shared by the parts above it.
+struct Parts {
+    config: Config,
+    address: String,
+    fingerprint: String,
+    directory: Arc<Directory>,
+    peers: Arc<Peers>,
+    store: Arc<Store>,
+    membership: Arc<Membership>,
+    handshaker: Arc<Handshaker>,
+    delivery: Arc<Delivery>,
+    inbound: Arc<Inbound>,
+    outbound: Arc<Outbound>,
+    history: Arc<HistorySync>,
+    shutdown: CancellationToken,
+}
+
+/// What was opened in the data dir before the parts are made.
+struct Opened {
+    keypair: StaticKeypair,
+    address: String,
+    directory: Directory,
+    discovery: discovery_client::Discovery,
+    control_socket: PathBuf,
+    store: Store,
+}
+
 /// Like [`start`], calling `announce` with the address once the peer is set
 /// up and before anything is served — so a line the caller prints for it
 /// comes before any message the peer prints on its console.
@@ -132,12 +215,44 @@ pub async fn start_announced(
     shutdown: CancellationToken,
     announce: impl FnOnce(&str),
 ) -> Result<Running, StartError> {
+    let (opened, uds) = open(&listener, &config).await?;
+    let control_socket = opened.control_socket.clone();
+    let parts = compose(config, opened, shutdown);
+    let ttl = first_registration(&parts, &control_socket).await?;
+    announce(&parts.address);
+    let servers = serve(&parts, listener, uds).await?;
+    let tasks = spawn_background(&parts, ttl);
+    info!(name = %parts.config.name, address = %parts.address, fingerprint = %parts.fingerprint, socket = %control_socket.display(), "peer serving");
+    let handle = Handle {
+        store: parts.store.clone(),
+        directory: parts.directory.clone(),
+        fingerprint: parts.fingerprint.clone(),
+        handshaker: parts.handshaker.clone(),
+        outbound: parts.outbound.clone(),
+        history: parts.history.clone(),
+    };
+    let running = Running {
+        address: parts.address.clone(),
+        fingerprint: parts.fingerprint.clone(),
+        control_socket: control_socket.clone(),
+        node: handle,
+        task: tokio::spawn(run_until_shutdown(parts, servers, tasks, control_socket)),
+    };
+    Ok(running)
+}
+
+/// Opens what the data dir holds and binds the control socket: checked
+/// before anything is made, so a bad data dir fails at once.
+async fn open(
+    listener: &TcpListener,
+    config: &Config,
+) -> Result<(Opened, UnixListener), StartError> {
     if config.max_message_bytes > MAX_MESSAGE_BYTES_LIMIT {
         return Err(StartError::Setup(format!(
             "--max-message-bytes {} is over {MAX_MESSAGE_BYTES_LIMIT}: a sealed message \
-             (text plus {} bytes of envelope) must fit one Noise transport message of {} bytes",
+             (text plus {ENVELOPE_OVERHEAD_BYTES} bytes of envelope) must fit one Noise \
+             transport message of {} bytes",
             config.max_message_bytes,
-            node::ENVELOPE_OVERHEAD_BYTES,
             chat_noise::MAX_TRANSPORT_MESSAGE_LEN
         )));
     }
@@ -150,86 +265,214 @@ pub async fn start_announced(
         .advertise
         .clone()
         .unwrap_or_else(|| local.to_string());
-    let directory = directory::Directory::open(&config.name, &config.data_dir).map_err(|e| {
+    let directory = Directory::open(&config.name, &config.data_dir).map_err(|e| {
         StartError::Setup(format!(
             "{}: {e}",
             config.data_dir.join(directory::KNOWN_PEERS_FILE).display()
         ))
     })?;
-    let discovery = replicas::Replicas::new(&config.discovery, node::CONNECT_TIMEOUT)
+    let discovery = discovery_client::Discovery::new(&config.discovery, CONNECT_TIMEOUT)
         .map_err(StartError::Setup)?;
     let control_socket = config.data_dir.join(CONTROL_SOCKET);
     let uds = bind_control_socket(&control_socket).await?;
-    let store = store::Store::open(&config.data_dir).map_err(|e| {
+    let store = Store::open(&config.data_dir).map_err(|e| {
         StartError::Setup(format!(
             "{}: {e}",
             config.data_dir.join(store::DB_FILE).display()
         ))
     })?;
-
-    let node = Arc::new(Node::new(
-        config,
+    let opened = Opened {
         keypair,
-        address.clone(),
+        address,
         directory,
-        store,
         discovery,
+        control_socket,
+        store,
+    };
+    Ok((opened, uds))
+}
+
+/// Makes every part, bottom up, and routes membership's events.
+fn compose(config: Config, opened: Opened, shutdown: CancellationToken) -> Parts {
+    let keypair = Arc::new(opened.keypair);
+    let fingerprint = chat_proto::keys::fingerprint(&keypair.public_key());
+    let address = opened.address;
+    let directory = Arc::new(opened.directory);
+    let store = Arc::new(opened.store);
+    let peers = Arc::new(Peers::new());
+    let channels = Arc::new(Channels::new());
+    let hlc = Arc::new(Hlc::new());
+    // Continue after everything already stored, even if the wall clock
+    // went back while the peer was down.
+    hlc.observe(store.max_hlc().unwrap_or(0));
+    let started_hlc = hlc.tick(checks::now_ms());
+    let membership = Arc::new(Membership::new(
+        &config.name,
+        &address,
+        keypair.public_key(),
+        opened.discovery,
+        directory.clone(),
         shutdown.clone(),
     ));
+    let handshaker = Arc::new(Handshaker::new(
+        &config,
+        &address,
+        keypair,
+        directory.clone(),
+        peers.clone(),
+        channels.clone(),
+        membership.clone(),
+    ));
+    let delivery = Arc::new(Delivery::new(
+        &config.name,
+        config.outbox_limit,
+        directory.clone(),
+        peers.clone(),
+        store.clone(),
+        handshaker.clone(),
+        channels.clone(),
+    ));
+    route_events(&membership, &delivery, &peers, &store);
+    let inbound = Arc::new(Inbound::new(
+        &config,
+        peers.clone(),
+        store.clone(),
+        hlc.clone(),
+    ));
+    let outbound = Arc::new(Outbound::new(
+        &config,
+        &fingerprint,
+        hlc.clone(),
+        store.clone(),
+        delivery.clone(),
+    ));
+    let history = Arc::new(HistorySync::new(
+        &config,
+        directory.clone(),
+        handshaker.clone(),
+        channels,
+        inbound.clone(),
+        store.clone(),
+        hlc,
+        started_hlc,
+    ));
+    Parts {
+        config,
+        address,
+        fingerprint,
+        directory,
+        peers,
+        store,
+        membership,
+        handshaker,
+        delivery,
+        inbound,
+        outbound,
+        history,
+        shutdown,
+    }
+}
 
-    // First registration now, so a started peer is listed; if Discovery is
-    // down, keep trying in the background.
-    let ttl = match membership::register(&node).await {
-        Ok(ttl) => Some(ttl),
+/// Where membership's peer events go: sessions are forgotten where the
+/// peer's sessions died, and the outbox is retried where it can take them.
+fn route_events(
+    membership: &Membership,
+    delivery: &Arc<Delivery>,
+    peers: &Arc<Peers>,
+    store: &Arc<Store>,
+) {
+    let (delivery, peers, store) = (delivery.clone(), peers.clone(), store.clone());
+    membership.route_events(move |event| match event {
+        PeerEvent::Back(name) => delivery.retry(&name),
+        PeerEvent::Moved(name) | PeerEvent::KeyChanged(name) => {
+            peers.forget_peer(&name);
+            delivery.retry(&name);
+        }
+        PeerEvent::Left(name) => {
+            // It left for good: nothing more is owed to it.
+            let dropped = store.clear_pending(&name).unwrap_or(0);
+            if dropped > 0 {
+                info!(peer = %name, dropped_queued = dropped, "discarded messages queued for a peer that left");
+            }
+            peers.forget_peer(&name);
+        }
+        PeerEvent::Expired(name) => peers.forget_peer(&name),
+    });
+}
+
+/// First registration now, so a started peer is listed; if Discovery is
+/// down, keep trying in the background (None). A refusal for good (the
+/// name is taken, or invalid) stops the start.
+async fn first_registration(
+    parts: &Parts,
+    control_socket: &Path,
+) -> Result<Option<Duration>, StartError> {
+    match parts.membership.register().await {
+        Ok(ttl) => Ok(Some(ttl)),
         Err(s)
             if s.code() == tonic::Code::AlreadyExists
                 || s.code() == tonic::Code::InvalidArgument =>
         {
-            let _ = std::fs::remove_file(&control_socket);
-            return Err(StartError::Refused {
-                name: node.name().to_owned(),
+            let _ = std::fs::remove_file(control_socket);
+            Err(StartError::Refused {
+                name: parts.config.name.clone(),
                 reason: s.message().to_owned(),
-            });
+            })
         }
         Err(s) => {
-            warn!(discovery = %node.config.discovery, error = %s.message(), "Discovery unreachable; will keep trying");
-            None
+            warn!(discovery = %parts.config.discovery, error = %s.message(), "Discovery unreachable; will keep trying");
+            Ok(None)
         }
-    };
+    }
+}
 
-    announce(&address);
+/// Both servers, running until `stop_serving` is cancelled.
+struct Servers {
+    done: JoinHandle<()>,
+    /// Cancelled only once this peer has left Discovery: on the shared
+    /// shutdown token the servers could end in the same poll as the signal
+    /// is seen, and the Leave would be skipped (it was, in about half of
+    /// the SIGTERMs).
+    stop_serving: CancellationToken,
+}
+
+/// Starts the Peer server on `listener` and the Control server on `uds`.
+async fn serve(
+    parts: &Parts,
+    listener: TcpListener,
+    uds: UnixListener,
+) -> Result<Servers, StartError> {
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<PeerServer<service::peer::PeerService>>()
-        .await;
-    health
-        .set_serving::<ControlServer<service::control::ControlService>>()
-        .await;
+    health.set_serving::<PeerServer<PeerService>>().await;
+    health.set_serving::<ControlServer<ControlService>>().await;
     let (peer_reflection, peer_reflection_alpha) =
         chat_proto::reflection::services(&["chat.v1.Peer"])?;
     let (control_reflection, control_reflection_alpha) =
         chat_proto::reflection::services(&["chat.v1.Control"])?;
-    let decode_limit = node.config.max_message_bytes + node::ENVELOPE_OVERHEAD_BYTES;
-    let oversize_hint = oversize_hint(node.config.max_message_bytes);
-    // The servers stop on a token of their own, cancelled only once this
-    // peer has left Discovery: on the shared shutdown token they could end
-    // in the same poll as the signal is seen, and the task below would
-    // then skip the Leave (it did in about half of the SIGTERMs).
+    let max_message_bytes = parts.config.max_message_bytes;
+    let decode_limit = max_message_bytes + ENVELOPE_OVERHEAD_BYTES;
+    let oversize = chat_proto::limits::oversize_with_hint(oversize_hint(max_message_bytes));
     let stop_serving = CancellationToken::new();
 
+    let peer = PeerService::new(
+        parts.handshaker.clone(),
+        parts.inbound.clone(),
+        parts.history.clone(),
+        parts.shutdown.clone(),
+    );
     let peer_server = tonic::transport::Server::builder()
         .max_concurrent_streams(chat_proto::limits::MAX_CONCURRENT_STREAMS)
-        .layer(tower::util::MapResponseLayer::new(
-            chat_proto::limits::oversize_with_hint(oversize_hint.clone()),
-        ))
+        .layer(tower::util::MapResponseLayer::new(oversize.clone()))
         .add_service(health_service.clone())
         .add_service(peer_reflection)
         .add_service(peer_reflection_alpha)
         .add_service(
-            PeerServer::new(service::peer::PeerService::new(node.clone()))
+            PeerServer::new(peer)
                 // A DeliverStream batch carries many envelopes; each one is
                 // still held to the message limit when it is opened.
-                .max_decoding_message_size(decode_limit.max(pipe::MAX_BATCH_BYTES_DECODED))
+                .max_decoding_message_size(
+                    decode_limit.max(delivery::stream::MAX_BATCH_BYTES_DECODED),
+                )
                 .max_encoding_message_size(chat_proto::limits::MAX_RESPONSE_BYTES),
         )
         .serve_with_incoming_shutdown(
@@ -237,16 +480,26 @@ pub async fn start_announced(
             TcpIncoming::from(listener).with_nodelay(Some(true)),
             stop_serving.clone().cancelled_owned(),
         );
+    let control = ControlService::new(ControlParts {
+        fingerprint: parts.fingerprint.clone(),
+        max_message_bytes,
+        outbound: parts.outbound.clone(),
+        inbound: parts.inbound.clone(),
+        handshaker: parts.handshaker.clone(),
+        membership: parts.membership.clone(),
+        directory: parts.directory.clone(),
+        peers: parts.peers.clone(),
+        store: parts.store.clone(),
+        shutdown: parts.shutdown.clone(),
+    });
     let control_server = tonic::transport::Server::builder()
         .max_concurrent_streams(chat_proto::limits::MAX_CONCURRENT_STREAMS)
-        .layer(tower::util::MapResponseLayer::new(
-            chat_proto::limits::oversize_with_hint(oversize_hint.clone()),
-        ))
+        .layer(tower::util::MapResponseLayer::new(oversize))
         .add_service(health_service)
         .add_service(control_reflection)
         .add_service(control_reflection_alpha)
         .add_service(
-            ControlServer::new(service::control::ControlService::new(node.clone()))
+            ControlServer::new(control)
                 .max_decoding_message_size(decode_limit)
                 .max_encoding_message_size(chat_proto::limits::MAX_RESPONSE_BYTES),
         )
@@ -254,68 +507,71 @@ pub async fn start_announced(
             UnixListenerStream::new(uds),
             stop_serving.clone().cancelled_owned(),
         );
+    let done = tokio::spawn(async move {
+        let (p, c) = tokio::join!(peer_server, control_server);
+        if let Err(e) = p {
+            warn!(error = %e, "peer server stopped with an error");
+        }
+        if let Err(e) = c {
+            warn!(error = %e, "control server stopped with an error");
+        }
+    });
+    Ok(Servers { done, stop_serving })
+}
 
+/// The background tasks: keeping the lease, following membership, the
+/// outbox worker, the member cache, and catching up on missed history.
+fn spawn_background(parts: &Parts, ttl: Option<Duration>) -> Vec<JoinHandle<()>> {
     let discovery_down = ttl.is_none();
-    let tasks = vec![
-        tokio::spawn(membership::keep_registered(node.clone(), ttl)),
-        tokio::spawn(membership::follow(node.clone())),
-        tokio::spawn(outbox::deliver_queued(node.clone())),
-        tokio::spawn(membership::flush_cache(node.clone())),
+    let history = parts.history.clone();
+    vec![
+        tokio::spawn(parts.membership.clone().keep_registered(ttl)),
+        tokio::spawn(parts.membership.clone().follow()),
+        tokio::spawn(delivery::outbox_worker::run(
+            parts.delivery.clone(),
+            parts.store.clone(),
+            parts.shutdown.clone(),
+        )),
+        tokio::spawn(parts.membership.clone().flush_cache()),
         // Catch up on what was said while this peer was away (or before it
         // joined); with Discovery down, also learn the network from that peer.
-        tokio::spawn({
-            let node = node.clone();
-            async move {
-                sync::pull_missed_history(node, discovery_down).await;
-            }
+        tokio::spawn(async move {
+            history.pull_missed_history(discovery_down).await;
         }),
-    ];
-    info!(name = %node.name(), address = %address, fingerprint = %node.fingerprint, socket = %control_socket.display(), "peer serving");
+    ]
+}
 
-    let task_node = node.clone();
-    let socket = control_socket.clone();
-    let task = tokio::spawn(async move {
-        let servers = async {
-            let (p, c) = tokio::join!(peer_server, control_server);
-            if let Err(e) = p {
-                warn!(error = %e, "peer server stopped with an error");
-            }
-            if let Err(e) = c {
-                warn!(error = %e, "control server stopped with an error");
-            }
-        };
-        tokio::pin!(servers);
-        tokio::select! {
-            // Only if a server failed on its own: nothing has stopped them yet.
-            _ = &mut servers => {}
-            _ = task_node.shutdown.cancelled() => {
-                // Leave first, while the network is still up (the Leave has
-                // a deadline of its own); then stop serving and give
-                // in-flight calls a bounded grace period.
-                if !task_node.leaving.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                    membership::leave(&task_node).await;
-                }
-                stop_serving.cancel();
-                if tokio::time::timeout(SHUTDOWN_GRACE, &mut servers).await.is_err() {
-                    warn!("in-flight calls did not finish within the grace period");
-                }
+/// Serves until shutdown (or a server fails), then stops in order: leave
+/// Discovery while the network is still up, stop serving with a bounded
+/// grace period for in-flight calls, stop the background tasks, flush.
+async fn run_until_shutdown(
+    parts: Parts,
+    servers: Servers,
+    tasks: Vec<JoinHandle<()>>,
+    socket: PathBuf,
+) {
+    let Servers {
+        mut done,
+        stop_serving,
+    } = servers;
+    tokio::select! {
+        // Only if a server failed on its own: nothing has stopped them yet.
+        _ = &mut done => {}
+        _ = parts.shutdown.cancelled() => {
+            // The Leave has a deadline of its own.
+            parts.membership.leave().await;
+            stop_serving.cancel();
+            if tokio::time::timeout(SHUTDOWN_GRACE, &mut done).await.is_err() {
+                warn!("in-flight calls did not finish within the grace period");
             }
         }
-        for t in tasks {
-            t.abort();
-        }
-        task_node.directory.flush_cache();
-        let _ = std::fs::remove_file(&socket);
-        info!("peer stopped");
-    });
-
-    Ok(Running {
-        address,
-        fingerprint: node.fingerprint.clone(),
-        control_socket,
-        node,
-        task,
-    })
+    }
+    for t in tasks {
+        t.abort();
+    }
+    parts.directory.flush_cache();
+    let _ = std::fs::remove_file(&socket);
+    info!("peer stopped");
 }
 
 /// What a refusal of an oversized message adds to tonic's byte counts: the

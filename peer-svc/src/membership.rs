@@ -2,53 +2,84 @@
 //! Discovery forgets the lease, e.g. after a restart), keep the lease alive,
 //! and follow `Watch` to keep the connection list current — the original's
 //! pushed `refresh_connections`.
+//!
+//! What changes for a peer is told as a [`PeerEvent`]; the composition root
+//! routes each to the parts that act on it (sessions, the outbox), so this
+//! module knows none of them.
 
-use std::{sync::atomic::Ordering, time::Duration};
+use std::{
+    sync::{
+        Arc, Mutex, OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use chat_proto::v1::{
     KeepAliveRequest, LeaveRequest, ListRequest, Member, RegisterRequest, WatchRequest,
     membership_event::Kind,
 };
+use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status};
 use tracing::{debug, error, info, warn};
 
-use crate::{directory::Change, node::Node};
-
-/// Deadline of one call to Discovery.
-pub const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// First retry delay after Discovery fails; doubles up to [`MAX_BACKOFF`].
-const MIN_BACKOFF: Duration = Duration::from_millis(100);
-
-/// Longest retry delay: a returning Discovery is noticed within seconds.
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
+use crate::{
+    backoff::Backoff,
+    config::DISCOVERY_TIMEOUT,
+    directory::{Change, Directory},
+    discovery_client::{Discovery, replica_failed},
+};
 
 /// Keepalives per TTL: renewing at a third of it survives two lost renewals.
 const KEEPALIVES_PER_TTL: u32 = 3;
 
-/// Exponential backoff with full jitter.
-#[derive(Debug)]
-pub struct Backoff {
-    next: Duration,
+/// How often a changed member list is written to the cache file.
+const CACHE_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Something that happened to a remote peer, as membership (or a handshake)
+/// learned it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerEvent {
+    /// Listed for the first time or again, or reachable again: what is
+    /// queued for it can go now.
+    Back(String),
+    /// Listed at a new address: it restarted, its sessions died with it, and
+    /// what is queued for it can go now.
+    Moved(String),
+    /// Listed with another key: its sessions are void (nothing is sent until
+    /// the owner trusts the new key).
+    KeyChanged(String),
+    /// It ended its lease: nothing more is owed to it.
+    Left(String),
+    /// Its lease ran out (crashed, cut off): its sessions are gone, and
+    /// messages for it are queued until it returns.
+    Expired(String),
 }
 
-impl Default for Backoff {
-    fn default() -> Self {
-        Self { next: MIN_BACKOFF }
-    }
+/// Where events go; set once by the composition root.
+type Route = Box<dyn Fn(PeerEvent) + Send + Sync>;
+
+/// What this peer registers, and the parts membership keeps current.
+pub struct Membership {
+    name: String,
+    address: String,
+    public_key: [u8; 32],
+    discovery: Discovery,
+    directory: Arc<Directory>,
+    /// The lease held at Discovery: (id, token).
+    lease: Mutex<Option<(String, String)>>,
+    /// Set once this peer leaves for good: it does not register again.
+    leaving: AtomicBool,
+    route: OnceLock<Route>,
+    shutdown: CancellationToken,
 }
 
-impl Backoff {
-    /// The delay to wait now (random in [d/2, d]); the next one doubles.
-    pub fn next_delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(MAX_BACKOFF);
-        d / 2 + d.mul_f64(rand::random::<f64>() / 2.0)
-    }
-
-    /// After a success, start again from the shortest delay.
-    pub fn reset(&mut self) {
-        self.next = MIN_BACKOFF;
+impl std::fmt::Debug for Membership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Membership")
+            .field("name", &self.name)
+            .field("discovery", &self.discovery.current_url())
+            .finish_non_exhaustive()
     }
 }
 
@@ -58,76 +89,126 @@ fn with_timeout<T>(message: T) -> tonic::Request<T> {
     request
 }
 
-/// Registers this peer and takes in the member list. Returns the lease TTL.
-pub async fn register(node: &Node) -> Result<Duration, Status> {
-    let request = RegisterRequest {
-        name: node.name().to_owned(),
-        address: node.address.clone(),
-        public_key: node.public_key().to_vec(),
-    };
-    let (_, response) = node
-        .discovery
-        .call(|mut client| {
-            let request = with_timeout(request.clone());
-            async move { client.register(request).await }
-        })
-        .await;
-    let response = response?.into_inner();
-    *node.lease.lock().expect("lease lock") = Some((response.lease_id, response.lease_token));
-    apply_members(node, &response.members);
-    info!(discovery = %node.discovery.current_url(), members = response.members.len(), "registered");
-    Ok(Duration::from_secs(u64::from(response.ttl_seconds.max(1))))
-}
-
-/// Replaces the connection list with Discovery's current members.
-pub async fn refresh(node: &Node) -> Result<(), Status> {
-    let (_, response) = node
-        .discovery
-        .call(|mut client| async move { client.list(with_timeout(ListRequest {})).await })
-        .await;
-    let members = response?.into_inner().members;
-    apply_members(node, &members);
-    Ok(())
-}
-
-fn apply_members(node: &Node, members: &[Member]) {
-    for m in members {
-        apply_joined(node, m);
-    }
-    node.directory
-        .mark_unlisted(members.iter().map(|m| m.name.as_str()));
-    node.directory.cache_changed();
-}
-
-fn apply_joined(node: &Node, m: &Member) {
-    let was_online = node.directory.get(&m.name).is_some_and(|c| c.online);
-    let change = node.directory.upsert(&m.name, &m.address, &m.public_key);
-    if !was_online || matches!(change, Some(Change::AddressChanged | Change::KeyChanged)) {
-        // Back, new, or moved: whatever is queued for it can go now.
-        node.retry_outbox(&m.name);
-    }
-    match change {
-        Some(Change::Added) => info!(peer = %m.name, address = %m.address, "peer joined"),
-        Some(Change::KeyChanged) => node.sessions.forget_peer(&m.name),
-        Some(Change::AddressChanged) => {
-            // A new address almost always means a restarted peer, whose
-            // sessions died with it.
-            info!(peer = %m.name, address = %m.address, "peer moved");
-            node.sessions.forget_peer(&m.name);
+impl Membership {
+    /// Membership of `name` at `address` with `public_key`, through `discovery`.
+    pub fn new(
+        name: &str,
+        address: &str,
+        public_key: [u8; 32],
+        discovery: Discovery,
+        directory: Arc<Directory>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            name: name.to_owned(),
+            address: address.to_owned(),
+            public_key,
+            discovery,
+            directory,
+            lease: Mutex::new(None),
+            leaving: AtomicBool::new(false),
+            route: OnceLock::new(),
+            shutdown,
         }
-        Some(Change::Unchanged) | None => {}
     }
-}
 
-/// Ends the lease at Discovery (best effort, bounded by the call deadline).
-pub async fn leave(node: &Node) {
-    let lease = node.lease.lock().expect("lease lock").take();
-    if let Some((lease_id, lease_token)) = lease {
+    /// Sends every [`PeerEvent`] to `route` from now on (set before the
+    /// first registration; a second call is ignored).
+    pub fn route_events(&self, route: impl Fn(PeerEvent) + Send + Sync + 'static) {
+        let _ = self.route.set(Box::new(route));
+    }
+
+    /// Tells the composition root about `event` (membership, and a handshake
+    /// that learned where a peer is now).
+    pub fn tell(&self, event: PeerEvent) {
+        if let Some(route) = self.route.get() {
+            route(event);
+        }
+    }
+
+    /// The Discovery URL in use.
+    pub fn discovery_url(&self) -> &str {
+        self.discovery.current_url()
+    }
+
+    /// Registers this peer and takes in the member list. Returns the lease TTL.
+    pub async fn register(&self) -> Result<Duration, Status> {
+        let request = RegisterRequest {
+            name: self.name.clone(),
+            address: self.address.clone(),
+            public_key: self.public_key.to_vec(),
+        };
+        let (_, response) = self
+            .discovery
+            .call(|mut client| {
+                let request = with_timeout(request.clone());
+                async move { client.register(request).await }
+            })
+            .await;
+        let response = response?.into_inner();
+        *self.lease.lock().expect("lease lock") = Some((response.lease_id, response.lease_token));
+        self.apply_members(&response.members);
+        info!(discovery = %self.discovery.current_url(), members = response.members.len(), "registered");
+        Ok(Duration::from_secs(u64::from(response.ttl_seconds.max(1))))
+    }
+
+    /// Replaces the connection list with Discovery's current members.
+    pub async fn refresh(&self) -> Result<(), Status> {
+        let (_, response) = self
+            .discovery
+            .call(|mut client| async move { client.list(with_timeout(ListRequest {})).await })
+            .await;
+        let members = response?.into_inner().members;
+        self.apply_members(&members);
+        Ok(())
+    }
+
+    fn apply_members(&self, members: &[Member]) {
+        for m in members {
+            self.apply_joined(m);
+        }
+        self.directory
+            .mark_unlisted(members.iter().map(|m| m.name.as_str()));
+        self.directory.cache_changed();
+    }
+
+    fn apply_joined(&self, m: &Member) {
+        let was_online = self.directory.get(&m.name).is_some_and(|c| c.online);
+        let change = self.directory.upsert(&m.name, &m.address, &m.public_key);
+        let name = m.name.clone();
+        match change {
+            Some(Change::KeyChanged) => self.tell(PeerEvent::KeyChanged(name)),
+            Some(Change::AddressChanged) => {
+                // A new address almost always means a restarted peer, whose
+                // sessions died with it.
+                info!(peer = %m.name, address = %m.address, "peer moved");
+                self.tell(PeerEvent::Moved(name));
+            }
+            Some(Change::Added) => {
+                info!(peer = %m.name, address = %m.address, "peer joined");
+                self.tell(PeerEvent::Back(name));
+            }
+            Some(Change::Unchanged) | None if !was_online => self.tell(PeerEvent::Back(name)),
+            Some(Change::Unchanged) | None => {}
+        }
+    }
+
+    /// Leaves for good: ends the lease at Discovery (best effort, bounded by
+    /// the call deadline) and stops re-registering. Only the first call
+    /// does anything.
+    pub async fn leave(&self) {
+        if self.leaving.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let lease = self.lease.lock().expect("lease lock").take();
+        let Some((lease_id, lease_token)) = lease else {
+            return;
+        };
         let request = LeaveRequest {
             lease_id,
             lease_token,
         };
-        let (_, response) = node
+        let (_, response) = self
             .discovery
             .call(|mut client| {
                 let request = with_timeout(request.clone());
@@ -141,32 +222,43 @@ pub async fn leave(node: &Node) {
             }
         }
     }
-}
 
-/// Keeps this peer registered until shutdown: keepalives at a third of the
-/// TTL, registering again when Discovery answers NOT_FOUND or was down.
-pub async fn keep_registered(node: std::sync::Arc<Node>, mut ttl: Option<Duration>) {
-    let mut backoff = Backoff::default();
-    loop {
-        let delay = match ttl {
-            Some(ttl) => ttl / KEEPALIVES_PER_TTL,
-            None => backoff.next_delay(),
-        };
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = node.shutdown.cancelled() => return,
+    /// Keeps this peer registered until shutdown: keepalives at a third of
+    /// the TTL, registering again when Discovery answers NOT_FOUND or was down.
+    pub async fn keep_registered(self: Arc<Self>, mut ttl: Option<Duration>) {
+        let mut backoff = Backoff::default();
+        loop {
+            let delay = match ttl {
+                Some(ttl) => ttl / KEEPALIVES_PER_TTL,
+                None => backoff.next_delay(),
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.shutdown.cancelled() => return,
+            }
+            if self.leaving.load(Ordering::SeqCst) {
+                return;
+            }
+            ttl = match self.renew().await {
+                Some(t) => {
+                    backoff.reset();
+                    Some(t)
+                }
+                None => None,
+            };
         }
-        if node.leaving.load(Ordering::SeqCst) {
-            return;
-        }
-        let lease = node.lease.lock().expect("lease lock").clone();
+    }
+
+    /// One keepalive, or a new registration if Discovery forgot the lease.
+    async fn renew(&self) -> Option<Duration> {
+        let lease = self.lease.lock().expect("lease lock").clone();
         let renewed = match lease {
             Some((lease_id, lease_token)) => {
                 let request = KeepAliveRequest {
                     lease_id,
                     lease_token,
                 };
-                node.discovery
+                self.discovery
                     .call(|mut client| {
                         let request = with_timeout(request.clone());
                         async move { client.keep_alive(request).await }
@@ -177,20 +269,14 @@ pub async fn keep_registered(node: std::sync::Arc<Node>, mut ttl: Option<Duratio
             }
             None => Err(Status::not_found("not registered yet")),
         };
-        ttl = match renewed {
-            Ok(t) => {
-                backoff.reset();
-                Some(t)
-            }
+        match renewed {
+            Ok(t) => Some(t),
             Err(status)
                 if status.code() == Code::NotFound || status.code() == Code::PermissionDenied =>
             {
                 debug!("lease unknown to Discovery; registering again");
-                match register(node.as_ref()).await {
-                    Ok(t) => {
-                        backoff.reset();
-                        Some(t)
-                    }
+                match self.register().await {
+                    Ok(t) => Some(t),
                     Err(e) => {
                         if e.code() == Code::AlreadyExists {
                             error!(reason = e.message(), "cannot register again: name taken");
@@ -205,90 +291,85 @@ pub async fn keep_registered(node: std::sync::Arc<Node>, mut ttl: Option<Duratio
                 debug!(error = %e.message(), "keepalive failed; retrying");
                 None
             }
-        };
-    }
-}
-
-/// How often a changed member list is written to the cache file.
-const CACHE_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Writes the member cache when it changed, until shutdown (and once more then).
-pub async fn flush_cache(node: std::sync::Arc<Node>) {
-    let mut tick = tokio::time::interval(CACHE_FLUSH_INTERVAL);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => node.directory.flush_cache(),
-            _ = node.shutdown.cancelled() => {
-                node.directory.flush_cache();
-                return;
-            }
         }
     }
-}
 
-/// Follows Discovery's membership stream until shutdown, reconnecting with
-/// backoff; each (re)connection starts from a fresh `List`.
-pub async fn follow(node: std::sync::Arc<Node>) {
-    let mut backoff = Backoff::default();
-    loop {
-        let result = tokio::select! {
-            r = follow_once(&node, &mut backoff) => r,
-            _ = node.shutdown.cancelled() => return,
-        };
-        if let Err(e) = result {
-            debug!(error = %e.message(), "membership watch ended; reconnecting");
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff.next_delay()) => {}
-            _ = node.shutdown.cancelled() => return,
-        }
-    }
-}
-
-async fn follow_once(node: &Node, backoff: &mut Backoff) -> Result<(), Status> {
-    let (replica, stream) = node
-        .discovery
-        .call(|mut client| async move { client.watch(WatchRequest {}).await })
-        .await;
-    let mut stream = stream?.into_inner();
-    refresh(node).await?;
-    backoff.reset();
-    loop {
-        let event = match stream.message().await {
-            Ok(Some(event)) => event,
-            Ok(None) => {
-                // The replica ended the stream (it is shutting down).
-                node.discovery.failed(replica);
-                return Ok(());
-            }
-            Err(status) => {
-                if crate::replicas::replica_failed(&status) {
-                    node.discovery.failed(replica);
+    /// Writes the member cache when it changed, until shutdown (and once more then).
+    pub async fn flush_cache(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(CACHE_FLUSH_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.directory.flush_cache(),
+                _ = self.shutdown.cancelled() => {
+                    self.directory.flush_cache();
+                    return;
                 }
-                return Err(status);
             }
-        };
-        let Some(member) = event.member.as_ref() else {
-            continue;
-        };
-        match event.kind() {
-            Kind::Joined => apply_joined(node, member),
-            Kind::Left => {
-                // It left for good: nothing more is owed to it.
-                if node.directory.remove(&member.name) {
-                    let dropped = node.store.clear_pending(&member.name).unwrap_or(0);
-                    info!(peer = %member.name, dropped_queued = dropped, "peer left");
-                }
-                node.sessions.forget_peer(&member.name);
-            }
-            Kind::Expired => {
-                // Gone silent (crashed, cut off): keep it, queue for it.
-                node.directory.mark_offline(&member.name);
-                node.sessions.forget_peer(&member.name);
-                info!(peer = %member.name, "peer expired; queueing messages for it");
-            }
-            Kind::Unspecified => {}
         }
-        node.directory.cache_changed();
+    }
+
+    /// Follows Discovery's membership stream until shutdown, reconnecting
+    /// with backoff; each (re)connection starts from a fresh `List`.
+    pub async fn follow(self: Arc<Self>) {
+        let mut backoff = Backoff::default();
+        loop {
+            let result = tokio::select! {
+                r = self.follow_once(&mut backoff) => r,
+                _ = self.shutdown.cancelled() => return,
+            };
+            if let Err(e) = result {
+                debug!(error = %e.message(), "membership watch ended; reconnecting");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff.next_delay()) => {}
+                _ = self.shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    async fn follow_once(&self, backoff: &mut Backoff) -> Result<(), Status> {
+        let (replica, stream) = self
+            .discovery
+            .call(|mut client| async move { client.watch(WatchRequest {}).await })
+            .await;
+        let mut stream = stream?.into_inner();
+        self.refresh().await?;
+        backoff.reset();
+        loop {
+            let event = match stream.message().await {
+                Ok(Some(event)) => event,
+                Ok(None) => {
+                    // The replica ended the stream (it is shutting down).
+                    self.discovery.failed(replica);
+                    return Ok(());
+                }
+                Err(status) => {
+                    if replica_failed(&status) {
+                        self.discovery.failed(replica);
+                    }
+                    return Err(status);
+                }
+            };
+            let Some(member) = event.member.as_ref() else {
+                continue;
+            };
+            match event.kind() {
+                Kind::Joined => self.apply_joined(member),
+                Kind::Left => {
+                    if self.directory.remove(&member.name) {
+                        info!(peer = %member.name, "peer left");
+                    }
+                    self.tell(PeerEvent::Left(member.name.clone()));
+                }
+                Kind::Expired => {
+                    // Gone silent (crashed, cut off): keep it, queue for it.
+                    self.directory.mark_offline(&member.name);
+                    info!(peer = %member.name, "peer expired; queueing messages for it");
+                    self.tell(PeerEvent::Expired(member.name.clone()));
+                }
+                Kind::Unspecified => {}
+            }
+            self.directory.cache_changed();
+        }
     }
 }

@@ -6,16 +6,6 @@ use std::{collections::HashMap, hash::Hash, sync::Mutex, time::Duration};
 
 use tokio::time::Instant;
 
-/// Default handshakes per second from one remote address, with a burst of
-/// twice that: a whole network restarting at once still gets through, a
-/// flood of forged initiations does not eat the CPU.
-pub const DEFAULT_HANDSHAKES_PER_SEC: u32 = 200;
-
-/// Default envelopes per second on one session (burst twice that): far above
-/// what a person types, and above what a bulk sender on the delivery stream
-/// achieves on a small machine, so only a runaway peer ever meets it.
-pub const DEFAULT_DELIVERIES_PER_SEC: u32 = 200_000;
-
 /// Most buckets kept: beyond it, the idle ones are forgotten (a forgotten
 /// bucket is a full one, so this only ever errs toward allowing).
 const MAX_BUCKETS: usize = 4096;

@@ -5,14 +5,13 @@
 use std::{
     path::{Path, PathBuf},
     process::Stdio,
-    sync::Arc,
     time::Duration,
 };
 
 use chat_proto::v1::{
     ChatMessage, ConnectionsRequest, HistoryRequest, control_client::ControlClient,
 };
-use peer_svc::node::Node;
+use peer_svc::Handle;
 use tokio::{net::TcpListener, process::Command};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -250,7 +249,7 @@ pub async fn chat_cli(data_dir: &Path, args: &[&str]) -> (bool, String, String) 
 /// A peer running inside the test process.
 pub struct InProcessPeer {
     /// The node, to inspect its state.
-    pub node: Arc<Node>,
+    pub node: Handle,
     /// Where other peers dial it (its listener, or the advertised address).
     pub address: String,
     /// Its data dir.

@@ -24,7 +24,7 @@ async fn main() -> anyhow::Result<()> {
         .map(str::trim)
         .filter(|u| !u.is_empty())
     {
-        peer_svc::replicas::discovery_url(url).map_err(anyhow::Error::msg)?;
+        peer_svc::discovery_client::discovery_url(url).map_err(anyhow::Error::msg)?;
     }
     let listener = TcpListener::bind(cli.listen)
         .await

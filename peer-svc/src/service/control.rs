@@ -15,40 +15,103 @@ use tokio::sync::broadcast;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::{
-    directory::Contact,
-    error::{PeerError, refused},
-    history::Query,
-    membership,
-    node::Node,
+    directory::{Contact, Directory},
+    handshaker::Handshaker,
+    inbound::Inbound,
+    membership::Membership,
+    outbound::{Outbound, Prepared, SendError},
+    peers::Peers,
+    service::status::{ServiceError, refused},
+    store::{Store, history::Query},
 };
 
-/// The Control service of one node.
+/// The Control service: the parts the owner drives.
 #[derive(Debug, Clone)]
 pub struct ControlService {
-    node: Arc<Node>,
+    /// This peer's fingerprint.
+    fingerprint: String,
+    /// The largest text this peer takes (for the oversize hint).
+    max_message_bytes: usize,
+    outbound: Arc<Outbound>,
+    inbound: Arc<Inbound>,
+    handshaker: Arc<Handshaker>,
+    membership: Arc<Membership>,
+    directory: Arc<Directory>,
+    peers: Arc<Peers>,
+    store: Arc<Store>,
+    shutdown: CancellationToken,
+}
+
+/// What the Control service is given to drive.
+#[derive(Debug, Clone)]
+pub struct ControlParts {
+    /// This peer's fingerprint.
+    pub fingerprint: String,
+    /// The largest text this peer takes.
+    pub max_message_bytes: usize,
+    /// Sending.
+    pub outbound: Arc<Outbound>,
+    /// Receiving (for live subscriptions).
+    pub inbound: Arc<Inbound>,
+    /// Handshakes on demand.
+    pub handshaker: Arc<Handshaker>,
+    /// Discovery: refresh and leave.
+    pub membership: Arc<Membership>,
+    /// Known peers.
+    pub directory: Arc<Directory>,
+    /// Sessions per peer.
+    pub peers: Arc<Peers>,
+    /// History and outbox.
+    pub store: Arc<Store>,
+    /// Cancelled when this peer stops (also by `chat leave`).
+    pub shutdown: CancellationToken,
 }
 
 impl ControlService {
-    /// Controls `node`.
-    pub fn new(node: Arc<Node>) -> Self {
-        Self { node }
+    /// Serves the owner with `parts`.
+    pub fn new(parts: ControlParts) -> Self {
+        let ControlParts {
+            fingerprint,
+            max_message_bytes,
+            outbound,
+            inbound,
+            handshaker,
+            membership,
+            directory,
+            peers,
+            store,
+            shutdown,
+        } = parts;
+        Self {
+            fingerprint,
+            max_message_bytes,
+            outbound,
+            inbound,
+            handshaker,
+            membership,
+            directory,
+            peers,
+            store,
+            shutdown,
+        }
     }
 
     fn connections(&self) -> Vec<Connection> {
-        self.node
-            .directory
+        self.directory
             .all()
             .into_iter()
             .map(|c| {
-                let queued = self.node.store.pending_count(&c.name).unwrap_or(0) as u32;
+                let queued = self.store.pending_count(&c.name).unwrap_or(0) as u32;
                 let session = if c.dropped {
                     SessionState::Dropped
                 } else if c.key_changed {
                     SessionState::KeyChanged
                 } else if !c.online {
                     SessionState::Offline
-                } else if self.node.sessions.has_session(&c.name) {
+                } else if self.peers.has_session(&c.name) {
                     SessionState::Established
                 } else {
                     SessionState::None
@@ -68,7 +131,7 @@ impl ControlService {
     /// Naming a dropped peer in a handshake or refresh takes it back: the
     /// owner asked to talk to it again.
     fn take_back(&self, peer: &str) {
-        if self.node.directory.undrop(peer) {
+        if self.directory.undrop(peer) {
             info!(peer = %peer, "dropped peer taken back: messages are sent to it again");
         }
     }
@@ -77,13 +140,13 @@ impl ControlService {
         if peer.is_empty() {
             return Err(refused(
                 rpc,
-                PeerError::InvalidArgument("peer must not be empty".into()),
+                ServiceError::InvalidArgument("peer must not be empty".into()),
             ));
         }
-        self.node.directory.get(peer).ok_or_else(|| {
+        self.directory.get(peer).ok_or_else(|| {
             refused(
                 rpc,
-                PeerError::NotFound(format!(
+                ServiceError::NotFound(format!(
                     "no peer named {peer:?}; `chat connections` lists the known peers"
                 )),
             )
@@ -103,8 +166,8 @@ const SEND_STREAM_CHUNK: usize = 256;
 
 /// Stores and delivers one chunk of a `SendStream`; answers in order.
 async fn send_chunk(
-    node: &Node,
-    chunk: Vec<Result<crate::node::Prepared, PeerError>>,
+    outbound: &Outbound,
+    chunk: Vec<Result<Prepared, SendError>>,
 ) -> Vec<SendStreamResponse> {
     let mut answers: Vec<Option<SendStreamResponse>> = Vec::with_capacity(chunk.len());
     let mut ready = Vec::new();
@@ -117,7 +180,7 @@ async fn send_chunk(
             Err(e) => answers.push(Some(failed(e))),
         }
     }
-    let mut sent = node.send_prepared_batch(ready).await.into_iter();
+    let mut sent = outbound.send_prepared(ready).await.into_iter();
     answers
         .into_iter()
         .map(|a| {
@@ -132,7 +195,7 @@ async fn send_chunk(
         .collect()
 }
 
-fn failed(e: PeerError) -> SendStreamResponse {
+fn failed(e: SendError) -> SendStreamResponse {
     let status = refused("Control/SendStream", e);
     SendStreamResponse {
         response: None,
@@ -148,8 +211,8 @@ impl Control for ControlService {
         // A task of its own: a client that goes away mid-Send must not cut
         // the delivery short (the message is stored; every peer must get
         // it or have it queued).
-        let node = self.node.clone();
-        tokio::spawn(async move { node.send(req.text, req.id).await })
+        let outbound = self.outbound.clone();
+        tokio::spawn(async move { outbound.send(req.text, req.id).await })
             .await
             .map_err(|e| Status::internal(format!("send task failed: {e}")))?
             .map(Response::new)
@@ -176,7 +239,9 @@ impl Control for ControlService {
             }
         });
         let (tx, rx) = tokio::sync::mpsc::channel(SEND_STREAM_WINDOW);
-        let node = self.node.clone();
+        let outbound = self.outbound.clone();
+        let shutdown = self.shutdown.clone();
+        let oversize_hint = crate::oversize_hint(self.max_message_bytes);
         tokio::spawn(async move {
             // Requests are taken in chunks (whatever has arrived, up to
             // SEND_STREAM_CHUNK): each chunk is stamped in request order,
@@ -194,11 +259,11 @@ impl Control for ControlService {
                         let mut next = first.flatten();
                         loop {
                             match next {
-                                Some(Ok(req)) => chunk.push(node.prepare(req.text, req.id)),
+                                Some(Ok(req)) => chunk.push(outbound.prepare(req.text, req.id)),
                                 Some(Err(status)) => {
                                     failed = Some(chat_proto::limits::oversize_status(
                                         status,
-                                        &crate::oversize_hint(node.config.max_message_bytes),
+                                        &oversize_hint,
                                     ));
                                     more = false;
                                     break;
@@ -222,12 +287,12 @@ impl Control for ControlService {
                         held += chunk.len();
                         // Each chunk is a task of its own, so a client that
                         // goes away cannot cut deliveries short.
-                        let node = node.clone();
-                        let task = tokio::spawn(async move { send_chunk(&node, chunk).await });
+                        let outbound = outbound.clone();
+                        let task = tokio::spawn(async move { send_chunk(&outbound, chunk).await });
                         in_flight.push_back(async move { task.await.unwrap_or_default() });
                     }
                     // Stopping: answer what is in flight, take no more.
-                    _ = node.shutdown.cancelled(), if more => more = false,
+                    _ = shutdown.cancelled(), if more => more = false,
                     Some(answers) = in_flight.next(), if !in_flight.is_empty() => {
                         let answers: Vec<SendStreamResponse> = answers;
                         held -= answers.len();
@@ -265,10 +330,10 @@ impl Control for ControlService {
             grep: non_empty(req.grep),
             cursor: non_empty(req.cursor),
         };
-        let page =
-            self.node.store.query(&query).map_err(|e| {
-                refused("Control/History", PeerError::InvalidArgument(e.to_string()))
-            })?;
+        let page = self
+            .store
+            .query(&query)
+            .map_err(|e| refused("Control/History", e))?;
         Ok(Response::new(HistoryResponse {
             messages: page.messages,
             next_cursor: page.next_cursor.unwrap_or_default(),
@@ -288,17 +353,17 @@ impl Control for ControlService {
         &self,
         request: Request<RefreshConnectionsRequest>,
     ) -> Result<Response<RefreshConnectionsResponse>, Status> {
-        membership::refresh(&self.node).await.map_err(|s| {
+        self.membership.refresh().await.map_err(|s| {
             refused(
                 "Control/RefreshConnections",
-                PeerError::Unavailable(format!("Discovery unreachable: {}", s.message())),
+                ServiceError::Unavailable(format!("Discovery unreachable: {}", s.message())),
             )
         })?;
         for peer in request.into_inner().peers {
             let contact = self.contact("Control/RefreshConnections", &peer)?;
             self.take_back(&peer);
-            self.node.sessions.forget_sending(&peer);
-            if let Err(s) = self.node.handshake(&contact).await {
+            self.peers.forget_sending(&peer);
+            if let Err(s) = self.handshaker.initiate(&contact).await {
                 warn!(peer = %peer, error = %s.message(), "handshake on refresh failed");
             }
         }
@@ -316,7 +381,7 @@ impl Control for ControlService {
         if contact.key_changed {
             return Err(refused(
                 "Control/Handshake",
-                PeerError::PermissionDenied(format!(
+                ServiceError::PermissionDenied(format!(
                     "{peer}'s key changed (now {}); compare fingerprints, then `chat trust {peer}`",
                     contact.fingerprint
                 )),
@@ -324,17 +389,17 @@ impl Control for ControlService {
         }
         self.take_back(&peer);
         let started = Instant::now();
-        self.node.sessions.forget_sending(&peer);
-        self.node.handshake(&contact).await.map_err(|s| {
+        self.peers.forget_sending(&peer);
+        self.handshaker.initiate(&contact).await.map_err(|s| {
             refused(
                 "Control/Handshake",
-                PeerError::Unavailable(format!("handshake with {peer} failed: {}", s.message())),
+                ServiceError::Unavailable(format!("handshake with {peer} failed: {}", s.message())),
             )
         })?;
         Ok(Response::new(HandshakeResponse {
             peer,
             fingerprint: contact.fingerprint,
-            local_fingerprint: self.node.fingerprint.clone(),
+            local_fingerprint: self.fingerprint.clone(),
             elapsed_micros: started.elapsed().as_micros() as u64,
         }))
     }
@@ -346,14 +411,13 @@ impl Control for ControlService {
         let peer = request.into_inner().peer;
         if peer.is_empty() {
             info!("leaving the network at the owner's request");
-            self.node.set_leaving();
-            membership::leave(&self.node).await;
-            self.node.shutdown.cancel();
+            self.membership.leave().await;
+            self.shutdown.cancel();
         } else {
             self.contact("Control/Leave", &peer)?;
-            self.node.directory.drop_peer(&peer);
-            self.node.sessions.forget_peer(&peer);
-            let dropped = self.node.store.clear_pending(&peer).unwrap_or(0);
+            self.directory.drop_peer(&peer);
+            self.peers.forget_peer(&peer);
+            let dropped = self.store.clear_pending(&peer).unwrap_or(0);
             if dropped > 0 {
                 info!(peer = %peer, dropped, "discarded messages queued for the dropped peer");
             }
@@ -368,13 +432,13 @@ impl Control for ControlService {
     ) -> Result<Response<TrustResponse>, Status> {
         let peer = request.into_inner().peer;
         self.contact("Control/Trust", &peer)?;
-        let contact = self.node.directory.trust(&peer).ok_or_else(|| {
+        let contact = self.directory.trust(&peer).ok_or_else(|| {
             refused(
                 "Control/Trust",
-                PeerError::NotFound(format!("no peer named {peer:?}")),
+                ServiceError::NotFound(format!("no peer named {peer:?}")),
             )
         })?;
-        self.node.sessions.forget_peer(&peer);
+        self.peers.forget_peer(&peer);
         info!(peer = %peer, fingerprint = %contact.fingerprint, "key trusted and pinned");
         Ok(Response::new(TrustResponse {
             peer,
@@ -388,7 +452,7 @@ impl Control for ControlService {
         &self,
         _: Request<SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let rx = self.node.subscribe();
+        let rx = self.inbound.subscribe();
         let stream = futures::stream::unfold(rx, |mut rx| async move {
             loop {
                 match rx.recv().await {
@@ -410,7 +474,7 @@ impl Control for ControlService {
                 }
             }
         })
-        .take_until(self.node.shutdown.clone().cancelled_owned());
+        .take_until(self.shutdown.clone().cancelled_owned());
         Ok(Response::new(Box::pin(stream)))
     }
 }

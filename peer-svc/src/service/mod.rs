@@ -1,4 +1,6 @@
-//! The gRPC services of a peer: thin glue between protobuf and [`crate::node::Node`].
+//! The gRPC services of a peer: thin glue that translates between protobuf
+//! and the parts each one uses, and the one mapping of errors to statuses.
 
 pub mod control;
 pub mod peer;
+pub mod status;

@@ -3,21 +3,21 @@
 use std::{pin::Pin, sync::Arc};
 
 use chat_proto::v1::{
-    DeliverBatch, DeliverBatchAck, DeliverRequest, DeliverResponse, Envelope, HistoryCursor,
+    DeliverBatch, DeliverBatchAck, DeliverRequest, DeliverResponse, DeliverResult,
     PeerHandshakeRequest, PeerHandshakeResponse, PeerHistoryRequest, PeerHistoryResponse,
-    SealedMessage, peer_server::Peer,
+    peer_server::Peer,
 };
-use futures::Stream;
-use prost::Message;
+use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
-    error::{PeerError, refused},
-    history::Query,
-    node::Node,
-    session::envelope_aad,
+    handshaker::Handshaker,
+    history_sync::HistorySync,
+    inbound::Inbound,
+    service::status::{ServiceError, refused},
 };
 
 /// History items in flight per `Peer/History` stream.
@@ -27,19 +27,30 @@ const HISTORY_STREAM_QUEUE: usize = 64;
 /// so a few suffice for newcomers and bound what requests can make us do.
 pub const MAX_HISTORY_STREAMS: usize = 8;
 
-/// The Peer service of one node.
+/// The Peer service: the parts other peers reach.
 #[derive(Debug, Clone)]
 pub struct PeerService {
-    node: Arc<Node>,
+    handshaker: Arc<Handshaker>,
+    inbound: Arc<Inbound>,
+    history: Arc<HistorySync>,
     history_streams: Arc<tokio::sync::Semaphore>,
+    shutdown: CancellationToken,
 }
 
 impl PeerService {
-    /// Serves `node` to other peers.
-    pub fn new(node: Arc<Node>) -> Self {
+    /// Serves handshakes, deliveries and history pulls.
+    pub fn new(
+        handshaker: Arc<Handshaker>,
+        inbound: Arc<Inbound>,
+        history: Arc<HistorySync>,
+        shutdown: CancellationToken,
+    ) -> Self {
         Self {
-            node,
+            handshaker,
+            inbound,
+            history,
             history_streams: Arc::new(tokio::sync::Semaphore::new(MAX_HISTORY_STREAMS)),
+            shutdown,
         }
     }
 }
@@ -53,6 +64,29 @@ const DELIVER_STREAM_ACKS: usize = 16;
 /// Most envelopes a streamed batch may carry.
 pub const MAX_STREAM_BATCH_ENVELOPES: usize = 1024;
 
+/// One envelope's line in a batch ack.
+fn batch_result(
+    message_id: String,
+    outcome: Result<bool, crate::inbound::InboundError>,
+) -> DeliverResult {
+    match outcome {
+        Ok(new) => DeliverResult {
+            message_id,
+            duplicate: !new,
+            ..Default::default()
+        },
+        Err(e) => {
+            let status = refused("Peer/DeliverStream", e);
+            DeliverResult {
+                message_id,
+                code: status.code() as i32,
+                error: status.message().to_owned(),
+                duplicate: false,
+            }
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl Peer for PeerService {
     async fn handshake(
@@ -61,8 +95,8 @@ impl Peer for PeerService {
     ) -> Result<Response<PeerHandshakeResponse>, Status> {
         let remote = request.remote_addr().map(|a| a.ip());
         let message = self
-            .node
-            .accept_handshake(&request.into_inner().message, remote)
+            .handshaker
+            .accept(&request.into_inner().message, remote)
             .await
             .map_err(|e| refused("Peer/Handshake", e))?;
         Ok(Response::new(PeerHandshakeResponse { message }))
@@ -72,11 +106,20 @@ impl Peer for PeerService {
         &self,
         request: Request<DeliverRequest>,
     ) -> Result<Response<DeliverResponse>, Status> {
-        self.node
-            .accept_envelope(request.into_inner().envelope)
+        let envelope = request.into_inner().envelope;
+        let message_id = envelope
+            .as_ref()
+            .map(|e| e.message_id.clone())
+            .unwrap_or_default();
+        let new = self
+            .inbound
+            .accept(envelope)
             .await
-            .map(Response::new)
-            .map_err(|e| refused("Peer/Deliver", e))
+            .map_err(|e| refused("Peer/Deliver", e))?;
+        Ok(Response::new(DeliverResponse {
+            message_id,
+            duplicate: !new,
+        }))
     }
 
     type DeliverStreamStream = DeliverAckStream;
@@ -87,12 +130,12 @@ impl Peer for PeerService {
     ) -> Result<Response<Self::DeliverStreamStream>, Status> {
         let mut batches = request.into_inner();
         let (tx, rx) = mpsc::channel(DELIVER_STREAM_ACKS);
-        let node = self.node.clone();
+        let inbound = self.inbound.clone();
+        let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             // One batch at a time, in order: acks go back in batch order.
             // On shutdown the stream ends, so it does not hold the server's
             // graceful stop open; the sender opens a new one elsewhere.
-            let shutdown = node.shutdown.clone();
             loop {
                 let next = tokio::select! {
                     next = batches.message() => next,
@@ -106,7 +149,10 @@ impl Peer for PeerService {
                     Err(status) => {
                         let status = refused(
                             "Peer/DeliverStream",
-                            PeerError::InvalidArgument(format!("bad batch: {}", status.message())),
+                            ServiceError::InvalidArgument(format!(
+                                "bad batch: {}",
+                                status.message()
+                            )),
                         );
                         let _ = tx.send(Err(status)).await;
                         return;
@@ -115,14 +161,20 @@ impl Peer for PeerService {
                 if batch.envelopes.len() > MAX_STREAM_BATCH_ENVELOPES {
                     let status = refused(
                         "Peer/DeliverStream",
-                        PeerError::ResourceExhausted(format!(
+                        ServiceError::ResourceExhausted(format!(
                             "a batch holds at most {MAX_STREAM_BATCH_ENVELOPES} envelopes"
                         )),
                     );
                     let _ = tx.send(Err(status)).await;
                     return;
                 }
-                let results = node.accept_batch(batch.envelopes).await;
+                let outcomes = inbound.accept_batch(&batch.envelopes).await;
+                let results = batch
+                    .envelopes
+                    .into_iter()
+                    .zip(outcomes)
+                    .map(|(e, outcome)| batch_result(e.message_id, outcome))
+                    .collect();
                 let ack = DeliverBatchAck {
                     seq: batch.seq,
                     results,
@@ -141,97 +193,25 @@ impl Peer for PeerService {
         &self,
         request: Request<PeerHistoryRequest>,
     ) -> Result<Response<Self::HistoryStream>, Status> {
-        let envelope = request.into_inner().envelope.ok_or_else(|| {
-            refused(
-                "Peer/History",
-                PeerError::InvalidArgument("envelope is required".into()),
-            )
-        })?;
-        let (session, plaintext) = self
-            .node
-            .open_envelope(&envelope)
+        let (session, cursor) = self
+            .history
+            .open_request(request.into_inner().envelope)
             .map_err(|e| refused("Peer/History", e))?;
-        if !self.node.config.share_history {
-            return Err(refused(
-                "Peer/History",
-                PeerError::PermissionDenied(format!(
-                    "{} does not share history (--share-history=false); ask another peer",
-                    self.node.name()
-                )),
-            ));
-        }
-        let cursor = HistoryCursor::decode(plaintext.as_slice()).map_err(|_| {
-            refused(
-                "Peer/History",
-                PeerError::InvalidArgument("sealed content is not a HistoryCursor".into()),
-            )
-        })?;
         let permit = self.history_streams.clone().try_acquire_owned().map_err(|_| {
             refused(
                 "Peer/History",
-                PeerError::ResourceExhausted(format!(
+                ServiceError::ResourceExhausted(format!(
                     "{MAX_HISTORY_STREAMS} history pulls are already being served; retry shortly"
                 )),
             )
         })?;
-        let (tx, rx) = mpsc::channel(HISTORY_STREAM_QUEUE);
-        let node = self.node.clone();
+        let (items, rx) = mpsc::channel(HISTORY_STREAM_QUEUE);
+        let history = self.history.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let mut query = Query {
-                cursor: (!cursor.after.is_empty()).then_some(cursor.after),
-                since_hlc: (cursor.since_hlc > 0).then_some(cursor.since_hlc),
-                ..Default::default()
-            };
-            let mut remaining = if cursor.limit == 0 {
-                usize::MAX
-            } else {
-                cursor.limit as usize
-            };
-            loop {
-                let page = match node.store.query(&query) {
-                    Ok(page) => page,
-                    Err(e) => {
-                        let _ = tx.send(Err(Status::invalid_argument(e.to_string()))).await;
-                        return;
-                    }
-                };
-                for message in page.messages {
-                    if remaining == 0 {
-                        return;
-                    }
-                    remaining -= 1;
-                    let session_id = session.id();
-                    let id = message.id.clone();
-                    let cursor = crate::history::cursor_of(&message);
-                    let aad = envelope_aad(&session_id, node.name(), &id);
-                    let plaintext = SealedMessage {
-                        message: Some(message),
-                    }
-                    .encode_to_vec();
-                    let item = session.transport.seal_next(&aad, &plaintext).map(
-                        |(counter, ciphertext)| PeerHistoryResponse {
-                            envelope: Some(Envelope {
-                                session_id: session_id.to_vec(),
-                                counter,
-                                sender: node.name().to_owned(),
-                                message_id: id,
-                                ciphertext,
-                            }),
-                            cursor,
-                        },
-                    );
-                    let item = item.map_err(|e| Status::internal(format!("cannot seal: {e}")));
-                    if tx.send(item).await.is_err() {
-                        return; // the requester went away
-                    }
-                }
-                match page.next_cursor {
-                    Some(next) => query.cursor = Some(next),
-                    None => return,
-                }
-            }
+            history.serve(session, cursor, items).await;
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let stream = ReceiverStream::new(rx).map(|item| item.map_err(Status::from));
+        Ok(Response::new(Box::pin(stream)))
     }
 }

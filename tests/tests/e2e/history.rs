@@ -379,9 +379,7 @@ async fn a_peer_that_does_not_share_history_refuses_to_serve_it() {
     let carol = InProcessPeer::start("carol", &discovery.url(), &dir.path().join("carol")).await;
     carol.wait_connections(&["private"]).await;
     let contact = carol.node.directory.get("private").unwrap();
-    let err = peer_svc::sync::pull_from(&carol.node, &contact, false)
-        .await
-        .unwrap_err();
+    let err = carol.node.pull_history_from(&contact).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
     assert!(
         err.message().contains("does not share history"),

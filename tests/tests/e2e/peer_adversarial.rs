@@ -8,7 +8,7 @@ use chat_proto::v1::{
     PeerHistoryRequest, RegisterRequest, SealedMessage, peer_client::PeerClient,
 };
 use chat_tests::{Discovery, InProcessPeer};
-use peer_svc::{node::PROLOGUE, session::envelope_aad};
+use peer_svc::{envelope::aad as envelope_aad, handshaker::PROLOGUE};
 use prost::Message;
 use rand::RngExt;
 use tonic::{Code, transport::Channel};

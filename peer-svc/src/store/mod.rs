@@ -4,6 +4,9 @@
 //! restart or `kill -9`. The schema is versioned with `PRAGMA user_version`
 //! and migrated forward on open.
 
+pub mod history;
+pub mod outbox;
+
 use std::{path::Path, sync::Mutex, time::Duration};
 
 use rusqlite::Connection;

@@ -6,7 +6,7 @@
 use chat_proto::v1::ChatMessage;
 use rusqlite::{OptionalExtension, Row, params, types::Value};
 
-use crate::store::{Store, StoreError};
+use super::{Store, StoreError};
 
 /// Most messages in one page of `Control/History` or `Peer/History`.
 pub const PAGE_SIZE: usize = 1000;

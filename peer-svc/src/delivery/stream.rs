@@ -1,5 +1,5 @@
-//! The streaming delivery path: one long-lived `Peer/DeliverStream` per
-//! peer address, opened on first use and closed after a quiet minute.
+//! The delivery stream: one long-lived `Peer/DeliverStream` per peer
+//! address, opened on first use and closed after a quiet minute.
 //!
 //! Callers hand a message and the session to seal it under to the address's
 //! pipe and wait for its result, exactly as they would wait for a unary
@@ -21,10 +21,7 @@ use std::{
     time::Duration,
 };
 
-use chat_proto::v1::{
-    ChatMessage, DeliverBatch, DeliverBatchAck, Envelope, SealedMessage, peer_client::PeerClient,
-};
-use prost::Message;
+use chat_proto::v1::{DeliverBatch, DeliverBatchAck, Envelope, peer_client::PeerClient};
 use tokio::{
     sync::{mpsc, oneshot},
     time::Instant,
@@ -33,7 +30,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status, transport::Channel};
 use tracing::debug;
 
-use crate::session::{Session, envelope_aad};
+use crate::{
+    config::DELIVER_TIMEOUT,
+    envelope::{Outgoing, seal_outgoing},
+    session::Session,
+};
 
 /// Most envelopes in one batch.
 const MAX_BATCH_ENVELOPES: usize = 512;
@@ -59,30 +60,6 @@ const UNARY_ONLY_FOR: Duration = Duration::from_secs(600);
 /// A pipe with nothing to carry for this long closes its stream.
 const PIPE_IDLE: Duration = Duration::from_secs(60);
 
-/// A message ready to seal: its id and its encoded `SealedMessage`, made
-/// once and shared by every recipient's copy.
-#[derive(Debug, Clone)]
-pub struct Outgoing {
-    /// The message id (bound by the AAD, carried in the envelope).
-    pub id: String,
-    /// The encoded `SealedMessage`.
-    pub plaintext: Arc<[u8]>,
-}
-
-impl Outgoing {
-    /// Encodes `message` for sealing.
-    pub fn of(message: &ChatMessage) -> Self {
-        Self {
-            id: message.id.clone(),
-            plaintext: SealedMessage {
-                message: Some(message.clone()),
-            }
-            .encode_to_vec()
-            .into(),
-        }
-    }
-}
-
 /// One message for a pipe, and where its result goes.
 struct Item {
     session: Arc<Session>,
@@ -90,13 +67,21 @@ struct Item {
     done: oneshot::Sender<Result<(), Status>>,
 }
 
-/// The pipes of one node, by peer address.
+/// What this peer keeps per peer address: the pipe carrying to it, or
+/// since when it is known not to stream.
+#[derive(Debug)]
+enum Link {
+    /// The pipe's queue (its task runs while the queue is open).
+    Pipe(mpsc::Sender<Item>),
+    /// The peer answered UNIMPLEMENTED at this time: unary Deliver for it,
+    /// for [`UNARY_ONLY_FOR`].
+    UnaryOnly(Instant),
+}
+
+/// The delivery streams of this peer, by peer address.
 #[derive(Debug, Default)]
-pub struct Pipes {
-    open: Mutex<HashMap<String, mpsc::Sender<Item>>>,
-    /// Addresses whose peer answered UNIMPLEMENTED, and when: unary Deliver
-    /// for them, for [`UNARY_ONLY_FOR`].
-    unary_only: Mutex<HashMap<String, Instant>>,
+pub struct Streams {
+    links: Mutex<HashMap<String, Link>>,
 }
 
 impl std::fmt::Debug for Item {
@@ -107,17 +92,17 @@ impl std::fmt::Debug for Item {
     }
 }
 
-impl Pipes {
+impl Streams {
     /// False once the peer at `address` turned out not to stream.
     pub fn streams_to(&self, address: &str) -> bool {
-        let mut unary_only = self.unary_only.lock().expect("pipes lock");
-        match unary_only.get(address) {
-            Some(since) if since.elapsed() < UNARY_ONLY_FOR => false,
-            Some(_) => {
-                unary_only.remove(address);
+        let mut links = self.links.lock().expect("streams lock");
+        match links.get(address) {
+            Some(Link::UnaryOnly(since)) if since.elapsed() < UNARY_ONLY_FOR => false,
+            Some(Link::UnaryOnly(_)) => {
+                links.remove(address);
                 true
             }
-            None => true,
+            _ => true,
         }
     }
 
@@ -142,16 +127,16 @@ impl Pipes {
         // At most twice: a pipe that just closed for idleness is replaced.
         for _ in 0..2 {
             let tx = {
-                let mut open = self.open.lock().expect("pipes lock");
-                match open.get(address) {
-                    Some(tx) if !tx.is_closed() => tx.clone(),
+                let mut links = self.links.lock().expect("streams lock");
+                match links.get(address) {
+                    Some(Link::Pipe(tx)) if !tx.is_closed() => tx.clone(),
                     _ => {
                         let make = channel.take().ok_or_else(|| {
                             Status::unavailable("the delivery stream closed twice")
                         })?;
                         let (tx, rx) = mpsc::channel(PIPE_QUEUE);
                         tokio::spawn(run(sender.to_owned(), make()?, rx));
-                        open.insert(address.to_owned(), tx.clone());
+                        links.insert(address.to_owned(), Link::Pipe(tx.clone()));
                         tx
                     }
                 }
@@ -166,10 +151,10 @@ impl Pipes {
             .unwrap_or_else(|_| Err(Status::unavailable("the delivery stream closed")));
         if matches!(&outcome, Err(s) if s.code() == Code::Unimplemented) {
             debug!(address, "peer has no DeliverStream; using unary Deliver");
-            self.unary_only
+            self.links
                 .lock()
-                .expect("pipes lock")
-                .insert(address.to_owned(), Instant::now());
+                .expect("streams lock")
+                .insert(address.to_owned(), Link::UnaryOnly(Instant::now()));
         }
         outcome
     }
@@ -240,7 +225,7 @@ async fn carry(
         envelopes: batch,
     });
     let call = tokio::time::timeout(
-        crate::node::DELIVER_TIMEOUT,
+        DELIVER_TIMEOUT,
         client.deliver_stream(ReceiverStream::new(outgoing)),
     )
     .await;
@@ -273,9 +258,7 @@ async fn carry(
     let _reader = AbortOnDrop(reader);
 
     loop {
-        let deadline = in_flight
-            .front()
-            .map(|b| b.sent_at + crate::node::DELIVER_TIMEOUT);
+        let deadline = in_flight.front().map(|b| b.sent_at + DELIVER_TIMEOUT);
         let room = in_flight.len() < MAX_BATCHES_IN_FLIGHT;
         tokio::select! {
             ack = ack_rx.recv() => {
@@ -315,7 +298,7 @@ async fn carry(
                 return Err(fail_all(
                     &mut in_flight,
                     Status::deadline_exceeded(format!(
-                        "no ack within {:?}", crate::node::DELIVER_TIMEOUT
+                        "no ack within {:?}", DELIVER_TIMEOUT
                     )),
                 ));
             }
@@ -349,14 +332,14 @@ fn pack(
             // way to put it back, so it starts the next batch itself.
             return (waiting, Some(item));
         }
-        match seal(sender, &item.session, &item.message) {
+        match seal_outgoing(sender, &item.session, &item.message) {
             Ok(envelope) => {
                 bytes += size;
                 batch.push(envelope);
                 waiting.push(item.done);
             }
-            Err(status) => {
-                let _ = item.done.send(Err(status));
+            Err(e) => {
+                let _ = item.done.send(Err(e.into()));
             }
         }
         if batch.len() < MAX_BATCH_ENVELOPES {
@@ -372,23 +355,6 @@ async fn next_item(leftover: &mut Option<Item>, items: &mut mpsc::Receiver<Item>
         Some(item) => Some(item),
         None => items.recv().await,
     }
-}
-
-/// Seals one message as Deliver carries it.
-pub fn seal(sender: &str, session: &Session, message: &Outgoing) -> Result<Envelope, Status> {
-    let session_id = session.id();
-    let aad = envelope_aad(&session_id, sender, &message.id);
-    let (counter, ciphertext) = session
-        .transport
-        .seal_next(&aad, &message.plaintext)
-        .map_err(|e| Status::internal(format!("cannot seal: {e}")))?;
-    Ok(Envelope {
-        session_id: session_id.to_vec(),
-        counter,
-        sender: sender.to_owned(),
-        message_id: message.id.clone(),
-        ciphertext,
-    })
 }
 
 /// Tells everyone still waiting that their batch failed with `status`.
@@ -427,6 +393,8 @@ mod tests {
     };
     use futures::StreamExt;
     use tonic::{Request, Response, Streaming};
+
+    use chat_proto::v1::ChatMessage;
 
     use super::*;
     use crate::session::Role;
@@ -540,7 +508,7 @@ mod tests {
             streamed: streamed.clone(),
         })
         .await;
-        let pipes = Arc::new(Pipes::default());
+        let pipes = Arc::new(Streams::default());
         let session = session();
         let calls = (0..300).map(|i| {
             let (pipes, session, addr) = (pipes.clone(), session.clone(), addr.clone());
@@ -571,7 +539,7 @@ mod tests {
             streamed: streamed.clone(),
         })
         .await;
-        let pipes = Pipes::default();
+        let pipes = Streams::default();
         assert!(pipes.streams_to(&addr));
         let err = pipes
             .deliver(
@@ -589,10 +557,10 @@ mod tests {
         // After a while the stream is tried again (the peer may be upgraded).
         let long_ago = Instant::now().checked_sub(UNARY_ONLY_FOR).unwrap();
         pipes
-            .unary_only
+            .links
             .lock()
             .unwrap()
-            .insert(addr.clone(), long_ago);
+            .insert(addr.clone(), Link::UnaryOnly(long_ago));
         assert!(pipes.streams_to(&addr));
     }
 }

@@ -1,4 +1,4 @@
-//! The Discovery replicas this peer may use (`--discovery URL1,URL2`): one
+//! The Discovery client: the replicas this peer may use (`--discovery URL1,URL2`): one
 //! lazily connected client each, one of them current. A call that fails
 //! because the replica is unreachable or unresponsive moves on to the next
 //! replica at once, so a dead replica costs one refused connection or one
@@ -20,7 +20,7 @@ const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3)
 
 /// Clients of every Discovery replica, and which one is in use.
 #[derive(Debug)]
-pub struct Replicas {
+pub struct Discovery {
     clients: Vec<(String, DiscoveryClient<Channel>)>,
     current: AtomicUsize,
 }
@@ -33,7 +33,7 @@ pub fn replica_failed(status: &Status) -> bool {
     )
 }
 
-impl Replicas {
+impl Discovery {
     /// Clients for the comma-separated `urls`, connected on first use.
     pub fn new(urls: &str, connect_timeout: std::time::Duration) -> Result<Self, String> {
         let clients = urls
@@ -131,7 +131,7 @@ mod tests {
 
     #[tokio::test]
     async fn fails_over_in_order_and_stays_on_the_replica_that_answers() {
-        let r = Replicas::new(
+        let r = Discovery::new(
             "http://127.0.0.1:1, http://127.0.0.1:2,http://127.0.0.1:3",
             std::time::Duration::from_secs(1),
         )
@@ -169,7 +169,7 @@ mod tests {
             .await;
         assert_eq!(calls, 3);
         assert_eq!(answer.unwrap_err().code(), Code::Unavailable);
-        assert!(Replicas::new(" , ", std::time::Duration::from_secs(1)).is_err());
+        assert!(Discovery::new(" , ", std::time::Duration::from_secs(1)).is_err());
     }
 
     #[test]

@@ -1,67 +1,12 @@
-//! The outbox: messages owed to a peer that could not be reached, kept in
-//! the store until delivered or the peer leaves. Bounded per peer: past the
+//! The outbox table: messages owed to a peer that could not be reached, kept
+//! in the store until delivered or the peer leaves. Bounded per peer: past the
 //! bound the oldest are dropped, and the caller reports how many — never
 //! silently.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
-
 use chat_proto::v1::ChatMessage;
 use rusqlite::params;
-use tokio::time::Instant;
 
-use crate::{
-    history::message_from_row,
-    membership::Backoff,
-    node::Node,
-    store::{Store, StoreError},
-};
-
-/// With nothing due, the worker still looks this often (a peer may have
-/// become reachable without telling anyone).
-const IDLE_CHECK: Duration = Duration::from_secs(5);
-
-/// Delivers queued messages until shutdown: each peer with a backlog is
-/// retried with exponential backoff and jitter, and at once when it comes
-/// back (it registers again, or handshakes with us).
-pub async fn deliver_queued(node: Arc<Node>) {
-    let mut waits: HashMap<String, (Backoff, Instant)> = HashMap::new();
-    loop {
-        for peer in node.take_outbox_retries() {
-            waits.remove(&peer);
-        }
-        let now = Instant::now();
-        let due: Vec<String> = node
-            .store
-            .peers_with_pending()
-            .into_iter()
-            .filter(|p| waits.get(p).is_none_or(|(_, at)| *at <= now))
-            .collect();
-        let results = futures::future::join_all(due.iter().map(|p| node.flush_outbox(p))).await;
-        for (peer, done) in due.into_iter().zip(results) {
-            if done {
-                waits.remove(&peer);
-            } else {
-                let (backoff, at) = waits
-                    .entry(peer)
-                    .or_insert_with(|| (Backoff::default(), now));
-                *at = Instant::now() + backoff.next_delay();
-            }
-        }
-        let next = waits
-            .values()
-            .map(|(_, at)| *at)
-            .min()
-            .unwrap_or_else(|| Instant::now() + IDLE_CHECK);
-        tokio::select! {
-            _ = tokio::time::sleep_until(next) => {}
-            _ = node.outbox_wake.notified() => {}
-            _ = node.shutdown.cancelled() => return,
-        }
-    }
-}
-
-/// Default most messages queued per peer: a day of a busy chat.
-pub const DEFAULT_OUTBOX_LIMIT: usize = 10_000;
+use super::{Store, StoreError, history::message_from_row};
 
 impl Store {
     /// Queues `message` (already stored) for `peer`, dropping the oldest

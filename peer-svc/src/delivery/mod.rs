@@ -1,0 +1,348 @@
+//! Delivery: getting a stored message to every peer, or into the outbox for
+//! the ones that cannot take it now. One message fans out to all peers at
+//! once; to each it travels sealed on that peer's current session, over the
+//! peer's delivery stream (or unary `Deliver` for a peer without one), with
+//! one fresh handshake and retry if the peer no longer knows the session.
+//! What cannot be delivered is queued and redelivered by the outbox worker.
+//!
+//! A peer's answer is a `tonic::Status`: a refusal (INVALID_ARGUMENT,
+//! RESOURCE_EXHAUSTED, OUT_OF_RANGE) ends delivery of that message, any
+//! other failure queues it.
+
+pub mod outbox_worker;
+pub mod stream;
+
+use std::{collections::HashSet, sync::Arc, sync::Mutex};
+
+use chat_proto::v1::{
+    ChatMessage, DeliverRequest, Delivery as DeliveryReport, SendResponse,
+    delivery::Status as DeliveryStatus, peer_client::PeerClient,
+};
+use tonic::{Code, Status};
+use tracing::{debug, info, warn};
+
+use crate::{
+    config::DELIVER_TIMEOUT,
+    directory::{Contact, Directory},
+    envelope::{Outgoing, seal_outgoing},
+    handshaker::Handshaker,
+    net::Channels,
+    peers::Peers,
+    session::Session,
+    store::Store,
+};
+
+/// Messages read from the outbox at a time when flushing it.
+const FLUSH_BATCH: usize = 256;
+
+/// Describes a status from another peer for a delivery report.
+fn describe(status: &Status) -> String {
+    format!("{:?}: {}", status.code(), status.message())
+}
+
+/// A delivery report line.
+fn report(contact: &Contact, status: DeliveryStatus, error: String) -> DeliveryReport {
+    DeliveryReport {
+        peer: contact.name.clone(),
+        status: status.into(),
+        error,
+    }
+}
+
+/// Failures that a later attempt may overcome (the peer is down, slow, or
+/// does not know us yet), as opposed to the peer refusing the message itself.
+fn retryable(status: &Status) -> bool {
+    !matches!(
+        status.code(),
+        Code::InvalidArgument | Code::ResourceExhausted | Code::OutOfRange
+    )
+}
+
+/// Delivery to every other peer, and the outbox's redelivery.
+#[derive(Debug)]
+pub struct Delivery {
+    /// This peer's name, the sender of every envelope.
+    name: String,
+    outbox_limit: usize,
+    directory: Arc<Directory>,
+    peers: Arc<Peers>,
+    store: Arc<Store>,
+    handshaker: Arc<Handshaker>,
+    channels: Arc<Channels>,
+    streams: stream::Streams,
+    /// Peers whose queued messages should be retried now (they came back).
+    retry_now: Mutex<HashSet<String>>,
+    /// Wakes the outbox worker.
+    wake: tokio::sync::Notify,
+}
+
+impl Delivery {
+    /// Delivery from `name`, queueing at most `outbox_limit` per peer.
+    pub fn new(
+        name: &str,
+        outbox_limit: usize,
+        directory: Arc<Directory>,
+        peers: Arc<Peers>,
+        store: Arc<Store>,
+        handshaker: Arc<Handshaker>,
+        channels: Arc<Channels>,
+    ) -> Self {
+        Self {
+            name: name.to_owned(),
+            outbox_limit,
+            directory,
+            peers,
+            store,
+            handshaker,
+            channels,
+            streams: stream::Streams::default(),
+            retry_now: Mutex::new(HashSet::new()),
+            wake: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Delivers a stored message to every peer at once.
+    pub async fn to_everyone(&self, message: ChatMessage) -> SendResponse {
+        let targets: Vec<Contact> = self
+            .directory
+            .all()
+            .into_iter()
+            .filter(|c| !c.dropped)
+            .collect();
+        // Encoded once; each recipient's copy is sealed from it.
+        let outgoing = Outgoing::of(&message);
+        let deliveries =
+            futures::future::join_all(targets.iter().map(|c| self.to_one(c, &message, &outgoing)))
+                .await;
+        SendResponse {
+            id: message.id,
+            deliveries,
+        }
+    }
+
+    /// Delivers `message` to one peer and reports how it went: delivered,
+    /// queued in the outbox (the peer is offline, unreachable, or still has
+    /// older messages queued, which go first), refused, or failed.
+    async fn to_one(
+        &self,
+        contact: &Contact,
+        message: &ChatMessage,
+        outgoing: &Outgoing,
+    ) -> DeliveryReport {
+        if contact.key_changed {
+            return report(
+                contact,
+                DeliveryStatus::Refused,
+                format!(
+                    "{}'s key changed (now {}); compare fingerprints, then `chat trust {}`",
+                    contact.name, contact.fingerprint, contact.name
+                ),
+            );
+        }
+        if !contact.online {
+            return self.queue(
+                contact,
+                message,
+                "offline (Discovery does not list it now)".into(),
+            );
+        }
+        if self.store.has_pending(&contact.name) {
+            return self.queue(contact, message, "earlier messages are still queued".into());
+        }
+        match tokio::time::timeout(DELIVER_TIMEOUT, self.try_deliver(contact, outgoing)).await {
+            Ok(Ok(())) => report(contact, DeliveryStatus::Delivered, String::new()),
+            Ok(Err(status)) if !retryable(&status) => {
+                warn!(peer = %contact.name, error = %describe(&status), "delivery refused");
+                report(contact, DeliveryStatus::Failed, describe(&status))
+            }
+            Ok(Err(status)) => {
+                debug!(peer = %contact.name, error = %describe(&status), "delivery failed; queueing");
+                self.queue(contact, message, describe(&status))
+            }
+            Err(_) => self.queue(
+                contact,
+                message,
+                format!("no answer within {DELIVER_TIMEOUT:?}"),
+            ),
+        }
+    }
+
+    /// Puts `message` in `contact`'s outbox and reports it as queued.
+    fn queue(&self, contact: &Contact, message: &ChatMessage, reason: String) -> DeliveryReport {
+        let limit = self.outbox_limit;
+        match self.store.enqueue(&contact.name, message, limit) {
+            Ok(0) => report(
+                contact,
+                DeliveryStatus::Queued,
+                format!("{reason}; queued, retrying until delivered"),
+            ),
+            Ok(dropped) => {
+                warn!(peer = %contact.name, dropped, limit, "outbox full; dropped the oldest queued messages");
+                report(
+                    contact,
+                    DeliveryStatus::Queued,
+                    format!(
+                        "{reason}; queued, but the outbox for {} is full ({limit}): dropped the {dropped} oldest",
+                        contact.name
+                    ),
+                )
+            }
+            Err(e) => report(
+                contact,
+                DeliveryStatus::Failed,
+                format!("{reason}; cannot queue: {e}"),
+            ),
+        }
+    }
+
+    /// Asks the outbox worker to retry `peer` now (it is back).
+    pub fn retry(&self, peer: &str) {
+        self.retry_now
+            .lock()
+            .expect("outbox lock")
+            .insert(peer.to_owned());
+        self.wake.notify_one();
+    }
+
+    /// The peers to retry now, taken once.
+    fn take_retries(&self) -> HashSet<String> {
+        std::mem::take(&mut *self.retry_now.lock().expect("outbox lock"))
+    }
+
+    /// Delivers what is queued for `peer`, oldest first, until the queue is
+    /// empty (true) or a delivery fails (false: retry later).
+    pub async fn flush_outbox(&self, peer: &str) -> bool {
+        let Some(contact) = self.directory.get(peer) else {
+            return false; // unknown until it registers again
+        };
+        if contact.dropped {
+            let n = self.store.clear_pending(peer).unwrap_or(0);
+            info!(
+                peer,
+                dropped = n,
+                "peer was dropped; its queued messages are discarded"
+            );
+            return true;
+        }
+        if !contact.online || contact.key_changed {
+            return false;
+        }
+        let mut delivered = 0usize;
+        loop {
+            let batch = match self.store.pending(peer, FLUSH_BATCH) {
+                Ok(b) => b,
+                Err(e) => {
+                    warn!(peer, error = %e, "cannot read the outbox");
+                    return false;
+                }
+            };
+            if batch.is_empty() {
+                if delivered > 0 {
+                    info!(peer, delivered, "queued messages delivered");
+                }
+                return true;
+            }
+            match self.flush_page(&contact, &batch).await {
+                Some(n) => delivered += n,
+                None => return false,
+            }
+        }
+    }
+
+    /// Delivers one page of the outbox at once: the deliveries share the
+    /// peer's stream, so they travel in a few batches instead of one round
+    /// trip each. A message that fails stays queued for the next try; those
+    /// delivered (or refused for good) are taken off the outbox either way.
+    /// Returns how many were delivered, or None if any failed.
+    async fn flush_page(&self, contact: &Contact, page: &[ChatMessage]) -> Option<usize> {
+        let peer = contact.name.as_str();
+        let outcomes = futures::future::join_all(page.iter().map(|message| {
+            let outgoing = Outgoing::of(message);
+            async move {
+                tokio::time::timeout(DELIVER_TIMEOUT, self.try_deliver(contact, &outgoing)).await
+            }
+        }))
+        .await;
+        let (mut delivered, mut failed) = (0usize, false);
+        for (message, outcome) in page.iter().zip(outcomes) {
+            match outcome {
+                Ok(Ok(())) => delivered += 1,
+                Ok(Err(status)) if !retryable(&status) => {
+                    warn!(peer, id = %message.id, error = %describe(&status), "queued message refused by the peer; dropping it");
+                }
+                _ => {
+                    failed = true;
+                    continue;
+                }
+            }
+            if let Err(e) = self.store.delivered(peer, message) {
+                warn!(peer, error = %e, "cannot update the outbox");
+                return None;
+            }
+        }
+        if failed {
+            if delivered > 0 {
+                info!(peer, delivered, "some queued messages delivered");
+            }
+            return None;
+        }
+        Some(delivered)
+    }
+
+    /// Seals and delivers on the current session; if the peer no longer
+    /// knows it (e.g. it restarted), handshakes again and retries once.
+    async fn try_deliver(&self, contact: &Contact, message: &Outgoing) -> Result<(), Status> {
+        let session = match self.peers.sending(&contact.name) {
+            Some(s) => s,
+            None => self.handshaker.initiate(contact).await?,
+        };
+        match self.deliver_on(&session, contact, message).await {
+            Err(status) if status.code() == Code::Unauthenticated => {
+                debug!(peer = %contact.name, reason = status.message(), "session refused; handshaking again");
+                // Concurrent failures on the same old session share one
+                // new handshake: a session another caller just made is kept.
+                self.peers.forget_sending_if(&contact.name, &session);
+                let session = match self.peers.sending(&contact.name) {
+                    Some(fresh) if fresh.id() != session.id() => fresh,
+                    _ => self.handshaker.initiate(contact).await?,
+                };
+                self.deliver_on(&session, contact, message).await
+            }
+            other => other,
+        }
+    }
+
+    /// Delivers on `session`: through the peer's delivery stream, or with
+    /// unary Deliver to a peer that has none.
+    async fn deliver_on(
+        &self,
+        session: &Arc<Session>,
+        contact: &Contact,
+        message: &Outgoing,
+    ) -> Result<(), Status> {
+        if self.streams.streams_to(&contact.address) {
+            match self
+                .streams
+                .deliver(
+                    &self.name,
+                    &contact.address,
+                    || Ok(self.channels.get(&contact.address)?),
+                    session.clone(),
+                    message.clone(),
+                )
+                .await
+            {
+                Err(status) if status.code() == Code::Unimplemented => {}
+                other => return other,
+            }
+        }
+        let mut request = tonic::Request::new(DeliverRequest {
+            envelope: Some(seal_outgoing(&self.name, session, message)?),
+        });
+        request.set_timeout(DELIVER_TIMEOUT);
+        PeerClient::new(self.channels.get(&contact.address)?)
+            .deliver(request)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,212 @@
+//! Envelopes: a message sealed under a session, and opened again on the
+//! other side. No I/O: unary `Deliver`, the delivery stream and history sync
+//! all seal and open through here.
+//!
+//! The associated data binds the session id, the sender and the message id
+//! to the ciphertext, each preceded by its length as 4 bytes big-endian, so
+//! no two triples give the same bytes. The counter is the ChaCha20-Poly1305
+//! nonce, carried in clear and checked against the session's replay window
+//! before and after decryption.
+
+use std::sync::Arc;
+
+use chat_noise::ReplayError;
+use chat_proto::v1::{ChatMessage, Envelope, SealedMessage};
+use prost::Message;
+
+use crate::{peers::Peers, session::Session};
+
+/// The associated data of an envelope: binds session id, sender and message
+/// id to the ciphertext (each length-prefixed, so no two triples collide).
+pub fn aad(session_id: &[u8], sender: &str, message_id: &str) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(session_id.len() + sender.len() + message_id.len() + 12);
+    for part in [session_id, sender.as_bytes(), message_id.as_bytes()] {
+        aad.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        aad.extend_from_slice(part);
+    }
+    aad
+}
+
+/// Why an envelope could not be sealed or opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    /// No envelope where one is required.
+    #[error("envelope is required")]
+    Missing,
+    /// The session id is not a session id.
+    #[error("session_id must be {} bytes", chat_noise::SESSION_ID_LEN)]
+    BadSessionId,
+    /// The ciphertext is over this peer's limit.
+    #[error("ciphertext is {len} bytes; the limit is {limit} bytes")]
+    TooLarge {
+        /// Its size.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// No live session has this id (expired, or this peer restarted).
+    #[error("unknown or expired session; handshake again")]
+    UnknownSession,
+    /// The envelope names another sender than the session's peer.
+    #[error("sender does not match the session's peer")]
+    WrongSender,
+    /// The counter was seen before, or is too old.
+    #[error("envelope refused: {0}")]
+    Replayed(ReplayError),
+    /// Authentication failed.
+    #[error("decryption failed: the envelope was altered or sealed under another key")]
+    Decrypt,
+    /// The session cannot seal any more (its nonces ran out).
+    #[error("cannot seal: {0}")]
+    Seal(String),
+}
+
+/// A message ready to seal: its id and its encoded `SealedMessage`, made
+/// once and shared by every recipient's copy.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// The message id (bound by the AAD, carried in the envelope).
+    pub id: String,
+    /// The encoded `SealedMessage`.
+    pub plaintext: Arc<[u8]>,
+}
+
+impl Outgoing {
+    /// Encodes `message` for sealing.
+    pub fn of(message: &ChatMessage) -> Self {
+        Self {
+            id: message.id.clone(),
+            plaintext: SealedMessage {
+                message: Some(message.clone()),
+            }
+            .encode_to_vec()
+            .into(),
+        }
+    }
+}
+
+/// Seals `plaintext` from `sender` under `session`, as the next message on it.
+pub fn seal(
+    sender: &str,
+    session: &Session,
+    message_id: &str,
+    plaintext: &[u8],
+) -> Result<Envelope, EnvelopeError> {
+    let session_id = session.id();
+    let (counter, ciphertext) = session
+        .transport
+        .seal_next(&aad(&session_id, sender, message_id), plaintext)
+        .map_err(|e| EnvelopeError::Seal(e.to_string()))?;
+    Ok(Envelope {
+        session_id: session_id.to_vec(),
+        counter,
+        sender: sender.to_owned(),
+        message_id: message_id.to_owned(),
+        ciphertext,
+    })
+}
+
+/// Seals one outgoing message as Deliver carries it.
+pub fn seal_outgoing(
+    sender: &str,
+    session: &Session,
+    message: &Outgoing,
+) -> Result<Envelope, EnvelopeError> {
+    seal(sender, session, &message.id, &message.plaintext)
+}
+
+/// Opens an envelope on the live session it names, rejecting replays:
+/// returns the session and the plaintext. `max_ciphertext` bounds what is
+/// decrypted at all.
+pub fn open(
+    peers: &Peers,
+    envelope: &Envelope,
+    max_ciphertext: usize,
+) -> Result<(Arc<Session>, Vec<u8>), EnvelopeError> {
+    if envelope.session_id.len() != chat_noise::SESSION_ID_LEN {
+        return Err(EnvelopeError::BadSessionId);
+    }
+    if envelope.ciphertext.len() > max_ciphertext {
+        return Err(EnvelopeError::TooLarge {
+            len: envelope.ciphertext.len(),
+            limit: max_ciphertext,
+        });
+    }
+    let session = peers
+        .by_id(&envelope.session_id)
+        .ok_or(EnvelopeError::UnknownSession)?;
+    if envelope.sender != session.peer {
+        return Err(EnvelopeError::WrongSender);
+    }
+    // Checked before decrypting (cheap refusal of a replay) and marked
+    // after (only an authentic envelope may move the window).
+    session
+        .check_counter(envelope.counter)
+        .map_err(EnvelopeError::Replayed)?;
+    let aad = aad(&envelope.session_id, &envelope.sender, &envelope.message_id);
+    let plaintext = session
+        .transport
+        .open(envelope.counter, &aad, &envelope.ciphertext)
+        .map_err(|_| EnvelopeError::Decrypt)?;
+    session
+        .accept_counter(envelope.counter)
+        .map_err(EnvelopeError::Replayed)?;
+    Ok((session, plaintext))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::{Role, tests::transports};
+
+    #[test]
+    fn aad_parts_cannot_be_shifted_between_fields() {
+        assert_ne!(aad(b"s", "ab", "c"), aad(b"s", "a", "bc"));
+        assert_ne!(aad(b"", "sa", "b"), aad(b"s", "a", "b"));
+    }
+
+    #[test]
+    fn a_sealed_message_opens_once_and_any_change_is_refused() {
+        let (alice_end, bob_end) = transports();
+        let alice = Session::new(alice_end, "bob".into(), Role::Initiator);
+        let bob = Peers::new();
+        bob.insert(Session::new(bob_end, "alice".into(), Role::Responder));
+        let sealed = seal("alice", &alice, "m1", b"hello").unwrap();
+
+        let mut forged = sealed.clone();
+        forged.message_id = "m2".into();
+        assert_eq!(
+            open(&bob, &forged, 1024).unwrap_err(),
+            EnvelopeError::Decrypt
+        );
+        let mut forged = sealed.clone();
+        forged.sender = "mallory".into();
+        assert_eq!(
+            open(&bob, &forged, 1024).unwrap_err(),
+            EnvelopeError::WrongSender
+        );
+        let mut forged = sealed.clone();
+        forged.session_id = vec![0; 3];
+        assert_eq!(
+            open(&bob, &forged, 1024).unwrap_err(),
+            EnvelopeError::BadSessionId
+        );
+        assert!(matches!(
+            open(&bob, &sealed, 4),
+            Err(EnvelopeError::TooLarge { limit: 4, .. })
+        ));
+
+        let (_, plaintext) = open(&bob, &sealed, 1024).unwrap();
+        assert_eq!(plaintext, b"hello");
+        assert!(matches!(
+            open(&bob, &sealed, 1024),
+            Err(EnvelopeError::Replayed(_))
+        ));
+        let mut unknown = sealed;
+        unknown.session_id = vec![7; chat_noise::SESSION_ID_LEN];
+        assert_eq!(
+            open(&bob, &unknown, 1024).unwrap_err(),
+            EnvelopeError::UnknownSession
+        );
+    }
+}

@@ -1,0 +1,356 @@
+//! Both roles of the Noise IK handshake with other peers: starting one (to
+//! send) and answering one (`Peer/Handshake`). It owns this peer's static
+//! key, the work prepared ahead, the handshake timestamps and the rate limit
+//! on initiations; a finished handshake becomes a session in the peer's
+//! record.
+
+use std::{
+    net::IpAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use chat_noise::{INITIATION_MIN_LEN, NoiseError, Responder, StaticKeypair};
+use chat_proto::v1::{HandshakePayload, Member, PeerHandshakeRequest, peer_client::PeerClient};
+use prost::Message;
+use tonic::Status;
+use tracing::{debug, info};
+
+use crate::{
+    config::{Config, HANDSHAKE_TIMEOUT},
+    directory::{Contact, Directory, Refusal},
+    handshake_ahead::HandshakeAhead,
+    membership::{Membership, PeerEvent},
+    net::Channels,
+    peers::Peers,
+    rate::Limiter,
+    session::{Role, Session},
+};
+
+/// The Noise prologue: names this protocol and its version, so a peer of
+/// another version fails the handshake instead of misreading messages.
+pub const PROLOGUE: &[u8] = b"p2p-chat/1 Noise_IK_25519_ChaChaPoly_SHA256";
+
+/// Least time between two member-list refreshes caused by handshakes from
+/// names we do not know.
+const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Why an initiator's first message was not answered.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    /// Too many initiations from this address.
+    #[error(
+        "handshake rate limit ({rate}/s per address, --handshakes-per-sec) exceeded; retry in a moment"
+    )]
+    RateLimited {
+        /// The limit.
+        rate: u32,
+    },
+    /// Shorter than any IK first message.
+    #[error("handshake message is truncated: {len} bytes, at least {INITIATION_MIN_LEN}")]
+    Truncated {
+        /// Its length.
+        len: usize,
+    },
+    /// Not a Noise message of the right shape.
+    #[error("handshake message is malformed: {0}")]
+    Malformed(NoiseError),
+    /// It did not authenticate (wrong key, tampered, another protocol).
+    #[error("handshake failed ({0}); check that you dialed this peer with its current key")]
+    Failed(NoiseError),
+    /// The payload is not a `HandshakePayload`.
+    #[error("handshake payload is not a HandshakePayload")]
+    BadPayload,
+    /// The name and key do not match what Discovery lists or was pinned.
+    #[error("{0}")]
+    Refused(Refusal),
+    /// Not newer than the last handshake accepted from this peer.
+    #[error("handshake is not newer than the last one from this peer (a replay?); start a new one")]
+    Replayed,
+    /// The answer could not be written.
+    #[error("handshake failed: {0}")]
+    Answer(NoiseError),
+}
+
+/// This peer's side of every handshake.
+#[derive(Debug)]
+pub struct Handshaker {
+    name: String,
+    address: String,
+    keypair: Arc<StaticKeypair>,
+    ahead: Arc<HandshakeAhead>,
+    directory: Arc<Directory>,
+    peers: Arc<Peers>,
+    channels: Arc<Channels>,
+    membership: Arc<Membership>,
+    /// Handshakes per remote address.
+    limiter: Limiter<IpAddr>,
+    /// The last handshake timestamp this peer issued (they only increase).
+    last_stamp_issued: AtomicU64,
+    /// When an unknown initiator last made us ask Discovery for the list.
+    last_refresh: Mutex<Option<tokio::time::Instant>>,
+}
+
+impl Handshaker {
+    /// Handshakes as `config.name` at `address` with `keypair`.
+    pub fn new(
+        config: &Config,
+        address: &str,
+        keypair: Arc<StaticKeypair>,
+        directory: Arc<Directory>,
+        peers: Arc<Peers>,
+        channels: Arc<Channels>,
+        membership: Arc<Membership>,
+    ) -> Self {
+        Self {
+            name: config.name.clone(),
+            address: address.to_owned(),
+            ahead: HandshakeAhead::new(keypair.clone(), PROLOGUE),
+            keypair,
+            directory,
+            peers,
+            channels,
+            membership,
+            limiter: Limiter::per_second(config.handshakes_per_sec),
+            last_stamp_issued: AtomicU64::new(0),
+            last_refresh: Mutex::new(None),
+        }
+    }
+
+    /// This peer's static public key.
+    pub fn public_key(&self) -> [u8; 32] {
+        self.keypair.public_key()
+    }
+
+    /// Handshake work prepared ahead: (initiations, answers) waiting.
+    pub fn prepared(&self) -> (usize, usize) {
+        self.ahead.prepared()
+    }
+
+    /// Runs a handshake with `contact` now and makes it the session to send
+    /// on. Concurrent callers for the same peer share one handshake.
+    pub async fn initiate(&self, contact: &Contact) -> Result<Arc<Session>, Status> {
+        self.initiate_with(contact, false).await
+    }
+
+    /// Like [`Handshaker::initiate`]; with `want_members` the responder also
+    /// sends the peers it knows, which join this peer's list (used when
+    /// Discovery is unreachable at start).
+    pub async fn initiate_with(
+        &self,
+        contact: &Contact,
+        want_members: bool,
+    ) -> Result<Arc<Session>, Status> {
+        let record = self.peers.record(&contact.name);
+        let asked_at = tokio::time::Instant::now();
+        let _one_at_a_time = record.handshake_lock().await;
+        if let Some(s) = self.peers.sending(&contact.name)
+            && s.established >= asked_at
+            && !want_members
+        {
+            return Ok(s);
+        }
+        let payload = HandshakePayload {
+            name: self.name.clone(),
+            address: self.address.clone(),
+            want_members,
+            members: Vec::new(),
+            timestamp_micros: self.next_stamp(),
+        }
+        .encode_to_vec();
+        // -> e, es, s, ss (prepared ahead where it could be)
+        let (message, waiting) = self
+            .ahead
+            .initiation(contact.public_key)
+            .write_message(&payload)
+            .map_err(|e| Status::failed_precondition(format!("cannot start a handshake: {e}")))?;
+        // The next handshake with this peer (its rekey) starts from work
+        // done while this one waits for the answer.
+        self.ahead.prepare_initiation(contact.public_key);
+        let mut request = tonic::Request::new(PeerHandshakeRequest { message });
+        request.set_timeout(HANDSHAKE_TIMEOUT);
+        let response = PeerClient::new(self.channels.get(&contact.address)?)
+            .handshake(request)
+            .await?
+            .into_inner();
+        // <- e, ee, se
+        let (payload, transport) = waiting.read_message(&response.message).map_err(|e| {
+            Status::unauthenticated(format!("{}'s handshake response: {e}", contact.name))
+        })?;
+        let answer = HandshakePayload::decode(payload.as_slice()).map_err(|_| {
+            Status::invalid_argument(format!("{}'s handshake payload is malformed", contact.name))
+        })?;
+        if answer.name != contact.name {
+            return Err(Status::permission_denied(format!(
+                "the key listed for {} answered as {:?}",
+                contact.name, answer.name
+            )));
+        }
+        self.directory.pin(&contact.name, &contact.public_key);
+        if want_members {
+            self.learn_members(&contact.name, &answer.members);
+        }
+        info!(peer = %contact.name, fingerprint = %contact.fingerprint, "session established (initiator)");
+        Ok(self.peers.insert(Session::new(
+            transport,
+            contact.name.clone(),
+            Role::Initiator,
+        )))
+    }
+
+    /// Members a peer sent because we asked (Discovery is down): only names
+    /// we do not know; a peer's word never replaces a key we have.
+    fn learn_members(&self, from: &str, members: &[Member]) {
+        for m in members {
+            self.directory
+                .add_vouched(&m.name, &m.address, &m.public_key);
+        }
+        if !members.is_empty() {
+            info!(from = %from, members = members.len(), "learned members from a peer");
+            self.directory.cache_changed();
+        }
+    }
+
+    /// `Peer/Handshake`: reads the initiator's IK message, checks its name
+    /// and static key against Discovery (and the pin), and answers.
+    pub async fn accept(
+        &self,
+        message: &[u8],
+        remote: Option<IpAddr>,
+    ) -> Result<Vec<u8>, HandshakeError> {
+        // Before any Diffie-Hellman: the limit is what keeps a flood of
+        // forged initiations from eating the CPU.
+        if let Some(ip) = remote
+            && !self.limiter.allow(&ip)
+        {
+            return Err(HandshakeError::RateLimited {
+                rate: self.limiter.rate(),
+            });
+        }
+        if message.len() < INITIATION_MIN_LEN {
+            return Err(HandshakeError::Truncated { len: message.len() });
+        }
+        // <- e, es, s, ss (ss from the kept static DH when we know the key)
+        let pending = Responder::read_message_with_static(&self.keypair, PROLOGUE, message, |rs| {
+            self.ahead.known_static(rs)
+        })
+        .map_err(|e| match e {
+            NoiseError::Truncated { .. } | NoiseError::MessageTooLarge { .. } => {
+                HandshakeError::Malformed(e)
+            }
+            _ => HandshakeError::Failed(e),
+        })?;
+        let hello =
+            HandshakePayload::decode(pending.payload()).map_err(|_| HandshakeError::BadPayload)?;
+        let key = pending.remote_static();
+        let contact = self.verify(&hello, &key).await?;
+        // A replayed first message carries an old timestamp; only a newer
+        // one than the last accepted from this (authenticated) peer counts.
+        if !self
+            .peers
+            .record(&contact.name)
+            .accept_stamp(hello.timestamp_micros)
+        {
+            return Err(HandshakeError::Replayed);
+        }
+        if chat_proto::validate::address(&hello.address).is_ok()
+            && (hello.address != contact.address || !contact.online)
+        {
+            // Authenticated by the handshake: the peer's own word on where it
+            // is. It is back: whatever is queued for it can go now.
+            self.directory.learn_address(&contact.name, &hello.address);
+            self.peers.forget_sending(&contact.name);
+            self.membership.tell(PeerEvent::Back(contact.name.clone()));
+        }
+        let answer = HandshakePayload {
+            name: self.name.clone(),
+            address: self.address.clone(),
+            want_members: false,
+            members: self.members_for(&hello, &contact),
+            timestamp_micros: 0,
+        }
+        .encode_to_vec();
+        // Accepted (authenticated, known, not a replay): only now may the
+        // answer prepared for this peer be used up.
+        // -> e, ee, se
+        let prepared = self.ahead.response(&key);
+        let (response, transport) = pending
+            .write_message_precomputed(&answer, prepared)
+            .map_err(HandshakeError::Answer)?;
+        self.directory.pin(&contact.name, &contact.public_key);
+        self.ahead.prepare_response(contact.public_key);
+        info!(peer = %contact.name, fingerprint = %contact.fingerprint, "session established (responder)");
+        self.peers
+            .insert(Session::new(transport, contact.name, Role::Responder));
+        Ok(response)
+    }
+
+    /// The contact an initiator claims to be, if its key is the one
+    /// Discovery lists (or was pinned) for that name.
+    async fn verify(
+        &self,
+        hello: &HandshakePayload,
+        key: &[u8; 32],
+    ) -> Result<Contact, HandshakeError> {
+        match self.directory.verify(&hello.name, key, &hello.address) {
+            Ok(c) => Ok(c),
+            Err(Refusal::Unknown(_) | Refusal::WrongKey(_)) => {
+                // Discovery may know of a peer that joined a moment ago (at
+                // most one refresh a second: unknown names are cheap to send).
+                if self.refresh_due()
+                    && let Err(e) = self.membership.refresh().await
+                {
+                    debug!(error = %e, "could not refresh members from Discovery");
+                }
+                self.directory
+                    .verify(&hello.name, key, &hello.address)
+                    .map_err(HandshakeError::Refused)
+            }
+            Err(r) => Err(HandshakeError::Refused(r)),
+        }
+    }
+
+    /// The members to send an initiator that asked for them.
+    fn members_for(&self, hello: &HandshakePayload, contact: &Contact) -> Vec<Member> {
+        if !hello.want_members {
+            return Vec::new();
+        }
+        self.directory
+            .all()
+            .into_iter()
+            .filter(|c| c.name != contact.name)
+            .map(|c| Member {
+                name: c.name,
+                address: c.address,
+                public_key: c.public_key.to_vec(),
+                fingerprint: c.fingerprint,
+                joined_at: None,
+            })
+            .collect()
+    }
+
+    /// True at most once per [`MIN_REFRESH_INTERVAL`].
+    fn refresh_due(&self) -> bool {
+        let mut last = self.last_refresh.lock().expect("refresh lock");
+        let now = tokio::time::Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < MIN_REFRESH_INTERVAL) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
+
+    /// A handshake timestamp: wall-clock microseconds, strictly increasing.
+    fn next_stamp(&self) -> u64 {
+        let now = chrono::Utc::now().timestamp_micros().max(0) as u64;
+        let previous = self.last_stamp_issued.fetch_max(now, Ordering::SeqCst);
+        if previous >= now {
+            self.last_stamp_issued.fetch_add(1, Ordering::SeqCst) + 1
+        } else {
+            now
+        }
+    }
+}

@@ -1,0 +1,378 @@
+//! History sync: a peer that joins, or returns after downtime, pulls what it
+//! missed from a live peer over `Peer/History` — sealed to it inside its own
+//! session, streamed in pages, resumable from the last item received — and
+//! serves its own history to the peers that ask.
+
+use std::sync::Arc;
+
+use chat_proto::v1::{
+    ChatMessage, HistoryCursor, PeerHistoryRequest, PeerHistoryResponse, SealedMessage,
+    peer_client::PeerClient,
+};
+use prost::Message;
+use tokio::sync::mpsc;
+use tonic::Status;
+use tracing::{debug, info, warn};
+
+use crate::{
+    config::Config,
+    directory::{Contact, Directory},
+    envelope::{self, EnvelopeError},
+    handshaker::Handshaker,
+    hlc::Hlc,
+    inbound::Inbound,
+    net::Channels,
+    session::Session,
+    store::{
+        Store,
+        history::{Query, QueryError, cursor_of},
+    },
+};
+
+/// How far back before the newest stored message a returning peer asks
+/// for, in HLC units (ms << 16): five minutes, to cover messages whose
+/// senders' clocks ran a little behind ours.
+const SYNC_OVERLAP_HLC: u64 = (5 * 60 * 1000) << 16;
+
+/// Messages stored per transaction while syncing.
+const SYNC_BATCH: usize = 500;
+
+/// Longest wait for the next history item before the pull is resumed.
+const ITEM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Attempts per source peer when the stream breaks (each resumes).
+const ATTEMPTS_PER_PEER: usize = 3;
+
+/// Why this peer's history could not be served to a peer that asked.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The request's envelope did not open.
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
+    /// This peer runs with `--share-history=false`.
+    #[error("{0} does not share history (--share-history=false); ask another peer")]
+    NotShared(String),
+    /// The sealed request is not a cursor.
+    #[error("sealed content is not a HistoryCursor")]
+    NotACursor,
+    /// The store could not answer the query.
+    #[error(transparent)]
+    Query(#[from] QueryError),
+}
+
+/// Both sides of history sync.
+#[derive(Debug)]
+pub struct HistorySync {
+    name: String,
+    max_message_bytes: usize,
+    share_history: bool,
+    directory: Arc<Directory>,
+    handshaker: Arc<Handshaker>,
+    channels: Arc<Channels>,
+    inbound: Arc<Inbound>,
+    store: Arc<Store>,
+    hlc: Arc<Hlc>,
+    /// The clock when this peer started: history synced from others that
+    /// is newer than this was sent while we were up, and is shown live.
+    started_hlc: u64,
+}
+
+impl HistorySync {
+    /// History sync for the peer `config` describes.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: &Config,
+        directory: Arc<Directory>,
+        handshaker: Arc<Handshaker>,
+        channels: Arc<Channels>,
+        inbound: Arc<Inbound>,
+        store: Arc<Store>,
+        hlc: Arc<Hlc>,
+        started_hlc: u64,
+    ) -> Self {
+        Self {
+            name: config.name.clone(),
+            max_message_bytes: config.max_message_bytes,
+            share_history: config.share_history,
+            directory,
+            handshaker,
+            channels,
+            inbound,
+            store,
+            hlc,
+            started_hlc,
+        }
+    }
+
+    /// Pulls missed history from one live peer (trying each known peer in turn,
+    /// those Discovery lists first). With `want_members`, also learns the
+    /// network from that peer. Returns how many new messages were stored.
+    pub async fn pull_missed_history(&self, want_members: bool) -> Option<usize> {
+        let node = self;
+        let mut candidates: Vec<Contact> = node
+            .directory
+            .all()
+            .into_iter()
+            .filter(|c| !c.dropped && !c.key_changed)
+            .collect();
+        // Online first, otherwise a random start so peers spread the load.
+        let offset = rand::random::<u64>() as usize % candidates.len().max(1);
+        candidates.rotate_left(offset);
+        candidates.sort_by_key(|c| !c.online);
+        for contact in candidates {
+            match self.pull_from(&contact, want_members).await {
+                Ok(added) => {
+                    if want_members {
+                        self.announce(&contact.name).await;
+                    }
+                    return Some(added);
+                }
+                Err(e) => {
+                    debug!(peer = %contact.name, error = %e.message(), "history sync failed; trying another peer")
+                }
+            }
+        }
+        if !node.directory.all().is_empty() {
+            warn!("no peer answered a history sync; history may be incomplete until one does");
+        }
+        None
+    }
+
+    /// Without Discovery, the peers only learn this peer's (possibly new)
+    /// address from a handshake with it: handshake with every known peer but
+    /// `synced_from`, so each can deliver to it (and flush what it queued).
+    async fn announce(&self, synced_from: &str) {
+        let node = self;
+        let others: Vec<Contact> = node
+            .directory
+            .all()
+            .into_iter()
+            .filter(|c| c.name != synced_from && !c.dropped && !c.key_changed)
+            .collect();
+        let results =
+            futures::future::join_all(others.iter().map(|c| node.handshaker.initiate(c))).await;
+        for (contact, result) in others.iter().zip(results) {
+            match result {
+                Ok(_) => node
+                    .directory
+                    .learn_address(&contact.name, &contact.address),
+                Err(e) => {
+                    debug!(peer = %contact.name, error = %e.message(), "could not announce our address")
+                }
+            }
+        }
+    }
+
+    /// Pulls everything since our newest message (minus an overlap) from `contact`.
+    pub async fn pull_from(&self, contact: &Contact, want_members: bool) -> Result<usize, Status> {
+        let node = self;
+        let newest = node.store.max_hlc().unwrap_or(0);
+        let since_hlc = if newest == 0 {
+            0
+        } else {
+            newest.saturating_sub(SYNC_OVERLAP_HLC)
+        };
+        let mut after = String::new();
+        let (mut seen, mut added, mut refused) = (0usize, 0usize, 0usize);
+        let mut last_error = None;
+        for attempt in 0..ATTEMPTS_PER_PEER {
+            // A fresh session per attempt: a long pull may outlive the last one.
+            let session = node
+                .handshaker
+                .initiate_with(contact, want_members && attempt == 0)
+                .await?;
+            node.directory
+                .learn_address(&contact.name, &contact.address);
+            let cursor = HistoryCursor {
+                after: after.clone(),
+                limit: 0,
+                since_hlc,
+            };
+            let request = PeerHistoryRequest {
+                envelope: Some(envelope::seal(
+                    &node.name,
+                    &session,
+                    "",
+                    &cursor.encode_to_vec(),
+                )?),
+            };
+            let mut stream = match PeerClient::new(node.channels.get(&contact.address)?)
+                .history(request)
+                .await
+            {
+                Ok(r) => r.into_inner(),
+                Err(s) => {
+                    last_error = Some(s);
+                    continue;
+                }
+            };
+            let mut batch = Vec::with_capacity(SYNC_BATCH);
+            let outcome = loop {
+                // A stalled source must not hold the sync forever.
+                let next = tokio::time::timeout(ITEM_TIMEOUT, stream.message())
+                    .await
+                    .unwrap_or_else(|_| Err(Status::deadline_exceeded("history stream stalled")));
+                match next {
+                    Ok(Some(item)) => {
+                        let Some(envelope) = item.envelope else {
+                            break Err(Status::invalid_argument("history item without envelope"));
+                        };
+                        if envelope.session_id != session.id() {
+                            break Err(Status::unauthenticated("history item on another session"));
+                        }
+                        let (_, plaintext) = node
+                            .inbound
+                            .open(&envelope)
+                            .map_err(|e| Status::unauthenticated(e.to_string()))?;
+                        let message = SealedMessage::decode(plaintext.as_slice())
+                            .ok()
+                            .and_then(|s| s.message)
+                            .filter(|m| m.id == envelope.message_id && !m.id.is_empty())
+                            .ok_or_else(|| Status::invalid_argument("malformed history item"))?;
+                        // Resume after what was really received, not what the
+                        // unauthenticated cursor field says.
+                        after = cursor_of(&message);
+                        seen += 1;
+                        if !node.acceptable(&message) {
+                            refused += 1;
+                            continue;
+                        }
+                        node.hlc.observe(message.hlc);
+                        if message.hlc >= node.started_hlc {
+                            // Sent while we were up, and it won the race with its
+                            // direct delivery: show it live like that would have.
+                            let new = node
+                                .inbound
+                                .store_received(message)
+                                .await
+                                .map_err(|e| Status::internal(e.to_string()))?;
+                            added += usize::from(new);
+                            continue;
+                        }
+                        batch.push(message);
+                        if batch.len() == SYNC_BATCH {
+                            added += node.store_batch(&mut batch)?;
+                        }
+                    }
+                    Ok(None) => break Ok(()),
+                    Err(s) => break Err(s),
+                }
+            };
+            added += node.store_batch(&mut batch)?;
+            match outcome {
+                Ok(()) => {
+                    if refused > 0 {
+                        warn!(from = %contact.name, refused, "history items refused (claimed our name, a wrong fingerprint, a future clock or an oversize text)");
+                    }
+                    info!(from = %contact.name, received = seen, new = added, "history synced");
+                    return Ok(added);
+                }
+                Err(s) => {
+                    debug!(from = %contact.name, error = %s.message(), "history stream broke; resuming");
+                    last_error = Some(s);
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| Status::unavailable("history sync failed")))
+    }
+
+    /// Whether a history item relayed by another peer may be stored. Without
+    /// per-author signatures a relaying peer could invent messages; these checks
+    /// bound what it can invent: never in our name, never under a fingerprint
+    /// other than the one we know for that sender, never from the future.
+    fn acceptable(&self, message: &ChatMessage) -> bool {
+        let node = self;
+        if message.sender == node.name || message.text.len() > node.max_message_bytes {
+            return false;
+        }
+        if let Some(known) = node.directory.get(&message.sender)
+            && !known.key_changed
+            && known.fingerprint != message.sender_fingerprint
+        {
+            return false;
+        }
+        node.inbound.check_clock(message.hlc).is_ok()
+    }
+
+    fn store_batch(&self, batch: &mut Vec<ChatMessage>) -> Result<usize, Status> {
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let added = self
+            .store
+            .insert_many(batch)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        batch.clear();
+        Ok(added)
+    }
+
+    /// Opens a `Peer/History` request: the session it came on and the cursor
+    /// it asks from. Refused when this peer does not share its history.
+    pub fn open_request(
+        &self,
+        envelope: Option<chat_proto::v1::Envelope>,
+    ) -> Result<(Arc<Session>, HistoryCursor), ServeError> {
+        let envelope = envelope.ok_or(EnvelopeError::Missing)?;
+        let (session, plaintext) = self.inbound.open(&envelope)?;
+        if !self.share_history {
+            return Err(ServeError::NotShared(self.name.clone()));
+        }
+        let cursor =
+            HistoryCursor::decode(plaintext.as_slice()).map_err(|_| ServeError::NotACursor)?;
+        Ok((session, cursor))
+    }
+
+    /// Serves history after `cursor` to the peer of `session`, each item sealed
+    /// to it, into `items` until done or the requester goes away.
+    pub async fn serve(
+        &self,
+        session: Arc<Session>,
+        cursor: HistoryCursor,
+        items: mpsc::Sender<Result<PeerHistoryResponse, ServeError>>,
+    ) {
+        let mut query = Query {
+            cursor: (!cursor.after.is_empty()).then_some(cursor.after),
+            since_hlc: (cursor.since_hlc > 0).then_some(cursor.since_hlc),
+            ..Default::default()
+        };
+        let mut remaining = if cursor.limit == 0 {
+            usize::MAX
+        } else {
+            cursor.limit as usize
+        };
+        loop {
+            let page = match self.store.query(&query) {
+                Ok(page) => page,
+                Err(e) => {
+                    let _ = items.send(Err(e.into())).await;
+                    return;
+                }
+            };
+            for message in page.messages {
+                if remaining == 0 {
+                    return;
+                }
+                remaining -= 1;
+                let id = message.id.clone();
+                let cursor = cursor_of(&message);
+                let plaintext = SealedMessage {
+                    message: Some(message),
+                }
+                .encode_to_vec();
+                let item = envelope::seal(&self.name, &session, &id, &plaintext)
+                    .map(|envelope| PeerHistoryResponse {
+                        envelope: Some(envelope),
+                        cursor,
+                    })
+                    .map_err(ServeError::from);
+                if items.send(item).await.is_err() {
+                    return; // the requester went away
+                }
+            }
+            match page.next_cursor {
+                Some(next) => query.cursor = Some(next),
+                None => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! What arrives from other peers: an envelope is opened on its session,
+//! the message inside checked (its own, under its own id, within limits, a
+//! sane clock, within the session's rate), stored — committed before it is
+//! acknowledged — and, if new, shown on the console and to subscribers.
+
+use std::sync::Arc;
+
+use chat_proto::v1::{ChatMessage, Envelope};
+use tokio::sync::broadcast;
+use tracing::{debug, warn};
+
+use crate::{
+    checks::{self, CheckError},
+    config::{Config, ENVELOPE_OVERHEAD_BYTES},
+    console::{self, Console},
+    envelope::{self, EnvelopeError},
+    hlc::Hlc,
+    peers::Peers,
+    rate::Limiter,
+    session::Session,
+    store::{Store, StoreError},
+};
+
+/// Live messages buffered for `Control/Subscribe` streams; a subscriber that
+/// falls further behind misses live lines (history still has them).
+const SUBSCRIBE_BUFFER: usize = 1024;
+
+/// Why a delivered envelope was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum InboundError {
+    /// The envelope did not open.
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
+    /// The message inside breaks a rule.
+    #[error(transparent)]
+    Check(#[from] CheckError),
+    /// The session sent faster than it may.
+    #[error(
+        "delivery rate limit ({rate}/s per session, --deliveries-per-sec) exceeded; retry in a moment"
+    )]
+    RateLimited {
+        /// The limit.
+        rate: u32,
+    },
+    /// This peer's store failed: nothing was acknowledged.
+    #[error("cannot store the message: {0}")]
+    Store(String),
+}
+
+impl From<StoreError> for InboundError {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e.to_string())
+    }
+}
+
+/// The receiving side of this peer.
+#[derive(Debug)]
+pub struct Inbound {
+    max_message_bytes: usize,
+    peers: Arc<Peers>,
+    store: Arc<Store>,
+    hlc: Arc<Hlc>,
+    /// Envelopes per session.
+    limiter: Limiter<chat_noise::SessionId>,
+    /// The live console on stdout, when printing messages.
+    console: Option<Console>,
+    incoming: broadcast::Sender<ChatMessage>,
+}
+
+impl Inbound {
+    /// Receives into `store`, opening envelopes on the sessions in `peers`.
+    pub fn new(config: &Config, peers: Arc<Peers>, store: Arc<Store>, hlc: Arc<Hlc>) -> Self {
+        Self {
+            max_message_bytes: config.max_message_bytes,
+            peers,
+            store,
+            hlc,
+            limiter: Limiter::per_second(config.deliveries_per_sec),
+            console: config.print_messages.then(Console::start),
+            incoming: broadcast::channel(SUBSCRIBE_BUFFER).0,
+        }
+    }
+
+    /// Live incoming messages.
+    pub fn subscribe(&self) -> broadcast::Receiver<ChatMessage> {
+        self.incoming.subscribe()
+    }
+
+    /// Opens an envelope on its session, rejecting replays: the session and
+    /// the plaintext. Shared by delivery and history sync.
+    pub fn open(&self, envelope: &Envelope) -> Result<(Arc<Session>, Vec<u8>), EnvelopeError> {
+        envelope::open(
+            &self.peers,
+            envelope,
+            self.max_message_bytes + ENVELOPE_OVERHEAD_BYTES,
+        )
+    }
+
+    /// Refuses a clock stamp too far ahead of ours.
+    pub fn check_clock(&self, hlc: u64) -> Result<(), CheckError> {
+        checks::clock(hlc, checks::now_ms())
+    }
+
+    /// `Peer/Deliver`: opens, checks and stores one message, then shows it.
+    /// Returns whether it was new (false: a duplicate, already stored).
+    pub async fn accept(&self, envelope: Option<Envelope>) -> Result<bool, InboundError> {
+        let envelope = envelope.ok_or(EnvelopeError::Missing)?;
+        let message = self.check(&envelope)?;
+        Ok(self.store_received(message).await?)
+    }
+
+    /// One batch of `Peer/DeliverStream`: checks every envelope as Deliver
+    /// would, stores the good ones in one transaction and shows the new
+    /// ones. For each envelope, in order: new (true), a duplicate (false),
+    /// or why it was refused.
+    pub async fn accept_batch(&self, envelopes: &[Envelope]) -> Vec<Result<bool, InboundError>> {
+        let mut results: Vec<Result<bool, InboundError>> = Vec::with_capacity(envelopes.len());
+        let mut accepted = Vec::with_capacity(envelopes.len());
+        for (i, envelope) in envelopes.iter().enumerate() {
+            match self.check(envelope) {
+                Ok(message) => {
+                    accepted.push((i, message));
+                    results.push(Ok(true));
+                }
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        let (positions, messages): (Vec<usize>, Vec<ChatMessage>) = accepted.into_iter().unzip();
+        match self.store.insert_batch_grouped(messages.clone()).await {
+            Ok(new) => {
+                for ((i, message), is_new) in positions.into_iter().zip(messages).zip(new) {
+                    if is_new {
+                        self.show(message);
+                    } else {
+                        results[i] = Ok(false);
+                    }
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot store a delivered batch");
+                for i in positions {
+                    results[i] = Err(InboundError::Store(e.to_string()));
+                }
+            }
+        }
+        results
+    }
+
+    /// Opens and checks one delivered envelope: session, replay, content,
+    /// sender, size, clock and rate. Returns the message to store.
+    fn check(&self, envelope: &Envelope) -> Result<ChatMessage, InboundError> {
+        let (session, plaintext) = self.open(envelope)?;
+        let mut message = checks::delivered(
+            &plaintext,
+            &session.peer,
+            &envelope.message_id,
+            self.max_message_bytes,
+        )?;
+        self.check_clock(message.hlc)?;
+        // Charged after authentication, per session: an outsider who copies
+        // a session id off the wire cannot spend the peer's allowance.
+        if !self.limiter.allow(&session.id()) {
+            return Err(InboundError::RateLimited {
+                rate: self.limiter.rate(),
+            });
+        }
+        // The fingerprint shown is the one the handshake authenticated, not
+        // what the sender wrote.
+        message.sender_fingerprint = session.fingerprint.clone();
+        self.hlc.observe(message.hlc);
+        Ok(message)
+    }
+
+    /// Stores a received message (committed before this returns, so before
+    /// it is acknowledged); if it is new, pushes it to subscribers and prints
+    /// it on the console. Returns whether it was new.
+    pub async fn store_received(&self, message: ChatMessage) -> Result<bool, StoreError> {
+        if !self.store.insert_grouped(message.clone()).await? {
+            return Ok(false);
+        }
+        self.show(message);
+        Ok(true)
+    }
+
+    /// A newly stored message: printed on the console (as the original did)
+    /// and pushed to subscribers.
+    fn show(&self, message: ChatMessage) {
+        debug!(from = %message.sender, id = %message.id, "message received");
+        if let Some(console) = &self.console {
+            // The daemon's stdout is the user's console, as in the original.
+            console.print(console::live_line(&message));
+        }
+        let _ = self.incoming.send(message);
+    }
+}

@@ -1,0 +1,163 @@
+//! What this peer sends: a text is checked, stamped with the next clock
+//! value and an id, stored (committed before anything leaves), and handed
+//! to delivery, which reports per peer.
+
+use std::sync::Arc;
+
+use chat_proto::v1::{ChatMessage, SendResponse};
+
+use crate::{
+    checks::{self, CheckError},
+    config::Config,
+    delivery::Delivery,
+    hlc::Hlc,
+    store::Store,
+};
+
+/// Why a message was not sent.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SendError {
+    /// The text or id breaks a rule.
+    #[error(transparent)]
+    Check(#[from] CheckError),
+    /// This peer's store failed.
+    #[error("{0}")]
+    Store(String),
+}
+
+/// A message ready to send: stamped, not yet delivered.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    message: ChatMessage,
+    /// Already in the store (a retried Send with the same id).
+    stored: bool,
+}
+
+/// The sending side of this peer.
+#[derive(Debug)]
+pub struct Outbound {
+    name: String,
+    fingerprint: String,
+    max_message_bytes: usize,
+    hlc: Arc<Hlc>,
+    store: Arc<Store>,
+    delivery: Arc<Delivery>,
+}
+
+impl Outbound {
+    /// Sends as `config.name` (whose key has `fingerprint`), through `delivery`.
+    pub fn new(
+        config: &Config,
+        fingerprint: &str,
+        hlc: Arc<Hlc>,
+        store: Arc<Store>,
+        delivery: Arc<Delivery>,
+    ) -> Self {
+        Self {
+            name: config.name.clone(),
+            fingerprint: fingerprint.to_owned(),
+            max_message_bytes: config.max_message_bytes,
+            hlc,
+            store,
+            delivery,
+        }
+    }
+
+    /// `Control/Send`: stores the message, then encrypts it separately for
+    /// every connected peer and delivers to all of them at once.
+    pub async fn send(&self, text: String, id: String) -> Result<SendResponse, SendError> {
+        let prepared = self.prepare(text, id)?;
+        self.send_prepared(vec![prepared])
+            .await
+            .pop()
+            .expect("one answer per message")
+    }
+
+    /// The first half of a Send, done in the caller's order: checks the
+    /// text, and stamps a new message with the next clock value (or finds
+    /// the one already sent under this id). `SendStream` prepares in
+    /// request order, so the history keeps that order.
+    pub fn prepare(&self, text: String, id: String) -> Result<Prepared, SendError> {
+        checks::text_to_send(&text, self.max_message_bytes)?;
+        if let Some(stored) = self.existing_own_message(&id)? {
+            return Ok(Prepared {
+                message: stored,
+                stored: true,
+            });
+        }
+        let now = chrono::Utc::now();
+        let hlc = self.hlc.tick(now.timestamp_millis().max(0) as u64);
+        let id = if id.is_empty() {
+            format!("{}-{hlc:016x}", &self.fingerprint.replace(' ', "")[..8])
+        } else {
+            id
+        };
+        let message = ChatMessage {
+            id,
+            sender: self.name.clone(),
+            sender_fingerprint: self.fingerprint.clone(),
+            sent_at: Some(prost_types::Timestamp {
+                seconds: now.timestamp(),
+                nanos: (now.timestamp_subsec_millis() * 1_000_000) as i32,
+            }),
+            text,
+            hlc,
+        };
+        Ok(Prepared {
+            message,
+            stored: false,
+        })
+    }
+
+    /// The second half: stores the prepared messages in one transaction
+    /// (committed before anything is sent), then delivers each to every
+    /// peer, all at once. One answer per message, in order.
+    pub async fn send_prepared(
+        &self,
+        prepared: Vec<Prepared>,
+    ) -> Vec<Result<SendResponse, SendError>> {
+        let fresh: Vec<ChatMessage> = prepared
+            .iter()
+            .filter(|p| !p.stored)
+            .map(|p| p.message.clone())
+            .collect();
+        let new = match self.store.insert_batch_grouped(fresh).await {
+            Ok(new) => new,
+            Err(e) => {
+                let why = SendError::Store(format!("cannot store the message: {e}"));
+                return prepared.iter().map(|_| Err(why.clone())).collect();
+            }
+        };
+        let mut new = new.into_iter();
+        let mut messages = Vec::with_capacity(prepared.len());
+        for Prepared { message, stored } in prepared {
+            if !stored && new.next() == Some(false) {
+                // The same id was sent concurrently: deliver what was stored.
+                messages.push(match self.existing_own_message(&message.id) {
+                    Ok(Some(first)) => Ok(first),
+                    Ok(None) => Ok(message),
+                    Err(e) => Err(e),
+                });
+            } else {
+                messages.push(Ok(message));
+            }
+        }
+        futures::future::join_all(
+            messages
+                .into_iter()
+                .map(|m| async move { Ok(self.delivery.to_everyone(m?).await) }),
+        )
+        .await
+    }
+
+    /// For a retried Send with the same id: the message already stored.
+    fn existing_own_message(&self, id: &str) -> Result<Option<ChatMessage>, SendError> {
+        if id.is_empty() {
+            return Ok(None);
+        }
+        checks::own_id(id)?;
+        self.store
+            .get(&self.name, id)
+            .map_err(|e| SendError::Store(format!("cannot read the store: {e}")))
+    }
+}

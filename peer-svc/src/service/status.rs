@@ -1,0 +1,144 @@
+//! The one place where the peer's errors become gRPC statuses (DESIGN §6):
+//! each layer returns its own error, and its code is decided here. Messages
+//! say what to do next and never carry message text or key material.
+
+use tonic::Status;
+
+use crate::{
+    checks::CheckError, envelope::EnvelopeError, handshaker::HandshakeError,
+    history_sync::ServeError, inbound::InboundError, net::BadAddress, outbound::SendError,
+    store::history::QueryError,
+};
+
+/// Refusals decided by the services themselves (a request about a peer
+/// this peer does not know, a busy limit, a failed call to another party).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServiceError {
+    /// A field is missing, empty or malformed.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// Over a concurrency limit.
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// Not allowed (e.g. sending to a peer whose key changed).
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// No such peer.
+    #[error("{0}")]
+    NotFound(String),
+    /// A peer or Discovery could not be reached.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<ServiceError> for Status {
+    fn from(e: ServiceError) -> Self {
+        let message = e.to_string();
+        match e {
+            ServiceError::InvalidArgument(_) => Status::invalid_argument(message),
+            ServiceError::ResourceExhausted(_) => Status::resource_exhausted(message),
+            ServiceError::PermissionDenied(_) => Status::permission_denied(message),
+            ServiceError::NotFound(_) => Status::not_found(message),
+            ServiceError::Unavailable(_) => Status::unavailable(message),
+        }
+    }
+}
+
+impl From<EnvelopeError> for Status {
+    fn from(e: EnvelopeError) -> Self {
+        let message = e.to_string();
+        match e {
+            EnvelopeError::Missing | EnvelopeError::BadSessionId => {
+                Status::invalid_argument(message)
+            }
+            EnvelopeError::TooLarge { .. } => Status::resource_exhausted(message),
+            EnvelopeError::UnknownSession
+            | EnvelopeError::WrongSender
+            | EnvelopeError::Replayed(_)
+            | EnvelopeError::Decrypt => Status::unauthenticated(message),
+            EnvelopeError::Seal(_) => Status::internal(message),
+        }
+    }
+}
+
+impl From<CheckError> for Status {
+    fn from(e: CheckError) -> Self {
+        let message = e.to_string();
+        match e {
+            CheckError::EmptyText
+            | CheckError::BadOwnId
+            | CheckError::BadId
+            | CheckError::NotAMessage
+            | CheckError::ClockAhead { .. } => Status::invalid_argument(message),
+            CheckError::TextTooLong { .. } => Status::resource_exhausted(message),
+            CheckError::NotItsOwn => Status::permission_denied(message),
+        }
+    }
+}
+
+impl From<HandshakeError> for Status {
+    fn from(e: HandshakeError) -> Self {
+        let message = e.to_string();
+        match e {
+            HandshakeError::RateLimited { .. } => Status::resource_exhausted(message),
+            HandshakeError::Truncated { .. }
+            | HandshakeError::Malformed(_)
+            | HandshakeError::BadPayload => Status::invalid_argument(message),
+            HandshakeError::Failed(_) | HandshakeError::Replayed | HandshakeError::Answer(_) => {
+                Status::unauthenticated(message)
+            }
+            HandshakeError::Refused(_) => Status::permission_denied(message),
+        }
+    }
+}
+
+impl From<InboundError> for Status {
+    fn from(e: InboundError) -> Self {
+        match e {
+            InboundError::Envelope(e) => e.into(),
+            InboundError::Check(e) => e.into(),
+            InboundError::RateLimited { .. } => Status::resource_exhausted(e.to_string()),
+            InboundError::Store(_) => Status::internal(e.to_string()),
+        }
+    }
+}
+
+impl From<SendError> for Status {
+    fn from(e: SendError) -> Self {
+        match e {
+            SendError::Check(e) => e.into(),
+            SendError::Store(m) => Status::internal(m),
+        }
+    }
+}
+
+impl From<QueryError> for Status {
+    fn from(e: QueryError) -> Self {
+        Status::invalid_argument(e.to_string())
+    }
+}
+
+impl From<ServeError> for Status {
+    fn from(e: ServeError) -> Self {
+        match e {
+            ServeError::Envelope(e) => e.into(),
+            ServeError::NotShared(_) => Status::permission_denied(e.to_string()),
+            ServeError::NotACursor => Status::invalid_argument(e.to_string()),
+            ServeError::Query(e) => e.into(),
+        }
+    }
+}
+
+impl From<BadAddress> for Status {
+    fn from(e: BadAddress) -> Self {
+        Status::invalid_argument(e.to_string())
+    }
+}
+
+/// Logs a refused request with its code and reason (no payloads), and
+/// returns the status to answer with.
+pub fn refused(rpc: &'static str, err: impl Into<Status>) -> Status {
+    let status = err.into();
+    tracing::warn!(rpc, code = ?status.code(), reason = status.message(), "request refused");
+    status
+}
