@@ -1,5 +1,5 @@
 //! Discovery throughput and watch latency, on the in-memory store and on
-//! etcd (two replicas sharing one etcd), in the same run.
+//! etcd (two replicas sharing one etcd), in the same run: the [2/8] stage.
 
 use std::{path::Path, sync::Arc, time::Duration};
 
@@ -10,7 +10,12 @@ use chat_proto::v1::{
 use tokio::{process::Command, time::Instant};
 use tonic::transport::Channel;
 
-use crate::{Proc, Run, drive, sibling};
+use crate::{
+    load::{Run, drive},
+    procs::{Proc, sibling},
+    progress,
+    report::{p50_p99, row},
+};
 
 /// What one store measured.
 pub struct StoreRun {
@@ -122,6 +127,7 @@ pub async fn on_memory(secs: f64) -> anyhow::Result<StoreRun> {
 /// etcd syncs every write, as it would in production.
 pub struct Etcd {
     _child: tokio::process::Child,
+    /// Its client URL.
     pub url: String,
 }
 
@@ -132,6 +138,7 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 impl Etcd {
+    /// Starts etcd and waits until it accepts connections.
     pub async fn start(dir: &Path) -> anyhow::Result<Self> {
         let (client, peer) = (free_port()?, free_port()?);
         let url = format!("http://127.0.0.1:{client}");
@@ -212,4 +219,79 @@ pub async fn on_etcd(secs: f64, dir: &Path) -> anyhow::Result<StoreRun> {
         watch_same,
         watch_other: Some(watch_other),
     })
+}
+
+/// The discovery stage's measures on each store.
+pub struct Stores {
+    /// On a discovery-svc with the in-memory store.
+    pub memory: StoreRun,
+    /// On two replicas over one etcd; `None` when etcd could not run.
+    pub etcd: Option<StoreRun>,
+    /// etcd's data dir, removed at the end of the whole run.
+    _etcd_dir: tempfile::TempDir,
+}
+
+/// [2/8]: Register+Leave throughput and watch latency on discoveries of
+/// their own with no peers watching (the service alone), on the memory
+/// store and on etcd; prints their rows.
+pub async fn stage(secs: f64) -> anyhow::Result<Stores> {
+    let progress = progress::show("discovery");
+    let memory = on_memory(secs).await?;
+    let etcd_dir = tempfile::tempdir()?;
+    let etcd = match on_etcd(secs, etcd_dir.path()).await {
+        Ok(run) => Some(run),
+        Err(e) => {
+            eprintln!("      etcd store not measured: {e:#}");
+            None
+        }
+    };
+    drop(progress);
+    print_rows(&memory, etcd.as_ref());
+    Ok(Stores {
+        memory,
+        etcd,
+        _etcd_dir: etcd_dir,
+    })
+}
+
+/// The stage's rows: the memory store, then etcd against it.
+fn print_rows(memory: &StoreRun, etcd: Option<&StoreRun>) {
+    let pairs = &memory.pairs;
+    row(
+        "discovery Register+Leave pairs/s, memory",
+        format!("{:.0}", pairs.per_sec()),
+        "-".into(),
+        "-".into(),
+    );
+    row(
+        "watch event latency p50/p99 ms, memory",
+        p50_p99(&memory.watch_same),
+        "-".into(),
+        "-".into(),
+    );
+    if let Some(etcd) = etcd {
+        row(
+            "  same on etcd (vs memory), pairs/s",
+            format!("{:.0}", etcd.pairs.per_sec()),
+            format!("{:.0}", pairs.per_sec()),
+            format!("{:.2}", etcd.pairs.per_sec() / pairs.per_sec()),
+        );
+        row(
+            "  etcd watch p50/p99 ms, same replica",
+            p50_p99(&etcd.watch_same),
+            p50_p99(&memory.watch_same),
+            format!(
+                "{:.1}",
+                etcd.watch_same.pct(0.5) / memory.watch_same.pct(0.5)
+            ),
+        );
+        if let Some(other) = &etcd.watch_other {
+            row(
+                "  etcd watch p50/p99 ms, other replica",
+                p50_p99(other),
+                p50_p99(&memory.watch_same),
+                format!("{:.1}", other.pct(0.5) / memory.watch_same.pct(0.5)),
+            );
+        }
+    }
 }

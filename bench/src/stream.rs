@@ -1,57 +1,74 @@
-//! The streaming path next to a plain tonic stream, an open-loop load at a
-//! fixed rate, and the progress line shown while a stage runs.
+//! The streaming path (`Control/SendStream` → `DeliverStream` → stored)
+//! next to a plain tonic stream: the [6/8] stage and `--only-stream`.
 
-use std::{
-    io::IsTerminal,
-    path::Path,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
-    },
-    time::Duration,
-};
+use std::{path::Path, sync::atomic::Ordering, time::Duration};
 
 use chat_proto::v1::{DeliverBatch, Envelope, SendRequest, peer_client::PeerClient};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
-use crate::Run;
+use crate::{
+    Cli, baseline::Baselines, load::Run, procs::Net, progress, progress::DONE, report::row,
+};
 
-/// Operations finished in the running stage, for the progress line.
-pub static DONE: AtomicUsize = AtomicUsize::new(0);
-
-/// Shows `stage`, seconds elapsed and operations done on stderr, updated in
-/// place while the returned guard lives (only on a terminal; logs get the
-/// step lines alone).
-pub fn progress(stage: &str) -> Progress {
-    DONE.store(0, Ordering::Relaxed);
-    let running = Arc::new(AtomicBool::new(true));
-    if std::io::stderr().is_terminal() {
-        let (running, stage) = (running.clone(), stage.to_owned());
-        tokio::spawn(async move {
-            let start = Instant::now();
-            while running.load(Ordering::Relaxed) {
-                eprint!(
-                    "\r      {stage}: {:>5.1} s, {:>9} done ",
-                    start.elapsed().as_secs_f64(),
-                    DONE.load(Ordering::Relaxed)
-                );
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            eprint!("\r{:80}\r", "");
-        });
-    }
-    Progress(running)
+/// The streaming stage's runs.
+pub struct StreamRuns {
+    /// Streamed Send to one peer, counted when stored there.
+    pub to_one: Run,
+    /// The plain tonic stream it is compared with.
+    pub plain_to_one: Run,
+    /// Streamed Send to five peers, counted when stored at all five.
+    pub to_five: Run,
 }
 
-/// Stops the progress line when dropped.
-pub struct Progress(Arc<AtomicBool>);
+/// [6/8]: streamed Send to one peer and to five, each beside plain tonic
+/// streams to the baseline servers; prints their rows.
+pub async fn stage(cli: &Cli, baselines: &Baselines) -> anyhow::Result<StreamRuns> {
+    let (payload, secs) = (cli.text(), cli.seconds);
+    let progress = progress::show("stream");
+    let net = Net::start(2).await?;
+    let streamed = product(&net.peers[0].1, &payload, secs).await?;
+    let plain_stream = plain(baselines.clients[0].clone(), cli.payload, secs).await?;
+    drop(progress);
+    row(
+        "streamed Send→stored at 1 peer, msg/s",
+        format!("{:.0}", streamed.per_sec()),
+        format!("{:.0}", plain_stream.per_sec()),
+        format!("{:.2}", streamed.per_sec() / plain_stream.per_sec()),
+    );
+    drop(net);
+    // The same to 5 peers: bulk broadcast. Baseline: five bare streams at
+    // once, counted as messages that reached all five.
+    let progress = progress::show("stream to 5");
+    let net = Net::start(6).await?;
+    let streamed5 = product(&net.peers[0].1, &payload, secs).await?;
+    let plain5 = futures::future::try_join_all(
+        (0..5).map(|k| plain(baselines.clients[k].clone(), cli.payload, secs)),
+    )
+    .await?;
+    let plain5_per_s = plain5.iter().map(Run::per_sec).sum::<f64>() / 5.0;
+    drop(progress);
+    row(
+        "streamed Send→stored at all of 5, msg/s",
+        format!("{:.0}", streamed5.per_sec()),
+        format!("{plain5_per_s:.0}"),
+        format!("{:.2}", streamed5.per_sec() / plain5_per_s),
+    );
+    drop(net);
+    Ok(StreamRuns {
+        to_one: streamed,
+        plain_to_one: plain_stream,
+        to_five: streamed5,
+    })
+}
 
-impl Drop for Progress {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::Relaxed);
-    }
+/// `--only-stream N`: SendStream to N peers for `--seconds`, nothing else.
+pub async fn only(cli: &Cli, fanout: usize) -> anyhow::Result<()> {
+    let net = Net::start_for_perf(fanout + 1).await?;
+    let run = product(&net.peers[0].1, &cli.text(), cli.seconds).await?;
+    println!("stream to {fanout}: {:.0} msg/s", run.per_sec());
+    Ok(())
 }
 
 /// Messages streamed through `Control/SendStream` of the peer whose data
@@ -139,39 +156,4 @@ pub async fn plain(client: PeerClient<Channel>, payload: usize, secs: f64) -> an
         elapsed,
         latencies: Vec::new(),
     })
-}
-
-/// Starts `op` `rate` times a second for `secs` (open loop: a slow answer
-/// does not slow the offered load) and records each latency.
-pub async fn fixed_rate<F, Fut>(rate: u32, secs: f64, op: F) -> Run
-where
-    F: Fn(usize) -> Fut,
-    Fut: std::future::Future<Output = bool> + Send + 'static,
-{
-    let mut tick = tokio::time::interval(Duration::from_secs(1) / rate);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let total = (f64::from(rate) * secs) as usize;
-    let start = Instant::now();
-    let mut calls = Vec::with_capacity(total);
-    for i in 0..total {
-        tick.tick().await;
-        let call = op(i);
-        calls.push(tokio::spawn(async move {
-            let t0 = Instant::now();
-            let ok = call.await;
-            DONE.fetch_add(1, Ordering::Relaxed);
-            ok.then(|| t0.elapsed())
-        }));
-    }
-    let mut latencies = Vec::with_capacity(total);
-    for call in calls {
-        if let Ok(Some(l)) = call.await {
-            latencies.push(l);
-        }
-    }
-    Run {
-        ops: latencies.len(),
-        elapsed: start.elapsed(),
-        latencies,
-    }
 }
