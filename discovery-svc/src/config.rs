@@ -1,4 +1,5 @@
-//! Command-line and environment configuration of `discovery-svc`.
+//! Command-line and environment configuration of `discovery-svc`, and every
+//! default it starts from. The bottom layer: it uses no other module.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -7,6 +8,16 @@ use clap::Parser;
 /// Default lease TTL: short enough that a crashed peer disappears within
 /// seconds, long enough that a keepalive every third of it survives hiccups.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
+
+/// Default events a watcher may fall behind by before it is dropped: a
+/// burst of joins from a whole network starting at once fits with room to spare.
+pub const DEFAULT_WATCH_LAG_LIMIT: usize = 4096;
+
+/// Default most concurrent `Watch` streams: each holds a backlog cursor.
+pub const DEFAULT_MAX_WATCHERS: usize = 1024;
+
+/// Default etcd key prefix.
+pub const DEFAULT_ETCD_PREFIX: &str = "/p2p-chat/v1/discovery/";
 
 /// `discovery-svc`: tells p2p-chat peers who is online.
 #[derive(Debug, Clone, Parser)]
@@ -34,15 +45,12 @@ pub struct Cli {
     #[arg(long, env = "DISCOVERY_ETCD_PREFIX", default_value = DEFAULT_ETCD_PREFIX)]
     pub etcd_prefix: String,
     /// Most concurrent Watch streams.
-    #[arg(long, value_parser = chat_proto::process::at_least_one::<usize>, allow_negative_numbers = true, env = "DISCOVERY_MAX_WATCHERS", default_value_t = crate::service::DEFAULT_MAX_WATCHERS)]
+    #[arg(long, value_parser = chat_proto::process::at_least_one::<usize>, allow_negative_numbers = true, env = "DISCOVERY_MAX_WATCHERS", default_value_t = DEFAULT_MAX_WATCHERS)]
     pub max_watchers: usize,
     /// Events a watcher may fall behind by before it is told to watch again.
-    #[arg(long, value_parser = chat_proto::process::at_least_one::<usize>, allow_negative_numbers = true, env = "DISCOVERY_WATCH_LAG_LIMIT", default_value_t = crate::service::DEFAULT_WATCH_LAG_LIMIT)]
+    #[arg(long, value_parser = chat_proto::process::at_least_one::<usize>, allow_negative_numbers = true, env = "DISCOVERY_WATCH_LAG_LIMIT", default_value_t = DEFAULT_WATCH_LAG_LIMIT)]
     pub watch_lag_limit: usize,
 }
-
-/// Default etcd key prefix.
-pub const DEFAULT_ETCD_PREFIX: &str = "/p2p-chat/v1/discovery/";
 
 /// The `--store` choices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -114,8 +122,8 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             ttl: DEFAULT_TTL,
-            watch_lag_limit: crate::service::DEFAULT_WATCH_LAG_LIMIT,
-            max_watchers: crate::service::DEFAULT_MAX_WATCHERS,
+            watch_lag_limit: DEFAULT_WATCH_LAG_LIMIT,
+            max_watchers: DEFAULT_MAX_WATCHERS,
             store: StoreConfig::Memory,
         }
     }

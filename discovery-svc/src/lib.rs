@@ -3,13 +3,33 @@
 //! Peers register a name, an address and a static X25519 public key and hold
 //! a lease that they renew; watchers follow joins, leaves and expiries. The
 //! binary `discovery-svc` parses its flags and calls [`run`].
+//!
+//! Modules use only the layers below them, never the crate root:
+//!
+//! ```text
+//! main → lib (composition: run, open_store)
+//!        → service → status → watchers → store → registry → config
+//! ```
+//!
+//! - [`config`]: flags, environment and every default;
+//! - [`registry`]: the membership rules, pure (no I/O, no clock of its own);
+//! - [`store`]: where the registry lives (memory, or etcd with `--features etcd`);
+//! - `watchers`: the watcher cap and lag limit;
+//! - `status`: the one mapping from domain errors to gRPC statuses;
+//! - [`service`]: `chat.v1.Discovery` in protobuf terms.
+//!
+//! The test `layering::modules_only_use_lower_layers` checks the order; by
+//! hand, `grep -rn "crate::" src` shows every edge.
 #![forbid(unsafe_code)]
 
 pub mod config;
-mod error;
 pub mod registry;
 pub mod service;
+mod status;
 pub mod store;
+mod watchers;
+
+use std::sync::Arc;
 
 use chat_proto::v1::discovery_server::DiscoveryServer;
 use tokio::net::TcpListener;
@@ -17,8 +37,12 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 use tracing::info;
 
-pub use config::Config;
-pub use service::DiscoveryService;
+pub use crate::config::Config;
+pub use crate::service::DiscoveryService;
+
+use crate::config::StoreConfig;
+use crate::store::memory::MemoryStore;
+use crate::store::{OpenError, Store};
 
 /// Largest request Discovery decodes: a registration is well under 1 KiB.
 pub const MAX_REQUEST_BYTES: usize = 16 * 1024;
@@ -31,7 +55,7 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     /// The registry store could not be opened.
     #[error("store: {0}")]
-    Store(#[from] store::OpenError),
+    Store(#[from] OpenError),
     /// The gRPC transport failed.
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -45,7 +69,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let addr = listener.local_addr().ok();
-    let store = store::open(&config, shutdown.clone()).await?;
+    let store = open_store(&config, shutdown.clone()).await?;
     let service = DiscoveryService::new(store, &config, shutdown.clone());
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -78,4 +102,89 @@ pub async fn run(
     shutdown.cancel();
     info!("discovery stopped");
     Ok(result?)
+}
+
+/// Opens the store `config` names; background work stops at `shutdown`.
+async fn open_store(
+    config: &Config,
+    shutdown: CancellationToken,
+) -> Result<Arc<dyn Store>, OpenError> {
+    match &config.store {
+        StoreConfig::Memory => Ok(MemoryStore::start(config, shutdown)),
+        #[cfg(feature = "etcd")]
+        StoreConfig::Etcd { endpoints, prefix } => {
+            let store = crate::store::etcd::EtcdStore::connect(endpoints, prefix, config, shutdown)
+                .await
+                .map_err(|e| OpenError::Backend(e.to_string()))?;
+            Ok(store)
+        }
+        #[cfg(not(feature = "etcd"))]
+        StoreConfig::Etcd { .. } => Err(OpenError::NotBuilt),
+    }
+}
+
+#[cfg(test)]
+mod layering {
+    /// The modules below the crate root, lowest layer first: each may use
+    /// only the ones before it (and itself), never the root's re-exports.
+    const LAYERS: [&str; 6] = [
+        "config", "registry", "store", "watchers", "status", "service",
+    ];
+
+    /// Every source file but the root and the binary, by its module.
+    const SOURCES: &[(&str, &str, &str)] = &[
+        ("config", "config.rs", include_str!("config.rs")),
+        ("registry", "registry.rs", include_str!("registry.rs")),
+        ("store", "store/mod.rs", include_str!("store/mod.rs")),
+        ("store", "store/memory.rs", include_str!("store/memory.rs")),
+        (
+            "store",
+            "store/etcd/mod.rs",
+            include_str!("store/etcd/mod.rs"),
+        ),
+        (
+            "store",
+            "store/etcd/calls.rs",
+            include_str!("store/etcd/calls.rs"),
+        ),
+        (
+            "store",
+            "store/etcd/follower.rs",
+            include_str!("store/etcd/follower.rs"),
+        ),
+        (
+            "store",
+            "store/etcd/mirror.rs",
+            include_str!("store/etcd/mirror.rs"),
+        ),
+        (
+            "store",
+            "store/etcd/record.rs",
+            include_str!("store/etcd/record.rs"),
+        ),
+        ("watchers", "watchers.rs", include_str!("watchers.rs")),
+        ("status", "status.rs", include_str!("status.rs")),
+        ("service", "service.rs", include_str!("service.rs")),
+    ];
+
+    #[test]
+    fn modules_only_use_lower_layers() {
+        let rank = |module: &str| LAYERS.iter().position(|&m| m == module);
+        for &(module, file, source) in SOURCES {
+            let own = rank(module).expect("listed layer");
+            // Test modules come last in each file and may use anything.
+            let code = source.split("#[cfg(test)]").next().unwrap_or_default();
+            let lines = code.lines().filter(|l| !l.trim_start().starts_with("//"));
+            for line in lines {
+                for (at, _) in line.match_indices("crate::") {
+                    let used: String = line[at + "crate::".len()..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    let allowed = rank(&used).is_some_and(|r| r <= own);
+                    assert!(allowed, "{file} uses crate::{used} (line {line:?})");
+                }
+            }
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! `chat.v1.Discovery` over a registry [`Store`]: translates protobuf to
-//! store calls and serves each watcher from the store's event feed, with a
-//! cap on watchers and a limit on how far one may fall behind.
+//! store calls and serves each watcher from the store's event feed, within
+//! the `Watchers` cap and lag limit. Refusals become statuses through
+//! `status::refused`, the one mapping.
 
 use std::{pin::Pin, sync::Arc};
 
@@ -10,39 +11,31 @@ use chat_proto::v1::{
     discovery_server::Discovery, membership_event::Kind,
 };
 use futures::{Stream, StreamExt};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
+use tokio::sync::{OwnedSemaphorePermit, broadcast};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
-use tracing::{debug, warn};
+use tracing::debug;
 
-use crate::{
-    registry::{Event, EventKind, MemberInfo},
-    store::Store,
-};
-
-/// Default events a watcher may fall behind by before it is dropped: a
-/// burst of joins from a whole network starting at once fits with room to spare.
-pub const DEFAULT_WATCH_LAG_LIMIT: usize = 4096;
-
-/// Default most concurrent `Watch` streams: each holds a backlog cursor.
-pub const DEFAULT_MAX_WATCHERS: usize = 1024;
+use crate::config::Config;
+use crate::registry::{Event, EventKind, MemberInfo};
+use crate::status;
+use crate::store::Store;
+use crate::watchers::{self, Watchers};
 
 /// The Discovery service; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct DiscoveryService {
     store: Arc<dyn Store>,
-    watchers: Arc<Semaphore>,
-    max_watchers: usize,
+    watchers: Watchers,
     shutdown: CancellationToken,
 }
 
 impl DiscoveryService {
     /// A service over `store`; `shutdown` ends watch streams.
-    pub fn new(store: Arc<dyn Store>, config: &crate::Config, shutdown: CancellationToken) -> Self {
+    pub fn new(store: Arc<dyn Store>, config: &Config, shutdown: CancellationToken) -> Self {
         Self {
             store,
-            watchers: Arc::new(Semaphore::new(config.max_watchers)),
-            max_watchers: config.max_watchers,
+            watchers: Watchers::new(config.max_watchers),
             shutdown,
         }
     }
@@ -74,12 +67,6 @@ fn to_event(event: &Event, initial: bool) -> MembershipEvent {
     }
 }
 
-/// Logs a refused request and passes its status on.
-fn refused(rpc: &'static str, status: Status) -> Status {
-    warn!(rpc, code = ?status.code(), reason = status.message(), "request refused");
-    status
-}
-
 type WatchStream = Pin<Box<dyn Stream<Item = Result<MembershipEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -93,7 +80,7 @@ impl Discovery for DiscoveryService {
             .store
             .register(&req.name, &req.address, &req.public_key)
             .await
-            .map_err(|e| refused("Register", e.into()))?;
+            .map_err(|e| status::refused("Register", e))?;
         Ok(Response::new(RegisterResponse {
             lease_id: grant.lease_id,
             lease_token: grant.lease_token,
@@ -111,7 +98,7 @@ impl Discovery for DiscoveryService {
             .store
             .keep_alive(&req.lease_id, &req.lease_token)
             .await
-            .map_err(|e| refused("KeepAlive", e.into()))?;
+            .map_err(|e| status::refused("KeepAlive", e))?;
         debug!(lease = %req.lease_id, "lease renewed");
         Ok(Response::new(KeepAliveResponse {
             ttl_seconds: ttl.as_secs().max(1) as u32,
@@ -123,7 +110,7 @@ impl Discovery for DiscoveryService {
             .store
             .list()
             .await
-            .map_err(|e| refused("List", e.into()))?;
+            .map_err(|e| status::refused("List", e))?;
         Ok(Response::new(ListResponse {
             members: members.iter().map(to_member).collect(),
         }))
@@ -137,22 +124,17 @@ impl Discovery for DiscoveryService {
         self.store
             .leave(&req.lease_id, &req.lease_token)
             .await
-            .map_err(|e| refused("Leave", e.into()))?;
+            .map_err(|e| status::refused("Leave", e))?;
         Ok(Response::new(LeaveResponse {}))
     }
 
     type WatchStream = WatchStream;
 
     async fn watch(&self, _: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
-        let permit = self.watchers.clone().try_acquire_owned().map_err(|_| {
-            refused(
-                "Watch",
-                Status::resource_exhausted(format!(
-                    "too many watchers (limit {}); try again later",
-                    self.max_watchers
-                )),
-            )
-        })?;
+        let permit = self
+            .watchers
+            .admit()
+            .map_err(|e| status::refused("Watch", e))?;
         // The store takes snapshot and subscription together: no event is
         // missed or doubled.
         let (members, events) = self.store.subscribe().await;
@@ -174,31 +156,16 @@ impl Discovery for DiscoveryService {
     }
 }
 
-/// The snapshot, then live events, for one watcher.
-///
-/// The stream reads the shared backlog only when HTTP/2 asks for the next
-/// item, so a client that stops reading exerts backpressure on its own
-/// stream alone; once it is more than the lag limit events behind, its
-/// next item is a status telling it to watch again. No per-watcher task or
-/// queue is needed, and the registry never waits for anyone.
+/// The snapshot, then live events, for one watcher (see
+/// [`watchers::live_events`]); falling behind ends the stream with a status.
 fn watch_stream(
     snapshot: Vec<MembershipEvent>,
     events: broadcast::Receiver<Event>,
     permit: OwnedSemaphorePermit,
 ) -> impl Stream<Item = Result<MembershipEvent, Status>> + Send {
-    let live = futures::stream::unfold(Some((events, permit)), |state| async move {
-        let (mut events, permit) = state?;
-        match events.recv().await {
-            Ok(event) => Some((Ok(to_event(&event, false)), Some((events, permit)))),
-            Err(broadcast::error::RecvError::Lagged(missed)) => {
-                warn!(missed, "watcher fell behind; dropping it");
-                let status = Status::resource_exhausted(format!(
-                    "watch fell {missed} events behind; call Watch again"
-                ));
-                Some((Err(status), None))
-            }
-            Err(broadcast::error::RecvError::Closed) => None,
-        }
+    let live = watchers::live_events(events, permit).map(|item| {
+        item.map(|event| to_event(&event, false))
+            .map_err(Into::into)
     });
     futures::stream::iter(snapshot.into_iter().map(Ok)).chain(live)
 }

@@ -14,6 +14,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use super::{Store, log_event};
+use crate::config::Config;
 use crate::registry::{Event, Grant, MemberInfo, Registry, RegistryError};
 
 /// When no lease is live, the reaper still wakes this often to re-check.
@@ -30,7 +31,7 @@ pub struct MemoryStore {
 
 impl MemoryStore {
     /// An empty store whose reaper runs until `shutdown`.
-    pub fn start(config: &crate::Config, shutdown: CancellationToken) -> Arc<Self> {
+    pub fn start(config: &Config, shutdown: CancellationToken) -> Arc<Self> {
         let (events, _) = broadcast::channel(config.watch_lag_limit.max(1));
         let store = Arc::new(Self {
             registry: Mutex::new(Registry::new(config.ttl)),

@@ -5,22 +5,17 @@
 //! A store answers the four unary calls and hands out a membership
 //! subscription; the service above it owns the watcher cap, the lag limit
 //! and the protobuf translation, so both stores behave the same on the wire.
+//! Which store to open is the composition root's choice (`crate::run`).
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use tokio::sync::broadcast;
-use tokio_util::sync::CancellationToken;
 
-use crate::{
-    config::StoreConfig,
-    registry::{Event, Grant, MemberInfo, RegistryError},
-};
+use crate::registry::{Event, EventKind, Grant, MemberInfo, RegistryError};
 
 #[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod memory;
-
-pub use memory::MemoryStore;
 
 /// A membership registry with leases.
 #[tonic::async_trait]
@@ -60,28 +55,8 @@ pub enum OpenError {
     Backend(String),
 }
 
-/// Opens the store `config` names; background work stops at `shutdown`.
-pub async fn open(
-    config: &crate::Config,
-    shutdown: CancellationToken,
-) -> Result<Arc<dyn Store>, OpenError> {
-    match &config.store {
-        StoreConfig::Memory => Ok(MemoryStore::start(config, shutdown)),
-        #[cfg(feature = "etcd")]
-        StoreConfig::Etcd { endpoints, prefix } => {
-            let store = etcd::EtcdStore::connect(endpoints, prefix, config, shutdown)
-                .await
-                .map_err(|e| OpenError::Backend(e.to_string()))?;
-            Ok(store)
-        }
-        #[cfg(not(feature = "etcd"))]
-        StoreConfig::Etcd { .. } => Err(OpenError::NotBuilt),
-    }
-}
-
 /// Logs a membership event once, where the store learns of it.
 pub(crate) fn log_event(event: &Event) {
-    use crate::registry::EventKind;
     let m = &event.member;
     match event.kind {
         EventKind::Joined => tracing::info!(name = %m.name, address = %m.address, "member joined"),
