@@ -147,6 +147,15 @@ impl From<Cli> for Config {
     }
 }
 
+/// What a refusal of an oversized message adds to tonic's byte counts: the
+/// text limit, and the flag that sets it.
+pub fn oversize_hint(max_message_bytes: usize) -> String {
+    format!(
+        "a message text may be at most {max_message_bytes} bytes on this peer \
+         (peer-svc --max-message-bytes, at most {MAX_MESSAGE_BYTES_LIMIT}); send it in parts"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser;

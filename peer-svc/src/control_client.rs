@@ -7,7 +7,7 @@ use chat_proto::v1::control_client::ControlClient;
 use hyper_util::rt::TokioIo;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::CONTROL_SOCKET;
+use crate::control_socket::CONTROL_SOCKET;
 
 /// Deadline for the answer to each call over the control socket. It bounds
 /// the wait for a response, not how long a stream (`attach`) then lasts.

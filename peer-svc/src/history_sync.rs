@@ -11,7 +11,7 @@ use chat_proto::v1::{
 };
 use prost::Message;
 use tokio::sync::mpsc;
-use tonic::Status;
+use tonic::{Status, Streaming};
 use tracing::{debug, info, warn};
 
 use crate::{
@@ -58,6 +58,19 @@ pub enum ServeError {
     /// The store could not answer the query.
     #[error(transparent)]
     Query(#[from] QueryError),
+}
+
+/// How far a pull got: it resumes after `after`.
+#[derive(Debug, Default)]
+struct Progress {
+    /// The cursor of the last item received.
+    after: String,
+    /// Items received.
+    seen: usize,
+    /// New messages stored.
+    added: usize,
+    /// Items refused (see [`HistorySync::acceptable`]).
+    refused: usize,
 }
 
 /// Both sides of history sync.
@@ -165,115 +178,158 @@ impl HistorySync {
 
     /// Pulls everything since our newest message (minus an overlap) from `contact`.
     pub async fn pull_from(&self, contact: &Contact, want_members: bool) -> Result<usize, Status> {
-        let node = self;
-        let newest = node.store.max_hlc().unwrap_or(0);
+        let newest = self.store.max_hlc().unwrap_or(0);
         let since_hlc = if newest == 0 {
             0
         } else {
             newest.saturating_sub(SYNC_OVERLAP_HLC)
         };
-        let mut after = String::new();
-        let (mut seen, mut added, mut refused) = (0usize, 0usize, 0usize);
+        let mut progress = Progress::default();
         let mut last_error = None;
         for attempt in 0..ATTEMPTS_PER_PEER {
             // A fresh session per attempt: a long pull may outlive the last one.
-            let session = node
+            let session = self
                 .handshaker
                 .initiate_with(contact, want_members && attempt == 0)
                 .await?;
-            node.directory
+            self.directory
                 .learn_address(&contact.name, &contact.address);
-            let cursor = HistoryCursor {
-                after: after.clone(),
-                limit: 0,
-                since_hlc,
-            };
-            let request = PeerHistoryRequest {
-                envelope: Some(envelope::seal(
-                    &node.name,
-                    &session,
-                    "",
-                    &cursor.encode_to_vec(),
-                )?),
-            };
-            let mut stream = match PeerClient::new(node.channels.get(&contact.address)?)
-                .history(request)
-                .await
+            let mut stream = match self
+                .request(contact, &session, since_hlc, &progress.after)
+                .await?
             {
-                Ok(r) => r.into_inner(),
+                Ok(stream) => stream,
                 Err(s) => {
                     last_error = Some(s);
                     continue;
                 }
             };
-            let mut batch = Vec::with_capacity(SYNC_BATCH);
-            let outcome = loop {
-                // A stalled source must not hold the sync forever.
-                let next = tokio::time::timeout(ITEM_TIMEOUT, stream.message())
-                    .await
-                    .unwrap_or_else(|_| Err(Status::deadline_exceeded("history stream stalled")));
-                match next {
-                    Ok(Some(item)) => {
-                        let Some(envelope) = item.envelope else {
-                            break Err(Status::invalid_argument("history item without envelope"));
-                        };
-                        if envelope.session_id != session.id() {
-                            break Err(Status::unauthenticated("history item on another session"));
-                        }
-                        let (_, plaintext) = node
-                            .inbound
-                            .open(&envelope)
-                            .map_err(|e| Status::unauthenticated(e.to_string()))?;
-                        let message = SealedMessage::decode(plaintext.as_slice())
-                            .ok()
-                            .and_then(|s| s.message)
-                            .filter(|m| m.id == envelope.message_id && !m.id.is_empty())
-                            .ok_or_else(|| Status::invalid_argument("malformed history item"))?;
-                        // Resume after what was really received, not what the
-                        // unauthenticated cursor field says.
-                        after = cursor_of(&message);
-                        seen += 1;
-                        if !node.acceptable(&message) {
-                            refused += 1;
-                            continue;
-                        }
-                        node.hlc.observe(message.hlc);
-                        if message.hlc >= node.started_hlc {
-                            // Sent while we were up, and it won the race with its
-                            // direct delivery: show it live like that would have.
-                            let new = node
-                                .inbound
-                                .store_received(message)
-                                .await
-                                .map_err(|e| Status::internal(e.to_string()))?;
-                            added += usize::from(new);
-                            continue;
-                        }
-                        batch.push(message);
-                        if batch.len() == SYNC_BATCH {
-                            added += node.store_batch(&mut batch)?;
-                        }
+            match self.receive(&mut stream, &session, &mut progress).await? {
+                None => {
+                    if progress.refused > 0 {
+                        warn!(from = %contact.name, refused = progress.refused, "history items refused (claimed our name, a wrong fingerprint, a future clock or an oversize text)");
                     }
-                    Ok(None) => break Ok(()),
-                    Err(s) => break Err(s),
+                    info!(from = %contact.name, received = progress.seen, new = progress.added, "history synced");
+                    return Ok(progress.added);
                 }
-            };
-            added += node.store_batch(&mut batch)?;
-            match outcome {
-                Ok(()) => {
-                    if refused > 0 {
-                        warn!(from = %contact.name, refused, "history items refused (claimed our name, a wrong fingerprint, a future clock or an oversize text)");
-                    }
-                    info!(from = %contact.name, received = seen, new = added, "history synced");
-                    return Ok(added);
-                }
-                Err(s) => {
+                Some(s) => {
                     debug!(from = %contact.name, error = %s.message(), "history stream broke; resuming");
                     last_error = Some(s);
                 }
             }
         }
         Err(last_error.unwrap_or_else(|| Status::unavailable("history sync failed")))
+    }
+
+    /// Asks `contact` for history since `since_hlc`, after `after`, on
+    /// `session`. The outer error ends the pull; the inner one (the call
+    /// failed) is worth another attempt.
+    async fn request(
+        &self,
+        contact: &Contact,
+        session: &Session,
+        since_hlc: u64,
+        after: &str,
+    ) -> Result<Result<Streaming<PeerHistoryResponse>, Status>, Status> {
+        let cursor = HistoryCursor {
+            after: after.to_owned(),
+            limit: 0,
+            since_hlc,
+        };
+        let request = PeerHistoryRequest {
+            envelope: Some(envelope::seal(
+                &self.name,
+                session,
+                "",
+                &cursor.encode_to_vec(),
+            )?),
+        };
+        let mut client = PeerClient::new(self.channels.get(&contact.address)?);
+        Ok(client.history(request).await.map(|r| r.into_inner()))
+    }
+
+    /// Stores what the stream brings, in batches. None when it ended
+    /// cleanly; the status that broke it (worth resuming) otherwise; an
+    /// error for what ends the pull.
+    async fn receive(
+        &self,
+        stream: &mut Streaming<PeerHistoryResponse>,
+        session: &Session,
+        progress: &mut Progress,
+    ) -> Result<Option<Status>, Status> {
+        let mut batch = Vec::with_capacity(SYNC_BATCH);
+        let broke = loop {
+            // A stalled source must not hold the sync forever.
+            let next = tokio::time::timeout(ITEM_TIMEOUT, stream.message())
+                .await
+                .unwrap_or_else(|_| Err(Status::deadline_exceeded("history stream stalled")));
+            match next {
+                Ok(Some(item)) => {
+                    if let Some(broke) = self.take(item, session, progress, &mut batch).await? {
+                        break Some(broke);
+                    }
+                }
+                Ok(None) => break None,
+                Err(s) => break Some(s),
+            }
+        };
+        progress.added += self.store_batch(&mut batch)?;
+        Ok(broke)
+    }
+
+    /// One history item: opened, checked, and stored (live-shown if it was
+    /// sent while this peer was up) or batched.
+    async fn take(
+        &self,
+        item: PeerHistoryResponse,
+        session: &Session,
+        progress: &mut Progress,
+        batch: &mut Vec<ChatMessage>,
+    ) -> Result<Option<Status>, Status> {
+        let Some(envelope) = item.envelope else {
+            return Ok(Some(Status::invalid_argument(
+                "history item without envelope",
+            )));
+        };
+        if envelope.session_id != session.id() {
+            return Ok(Some(Status::unauthenticated(
+                "history item on another session",
+            )));
+        }
+        let (_, plaintext) = self
+            .inbound
+            .open(&envelope)
+            .map_err(|e| Status::unauthenticated(e.to_string()))?;
+        let message = SealedMessage::decode(plaintext.as_slice())
+            .ok()
+            .and_then(|s| s.message)
+            .filter(|m| m.id == envelope.message_id && !m.id.is_empty())
+            .ok_or_else(|| Status::invalid_argument("malformed history item"))?;
+        // Resume after what was really received, not what the
+        // unauthenticated cursor field says.
+        progress.after = cursor_of(&message);
+        progress.seen += 1;
+        if !self.acceptable(&message) {
+            progress.refused += 1;
+            return Ok(None);
+        }
+        self.hlc.observe(message.hlc);
+        if message.hlc >= self.started_hlc {
+            // Sent while we were up, and it won the race with its direct
+            // delivery: show it live like that would have.
+            let new = self
+                .inbound
+                .store_received(message)
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?;
+            progress.added += usize::from(new);
+            return Ok(None);
+        }
+        batch.push(message);
+        if batch.len() == SYNC_BATCH {
+            progress.added += self.store_batch(batch)?;
+        }
+        Ok(None)
     }
 
     /// Whether a history item relayed by another peer may be stored. Without

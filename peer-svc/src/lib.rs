@@ -16,6 +16,7 @@ pub mod checks;
 pub mod config;
 pub mod console;
 pub mod control_client;
+pub mod control_socket;
 pub mod delivery;
 pub mod directory;
 pub mod discovery_client;
@@ -31,30 +32,31 @@ pub mod net;
 pub mod outbound;
 pub mod peers;
 pub mod rate;
+mod servers;
 pub mod service;
 pub mod session;
 pub mod store;
 
 use std::{
-    os::unix::fs::{DirBuilderExt, PermissionsExt},
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
 };
 
 use chat_noise::StaticKeypair;
-use chat_proto::v1::{SendResponse, control_server::ControlServer, peer_server::PeerServer};
+use chat_proto::v1::SendResponse;
 use tokio::{
     net::{TcpListener, UnixListener},
     task::JoinHandle,
 };
-use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
-use tonic::{Status, transport::server::TcpIncoming};
+use tonic::Status;
 use tracing::{info, warn};
 
 use config::{CONNECT_TIMEOUT, ENVELOPE_OVERHEAD_BYTES};
-pub use config::{Config, MAX_MESSAGE_BYTES_LIMIT};
+pub use config::{Config, MAX_MESSAGE_BYTES_LIMIT, oversize_hint};
+pub use control_socket::CONTROL_SOCKET;
+use control_socket::bind_control_socket;
 use delivery::Delivery;
 use directory::{Contact, Directory};
 use handshaker::Handshaker;
@@ -65,14 +67,7 @@ use membership::{Membership, PeerEvent};
 use net::Channels;
 use outbound::{Outbound, SendError};
 use peers::Peers;
-use service::{
-    control::{ControlParts, ControlService},
-    peer::PeerService,
-};
 use store::Store;
-
-/// The control socket's name inside the data dir.
-pub const CONTROL_SOCKET: &str = "control.sock";
 
 /// How long shutdown waits for in-flight calls before closing anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -220,7 +215,7 @@ pub async fn start_announced(
     let parts = compose(config, opened, shutdown);
     let ttl = first_registration(&parts, &control_socket).await?;
     announce(&parts.address);
-    let servers = serve(&parts, listener, uds).await?;
+    let servers = servers::serve(&parts, listener, uds).await?;
     let tasks = spawn_background(&parts, ttl);
     info!(name = %parts.config.name, address = %parts.address, fingerprint = %parts.fingerprint, socket = %control_socket.display(), "peer serving");
     let handle = Handle {
@@ -274,7 +269,9 @@ async fn open(
     let discovery = discovery_client::Discovery::new(&config.discovery, CONNECT_TIMEOUT)
         .map_err(StartError::Setup)?;
     let control_socket = config.data_dir.join(CONTROL_SOCKET);
-    let uds = bind_control_socket(&control_socket).await?;
+    let uds = bind_control_socket(&control_socket)
+        .await
+        .map_err(StartError::Setup)?;
     let store = Store::open(&config.data_dir).map_err(|e| {
         StartError::Setup(format!(
             "{}: {e}",
@@ -426,99 +423,6 @@ async fn first_registration(
     }
 }
 
-/// Both servers, running until `stop_serving` is cancelled.
-struct Servers {
-    done: JoinHandle<()>,
-    /// Cancelled only once this peer has left Discovery: on the shared
-    /// shutdown token the servers could end in the same poll as the signal
-    /// is seen, and the Leave would be skipped (it was, in about half of
-    /// the SIGTERMs).
-    stop_serving: CancellationToken,
-}
-
-/// Starts the Peer server on `listener` and the Control server on `uds`.
-async fn serve(
-    parts: &Parts,
-    listener: TcpListener,
-    uds: UnixListener,
-) -> Result<Servers, StartError> {
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<PeerServer<PeerService>>().await;
-    health.set_serving::<ControlServer<ControlService>>().await;
-    let (peer_reflection, peer_reflection_alpha) =
-        chat_proto::reflection::services(&["chat.v1.Peer"])?;
-    let (control_reflection, control_reflection_alpha) =
-        chat_proto::reflection::services(&["chat.v1.Control"])?;
-    let max_message_bytes = parts.config.max_message_bytes;
-    let decode_limit = max_message_bytes + ENVELOPE_OVERHEAD_BYTES;
-    let oversize = chat_proto::limits::oversize_with_hint(oversize_hint(max_message_bytes));
-    let stop_serving = CancellationToken::new();
-
-    let peer = PeerService::new(
-        parts.handshaker.clone(),
-        parts.inbound.clone(),
-        parts.history.clone(),
-        parts.shutdown.clone(),
-    );
-    let peer_server = tonic::transport::Server::builder()
-        .max_concurrent_streams(chat_proto::limits::MAX_CONCURRENT_STREAMS)
-        .layer(tower::util::MapResponseLayer::new(oversize.clone()))
-        .add_service(health_service.clone())
-        .add_service(peer_reflection)
-        .add_service(peer_reflection_alpha)
-        .add_service(
-            PeerServer::new(peer)
-                // A DeliverStream batch carries many envelopes; each one is
-                // still held to the message limit when it is opened.
-                .max_decoding_message_size(
-                    decode_limit.max(delivery::stream::MAX_BATCH_BYTES_DECODED),
-                )
-                .max_encoding_message_size(chat_proto::limits::MAX_RESPONSE_BYTES),
-        )
-        .serve_with_incoming_shutdown(
-            // Nagle plus delayed ACKs would hold small responses ~40 ms.
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
-            stop_serving.clone().cancelled_owned(),
-        );
-    let control = ControlService::new(ControlParts {
-        fingerprint: parts.fingerprint.clone(),
-        max_message_bytes,
-        outbound: parts.outbound.clone(),
-        inbound: parts.inbound.clone(),
-        handshaker: parts.handshaker.clone(),
-        membership: parts.membership.clone(),
-        directory: parts.directory.clone(),
-        peers: parts.peers.clone(),
-        store: parts.store.clone(),
-        shutdown: parts.shutdown.clone(),
-    });
-    let control_server = tonic::transport::Server::builder()
-        .max_concurrent_streams(chat_proto::limits::MAX_CONCURRENT_STREAMS)
-        .layer(tower::util::MapResponseLayer::new(oversize))
-        .add_service(health_service)
-        .add_service(control_reflection)
-        .add_service(control_reflection_alpha)
-        .add_service(
-            ControlServer::new(control)
-                .max_decoding_message_size(decode_limit)
-                .max_encoding_message_size(chat_proto::limits::MAX_RESPONSE_BYTES),
-        )
-        .serve_with_incoming_shutdown(
-            UnixListenerStream::new(uds),
-            stop_serving.clone().cancelled_owned(),
-        );
-    let done = tokio::spawn(async move {
-        let (p, c) = tokio::join!(peer_server, control_server);
-        if let Err(e) = p {
-            warn!(error = %e, "peer server stopped with an error");
-        }
-        if let Err(e) = c {
-            warn!(error = %e, "control server stopped with an error");
-        }
-    });
-    Ok(Servers { done, stop_serving })
-}
-
 /// The background tasks: keeping the lease, following membership, the
 /// outbox worker, the member cache, and catching up on missed history.
 fn spawn_background(parts: &Parts, ttl: Option<Duration>) -> Vec<JoinHandle<()>> {
@@ -546,11 +450,11 @@ fn spawn_background(parts: &Parts, ttl: Option<Duration>) -> Vec<JoinHandle<()>>
 /// grace period for in-flight calls, stop the background tasks, flush.
 async fn run_until_shutdown(
     parts: Parts,
-    servers: Servers,
+    servers: servers::Servers,
     tasks: Vec<JoinHandle<()>>,
     socket: PathBuf,
 ) {
-    let Servers {
+    let servers::Servers {
         mut done,
         stop_serving,
     } = servers;
@@ -572,49 +476,4 @@ async fn run_until_shutdown(
     parts.directory.flush_cache();
     let _ = std::fs::remove_file(&socket);
     info!("peer stopped");
-}
-
-/// What a refusal of an oversized message adds to tonic's byte counts: the
-/// text limit, and the flag that sets it.
-pub fn oversize_hint(max_message_bytes: usize) -> String {
-    format!(
-        "a message text may be at most {max_message_bytes} bytes on this peer \
-         (peer-svc --max-message-bytes, at most {MAX_MESSAGE_BYTES_LIMIT}); send it in parts"
-    )
-}
-
-/// Binds the control socket with mode 0600, refusing to take over the
-/// socket of a peer that is still running on the same data dir.
-async fn bind_control_socket(path: &Path) -> Result<UnixListener, StartError> {
-    if path.exists() {
-        if tokio::net::UnixStream::connect(path).await.is_ok() {
-            return Err(StartError::Setup(format!(
-                "a peer-svc is already running for this data dir ({} answers); stop it first",
-                path.display()
-            )));
-        }
-        // A socket left by a peer that was killed: nobody answers on it.
-        std::fs::remove_file(path)
-            .map_err(|e| StartError::Setup(format!("{}: {e}", path.display())))?;
-    }
-    // Bound inside a fresh 0700 directory, narrowed to 0600, then renamed
-    // into place: the socket is never reachable by others, not even in the
-    // moment between bind and chmod (the data dir may be more open).
-    let setup = |e: std::io::Error| StartError::Setup(format!("{}: {e}", path.display()));
-    let staging = path.with_extension(format!("staging-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&staging);
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&staging)
-        .map_err(setup)?;
-    let staged = staging.join(CONTROL_SOCKET);
-    let bound = UnixListener::bind(&staged)
-        .and_then(|uds| {
-            std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))?;
-            std::fs::rename(&staged, path)?;
-            Ok(uds)
-        })
-        .map_err(|e| StartError::Setup(format!("cannot bind {}: {e}", path.display())));
-    let _ = std::fs::remove_dir_all(&staging);
-    bound
 }

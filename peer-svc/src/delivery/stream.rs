@@ -201,86 +201,37 @@ async fn carry(
     items: &mut mpsc::Receiver<Item>,
     pending: &mut Option<Item>,
 ) -> Result<(), Status> {
-    let (batches, outgoing) = mpsc::channel::<DeliverBatch>(MAX_BATCHES_IN_FLIGHT);
-    // No encode limit of our own: a batch stays under MAX_BATCH_BYTES unless
-    // it is a single envelope of a large message, which the receiver's limit
-    // (its message limit plus overhead) then decides on.
-    let mut client =
-        PeerClient::new(channel.clone()).max_decoding_message_size(MAX_BATCH_BYTES_DECODED);
-    let mut seq = 0u64;
     let mut in_flight: VecDeque<InFlight> = VecDeque::new();
-
     // The first batch goes with the call, so the stream opens with work.
     let first = pending.take().expect("a first item");
     let mut batch = Vec::new();
     let (waiting, mut leftover) = pack(sender, first, items, &mut batch);
-    seq += 1;
+    let mut seq = 1u64;
     in_flight.push_back(InFlight {
         seq,
         sent_at: Instant::now(),
         waiting,
     });
-    let _ = batches.try_send(DeliverBatch {
-        seq,
-        envelopes: batch,
-    });
-    let call = tokio::time::timeout(
-        DELIVER_TIMEOUT,
-        client.deliver_stream(ReceiverStream::new(outgoing)),
+    let (batches, mut ack_rx, _reader) = match open(
+        channel,
+        DeliverBatch {
+            seq,
+            envelopes: batch,
+        },
     )
-    .await;
-    let mut acks = match call {
-        Ok(Ok(response)) => response.into_inner(),
-        Ok(Err(status)) => return Err(fail_all(&mut in_flight, status)),
-        Err(_) => {
-            return Err(fail_all(
-                &mut in_flight,
-                Status::deadline_exceeded("the delivery stream did not open in time"),
-            ));
-        }
+    .await
+    {
+        Ok(opened) => opened,
+        Err(status) => return Err(fail_all(&mut in_flight, status)),
     };
-    // Acks are read by a task of their own, so the loop below only ever
-    // waits on cancel-safe channel receives.
-    let (ack_tx, mut ack_rx) = mpsc::channel::<Result<DeliverBatchAck, Status>>(8);
-    let reader = tokio::spawn(async move {
-        loop {
-            let next = match acks.message().await {
-                Ok(Some(ack)) => Ok(ack),
-                Ok(None) => Err(Status::unavailable("the peer closed the delivery stream")),
-                Err(status) => Err(status),
-            };
-            let end = next.is_err();
-            if ack_tx.send(next).await.is_err() || end {
-                return;
-            }
-        }
-    });
-    let _reader = AbortOnDrop(reader);
-
     loop {
         let deadline = in_flight.front().map(|b| b.sent_at + DELIVER_TIMEOUT);
         let room = in_flight.len() < MAX_BATCHES_IN_FLIGHT;
         tokio::select! {
             ack = ack_rx.recv() => {
-                let ack = match ack {
-                    Some(Ok(ack)) => ack,
-                    Some(Err(status)) => return Err(fail_all(&mut in_flight, status)),
-                    None => return Err(fail_all(&mut in_flight, Status::unavailable("the delivery stream ended"))),
-                };
-                let Some(front) = in_flight.pop_front() else {
-                    return Err(Status::internal("an ack for no batch"));
-                };
-                if front.seq != ack.seq || front.waiting.len() != ack.results.len() {
-                    in_flight.push_front(front);
-                    return Err(fail_all(&mut in_flight, Status::internal("acks out of order")));
-                }
-                for (waiter, result) in front.waiting.into_iter().zip(ack.results) {
-                    let outcome = if result.code == 0 {
-                        Ok(())
-                    } else {
-                        Err(Status::new(Code::from_i32(result.code), result.error))
-                    };
-                    let _ = waiter.send(outcome);
+                let ack = ack.unwrap_or_else(|| Err(Status::unavailable("the delivery stream ended")));
+                if let Err(status) = ack.and_then(|ack| answer(&mut in_flight, ack)) {
+                    return Err(fail_all(&mut in_flight, status));
                 }
             }
             item = next_item(&mut leftover, items), if room => {
@@ -297,14 +248,82 @@ async fn carry(
             _ = sleep_until_opt(deadline) => {
                 return Err(fail_all(
                     &mut in_flight,
-                    Status::deadline_exceeded(format!(
-                        "no ack within {:?}", DELIVER_TIMEOUT
-                    )),
+                    Status::deadline_exceeded(format!("no ack within {DELIVER_TIMEOUT:?}")),
                 ));
             }
             _ = tokio::time::sleep(PIPE_IDLE), if in_flight.is_empty() && leftover.is_none() => return Ok(()),
         }
     }
+}
+
+/// An open delivery stream: where batches go, where acks come back, and
+/// the task reading them (aborted when dropped).
+type Opened = (
+    mpsc::Sender<DeliverBatch>,
+    mpsc::Receiver<Result<DeliverBatchAck, Status>>,
+    AbortOnDrop,
+);
+
+/// Opens a `DeliverStream` carrying `first`.
+async fn open(channel: &Channel, first: DeliverBatch) -> Result<Opened, Status> {
+    let (batches, outgoing) = mpsc::channel::<DeliverBatch>(MAX_BATCHES_IN_FLIGHT);
+    // No encode limit of our own: a batch stays under MAX_BATCH_BYTES unless
+    // it is a single envelope of a large message, which the receiver's limit
+    // (its message limit plus overhead) then decides on.
+    let mut client =
+        PeerClient::new(channel.clone()).max_decoding_message_size(MAX_BATCH_BYTES_DECODED);
+    let _ = batches.try_send(first);
+    let call = tokio::time::timeout(
+        DELIVER_TIMEOUT,
+        client.deliver_stream(ReceiverStream::new(outgoing)),
+    )
+    .await;
+    let mut acks = match call {
+        Ok(Ok(response)) => response.into_inner(),
+        Ok(Err(status)) => return Err(status),
+        Err(_) => {
+            return Err(Status::deadline_exceeded(
+                "the delivery stream did not open in time",
+            ));
+        }
+    };
+    // Acks are read by a task of their own, so the caller's loop only ever
+    // waits on cancel-safe channel receives.
+    let (ack_tx, ack_rx) = mpsc::channel::<Result<DeliverBatchAck, Status>>(8);
+    let reader = tokio::spawn(async move {
+        loop {
+            let next = match acks.message().await {
+                Ok(Some(ack)) => Ok(ack),
+                Ok(None) => Err(Status::unavailable("the peer closed the delivery stream")),
+                Err(status) => Err(status),
+            };
+            let end = next.is_err();
+            if ack_tx.send(next).await.is_err() || end {
+                return;
+            }
+        }
+    });
+    Ok((batches, ack_rx, AbortOnDrop(reader)))
+}
+
+/// Answers the callers of the oldest batch in flight from its ack.
+fn answer(in_flight: &mut VecDeque<InFlight>, ack: DeliverBatchAck) -> Result<(), Status> {
+    let Some(front) = in_flight.pop_front() else {
+        return Err(Status::internal("an ack for no batch"));
+    };
+    if front.seq != ack.seq || front.waiting.len() != ack.results.len() {
+        in_flight.push_front(front);
+        return Err(Status::internal("acks out of order"));
+    }
+    for (waiter, result) in front.waiting.into_iter().zip(ack.results) {
+        let outcome = if result.code == 0 {
+            Ok(())
+        } else {
+            Err(Status::new(Code::from_i32(result.code), result.error))
+        };
+        let _ = waiter.send(outcome);
+    }
+    Ok(())
 }
 
 /// Seals `first` and whatever else is already waiting (up to the batch

@@ -22,9 +22,12 @@ use crate::{
     handshaker::Handshaker,
     inbound::Inbound,
     membership::Membership,
-    outbound::{Outbound, Prepared, SendError},
+    outbound::Outbound,
     peers::Peers,
-    service::status::{ServiceError, refused},
+    service::{
+        send_stream,
+        status::{ServiceError, refused},
+    },
     store::{Store, history::Query},
 };
 
@@ -157,53 +160,6 @@ impl ControlService {
 type SubscribeStream = Pin<Box<dyn Stream<Item = Result<SubscribeResponse, Status>> + Send>>;
 type SendStreamStream = Pin<Box<dyn Stream<Item = Result<SendStreamResponse, Status>> + Send>>;
 
-/// Sends in flight at once on one `SendStream`: enough for deliveries to
-/// batch into large stream frames, few enough to bound the memory held.
-pub const SEND_STREAM_WINDOW: usize = 1024;
-
-/// Most requests of a `SendStream` stored in one transaction.
-const SEND_STREAM_CHUNK: usize = 256;
-
-/// Stores and delivers one chunk of a `SendStream`; answers in order.
-async fn send_chunk(
-    outbound: &Outbound,
-    chunk: Vec<Result<Prepared, SendError>>,
-) -> Vec<SendStreamResponse> {
-    let mut answers: Vec<Option<SendStreamResponse>> = Vec::with_capacity(chunk.len());
-    let mut ready = Vec::new();
-    for prepared in chunk {
-        match prepared {
-            Ok(p) => {
-                answers.push(None);
-                ready.push(p);
-            }
-            Err(e) => answers.push(Some(failed(e))),
-        }
-    }
-    let mut sent = outbound.send_prepared(ready).await.into_iter();
-    answers
-        .into_iter()
-        .map(|a| {
-            a.unwrap_or_else(|| match sent.next().expect("one answer per message") {
-                Ok(response) => SendStreamResponse {
-                    response: Some(response),
-                    ..Default::default()
-                },
-                Err(e) => failed(e),
-            })
-        })
-        .collect()
-}
-
-fn failed(e: SendError) -> SendStreamResponse {
-    let status = refused("Control/SendStream", e);
-    SendStreamResponse {
-        response: None,
-        code: status.code() as i32,
-        error: status.message().to_owned(),
-    }
-}
-
 #[tonic::async_trait]
 impl Control for ControlService {
     async fn send(&self, request: Request<SendRequest>) -> Result<Response<SendResponse>, Status> {
@@ -226,9 +182,9 @@ impl Control for ControlService {
         request: Request<Streaming<SendRequest>>,
     ) -> Result<Response<Self::SendStreamStream>, Status> {
         let mut requests = request.into_inner();
-        let (incoming_tx, mut incoming) = tokio::sync::mpsc::channel(64);
-        // Reading requests in a task of its own keeps the loop below on
-        // cancel-safe channel receives only.
+        let (incoming_tx, incoming) = tokio::sync::mpsc::channel(64);
+        // Reading requests in a task of its own keeps the loop that answers
+        // them on cancel-safe channel receives only.
         tokio::spawn(async move {
             loop {
                 let next = requests.message().await.transpose();
@@ -238,77 +194,14 @@ impl Control for ControlService {
                 }
             }
         });
-        let (tx, rx) = tokio::sync::mpsc::channel(SEND_STREAM_WINDOW);
-        let outbound = self.outbound.clone();
-        let shutdown = self.shutdown.clone();
-        let oversize_hint = crate::oversize_hint(self.max_message_bytes);
-        tokio::spawn(async move {
-            // Requests are taken in chunks (whatever has arrived, up to
-            // SEND_STREAM_CHUNK): each chunk is stamped in request order,
-            // stored in one transaction, and delivered concurrently.
-            let mut in_flight = futures::stream::FuturesOrdered::new();
-            let mut held = 0usize;
-            let mut more = true;
-            // A request that could not be read (oversized, malformed) ends
-            // the stream, but only after the answers for the requests before it.
-            let mut failed: Option<Status> = None;
-            loop {
-                tokio::select! {
-                    first = incoming.recv(), if more && held < SEND_STREAM_WINDOW => {
-                        let mut chunk = Vec::new();
-                        let mut next = first.flatten();
-                        loop {
-                            match next {
-                                Some(Ok(req)) => chunk.push(outbound.prepare(req.text, req.id)),
-                                Some(Err(status)) => {
-                                    failed = Some(chat_proto::limits::oversize_status(
-                                        status,
-                                        &oversize_hint,
-                                    ));
-                                    more = false;
-                                    break;
-                                }
-                                None => {
-                                    more = false;
-                                    break;
-                                }
-                            }
-                            if chunk.len() >= SEND_STREAM_CHUNK {
-                                break;
-                            }
-                            match incoming.try_recv() {
-                                Ok(item) => next = item,
-                                Err(_) => break,
-                            }
-                        }
-                        if chunk.is_empty() {
-                            continue;
-                        }
-                        held += chunk.len();
-                        // Each chunk is a task of its own, so a client that
-                        // goes away cannot cut deliveries short.
-                        let outbound = outbound.clone();
-                        let task = tokio::spawn(async move { send_chunk(&outbound, chunk).await });
-                        in_flight.push_back(async move { task.await.unwrap_or_default() });
-                    }
-                    // Stopping: answer what is in flight, take no more.
-                    _ = shutdown.cancelled(), if more => more = false,
-                    Some(answers) = in_flight.next(), if !in_flight.is_empty() => {
-                        let answers: Vec<SendStreamResponse> = answers;
-                        held -= answers.len();
-                        for answer in answers {
-                            if tx.send(Ok(answer)).await.is_err() {
-                                return; // the client went away
-                            }
-                        }
-                    }
-                    else => break,
-                }
-            }
-            if let Some(status) = failed {
-                let _ = tx.send(Err(status)).await;
-            }
-        });
+        let (tx, rx) = tokio::sync::mpsc::channel(send_stream::SEND_STREAM_WINDOW);
+        tokio::spawn(send_stream::answer(
+            self.outbound.clone(),
+            incoming,
+            tx,
+            self.shutdown.clone(),
+            crate::oversize_hint(self.max_message_bytes),
+        ));
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))

@@ -3,4 +3,5 @@
 
 pub mod control;
 pub mod peer;
+mod send_stream;
 pub mod status;

@@ -1,0 +1,190 @@
+//! `chat`: the owner's CLI for their own peer, over the peer's Control socket.
+#![forbid(unsafe_code)]
+
+use std::{path::PathBuf, process::ExitCode};
+
+use chat_proto::v1::{
+    ChatMessage, ConnectionsRequest, ControlLeaveRequest, HandshakeRequest, HistoryRequest,
+    RefreshConnectionsRequest, SendRequest, SubscribeRequest, TrustRequest,
+    connection::SessionState, control_client::ControlClient, delivery::Status as DeliveryStatus,
+};
+use clap::{Parser, Subcommand};
+use peer_svc::console;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tonic::transport::Channel;
+
+/// The Control client every verb drives.
+type Client = ControlClient<Channel>;
+
+/// Drive your own p2p-chat peer.
+#[derive(Debug, Parser)]
+#[command(name = "chat", version, about)]
+struct Cli {
+    /// Your peer's data dir (where peer-svc keeps its key and control socket).
+    #[arg(long, env = "CHAT_DATA_DIR", global = true, default_value = ".")]
+    data_dir: PathBuf,
+    #[command(subcommand)]
+    verb: Verb,
+}
+
+#[derive(Debug, Subcommand)]
+enum Verb {
+    /// Send a message to every connected peer (end-to-end encrypted).
+    Send {
+        /// The message text.
+        #[arg(required_unless_present = "stdin")]
+        text: Option<String>,
+        /// An id of your own: sending again with the same id never duplicates.
+        #[arg(long, conflicts_with = "stdin")]
+        id: Option<String>,
+        /// Send each line of standard input as a message, in order, over one
+        /// stream (bulk sending); prints a summary.
+        #[arg(long, conflicts_with = "text")]
+        stdin: bool,
+    },
+    /// Print every message seen, oldest first.
+    History {
+        /// Only the newest N messages.
+        #[arg(long)]
+        limit: Option<u32>,
+        /// Only messages since TIME: RFC 3339 (2026-11-25T12:00:00Z) or an age (10m, 2h, 1d).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only messages from PEER.
+        #[arg(long)]
+        from: Option<String>,
+        /// Only messages containing TEXT.
+        #[arg(long)]
+        grep: Option<String>,
+        /// One JSON object per line, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the peers you know, with address, fingerprint and session state.
+    Connections {
+        /// JSON, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reload the peer list from Discovery; with PEERs, handshake with them again.
+    Refresh {
+        /// Peers to handshake with again.
+        peers: Vec<String>,
+    },
+    /// Run the key exchange with PEER now and print both fingerprints to compare.
+    Handshake {
+        /// The peer.
+        peer: String,
+    },
+    /// Leave the network (your peer deregisters and exits), or with PEER stop sending to it.
+    Leave {
+        /// The peer to drop; none = leave yourself.
+        peer: Option<String>,
+    },
+    /// Accept PEER's new key after comparing its fingerprint out of band.
+    Trust {
+        /// The peer.
+        peer: String,
+    },
+    /// The live console: incoming messages print as they arrive; typed lines are sent.
+    Attach,
+}
+
+/// Why a command ended early.
+#[derive(Debug)]
+enum Failure {
+    /// What went wrong, for the user.
+    Message(String),
+    /// Stdout could not be written: a reader that went away (`chat history
+    /// | head`) ends the command quietly; any other error is reported.
+    Stdout(std::io::Error),
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Self::Message(message)
+    }
+}
+
+/// Prints one line on stdout, ending the command (see [`Failure::Stdout`]) if
+/// it cannot be written; `println!` would panic instead.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            return Err(Failure::Stdout(e));
+        }
+    }};
+}
+
+/// Prints one line on stderr; a closed stderr is no reason to stop.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
+mod sending;
+mod views;
+
+use sending::{attach, send, send_lines};
+use views::{connections, handshake, history, leave, parse_since, refresh, trust};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(Failure::Stdout(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(Failure::Stdout(e)) => {
+            note!("chat: cannot write to stdout: {e}");
+            ExitCode::FAILURE
+        }
+        Err(Failure::Message(message)) => {
+            note!("chat: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn status_text(s: tonic::Status) -> String {
+    format!("{} ({:?})", s.message(), s.code())
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, Failure> {
+    let mut client = peer_svc::control_client::connect(&cli.data_dir)
+        .await
+        .map_err(|e| e.to_string())?;
+    match cli.verb {
+        Verb::Send {
+            text: Some(text),
+            id,
+            stdin: false,
+        } => send(&mut client, text, id.unwrap_or_default()).await,
+        Verb::Send { .. } => send_lines(&mut client).await,
+        Verb::History {
+            limit,
+            since,
+            from,
+            grep,
+            json,
+        } => {
+            let since = since.map(|s| parse_since(&s)).transpose()?;
+            let request = HistoryRequest {
+                limit: limit.unwrap_or(0),
+                since,
+                from: from.unwrap_or_default(),
+                grep: grep.unwrap_or_default(),
+                cursor: String::new(),
+            };
+            history(&mut client, request, json).await
+        }
+        Verb::Connections { json } => connections(&mut client, json).await,
+        Verb::Refresh { peers } => refresh(&mut client, peers).await,
+        Verb::Handshake { peer } => handshake(&mut client, peer).await,
+        Verb::Leave { peer } => leave(&mut client, peer).await,
+        Verb::Trust { peer } => trust(&mut client, peer).await,
+        Verb::Attach => attach(client).await,
+    }
+}

@@ -1,0 +1,206 @@
+//! The verbs that show or change what the peer knows: history,
+//! connections, refresh, handshake, leave, trust.
+
+use super::*;
+
+/// `chat history`: every page, oldest first, as the original printed it (or JSON lines).
+pub(crate) async fn history(
+    client: &mut Client,
+    mut request: HistoryRequest,
+    json: bool,
+) -> Result<ExitCode, Failure> {
+    if !json {
+        out!("The history");
+    }
+    loop {
+        let page = client
+            .history(request.clone())
+            .await
+            .map_err(status_text)?
+            .into_inner();
+        for m in &page.messages {
+            if json {
+                out!("{}", message_json(m));
+            } else {
+                out!("{}", console::history_line(m));
+            }
+        }
+        if page.next_cursor.is_empty() {
+            break;
+        }
+        request.cursor = page.next_cursor;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `chat connections`: a table (or JSON) of the known peers.
+pub(crate) async fn connections(client: &mut Client, json: bool) -> Result<ExitCode, Failure> {
+    let list = client
+        .connections(ConnectionsRequest {})
+        .await
+        .map_err(status_text)?
+        .into_inner()
+        .connections;
+    if json {
+        let items: Vec<_> = list
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "name": c.name, "address": c.address,
+                    "fingerprint": c.fingerprint, "session": session_name(c.session()),
+                    "queued": c.queued,
+                })
+            })
+            .collect();
+        out!("{}", serde_json::Value::Array(items));
+    } else if list.is_empty() {
+        out!("no other peers are connected");
+    } else {
+        out!(
+            "{:<16} {:<22} {:<40} {:<12} QUEUED",
+            "NAME",
+            "ADDRESS",
+            "FINGERPRINT",
+            "SESSION"
+        );
+        for c in &list {
+            out!(
+                "{:<16} {:<22} {:<40} {:<12} {}",
+                c.name,
+                c.address,
+                c.fingerprint,
+                session_name(c.session()),
+                c.queued
+            );
+            if c.session() == SessionState::KeyChanged {
+                out!(
+                    "  WARNING: {}'s key changed; nothing is sent to it until you compare fingerprints and run `chat trust {}`",
+                    c.name,
+                    c.name
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `chat refresh [PEER...]`: reload the list from Discovery.
+pub(crate) async fn refresh(client: &mut Client, peers: Vec<String>) -> Result<ExitCode, Failure> {
+    let list = client
+        .refresh_connections(RefreshConnectionsRequest { peers })
+        .await
+        .map_err(status_text)?
+        .into_inner()
+        .connections;
+    let names: Vec<_> = list.iter().map(|c| c.name.as_str()).collect();
+    out!(
+        "connections: {}",
+        if names.is_empty() {
+            "none".into()
+        } else {
+            names.join(", ")
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `chat handshake PEER`: a key exchange now, and both fingerprints.
+pub(crate) async fn handshake(client: &mut Client, peer: String) -> Result<ExitCode, Failure> {
+    let r = client
+        .handshake(HandshakeRequest { peer })
+        .await
+        .map_err(status_text)?
+        .into_inner();
+    out!(
+        "handshake with {} done in {:.2} ms",
+        r.peer,
+        r.elapsed_micros as f64 / 1000.0
+    );
+    out!("  {:<6} fingerprint: {}", r.peer, r.fingerprint);
+    out!("  {:<6} fingerprint: {}", "your", r.local_fingerprint);
+    out!(
+        "Compare them with {} over another channel (in person, by phone).",
+        r.peer
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `chat leave [PEER]`: leave the network, or drop one peer.
+pub(crate) async fn leave(client: &mut Client, peer: Option<String>) -> Result<ExitCode, Failure> {
+    let named = peer.clone().unwrap_or_default();
+    client
+        .leave(ControlLeaveRequest {
+            peer: named.clone(),
+        })
+        .await
+        .map_err(status_text)?;
+    if named.is_empty() {
+        out!("left the network; your peer is shutting down");
+    } else {
+        out!(
+            "dropped {named}: nothing more is sent to it, and what was queued for it is discarded \
+             (`chat handshake {named}` takes it back)"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `chat trust PEER`: accept and pin its current key.
+pub(crate) async fn trust(client: &mut Client, peer: String) -> Result<ExitCode, Failure> {
+    let r = client
+        .trust(TrustRequest { peer })
+        .await
+        .map_err(status_text)?
+        .into_inner();
+    out!("trusted {}: key {} is now pinned", r.peer, r.fingerprint);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn session_name(state: SessionState) -> &'static str {
+    match state {
+        SessionState::Established => "established",
+        SessionState::None | SessionState::Unspecified => "none",
+        SessionState::KeyChanged => "KEY CHANGED",
+        SessionState::Dropped => "dropped",
+        SessionState::Offline => "offline",
+    }
+}
+
+fn message_json(m: &ChatMessage) -> serde_json::Value {
+    let sent_at = m
+        .sent_at
+        .as_ref()
+        .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    serde_json::json!({
+        "id": m.id, "sender": m.sender, "sender_fingerprint": m.sender_fingerprint,
+        "sent_at": sent_at, "hlc": m.hlc, "text": m.text,
+    })
+}
+
+/// RFC 3339, or an age such as 90s, 10m, 2h, 1d.
+pub(crate) fn parse_since(text: &str) -> Result<prost_types::Timestamp, String> {
+    let at = if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        t.with_timezone(&chrono::Utc)
+    } else {
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (n, unit) = text.split_at(split);
+        let n: i64 = n
+            .parse()
+            .map_err(|_| format!("--since {text:?}: use RFC 3339 or an age like 10m"))?;
+        let seconds = match unit {
+            "s" => n,
+            "m" => n * 60,
+            "h" => n * 3600,
+            "d" => n * 86400,
+            _ => return Err(format!("--since {text:?}: unit must be s, m, h or d")),
+        };
+        chrono::Utc::now() - chrono::Duration::seconds(seconds)
+    };
+    Ok(prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: at.timestamp_subsec_nanos() as i32,
+    })
+}

@@ -1,0 +1,144 @@
+//! The composition root's servers: the Peer service on the public address
+//! and the Control service on the Unix socket, each with health, reflection
+//! (v1 and v1alpha) and the size limits, stopping on a token of their own.
+
+use chat_proto::v1::{control_server::ControlServer, peer_server::PeerServer};
+use tokio::{
+    net::{TcpListener, UnixListener},
+    task::JoinHandle,
+};
+use tokio_stream::wrappers::UnixListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::{pb::health_server::HealthServer, server::HealthService};
+use tracing::warn;
+
+use crate::{
+    Parts, StartError,
+    config::{ENVELOPE_OVERHEAD_BYTES, oversize_hint},
+    delivery,
+    service::{
+        control::{ControlParts, ControlService},
+        peer::PeerService,
+    },
+};
+
+/// Both servers, running until `stop_serving` is cancelled.
+pub(crate) struct Servers {
+    /// Done when both servers have stopped.
+    pub(crate) done: JoinHandle<()>,
+    /// Cancelled only once this peer has left Discovery: on the shared
+    /// shutdown token the servers could end in the same poll as the signal
+    /// is seen, and the Leave would be skipped (it was, in about half of
+    /// the SIGTERMs).
+    pub(crate) stop_serving: CancellationToken,
+}
+
+/// Starts the Peer server on `listener` and the Control server on `uds`.
+pub(crate) async fn serve(
+    parts: &Parts,
+    listener: TcpListener,
+    uds: UnixListener,
+) -> Result<Servers, StartError> {
+    let (health, _) = tonic_health::server::health_reporter();
+    health.set_serving::<PeerServer<PeerService>>().await;
+    health.set_serving::<ControlServer<ControlService>>().await;
+    let health_service = HealthServer::new(HealthService::from_health_reporter(health));
+    let stop_serving = CancellationToken::new();
+    let peer = peer_server(parts, listener, health_service.clone(), &stop_serving)?;
+    let control = control_server(parts, uds, health_service, &stop_serving)?;
+    let done = tokio::spawn(async move {
+        let (p, c) = tokio::join!(peer, control);
+        if let Err(e) = p {
+            warn!(error = %e, "peer server stopped with an error");
+        }
+        if let Err(e) = c {
+            warn!(error = %e, "control server stopped with an error");
+        }
+    });
+    Ok(Servers { done, stop_serving })
+}
+
+/// A server's future: it runs until its stop token is cancelled.
+type Serving = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<(), tonic::transport::Error>> + Send>,
+>;
+
+/// The Peer service, for other peers.
+fn peer_server(
+    parts: &Parts,
+    listener: TcpListener,
+    health: HealthServer<HealthService>,
+    stop: &CancellationToken,
+) -> Result<Serving, StartError> {
+    let max_message_bytes = parts.config.max_message_bytes;
+    let decode_limit = max_message_bytes + ENVELOPE_OVERHEAD_BYTES;
+    let (reflection, reflection_alpha) = chat_proto::reflection::services(&["chat.v1.Peer"])?;
+    let peer = PeerService::new(
+        parts.handshaker.clone(),
+        parts.inbound.clone(),
+        parts.history.clone(),
+        parts.shutdown.clone(),
+    );
+    let server = tonic::transport::Server::builder()
+        .max_concurrent_streams(chat_proto::limits::MAX_CONCURRENT_STREAMS)
+        .layer(tower::util::MapResponseLayer::new(
+            chat_proto::limits::oversize_with_hint(oversize_hint(max_message_bytes)),
+        ))
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(reflection_alpha)
+        .add_service(
+            PeerServer::new(peer)
+                // A DeliverStream batch carries many envelopes; each one is
+                // still held to the message limit when it is opened.
+                .max_decoding_message_size(
+                    decode_limit.max(delivery::stream::MAX_BATCH_BYTES_DECODED),
+                )
+                .max_encoding_message_size(chat_proto::limits::MAX_RESPONSE_BYTES),
+        )
+        .serve_with_incoming_shutdown(
+            // Nagle plus delayed ACKs would hold small responses ~40 ms.
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            stop.clone().cancelled_owned(),
+        );
+    Ok(Box::pin(server))
+}
+
+/// The Control service, for the owner.
+fn control_server(
+    parts: &Parts,
+    uds: UnixListener,
+    health: HealthServer<HealthService>,
+    stop: &CancellationToken,
+) -> Result<Serving, StartError> {
+    let max_message_bytes = parts.config.max_message_bytes;
+    let (reflection, reflection_alpha) = chat_proto::reflection::services(&["chat.v1.Control"])?;
+    let control = ControlService::new(ControlParts {
+        fingerprint: parts.fingerprint.clone(),
+        max_message_bytes,
+        outbound: parts.outbound.clone(),
+        inbound: parts.inbound.clone(),
+        handshaker: parts.handshaker.clone(),
+        membership: parts.membership.clone(),
+        directory: parts.directory.clone(),
+        peers: parts.peers.clone(),
+        store: parts.store.clone(),
+        shutdown: parts.shutdown.clone(),
+    });
+    let server = tonic::transport::Server::builder()
+        .max_concurrent_streams(chat_proto::limits::MAX_CONCURRENT_STREAMS)
+        .layer(tower::util::MapResponseLayer::new(
+            chat_proto::limits::oversize_with_hint(oversize_hint(max_message_bytes)),
+        ))
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(reflection_alpha)
+        .add_service(
+            ControlServer::new(control)
+                .max_decoding_message_size(max_message_bytes + ENVELOPE_OVERHEAD_BYTES)
+                .max_encoding_message_size(chat_proto::limits::MAX_RESPONSE_BYTES),
+        )
+        .serve_with_incoming_shutdown(UnixListenerStream::new(uds), stop.clone().cancelled_owned());
+    Ok(Box::pin(server))
+}
