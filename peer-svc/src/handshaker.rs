@@ -354,3 +354,107 @@ impl Handshaker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chat_noise::Initiator;
+
+    use super::*;
+    use crate::testkit::Kit;
+
+    /// Alice's first message to the peer of `bob`, stamped `stamp`.
+    fn initiation(alice: &StaticKeypair, bob: &Kit, stamp: u64) -> Vec<u8> {
+        let payload = HandshakePayload {
+            name: "alice".into(),
+            address: "127.0.0.1:7000".into(),
+            timestamp_micros: stamp,
+            ..Default::default()
+        }
+        .encode_to_vec();
+        Initiator::new(alice, bob.keypair.public_key(), PROLOGUE)
+            .write_message(&payload)
+            .expect("write")
+            .0
+    }
+
+    fn bob_knowing(alice: &StaticKeypair, rate: u32) -> Kit {
+        let bob = Kit::new("bob", |c| c.handshakes_per_sec = rate);
+        bob.directory
+            .upsert("alice", "127.0.0.1:7000", &alice.public_key());
+        bob
+    }
+
+    const FROM: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+
+    #[tokio::test(start_paused = true)]
+    async fn a_known_initiator_is_answered_once_and_its_replay_refused() {
+        let alice = StaticKeypair::generate();
+        let bob = bob_knowing(&alice, 100);
+        let first = initiation(&alice, &bob, 10);
+        bob.handshaker.accept(&first, FROM).await.expect("accepted");
+        assert!(bob.peers.has_session("alice"), "a responder session");
+        assert!(matches!(
+            bob.handshaker.accept(&first, FROM).await,
+            Err(HandshakeError::Replayed)
+        ));
+        // An older stamp, in a fresh message, is a replay too.
+        let older = initiation(&alice, &bob, 9);
+        assert!(matches!(
+            bob.handshaker.accept(&older, FROM).await,
+            Err(HandshakeError::Replayed)
+        ));
+        bob.handshaker
+            .accept(&initiation(&alice, &bob, 11), FROM)
+            .await
+            .expect("a newer one is accepted");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn initiations_are_limited_per_address_and_the_limit_refills_with_time() {
+        let alice = StaticKeypair::generate();
+        let bob = bob_knowing(&alice, 1);
+        // A burst of twice the rate, then refused before any DH is done.
+        for stamp in 1..=2 {
+            bob.handshaker
+                .accept(&initiation(&alice, &bob, stamp), FROM)
+                .await
+                .expect("within the burst");
+        }
+        let err = bob
+            .handshaker
+            .accept(&initiation(&alice, &bob, 3), FROM)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, HandshakeError::RateLimited { rate: 1 }),
+            "{err}"
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        bob.handshaker
+            .accept(&initiation(&alice, &bob, 4), FROM)
+            .await
+            .expect("a second later there is room again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stranger_or_a_wrong_key_is_refused_and_garbage_is_malformed() {
+        let alice = StaticKeypair::generate();
+        let bob = bob_knowing(&alice, 100);
+        let mallory = StaticKeypair::generate();
+        // Mallory claims to be alice: her key is not the one listed.
+        let err = bob
+            .handshaker
+            .accept(&initiation(&mallory, &bob, 1), FROM)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, HandshakeError::Refused(_)), "{err}");
+        let err = bob.handshaker.accept(&[0; 8], FROM).await.unwrap_err();
+        assert!(matches!(err, HandshakeError::Truncated { len: 8 }), "{err}");
+        let mut tampered = initiation(&alice, &bob, 2);
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        let err = bob.handshaker.accept(&tampered, FROM).await.unwrap_err();
+        assert!(matches!(err, HandshakeError::Failed(_)), "{err}");
+        assert!(!bob.peers.has_session("alice"));
+    }
+}

@@ -477,3 +477,6 @@ async fn run_until_shutdown(
     let _ = std::fs::remove_file(&socket);
     info!("peer stopped");
 }
+
+#[cfg(test)]
+mod testkit;

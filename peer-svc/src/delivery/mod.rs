@@ -346,3 +346,121 @@ impl Delivery {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chat_noise::StaticKeypair;
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::testkit::{Kit, NOBODY};
+
+    fn message(id: &str) -> ChatMessage {
+        ChatMessage {
+            id: id.into(),
+            sender: "alice".into(),
+            text: "hello".into(),
+            hlc: 1 << 16,
+            ..Default::default()
+        }
+    }
+
+    /// Alice's parts, knowing bob at `address`, with `id` stored as sent.
+    fn alice_with_bob(address: &str) -> Kit {
+        let alice = Kit::new("alice", |_| {});
+        let bob = StaticKeypair::generate();
+        alice.directory.upsert("bob", address, &bob.public_key());
+        alice
+    }
+
+    fn status_of(report: &SendResponse) -> (DeliveryStatus, &str) {
+        let d = &report.deliveries[0];
+        (d.status(), d.error.as_str())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unreachable_peer_gets_the_message_queued_and_later_ones_queue_behind_it() {
+        let alice = alice_with_bob(NOBODY);
+        alice.store.insert(&message("m1")).unwrap();
+        let report = alice.delivery.to_everyone(message("m1")).await;
+        let (status, why) = status_of(&report);
+        assert_eq!(status, DeliveryStatus::Queued, "{why}");
+        assert!(why.contains("retrying until delivered"), "{why}");
+        assert_eq!(alice.store.pending_count("bob").unwrap(), 1);
+        // The next one does not overtake it: queued at once, without a try.
+        alice.store.insert(&message("m2")).unwrap();
+        let report = alice.delivery.to_everyone(message("m2")).await;
+        let (status, why) = status_of(&report);
+        assert_eq!(status, DeliveryStatus::Queued);
+        assert!(why.contains("earlier messages are still queued"), "{why}");
+        assert!(
+            !alice.delivery.flush_outbox("bob").await,
+            "still unreachable"
+        );
+        assert_eq!(alice.store.pending_count("bob").unwrap(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn offline_peers_are_queued_and_changed_keys_refused_without_a_try() {
+        let alice = alice_with_bob(NOBODY);
+        alice.directory.mark_offline("bob");
+        alice.store.insert(&message("m1")).unwrap();
+        let report = alice.delivery.to_everyone(message("m1")).await;
+        let (status, why) = status_of(&report);
+        assert_eq!(status, DeliveryStatus::Queued);
+        assert!(why.starts_with("offline"), "{why}");
+
+        let carol = Kit::new("carol", |_| {});
+        carol.directory.upsert("bob", NOBODY, &[7; 32]);
+        carol.directory.pin("bob", &[7; 32]);
+        carol.directory.upsert("bob", NOBODY, &[8; 32]);
+        let report = carol.delivery.to_everyone(message("m1")).await;
+        let (status, why) = status_of(&report);
+        assert_eq!(status, DeliveryStatus::Refused);
+        assert!(why.contains("chat trust bob"), "{why}");
+        assert_eq!(carol.store.pending_count("bob").unwrap(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_outbox_is_bounded_and_says_how_many_it_dropped() {
+        let alice = Kit::new("alice", |c| c.outbox_limit = 2);
+        alice.directory.upsert("bob", NOBODY, &[7; 32]);
+        alice.directory.mark_offline("bob");
+        let mut last = String::new();
+        for i in 0..3 {
+            let m = message(&format!("m{i}"));
+            alice.store.insert(&m).unwrap();
+            let report = alice.delivery.to_everyone(m).await;
+            last = report.deliveries[0].error.clone();
+        }
+        assert!(last.contains("dropped the 1 oldest"), "{last}");
+        assert_eq!(alice.store.pending_count("bob").unwrap(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_worker_retries_a_peer_at_once_when_told_it_is_back() {
+        let alice = alice_with_bob(NOBODY);
+        alice.directory.mark_offline("bob");
+        alice.store.insert(&message("m1")).unwrap();
+        alice.delivery.to_everyone(message("m1")).await;
+        let shutdown = CancellationToken::new();
+        let worker = tokio::spawn(outbox_worker::run(
+            alice.delivery.clone(),
+            alice.store.clone(),
+            shutdown.clone(),
+        ));
+        // Its first round fails (bob is offline) and it backs off.
+        tokio::task::yield_now().await;
+        assert_eq!(alice.store.pending_count("bob").unwrap(), 1);
+        // Dropped by the owner, and said to be back: the worker wakes now,
+        // not after its backoff, and discards what was queued for bob.
+        alice.directory.drop_peer("bob");
+        alice.delivery.retry("bob");
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(alice.store.pending_count("bob").unwrap(), 0);
+        shutdown.cancel();
+        worker.await.unwrap();
+    }
+}

@@ -200,7 +200,7 @@ impl Control for ControlService {
             incoming,
             tx,
             self.shutdown.clone(),
-            crate::oversize_hint(self.max_message_bytes),
+            crate::config::oversize_hint(self.max_message_bytes),
         ));
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
