@@ -4,7 +4,7 @@
 //! messages; and one peer cannot shadow another's message by reusing its id).
 
 use chat_proto::v1::ChatMessage;
-use rusqlite::{Connection, OptionalExtension, Row, params, types::Value};
+use rusqlite::{OptionalExtension, Row, params, types::Value};
 
 use super::{Store, StoreError};
 
@@ -138,7 +138,46 @@ impl Store {
         if messages.is_empty() {
             return Ok(Vec::new());
         }
-        self.writer.insert(messages).await
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        let lead = {
+            let mut queue = self.commits.lock().expect("commit queue lock");
+            queue.waiting.push((messages, done));
+            !std::mem::replace(&mut queue.committing, true)
+        };
+        if lead {
+            // The first writer commits for everyone waiting, until no one is.
+            loop {
+                let batch = {
+                    let mut queue = self.commits.lock().expect("commit queue lock");
+                    if queue.waiting.is_empty() {
+                        queue.committing = false;
+                        break;
+                    }
+                    std::mem::take(&mut queue.waiting)
+                };
+                let sizes: Vec<usize> = batch.iter().map(|(m, _)| m.len()).collect();
+                let (groups, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+                let messages: Vec<ChatMessage> = groups.into_iter().flatten().collect();
+                match self.insert_each(&messages) {
+                    Ok(new) => {
+                        let mut new = new.into_iter();
+                        for (waiter, size) in waiters.into_iter().zip(sizes) {
+                            let _ = waiter.send(Ok(new.by_ref().take(size).collect()));
+                        }
+                    }
+                    Err(e) => {
+                        for waiter in waiters {
+                            let _ = waiter.send(Err(StoreError::Batch(e.to_string())));
+                        }
+                    }
+                }
+            }
+        }
+        outcome.await.unwrap_or_else(|_| {
+            Err(StoreError::Batch(
+                "the committing task was cancelled".into(),
+            ))
+        })
     }
 
     /// Stores messages in one transaction; returns how many were new.
@@ -152,7 +191,28 @@ impl Store {
 
     /// Stores messages in one transaction; for each, whether it was new.
     fn insert_each(&self, messages: &[ChatMessage]) -> Result<Vec<bool>, StoreError> {
-        insert_each(&mut self.conn.lock().expect("store lock"), messages)
+        let mut conn = self.conn.lock().expect("store lock");
+        let tx = conn.transaction()?;
+        let mut added = Vec::with_capacity(messages.len());
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO messages (id, hlc, sender, sender_fingerprint, sent_at_ms, text)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+            )?;
+            for m in messages {
+                let rows = insert.execute(params![
+                    m.id,
+                    m.hlc as i64,
+                    m.sender,
+                    m.sender_fingerprint,
+                    sent_at_ms(m),
+                    m.text
+                ])?;
+                added.push(rows == 1);
+            }
+        }
+        tx.commit()?;
+        Ok(added)
     }
 
     /// The stored message `id` from `sender`.
@@ -255,34 +315,6 @@ impl Store {
         }
         Ok(page)
     }
-}
-
-/// Stores messages in one transaction on `conn`; for each, whether it was new.
-pub(crate) fn insert_each(
-    conn: &mut Connection,
-    messages: &[ChatMessage],
-) -> Result<Vec<bool>, StoreError> {
-    let tx = conn.transaction()?;
-    let mut added = Vec::with_capacity(messages.len());
-    {
-        let mut insert = tx.prepare_cached(
-            "INSERT INTO messages (id, hlc, sender, sender_fingerprint, sent_at_ms, text)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
-        )?;
-        for m in messages {
-            let rows = insert.execute(params![
-                m.id,
-                m.hlc as i64,
-                m.sender,
-                m.sender_fingerprint,
-                sent_at_ms(m),
-                m.text
-            ])?;
-            added.push(rows == 1);
-        }
-    }
-    tx.commit()?;
-    Ok(added)
 }
 
 #[cfg(test)]
@@ -416,13 +448,9 @@ mod tests {
         }
         assert_eq!(new, 200);
         assert_eq!(store.len(), 200);
-        assert_eq!(
-            store
-                .insert_batch_grouped(vec![msg(999, "s", "last", "t")])
-                .await
-                .unwrap(),
-            [true],
-            "the writer still takes commits after the burst"
+        assert!(
+            !store.commits.lock().unwrap().committing,
+            "nobody left holding the commit"
         );
     }
 

@@ -6,13 +6,8 @@
 
 pub mod history;
 pub mod outbox;
-mod writer;
 
-use std::{
-    path::Path,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{path::Path, sync::Mutex, time::Duration};
 
 use rusqlite::Connection;
 
@@ -140,16 +135,26 @@ pub enum StoreError {
     Batch(String),
 }
 
+/// Where a group commit answers one caller: for each of its messages,
+/// whether it was new.
+pub(crate) type CommitWaiter = tokio::sync::oneshot::Sender<Result<Vec<bool>, StoreError>>;
+
+/// Writes waiting for the next group commit, and whether one is running.
+#[derive(Debug, Default)]
+pub(crate) struct CommitQueue {
+    pub(crate) waiting: Vec<(Vec<chat_proto::v1::ChatMessage>, CommitWaiter)>,
+    pub(crate) committing: bool,
+}
+
 /// The peer's database.
 #[derive(Debug)]
 pub struct Store {
-    /// The one connection (reads, and writes outside the writer's groups).
-    pub(crate) conn: Arc<Mutex<Connection>>,
+    pub(crate) conn: Mutex<Connection>,
     /// Peers with queued messages: a mirror of the outbox table, so the hot
     /// path (every delivery asks "is anything queued first?") needs no query.
     pub(crate) backlog: Mutex<std::collections::BTreeSet<String>>,
-    /// Commits grouped inserts on a thread of its own.
-    writer: writer::Writer,
+    /// Inserts gathered for one transaction (group commit).
+    pub(crate) commits: Mutex<CommitQueue>,
     /// Copies the WAL into the database off the write path; stops on drop.
     _checkpointer: Option<Checkpointer>,
 }
@@ -333,11 +338,10 @@ impl Store {
             let peers = statement.query_map([], |r| r.get::<_, String>(0))?;
             peers.collect::<Result<_, _>>()?
         };
-        let conn = Arc::new(Mutex::new(conn));
         Ok(Self {
-            writer: writer::Writer::start(conn.clone())?,
-            conn,
+            conn: Mutex::new(conn),
             backlog: Mutex::new(backlog),
+            commits: Mutex::new(CommitQueue::default()),
             _checkpointer: None,
         })
     }
