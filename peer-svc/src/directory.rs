@@ -417,8 +417,15 @@ impl Directory {
 /// Writes `path` via a temp file, fsync and rename: a crash leaves the old
 /// file or the new one, never half of one.
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
-    let mut file = fs::File::create(&tmp)?;
+    // Private from the start: the member list and pins are nobody else's.
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(crate::identity::PRIVATE_FILE_MODE)
+        .open(&tmp)?;
     file.write_all(bytes)?;
     file.sync_all()?;
     fs::rename(&tmp, path)

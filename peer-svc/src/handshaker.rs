@@ -28,6 +28,7 @@ use crate::{
     peers::Peers,
     rate::Limiter,
     session::{Role, Session},
+    store::Store,
 };
 
 /// The Noise prologue: names this protocol and its version, so a peer of
@@ -73,6 +74,9 @@ pub enum HandshakeError {
     /// The answer could not be written.
     #[error("handshake failed: {0}")]
     Answer(NoiseError),
+    /// The timestamp could not be recorded: nothing was accepted.
+    #[error("cannot record the handshake: {0}")]
+    Store(String),
 }
 
 /// This peer's side of every handshake.
@@ -84,6 +88,7 @@ pub struct Handshaker {
     ahead: Arc<HandshakeAhead>,
     directory: Arc<Directory>,
     peers: Arc<Peers>,
+    store: Arc<Store>,
     channels: Arc<Channels>,
     membership: Arc<Membership>,
     /// Handshakes per remote address.
@@ -95,13 +100,16 @@ pub struct Handshaker {
 }
 
 impl Handshaker {
-    /// Handshakes as `config.name` at `address` with `keypair`.
+    /// Handshakes as `config.name` at `address` with `keypair`, given each
+    /// part it uses by the composition root.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: &Config,
         address: &str,
         keypair: Arc<StaticKeypair>,
         directory: Arc<Directory>,
         peers: Arc<Peers>,
+        store: Arc<Store>,
         channels: Arc<Channels>,
         membership: Arc<Membership>,
     ) -> Self {
@@ -112,6 +120,7 @@ impl Handshaker {
             keypair,
             directory,
             peers,
+            store,
             channels,
             membership,
             limiter: Limiter::per_second(config.handshakes_per_sec),
@@ -256,6 +265,11 @@ impl Handshaker {
         {
             return Err(HandshakeError::Replayed);
         }
+        // Durable before the answer: after a restart the same message is
+        // still a replay.
+        self.store
+            .save_handshake_stamp(&contact.name, hello.timestamp_micros)
+            .map_err(|e| HandshakeError::Store(e.to_string()))?;
         if chat_proto::validate::address(&hello.address).is_ok()
             && (hello.address != contact.address || !contact.online)
         {

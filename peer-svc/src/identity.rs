@@ -103,19 +103,38 @@ pub fn ensure_data_dir(data_dir: &Path) -> Result<(), IdentityError> {
             .mode(0o700)
             .create(data_dir)
             .map_err(io_err(data_dir))?;
-    } else {
-        let mode = fs::metadata(data_dir)
-            .map_err(io_err(data_dir))?
-            .permissions()
-            .mode()
-            & 0o777;
-        if mode & GROUP_OTHER_BITS != 0 {
-            tracing::warn!(
-                dir = %data_dir.display(),
-                mode = format!("{mode:o}"),
-                "the data dir is accessible by other users; run `chmod 700` on it to keep the history private"
-            );
+        return Ok(());
+    }
+    // A dir that existed before (made by hand, or by an older version) is
+    // tightened: 0700 for it, and 0600 for every file in it. The history
+    // in it is plaintext; a warning alone left it readable.
+    tighten(data_dir, PRIVATE_DIR_MODE).map_err(io_err(data_dir))?;
+    for entry in fs::read_dir(data_dir).map_err(io_err(data_dir))? {
+        let path = entry.map_err(io_err(data_dir))?.path();
+        if path.is_file() {
+            tighten(&path, PRIVATE_FILE_MODE).map_err(io_err(&path))?;
         }
+    }
+    Ok(())
+}
+
+/// The data dir's mode: its owner only.
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
+
+/// Every file's mode in the data dir: its owner only.
+pub const PRIVATE_FILE_MODE: u32 = 0o600;
+
+/// Takes group and other bits off `path`'s mode, saying so if there were any.
+pub fn tighten(path: &Path, mode: u32) -> std::io::Result<()> {
+    let was = fs::metadata(path)?.permissions().mode() & 0o777;
+    if was & GROUP_OTHER_BITS != 0 {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+        tracing::warn!(
+            path = %path.display(),
+            was = format!("{was:o}"),
+            now = format!("{mode:o}"),
+            "was accessible by other users; made private"
+        );
     }
     Ok(())
 }

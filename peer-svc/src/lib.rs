@@ -297,6 +297,12 @@ fn compose(config: Config, opened: Opened, shutdown: CancellationToken) -> Parts
     let directory = Arc::new(opened.directory);
     let store = Arc::new(opened.store);
     let peers = Arc::new(Peers::new());
+    match store.handshake_stamps() {
+        Ok(stamps) => peers.restore_stamps(stamps),
+        Err(e) => {
+            warn!(error = %e, "cannot read the handshake stamps; replays are refused from now on only")
+        }
+    }
     let channels = Arc::new(Channels::new());
     let hlc = Arc::new(Hlc::new());
     // Continue after everything already stored, even if the wall clock
@@ -317,6 +323,7 @@ fn compose(config: Config, opened: Opened, shutdown: CancellationToken) -> Parts
         keypair,
         directory.clone(),
         peers.clone(),
+        store.clone(),
         channels.clone(),
         membership.clone(),
     ));

@@ -87,6 +87,14 @@ impl Peers {
         self.records.lock().expect("peers lock").get(peer).cloned()
     }
 
+    /// Restores the newest handshake stamps accepted before a restart, so a
+    /// replayed first message is refused as it was before.
+    pub fn restore_stamps(&self, stamps: impl IntoIterator<Item = (String, u64)>) {
+        for (peer, stamp) in stamps {
+            self.record(&peer).accept_stamp(stamp);
+        }
+    }
+
     /// The session to send to `peer` on, if one is fresh enough.
     pub fn sending(&self, peer: &str) -> Option<Arc<Session>> {
         let record = self.existing(peer)?;

@@ -59,6 +59,7 @@ impl Kit {
             Arc::new(StaticKeypair::from_secret_bytes(*keypair.secret_bytes())),
             directory.clone(),
             peers.clone(),
+            store.clone(),
             channels.clone(),
             membership,
         ));

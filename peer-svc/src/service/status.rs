@@ -88,6 +88,7 @@ impl From<HandshakeError> for Status {
                 Status::unauthenticated(message)
             }
             HandshakeError::Refused(_) => Status::permission_denied(message),
+            HandshakeError::Store(_) => Status::internal(message),
         }
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod history;
 pub mod outbox;
+mod stamps;
 
 use std::{path::Path, sync::Mutex, time::Duration};
 
@@ -122,6 +123,12 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE messages_v3 RENAME TO messages;
      CREATE UNIQUE INDEX messages_identity ON messages (sender, id);
      CREATE UNIQUE INDEX messages_order ON messages (hlc, sender, id);",
+    // 4: the newest handshake timestamp accepted from each peer, so a
+    // captured first message cannot be replayed after a restart.
+    "CREATE TABLE handshake_stamps (
+        peer  TEXT PRIMARY KEY,
+        stamp INTEGER NOT NULL
+     ) WITHOUT ROWID;",
 ];
 
 /// A failure of the database.
@@ -289,6 +296,7 @@ impl Store {
     /// Opens (creating if needed) `DATA_DIR/history.db` and migrates it.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
         let path = data_dir.join(DB_FILE);
+        create_private(&path)?;
         let mut store = Self::setup(Connection::open(&path)?)?;
         {
             let conn = store.conn.lock().expect("store lock");
@@ -355,6 +363,22 @@ impl Store {
             .map(|v| v as usize)
             .unwrap_or(0)
     }
+}
+
+/// Creates the database file 0600 before SQLite opens it: SQLite creates
+/// a new file with the process's umask (usually 0644) and gives its WAL and
+/// shared-memory files the database file's mode.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let private = |e: std::io::Error| StoreError::Batch(format!("{}: {e}", path.display()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(private)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ mod hosts;
 mod key_pinning;
 mod peer_adversarial;
 mod peer_processes;
+mod private_and_replay;
 mod readme;
 #[cfg(feature = "etcd")]
 mod replicas;
