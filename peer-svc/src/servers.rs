@@ -17,10 +17,7 @@ use crate::{
     Parts, StartError,
     config::{ENVELOPE_OVERHEAD_BYTES, oversize_hint},
     delivery,
-    service::{
-        control::{ControlParts, ControlService},
-        peer::PeerService,
-    },
+    service::{control::ControlService, peer::PeerService},
 };
 
 /// Both servers, running until `stop_serving` is cancelled.
@@ -114,7 +111,7 @@ fn control_server(
 ) -> Result<Serving, StartError> {
     let max_message_bytes = parts.config.max_message_bytes;
     let (reflection, reflection_alpha) = chat_proto::reflection::services(&["chat.v1.Control"])?;
-    let control = ControlService::new(ControlParts {
+    let control = ControlService {
         fingerprint: parts.fingerprint.clone(),
         max_message_bytes,
         outbound: parts.outbound.clone(),
@@ -125,7 +122,7 @@ fn control_server(
         peers: parts.peers.clone(),
         store: parts.store.clone(),
         shutdown: parts.shutdown.clone(),
-    });
+    };
     let server = tonic::transport::Server::builder()
         .max_concurrent_streams(chat_proto::limits::MAX_CONCURRENT_STREAMS)
         .layer(tower::util::MapResponseLayer::new(

@@ -31,29 +31,13 @@ use crate::{
     store::{Store, history::Query},
 };
 
-/// The Control service: the parts the owner drives.
+/// The Control service: the parts the owner drives, given to it by the
+/// composition root.
 #[derive(Debug, Clone)]
 pub struct ControlService {
     /// This peer's fingerprint.
-    fingerprint: String,
-    /// The largest text this peer takes (for the oversize hint).
-    max_message_bytes: usize,
-    outbound: Arc<Outbound>,
-    inbound: Arc<Inbound>,
-    handshaker: Arc<Handshaker>,
-    membership: Arc<Membership>,
-    directory: Arc<Directory>,
-    peers: Arc<Peers>,
-    store: Arc<Store>,
-    shutdown: CancellationToken,
-}
-
-/// What the Control service is given to drive.
-#[derive(Debug, Clone)]
-pub struct ControlParts {
-    /// This peer's fingerprint.
     pub fingerprint: String,
-    /// The largest text this peer takes.
+    /// The largest text this peer takes (for the oversize hint).
     pub max_message_bytes: usize,
     /// Sending.
     pub outbound: Arc<Outbound>,
@@ -74,34 +58,6 @@ pub struct ControlParts {
 }
 
 impl ControlService {
-    /// Serves the owner with `parts`.
-    pub fn new(parts: ControlParts) -> Self {
-        let ControlParts {
-            fingerprint,
-            max_message_bytes,
-            outbound,
-            inbound,
-            handshaker,
-            membership,
-            directory,
-            peers,
-            store,
-            shutdown,
-        } = parts;
-        Self {
-            fingerprint,
-            max_message_bytes,
-            outbound,
-            inbound,
-            handshaker,
-            membership,
-            directory,
-            peers,
-            store,
-            shutdown,
-        }
-    }
-
     fn connections(&self) -> Vec<Connection> {
         self.directory
             .all()
