@@ -473,7 +473,10 @@ async fn run_until_shutdown(
             parts.membership.leave().await;
             stop_serving.cancel();
             if tokio::time::timeout(SHUTDOWN_GRACE, &mut done).await.is_err() {
-                warn!("in-flight calls did not finish within the grace period");
+                warn!("in-flight calls did not finish within the grace period; closing them");
+                // Dropping a task's handle does not stop it: without this the
+                // listener would stay bound until the last call ended.
+                done.abort();
             }
         }
     }

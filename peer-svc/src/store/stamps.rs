@@ -25,7 +25,10 @@ impl Store {
             "INSERT INTO handshake_stamps (peer, stamp) VALUES (?1, ?2)
              ON CONFLICT (peer) DO UPDATE SET stamp = max(stamp, excluded.stamp)",
         )?
-        .execute(params![peer, stamp as i64])?;
+        // Clamped: SQLite integers are signed, and a stamp past i64::MAX
+        // (only a peer's own authenticated message can carry one) must
+        // still compare as the largest.
+        .execute(params![peer, stamp.min(i64::MAX as u64) as i64])?;
         Ok(())
     }
 }
