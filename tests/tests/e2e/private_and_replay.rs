@@ -143,6 +143,12 @@ async fn a_captured_initiation_replayed_after_a_restart_is_refused_and_moves_not
 async fn a_data_dir_made_open_by_hand_is_made_private_and_other_users_are_refused() {
     let discovery = Discovery::start().await;
     let dir = tempfile::tempdir().unwrap();
+    // The other user must reach the data dir's parent and run `chat`, from
+    // wherever this checkout is (a 0700 temp dir, say): both live in a
+    // folder open to everyone.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let chat = dir.path().join("chat");
+    std::fs::copy(binary("chat"), &chat).unwrap();
     // Made by hand, readable by everyone, with a file already in it.
     let data = dir.path().join("carol");
     std::fs::create_dir(&data).unwrap();
@@ -194,7 +200,7 @@ async fn a_data_dir_made_open_by_hand_is_made_private_and_other_users_are_refuse
     // Another local user cannot drive carol's peer, and is told why.
     let other = tokio::process::Command::new("runuser")
         .args(["-u", "nobody", "--"])
-        .arg(binary("chat"))
+        .arg(&chat)
         .arg("--data-dir")
         .arg(&data)
         .arg("history")
@@ -203,5 +209,8 @@ async fn a_data_dir_made_open_by_hand_is_made_private_and_other_users_are_refuse
         .expect("runuser (util-linux) runs chat as another user");
     let err = String::from_utf8_lossy(&other.stderr);
     assert!(!other.status.success());
-    assert!(err.contains("permission denied"), "{err}");
+    assert!(
+        err.contains("chat: permission denied") && err.contains("only its owner may drive it"),
+        "{err}"
+    );
 }
