@@ -9,7 +9,10 @@ use tokio::{
 };
 use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::TcpIncoming;
+use tonic::{
+    codegen::http::Response,
+    transport::server::{Router, TcpIncoming},
+};
 use tonic_health::{pb::health_server::HealthServer, server::HealthService};
 use tracing::warn;
 
@@ -61,6 +64,32 @@ type Serving = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<(), tonic::transport::Error>> + Send>,
 >;
 
+/// A server's response type.
+type HttpResponse = Response<tonic::body::Body>;
+
+/// The layers both servers share: `F` maps every response.
+type Limits<F> =
+    tower::layer::util::Stack<tower::util::MapResponseLayer<F>, tower::layer::util::Identity>;
+
+/// What both servers share: the stream limit, oversize refusals as
+/// RESOURCE_EXHAUSTED naming the text limit, health, and reflection (v1 and
+/// v1alpha) for `service`.
+fn router(
+    service: &'static str,
+    max_message_bytes: usize,
+    health: HealthServer<HealthService>,
+) -> Result<Router<Limits<impl Fn(HttpResponse) -> HttpResponse + Clone>>, StartError> {
+    let (reflection, reflection_alpha) = chat_proto::reflection::services(&[service])?;
+    Ok(tonic::transport::Server::builder()
+        .max_concurrent_streams(chat_proto::limits::MAX_CONCURRENT_STREAMS)
+        .layer(tower::util::MapResponseLayer::new(
+            chat_proto::limits::oversize_with_hint(oversize_hint(max_message_bytes)),
+        ))
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(reflection_alpha))
+}
+
 /// The Peer service, for other peers.
 fn peer_server(
     parts: &Parts,
@@ -70,21 +99,13 @@ fn peer_server(
 ) -> Result<Serving, StartError> {
     let max_message_bytes = parts.config.max_message_bytes;
     let decode_limit = max_message_bytes + ENVELOPE_OVERHEAD_BYTES;
-    let (reflection, reflection_alpha) = chat_proto::reflection::services(&["chat.v1.Peer"])?;
     let peer = PeerService::new(
         parts.handshaker.clone(),
         parts.inbound.clone(),
         parts.history.clone(),
         parts.shutdown.clone(),
     );
-    let server = tonic::transport::Server::builder()
-        .max_concurrent_streams(chat_proto::limits::MAX_CONCURRENT_STREAMS)
-        .layer(tower::util::MapResponseLayer::new(
-            chat_proto::limits::oversize_with_hint(oversize_hint(max_message_bytes)),
-        ))
-        .add_service(health)
-        .add_service(reflection)
-        .add_service(reflection_alpha)
+    let server = router("chat.v1.Peer", max_message_bytes, health)?
         .add_service(
             PeerServer::new(peer)
                 // A DeliverStream batch carries many envelopes; each one is
@@ -110,7 +131,6 @@ fn control_server(
     stop: &CancellationToken,
 ) -> Result<Serving, StartError> {
     let max_message_bytes = parts.config.max_message_bytes;
-    let (reflection, reflection_alpha) = chat_proto::reflection::services(&["chat.v1.Control"])?;
     let control = ControlService {
         fingerprint: parts.fingerprint.clone(),
         max_message_bytes,
@@ -123,14 +143,7 @@ fn control_server(
         store: parts.store.clone(),
         shutdown: parts.shutdown.clone(),
     };
-    let server = tonic::transport::Server::builder()
-        .max_concurrent_streams(chat_proto::limits::MAX_CONCURRENT_STREAMS)
-        .layer(tower::util::MapResponseLayer::new(
-            chat_proto::limits::oversize_with_hint(oversize_hint(max_message_bytes)),
-        ))
-        .add_service(health)
-        .add_service(reflection)
-        .add_service(reflection_alpha)
+    let server = router("chat.v1.Control", max_message_bytes, health)?
         .add_service(
             ControlServer::new(control)
                 .max_decoding_message_size(max_message_bytes + ENVELOPE_OVERHEAD_BYTES)
