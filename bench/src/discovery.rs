@@ -4,8 +4,10 @@
 use std::{path::Path, sync::Arc, time::Duration};
 
 use anyhow::Context;
+use chat_noise::StaticKeypair;
 use chat_proto::v1::{
-    LeaveRequest, RegisterRequest, WatchRequest, discovery_client::DiscoveryClient,
+    InfoRequest, InfoResponse, LeaveRequest, RegisterRequest, WatchRequest,
+    discovery_client::DiscoveryClient,
 };
 use tokio::{process::Command, time::Instant};
 use tonic::transport::Channel;
@@ -27,10 +29,15 @@ pub struct StoreRun {
     pub watch_other: Option<Run>,
 }
 
-fn key() -> Vec<u8> {
-    x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::random())
-        .to_bytes()
-        .to_vec()
+/// Discovery's answer to `Info`: what registration proofs are made to.
+async fn info(client: &mut DiscoveryClient<Channel>) -> anyhow::Result<InfoResponse> {
+    Ok(client.info(InfoRequest {}).await?.into_inner())
+}
+
+/// A proven registration of `key` as `name` (the proof is made per call,
+/// as a peer does: its cost is part of what is measured).
+fn proven(key: &StaticKeypair, info: &InfoResponse, name: &str) -> RegisterRequest {
+    chat_proto::registration::request(key, info, name, "127.0.0.1:9").expect("a proof")
 }
 
 /// Register+Leave pairs from 50 clients against `url` for `secs`.
@@ -38,20 +45,15 @@ pub async fn pairs(url: &str, secs: f64) -> anyhow::Result<Run> {
     let clients: Vec<DiscoveryClient<Channel>> =
         futures::future::try_join_all((0..50).map(|_| DiscoveryClient::connect(url.to_owned())))
             .await?;
-    let key = key();
+    let info = Arc::new(info(&mut clients[0].clone()).await?);
+    // One key per client: proofs of one key must arrive in order.
+    let keys: Arc<Vec<StaticKeypair>> = Arc::new((0..50).map(|_| StaticKeypair::generate()).collect());
     let clients = Arc::new(clients);
     Ok(drive(50, secs, move |i| {
         let mut c = clients[(i / 1_000_000) % 50].clone();
-        let key = key.clone();
+        let request = proven(&keys[(i / 1_000_000) % 50], &info, &format!("b{i}"));
         async move {
-            let Ok(r) = c
-                .register(RegisterRequest {
-                    name: format!("b{i}"),
-                    address: "127.0.0.1:9".into(),
-                    public_key: key,
-                })
-                .await
-            else {
+            let Ok(r) = c.register(request).await else {
                 return false;
             };
             let r = r.into_inner();
@@ -72,18 +74,15 @@ pub async fn watch_latency(register_url: &str, watch_url: &str, n: usize) -> any
     let mut registrar = DiscoveryClient::connect(register_url.to_owned()).await?;
     let mut watcher = DiscoveryClient::connect(watch_url.to_owned()).await?;
     let mut stream = watcher.watch(WatchRequest {}).await?.into_inner();
-    let key = key();
+    let key = StaticKeypair::generate();
+    let info = info(&mut registrar).await?;
     let start = Instant::now();
     let mut latencies = Vec::with_capacity(n);
     for i in 0..n {
         let name = format!("w{i}");
         let t0 = Instant::now();
         let r = registrar
-            .register(RegisterRequest {
-                name: name.clone(),
-                address: "127.0.0.1:9".into(),
-                public_key: key.clone(),
-            })
+            .register(proven(&key, &info, &name))
             .await?
             .into_inner();
         loop {

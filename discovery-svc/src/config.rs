@@ -1,7 +1,15 @@
 //! Command-line and environment configuration of `discovery-svc`, and every
 //! default it starts from. The bottom layer: it uses no other module.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    io::Write,
+    net::SocketAddr,
+    os::unix::fs::OpenOptionsExt,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use chat_noise::StaticKeypair;
 
 use clap::Parser;
 
@@ -44,6 +52,12 @@ pub struct Cli {
     /// Key prefix of this registry in etcd; replicas of one service share it.
     #[arg(long, env = "DISCOVERY_ETCD_PREFIX", default_value = DEFAULT_ETCD_PREFIX)]
     pub etcd_prefix: String,
+    /// File holding Discovery's static X25519 private key (created 0600 if
+    /// absent), so a restart keeps the key that registration proofs are made
+    /// to. Replicas behind one address share one file. Without it, a key is
+    /// made at every start (peers ask for it before each Register).
+    #[arg(long, env = "DISCOVERY_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
     /// Most concurrent Watch streams.
     #[arg(long, value_parser = chat_proto::process::at_least_one::<usize>, allow_negative_numbers = true, env = "DISCOVERY_MAX_WATCHERS", default_value_t = DEFAULT_MAX_WATCHERS)]
     pub max_watchers: usize,
@@ -87,8 +101,9 @@ impl std::fmt::Display for StoreConfig {
 }
 
 impl Cli {
-    /// The service configuration these flags describe.
-    pub fn config(&self) -> Config {
+    /// The service configuration these flags describe (reading or creating
+    /// the key file).
+    pub fn config(&self) -> std::io::Result<Config> {
         let store = match self.store {
             StoreKind::Memory => StoreConfig::Memory,
             StoreKind::Etcd => StoreConfig::Etcd {
@@ -96,12 +111,48 @@ impl Cli {
                 prefix: self.etcd_prefix.clone(),
             },
         };
-        Config {
+        let key = match &self.key_file {
+            Some(path) => load_or_create_key(path)?,
+            None => StaticKeypair::generate(),
+        };
+        Ok(Config {
             ttl: self.ttl,
             watch_lag_limit: self.watch_lag_limit.max(1),
             max_watchers: self.max_watchers,
             store,
+            key,
+        })
+    }
+}
+
+/// The key in `path` (32 raw bytes), or a new one written there 0600.
+pub fn load_or_create_key(path: &Path) -> std::io::Result<StaticKeypair> {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let secret: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+                std::io::Error::other(format!(
+                    "{}: a Discovery key file holds 32 bytes, not {}",
+                    path.display(),
+                    bytes.len()
+                ))
+            })?;
+            Ok(StaticKeypair::from_secret_bytes(secret))
         }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = StaticKeypair::generate();
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)?;
+            file.write_all(key.secret_bytes().as_slice())?;
+            file.sync_all()?;
+            Ok(key)
+        }
+        Err(e) => Err(std::io::Error::new(
+            e.kind(),
+            format!("{}: {e}", path.display()),
+        )),
     }
 }
 
@@ -116,6 +167,8 @@ pub struct Config {
     pub max_watchers: usize,
     /// Where the registry lives.
     pub store: StoreConfig,
+    /// Discovery's static key, which registration proofs are made to.
+    pub key: StaticKeypair,
 }
 
 impl Default for Config {
@@ -125,6 +178,7 @@ impl Default for Config {
             watch_lag_limit: DEFAULT_WATCH_LAG_LIMIT,
             max_watchers: DEFAULT_MAX_WATCHERS,
             store: StoreConfig::Memory,
+            key: StaticKeypair::generate(),
         }
     }
 }
@@ -155,6 +209,23 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_file_is_created_private_and_read_back() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("discovery.key");
+        let made = load_or_create_key(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(
+            load_or_create_key(&path).unwrap().public_key(),
+            made.public_key()
+        );
+        std::fs::write(&path, b"short").unwrap();
+        let err = load_or_create_key(&path).unwrap_err().to_string();
+        assert!(err.contains("holds 32 bytes, not 5"), "{err}");
+    }
 
     #[test]
     fn durations_parse() {

@@ -23,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+mod proofs;
 pub mod registry;
 pub mod service;
 mod status;
@@ -127,13 +128,14 @@ async fn open_store(
 mod layering {
     /// The modules below the crate root, lowest layer first: each may use
     /// only the ones before it (and itself), never the root's re-exports.
-    const LAYERS: [&str; 6] = [
-        "config", "registry", "store", "watchers", "status", "service",
+    const LAYERS: [&str; 7] = [
+        "config", "proofs", "registry", "store", "watchers", "status", "service",
     ];
 
     /// Every source file but the root and the binary, by its module.
     const SOURCES: &[(&str, &str, &str)] = &[
         ("config", "config.rs", include_str!("config.rs")),
+        ("proofs", "proofs.rs", include_str!("proofs.rs")),
         ("registry", "registry.rs", include_str!("registry.rs")),
         ("store", "store/mod.rs", include_str!("store/mod.rs")),
         ("store", "store/memory.rs", include_str!("store/memory.rs")),

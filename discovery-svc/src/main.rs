@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 async fn main() -> anyhow::Result<()> {
     chat_proto::process::init_tracing();
     let cli = Cli::parse();
+    let config = cli.config().context("cannot read the Discovery key file")?;
     let listener = TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cli.listen))?;
@@ -22,6 +23,6 @@ async fn main() -> anyhow::Result<()> {
     ));
     let shutdown = CancellationToken::new();
     tokio::spawn(chat_proto::process::cancel_on_signal(shutdown.clone()));
-    discovery_svc::run(listener, cli.config(), shutdown).await?;
+    discovery_svc::run(listener, config, shutdown).await?;
     Ok(())
 }

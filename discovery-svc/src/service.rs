@@ -6,7 +6,7 @@
 use std::{pin::Pin, sync::Arc};
 
 use chat_proto::v1::{
-    KeepAliveRequest, KeepAliveResponse, LeaveRequest, LeaveResponse, ListRequest, ListResponse,
+    InfoRequest, InfoResponse, KeepAliveRequest, KeepAliveResponse, LeaveRequest, LeaveResponse, ListRequest, ListResponse,
     Member, MembershipEvent, RegisterRequest, RegisterResponse, WatchRequest,
     discovery_server::Discovery, membership_event::Kind,
 };
@@ -17,7 +17,8 @@ use tonic::{Request, Response, Status};
 use tracing::debug;
 
 use crate::config::Config;
-use crate::registry::{Event, EventKind, MemberInfo};
+use crate::proofs::Proofs;
+use crate::registry::{self, Event, EventKind, MemberInfo};
 use crate::status;
 use crate::store::Store;
 use crate::watchers::{self, Watchers};
@@ -26,6 +27,7 @@ use crate::watchers::{self, Watchers};
 #[derive(Debug, Clone)]
 pub struct DiscoveryService {
     store: Arc<dyn Store>,
+    proofs: Arc<Proofs>,
     watchers: Watchers,
     shutdown: CancellationToken,
 }
@@ -35,6 +37,7 @@ impl DiscoveryService {
     pub fn new(store: Arc<dyn Store>, config: &Config, shutdown: CancellationToken) -> Self {
         Self {
             store,
+            proofs: Arc::new(Proofs::new(config.key.clone())),
             watchers: Watchers::new(config.max_watchers),
             shutdown,
         }
@@ -71,11 +74,23 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<MembershipEvent, Status>> + 
 
 #[tonic::async_trait]
 impl Discovery for DiscoveryService {
+    async fn info(&self, _: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
+        Ok(Response::new(self.proofs.info()))
+    }
+
     async fn register(
         &self,
         request: Request<RegisterRequest>,
     ) -> Result<Response<RegisterResponse>, Status> {
         let req = request.into_inner();
+        // The request's own rules first (INVALID_ARGUMENT naming the rule),
+        // then, before the store, the proof: only the key's holder gets a
+        // lease for it.
+        registry::check_registration(&req.name, &req.address, &req.public_key)
+            .map_err(|e| status::refused("Register", e))?;
+        self.proofs
+            .accept(&req)
+            .map_err(|e| status::refused("Register", status::unproven(e)))?;
         let (grant, members) = self
             .store
             .register(&req.name, &req.address, &req.public_key)

@@ -5,6 +5,8 @@
 use tonic::Status;
 use tracing::warn;
 
+use chat_proto::registration::ProofError;
+
 use crate::registry::RegistryError;
 use crate::watchers::WatchError;
 
@@ -29,6 +31,12 @@ impl From<RegistryError> for Status {
             RegistryError::Unavailable(_) => Status::unavailable(msg),
         }
     }
+}
+
+/// A registration proof that did not hold: the caller did not show it
+/// holds the key (or showed it too late, or twice).
+pub fn unproven(err: ProofError) -> Status {
+    Status::permission_denied(err.to_string())
 }
 
 impl From<WatchError> for Status {

@@ -312,7 +312,7 @@ fn compose(config: Config, opened: Opened, shutdown: CancellationToken) -> Parts
     let membership = Arc::new(Membership::new(
         &config.name,
         &address,
-        keypair.public_key(),
+        keypair.clone(),
         opened.discovery,
         directory.clone(),
         shutdown.clone(),
@@ -336,7 +336,7 @@ fn compose(config: Config, opened: Opened, shutdown: CancellationToken) -> Parts
         handshaker.clone(),
         channels.clone(),
     ));
-    route_events(&membership, &delivery, &peers, &store);
+    route_events(&membership, &delivery, &peers, &store, &directory);
     let inbound = Arc::new(Inbound::new(
         &config,
         peers.clone(),
@@ -384,8 +384,14 @@ fn route_events(
     delivery: &Arc<Delivery>,
     peers: &Arc<Peers>,
     store: &Arc<Store>,
+    directory: &Arc<Directory>,
 ) {
-    let (delivery, peers, store) = (delivery.clone(), peers.clone(), store.clone());
+    let (delivery, peers, store, directory) = (
+        delivery.clone(),
+        peers.clone(),
+        store.clone(),
+        directory.clone(),
+    );
     membership.route_events(move |event| match event {
         PeerEvent::Back(name) => delivery.retry(&name),
         PeerEvent::Moved(name) | PeerEvent::KeyChanged(name) => {
@@ -393,12 +399,20 @@ fn route_events(
             delivery.retry(&name);
         }
         PeerEvent::Left(name) => {
-            // It left for good: nothing more is owed to it.
-            let dropped = store.clear_pending(&name).unwrap_or(0);
-            if dropped > 0 {
-                info!(peer = %name, dropped_queued = dropped, "discarded messages queued for a peer that left");
-            }
+            // Discovery says it left. Discovery is not the peer (a
+            // malicious or confused one can say so of anyone), so what is
+            // queued for it stays queued until it comes back; only a peer
+            // with nothing queued is forgotten.
             peers.forget_peer(&name);
+            match store.pending_count(&name) {
+                Ok(0) => {
+                    directory.remove(&name);
+                }
+                Ok(queued) => {
+                    info!(peer = %name, queued, "peer left; its queued messages wait until it is back")
+                }
+                Err(e) => warn!(peer = %name, error = %e, "cannot count queued messages"),
+            }
         }
         PeerEvent::Expired(name) => peers.forget_peer(&name),
     });

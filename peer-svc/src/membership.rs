@@ -15,9 +15,13 @@ use std::{
     time::Duration,
 };
 
-use chat_proto::v1::{
-    KeepAliveRequest, LeaveRequest, ListRequest, Member, RegisterRequest, WatchRequest,
-    membership_event::Kind,
+use chat_noise::StaticKeypair;
+use chat_proto::{
+    registration,
+    v1::{
+        InfoRequest, KeepAliveRequest, LeaveRequest, ListRequest, Member, WatchRequest,
+        membership_event::Kind,
+    },
 };
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status};
@@ -63,7 +67,7 @@ type Route = Box<dyn Fn(PeerEvent) + Send + Sync>;
 pub struct Membership {
     name: String,
     address: String,
-    public_key: [u8; 32],
+    keypair: Arc<StaticKeypair>,
     discovery: Discovery,
     directory: Arc<Directory>,
     /// The lease held at Discovery: (id, token).
@@ -90,11 +94,12 @@ fn with_timeout<T>(message: T) -> tonic::Request<T> {
 }
 
 impl Membership {
-    /// Membership of `name` at `address` with `public_key`, through `discovery`.
+    /// Membership of `name` at `address` with the key of `keypair` (which
+    /// proves it to Discovery), through `discovery`.
     pub fn new(
         name: &str,
         address: &str,
-        public_key: [u8; 32],
+        keypair: Arc<StaticKeypair>,
         discovery: Discovery,
         directory: Arc<Directory>,
         shutdown: CancellationToken,
@@ -102,7 +107,7 @@ impl Membership {
         Self {
             name: name.to_owned(),
             address: address.to_owned(),
-            public_key,
+            keypair,
             discovery,
             directory,
             lease: Mutex::new(None),
@@ -133,16 +138,19 @@ impl Membership {
 
     /// Registers this peer and takes in the member list. Returns the lease TTL.
     pub async fn register(&self) -> Result<Duration, Status> {
-        let request = RegisterRequest {
-            name: self.name.clone(),
-            address: self.address.clone(),
-            public_key: self.public_key.to_vec(),
-        };
         let (_, response) = self
             .discovery
             .call(|mut client| {
-                let request = with_timeout(request.clone());
-                async move { client.register(request).await }
+                let (keypair, name, address) =
+                    (self.keypair.clone(), self.name.clone(), self.address.clone());
+                async move {
+                    // The proof is made to the key of the replica that
+                    // answers, just before it is sent (it is fresh for a minute).
+                    let info = client.info(with_timeout(InfoRequest {})).await?;
+                    let request = registration::request(&keypair, info.get_ref(), &name, &address)
+                        .map_err(Status::failed_precondition)?;
+                    client.register(with_timeout(request)).await
+                }
             })
             .await;
         let response = response?.into_inner();
@@ -356,9 +364,10 @@ impl Membership {
             match event.kind() {
                 Kind::Joined => self.apply_joined(member),
                 Kind::Left => {
-                    if self.directory.remove(&member.name) {
-                        info!(peer = %member.name, "peer left");
-                    }
+                    // Offline, not forgotten: the composition root forgets
+                    // the contact only if nothing is queued for it.
+                    self.directory.mark_offline(&member.name);
+                    info!(peer = %member.name, "peer left");
                     self.tell(PeerEvent::Left(member.name.clone()));
                 }
                 Kind::Expired => {

@@ -39,7 +39,7 @@ impl Kit {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config::new(name, &format!("http://{NOBODY}"), dir.path());
         tune(&mut config);
-        let keypair = StaticKeypair::generate();
+        let keypair = Arc::new(StaticKeypair::generate());
         let directory = Arc::new(Directory::open(name, dir.path()).expect("directory"));
         let peers = Arc::new(Peers::new());
         let store = Arc::new(Store::open_in_memory().expect("store"));
@@ -48,7 +48,7 @@ impl Kit {
         let membership = Arc::new(Membership::new(
             name,
             NOBODY,
-            keypair.public_key(),
+            keypair.clone(),
             discovery,
             directory.clone(),
             CancellationToken::new(),
@@ -56,7 +56,7 @@ impl Kit {
         let handshaker = Arc::new(Handshaker::new(
             &config,
             NOBODY,
-            Arc::new(StaticKeypair::from_secret_bytes(*keypair.secret_bytes())),
+            keypair.clone(),
             directory.clone(),
             peers.clone(),
             store.clone(),
@@ -73,7 +73,7 @@ impl Kit {
             channels,
         ));
         Self {
-            keypair,
+            keypair: StaticKeypair::from_secret_bytes(*keypair.secret_bytes()),
             directory,
             peers,
             store,

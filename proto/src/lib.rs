@@ -8,6 +8,7 @@ pub mod keys;
 pub mod limits;
 pub mod process;
 pub mod reflection;
+pub mod registration;
 pub mod validate;
 
 /// Generated code of package `chat.v1`.

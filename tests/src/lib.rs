@@ -97,14 +97,28 @@ pub fn random_public_key() -> Vec<u8> {
     x25519_dalek::PublicKey::from(&secret).as_bytes().to_vec()
 }
 
+/// A `RegisterRequest` for `keypair`'s holder as `name` at `address`, with
+/// the proof of possession made to the Discovery `client` talks to.
+pub async fn proven(
+    client: &mut DiscoveryClient<Channel>,
+    keypair: &chat_noise::StaticKeypair,
+    name: &str,
+    address: &str,
+) -> RegisterRequest {
+    let info = client
+        .info(chat_proto::v1::InfoRequest {})
+        .await
+        .expect("Discovery/Info")
+        .into_inner();
+    chat_proto::registration::request(keypair, &info, name, address).expect("a proof")
+}
+
 /// Registers `name` with a fresh key at a made-up address.
 pub async fn register(client: &mut DiscoveryClient<Channel>, name: &str) -> RegisterResponse {
+    let keypair = chat_noise::StaticKeypair::generate();
+    let request = proven(client, &keypair, name, "127.0.0.1:40000").await;
     client
-        .register(RegisterRequest {
-            name: name.into(),
-            address: "127.0.0.1:40000".into(),
-            public_key: random_public_key(),
-        })
+        .register(request)
         .await
         .unwrap_or_else(|s| panic!("register {name}: {s}"))
         .into_inner()

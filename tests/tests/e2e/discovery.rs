@@ -8,7 +8,8 @@ use chat_proto::v1::{
     KeepAliveRequest, LeaveRequest, ListRequest, MembershipEvent, RegisterRequest, WatchRequest,
     membership_event::Kind,
 };
-use chat_tests::{Discovery, TestStore, random_public_key, register, within};
+use chat_noise::StaticKeypair;
+use chat_tests::{Discovery, TestStore, proven, random_public_key, register, within};
 use futures::StreamExt;
 use tonic::{Code, Streaming};
 
@@ -86,31 +87,19 @@ async fn watch_sees_join_leave_and_expiry_in_order(store: TestStore) {
 async fn a_live_name_with_another_key_is_already_taken(store: TestStore) {
     let discovery = Discovery::start_with(store.discovery_config()).await;
     let mut client = discovery.client().await;
-    let key = random_public_key();
-    let req = |key: Vec<u8>, address: &str| RegisterRequest {
-        name: "alice".into(),
-        address: address.into(),
-        public_key: key,
-    };
-    let first = client
-        .register(req(key.clone(), "127.0.0.1:1"))
-        .await
-        .unwrap()
-        .into_inner();
+    let key = StaticKeypair::generate();
+    let req = proven(&mut client, &key, "alice", "127.0.0.1:1").await;
+    let first = client.register(req).await.unwrap().into_inner();
 
-    let err = client
-        .register(req(random_public_key(), "127.0.0.1:2"))
-        .await
-        .unwrap_err();
+    let other = StaticKeypair::generate();
+    let req = proven(&mut client, &other, "alice", "127.0.0.1:2").await;
+    let err = client.register(req).await.unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists);
     assert!(err.message().contains("alice"), "{}", err.message());
 
     // The same key again is a restarted peer: it replaces the lease.
-    let second = client
-        .register(req(key, "127.0.0.1:3"))
-        .await
-        .unwrap()
-        .into_inner();
+    let req = proven(&mut client, &key, "alice", "127.0.0.1:3").await;
+    let second = client.register(req).await.unwrap().into_inner();
     assert_ne!(first.lease_id, second.lease_id);
     let members = client
         .list(ListRequest {})
@@ -257,6 +246,7 @@ async fn each_malformed_registration_is_invalid_argument_naming_the_rule(store: 
                 name: name.into(),
                 address: address.into(),
                 public_key: key,
+                proof: Vec::new(),
             })
             .await
             .unwrap_err();
@@ -284,6 +274,7 @@ async fn each_malformed_registration_is_invalid_argument_naming_the_rule(store: 
             name: "a".into(),
             address: "127.0.0.1:1".into(),
             public_key: vec![1; 1 << 20],
+            proof: Vec::new(),
         })
         .await
         .unwrap_err();
@@ -347,18 +338,11 @@ async fn a_stalled_or_gone_watcher_does_not_disturb_the_others(store: TestStore)
     // Enough events to fill what HTTP/2 buffers (~64 KiB at the client, up
     // to ~400 KiB at the server, ~120 bytes an event) and the lag limit.
     let rounds = 2_500;
-    let key = random_public_key();
+    let key = StaticKeypair::generate();
     let churn = async {
         for i in 0..rounds {
-            let r = client
-                .register(RegisterRequest {
-                    name: format!("m{}", i % 8),
-                    address: "127.0.0.1:1".into(),
-                    public_key: key.clone(),
-                })
-                .await
-                .unwrap()
-                .into_inner();
+            let req = proven(&mut client, &key, &format!("m{}", i % 8), "127.0.0.1:1").await;
+            let r = client.register(req).await.unwrap().into_inner();
             client
                 .leave(LeaveRequest {
                     lease_id: r.lease_id,
@@ -572,6 +556,54 @@ async fn one_connection_gets_at_most_the_stream_cap_in_flight(store: TestStore) 
         .unwrap();
 }
 
+/// Issue 15's hijack: registering someone else's key (copied from `List`)
+/// without its private key is PERMISSION_DENIED, as is a captured proof
+/// sent again, one made for another name or address, or one made to
+/// another Discovery; none of them changes the member list.
+async fn only_the_holder_of_a_key_can_register_it(store: TestStore) {
+    let discovery = Discovery::start_with(store.discovery_config()).await;
+    let mut client = discovery.client().await;
+    let bob = StaticKeypair::generate();
+    let captured = proven(&mut client, &bob, "bob", "127.0.0.1:1").await;
+    client.register(captured.clone()).await.unwrap();
+    let listed = || async {
+        let mut client = discovery.client().await;
+        client.list(ListRequest {}).await.unwrap().into_inner().members
+    };
+    let before = listed().await;
+
+    let mallory = StaticKeypair::generate();
+    // Bob's key with a proof made by mallory's key.
+    let mut hijack = proven(&mut client, &mallory, "bob", "127.0.0.1:9").await;
+    hijack.public_key = bob.public_key().to_vec();
+    // Bob's captured proof, sent again or bent to another address.
+    let mut moved = captured.clone();
+    moved.address = "127.0.0.1:9".into();
+    // No proof at all (a client of the old protocol, or grpcurl by hand).
+    let mut bare = captured.clone();
+    bare.proof.clear();
+    // A proof bob made for another Discovery.
+    let elsewhere = Discovery::start().await;
+    let foreign = proven(&mut elsewhere.client().await, &bob, "bob", "127.0.0.1:1").await;
+    elsewhere.stop().await;
+    for (what, request, expected) in [
+        ("someone else's key", hijack, "made with another key"),
+        ("a replayed proof", captured, "not newer than the last one"),
+        ("another address", moved, "is for address"),
+        ("no proof", bare, "needs a proof"),
+        ("another Discovery", foreign, "does not open"),
+    ] {
+        let err = client.register(request).await.unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{what}: {err:?}");
+        assert!(err.message().contains(expected), "{what}: {}", err.message());
+    }
+    assert_eq!(listed().await, before, "nothing changed");
+    // Bob himself, with a fresh proof, still can.
+    let again = proven(&mut client, &bob, "bob", "127.0.0.1:2").await;
+    client.register(again).await.unwrap();
+    discovery.stop().await;
+}
+
 /// Runs each named suite function once per store, as `memory::NAME` and
 /// (with the `etcd` feature) `etcd::NAME`.
 macro_rules! on_every_store {
@@ -598,6 +630,7 @@ macro_rules! on_every_store {
 
 on_every_store!(
     watch_sees_join_leave_and_expiry_in_order,
+    only_the_holder_of_a_key_can_register_it,
     a_live_name_with_another_key_is_already_taken,
     only_the_lease_holder_can_renew_or_leave,
     each_malformed_registration_is_invalid_argument_naming_the_rule,

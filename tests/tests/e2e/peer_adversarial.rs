@@ -5,7 +5,7 @@
 use chat_noise::{Initiator, StaticKeypair};
 use chat_proto::v1::{
     ChatMessage, DeliverBatch, DeliverRequest, Envelope, HandshakePayload, PeerHandshakeRequest,
-    PeerHistoryRequest, RegisterRequest, SealedMessage, peer_client::PeerClient,
+    PeerHistoryRequest, SealedMessage, peer_client::PeerClient,
 };
 use chat_tests::{Discovery, InProcessPeer};
 use peer_svc::{envelope::aad as envelope_aad, handshaker::PROLOGUE};
@@ -45,16 +45,9 @@ struct Handshaken {
 impl Mallory {
     async fn join(discovery: &Discovery, name: &str, target: &InProcessPeer) -> Self {
         let keypair = StaticKeypair::generate();
-        discovery
-            .client()
-            .await
-            .register(RegisterRequest {
-                name: name.into(),
-                address: "127.0.0.1:9".into(),
-                public_key: keypair.public_key().to_vec(),
-            })
-            .await
-            .unwrap();
+        let mut client = discovery.client().await;
+        let request = chat_tests::proven(&mut client, &keypair, name, "127.0.0.1:9").await;
+        client.register(request).await.unwrap();
         let channel = Channel::from_shared(format!("http://{}", target.address))
             .unwrap()
             .connect()

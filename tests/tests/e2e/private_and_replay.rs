@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use chat_noise::{Initiator, StaticKeypair};
 use chat_proto::v1::{
-    HandshakePayload, LeaveRequest, ListRequest, PeerHandshakeRequest, RegisterRequest,
+    HandshakePayload, LeaveRequest, ListRequest, PeerHandshakeRequest,
     peer_client::PeerClient,
 };
 use chat_tests::{Discovery, PeerProcess, binary, eventually};
@@ -37,17 +37,9 @@ async fn register_alice(
     alice: &StaticKeypair,
     address: &str,
 ) -> (String, String) {
-    let r = discovery
-        .client()
-        .await
-        .register(RegisterRequest {
-            name: "alice".into(),
-            address: address.into(),
-            public_key: alice.public_key().to_vec(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut client = discovery.client().await;
+    let request = chat_tests::proven(&mut client, alice, "alice", address).await;
+    let r = client.register(request).await.unwrap().into_inner();
     (r.lease_id, r.lease_token)
 }
 

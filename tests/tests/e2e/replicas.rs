@@ -6,13 +6,13 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use chat_proto::v1::{
-    KeepAliveRequest, LeaveRequest, ListRequest, MembershipEvent, RegisterRequest, WatchRequest,
+    KeepAliveRequest, LeaveRequest, ListRequest, MembershipEvent, WatchRequest,
     discovery_client::DiscoveryClient, membership_event::Kind,
 };
 use chat_tests::{
     Discovery, PeerProcess, Process,
     etcd::{etcd_endpoint, etcd_store_at, unique_prefix},
-    eventually, random_public_key, register, within,
+    eventually, register, within,
 };
 use tokio::sync::Mutex;
 use tonic::{Code, Streaming};
@@ -66,12 +66,10 @@ async fn two_replicas_share_one_view() {
     );
 
     // The name is held across replicas, atomically.
+    let other = chat_noise::StaticKeypair::generate();
+    let request = chat_tests::proven(&mut on_b, &other, "alice", "127.0.0.1:40001").await;
     let taken = on_b
-        .register(RegisterRequest {
-            name: "alice".into(),
-            address: "127.0.0.1:40001".into(),
-            public_key: random_public_key(),
-        })
+        .register(request)
         .await
         .unwrap_err();
     assert_eq!(taken.code(), Code::AlreadyExists, "{taken:?}");

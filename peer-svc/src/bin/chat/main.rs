@@ -88,6 +88,23 @@ enum Verb {
     },
     /// The live console: incoming messages print as they arrive; typed lines are sent.
     Attach,
+    /// Print a Discovery RegisterRequest for the key in --data-dir, with its
+    /// proof of possession made now (valid for a minute), as JSON for
+    /// `grpcurl -d`. A running peer registers itself; this is for scripts.
+    Register {
+        /// Print the request (the only mode: nothing is sent).
+        #[arg(long, required = true)]
+        print: bool,
+        /// The name to register.
+        #[arg(long)]
+        name: String,
+        /// The address to register, HOST:PORT.
+        #[arg(long)]
+        address: String,
+        /// Discovery, HOST:PORT or URL: the proof is made to its key.
+        #[arg(long, env = "CHAT_DISCOVERY", default_value = "127.0.0.1:50051")]
+        discovery: String,
+    },
 }
 
 /// Why a command ended early.
@@ -153,6 +170,15 @@ fn status_text(s: tonic::Status) -> String {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, Failure> {
+    if let Verb::Register {
+        name,
+        address,
+        discovery,
+        ..
+    } = &cli.verb
+    {
+        return register_print(&cli.data_dir, name, address, discovery).await;
+    }
     let mut client = peer_svc::control_client::connect(&cli.data_dir)
         .await
         .map_err(|e| e.to_string())?;
@@ -186,5 +212,39 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Verb::Leave { peer } => leave(&mut client, peer).await,
         Verb::Trust { peer } => trust(&mut client, peer).await,
         Verb::Attach => attach(client).await,
+        Verb::Register { .. } => unreachable!("handled before connecting"),
     }
+}
+
+/// `chat register --print`: asks Discovery for its key, proves the data
+/// dir's key to it and prints the request as grpcurl's JSON.
+async fn register_print(
+    data_dir: &std::path::Path,
+    name: &str,
+    address: &str,
+    discovery: &str,
+) -> Result<ExitCode, Failure> {
+    use base64::Engine;
+    let url = peer_svc::discovery_client::discovery_url(discovery)?;
+    peer_svc::identity::ensure_data_dir(data_dir).map_err(|e| e.to_string())?;
+    let keypair = peer_svc::identity::load_or_create(data_dir).map_err(|e| e.to_string())?;
+    let mut client =
+        chat_proto::v1::discovery_client::DiscoveryClient::connect(url.clone())
+            .await
+            .map_err(|e| format!("cannot reach Discovery at {url}: {e}"))?;
+    let info = client
+        .info(chat_proto::v1::InfoRequest {})
+        .await
+        .map_err(|s| format!("Discovery/Info at {url}: {}", status_text(s)))?
+        .into_inner();
+    let request = chat_proto::registration::request(&keypair, &info, name, address)?;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let json = serde_json::json!({
+        "name": request.name,
+        "address": request.address,
+        "public_key": b64(&request.public_key),
+        "proof": b64(&request.proof),
+    });
+    out!("{json}");
+    Ok(ExitCode::SUCCESS)
 }
