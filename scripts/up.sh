@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts discovery and peers user1..user3 in the background, with logs, pids
 # and data dirs under $RUN_DIR, and returns when every peer answers health
-# checks and lists the others.
+# checks and lists the others. user1 founds the network and admits the others.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
@@ -50,9 +50,19 @@ start discovery "$BIN/discovery-svc" --listen "$DISCOVERY_ADDR"
 wait_healthy "$DISCOVERY_ADDR" discovery
 echo "discovery  $DISCOVERY_ADDR  (log $RUN_DIR/discovery.log)"
 
-for i in $(seq 1 "$PEERS"); do
+# user1 founds the network (once: a member already keeps its network) and
+# invites the others, sharing all history. The token goes in CHAT_JOIN, not
+# on the command line, where other local users could read it in ps.
+start user1 "$BIN/peer-svc" --name user1 --listen "127.0.0.1:$((PEER_BASE_PORT + 1))" \
+  --discovery "http://$DISCOVERY_ADDR" --data-dir "$RUN_DIR/user1" --create-network
+wait_healthy "127.0.0.1:$((PEER_BASE_PORT + 1))" user1
+for i in $(seq 2 "$PEERS"); do
   name=user$i; addr=127.0.0.1:$((PEER_BASE_PORT + i))
-  start "$name" "$BIN/peer-svc" --name "$name" --listen "$addr" \
+  token=$("$BIN/chat" --data-dir "$RUN_DIR/user1" invite "$name" --all-history 2>/dev/null) || {
+    echo "user1 could not invite $name; see $RUN_DIR/user1.log" >&2
+    exit 1
+  }
+  CHAT_JOIN=$token start "$name" "$BIN/peer-svc" --name "$name" --listen "$addr" \
     --discovery "http://$DISCOVERY_ADDR" --data-dir "$RUN_DIR/$name"
 done
 for i in $(seq 1 "$PEERS"); do

@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use chat_proto::v1::ConnectionsRequest;
+use chat_proto::v1::{ConnectionsRequest, InviteRequest};
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     process::{Child, Command},
@@ -116,21 +116,37 @@ impl Net {
         let discovery =
             Proc::spawn(&sibling("discovery-svc")?, &["--listen", "127.0.0.1:0"]).await?;
         let url = format!("http://{}", discovery.addr);
-        let mut peers = Vec::new();
+        let mut peers: Vec<(Proc, PathBuf)> = Vec::new();
         for i in 0..n {
-            let data = dir.path().join(format!("p{i}"));
-            let p = Proc::spawn(
-                &sibling("peer-svc")?,
-                &[
-                    "--name",
-                    &format!("p{i}"),
-                    "--discovery",
-                    &url,
-                    "--data-dir",
-                    data.to_str().unwrap(),
-                ],
-            )
-            .await?;
+            let name = format!("p{i}");
+            let data = dir.path().join(&name);
+            // p0 founds the network and invites every other peer, as
+            // `make up` does.
+            let joining = match peers.first() {
+                None => vec!["--create-network".to_owned()],
+                Some((_, founder)) => {
+                    let mut c = peer_svc::control_client::connect(founder).await?;
+                    let token = c
+                        .invite(InviteRequest {
+                            name: name.clone(),
+                            all_history: true,
+                        })
+                        .await?
+                        .into_inner()
+                        .token;
+                    vec!["--join".to_owned(), token]
+                }
+            };
+            let mut args = vec![
+                "--name",
+                &name,
+                "--discovery",
+                &url,
+                "--data-dir",
+                data.to_str().unwrap(),
+            ];
+            args.extend(joining.iter().map(String::as_str));
+            let p = Proc::spawn(&sibling("peer-svc")?, &args).await?;
             peers.push((p, data));
         }
         for (_, data) in &peers {

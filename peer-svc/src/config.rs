@@ -85,6 +85,18 @@ pub struct Cli {
     /// Most messages queued per unreachable peer; past it the oldest are dropped (and reported).
     #[arg(long, value_parser = chat_proto::process::at_least_one::<usize>, allow_negative_numbers = true, env = "CHAT_OUTBOX_LIMIT", default_value_t = DEFAULT_OUTBOX_LIMIT)]
     pub outbox_limit: usize,
+    /// Found a new network with this peer as its first member (first start
+    /// only; a member already is left as it is).
+    #[arg(long, conflicts_with_all = ["join", "open"])]
+    pub create_network: bool,
+    /// Join the network of the invitation TOKEN (from a member's
+    /// `chat invite NAME`; first start only: a member already keeps its network).
+    #[arg(long, env = "CHAT_JOIN", value_name = "TOKEN", conflicts_with = "open")]
+    pub join: Option<String>,
+    /// No network: show no credential and ask for none (anyone who can reach
+    /// this peer can chat with it). For experiments only.
+    #[arg(long)]
+    pub open: bool,
 }
 
 /// What a running peer needs once its listener is bound.
@@ -110,6 +122,22 @@ pub struct Config {
     pub handshakes_per_sec: u32,
     /// Envelopes per second per session.
     pub deliveries_per_sec: u32,
+    /// How this peer becomes (or stays) a member of a network.
+    pub admission: Joining,
+}
+
+/// How a peer becomes a member of a network.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Joining {
+    /// It must be a member already (its data dir holds a credential).
+    #[default]
+    Member,
+    /// Found a new network, unless a member already.
+    CreateNetwork,
+    /// Join with this invitation token, unless a member already.
+    Join(String),
+    /// No network at all (`--open`).
+    Open,
 }
 
 impl Config {
@@ -126,6 +154,7 @@ impl Config {
             outbox_limit: DEFAULT_OUTBOX_LIMIT,
             handshakes_per_sec: DEFAULT_HANDSHAKES_PER_SEC,
             deliveries_per_sec: DEFAULT_DELIVERIES_PER_SEC,
+            admission: Joining::Member,
         }
     }
 }
@@ -143,6 +172,15 @@ impl From<Cli> for Config {
             outbox_limit: cli.outbox_limit,
             handshakes_per_sec: cli.handshakes_per_sec,
             deliveries_per_sec: cli.deliveries_per_sec,
+            admission: if cli.open {
+                Joining::Open
+            } else if let Some(token) = cli.join {
+                Joining::Join(token)
+            } else if cli.create_network {
+                Joining::CreateNetwork
+            } else {
+                Joining::Member
+            },
         }
     }
 }

@@ -20,6 +20,7 @@ use tonic::Status;
 use tracing::{debug, info};
 
 use crate::{
+    admission::{Admission, AdmissionError},
     config::{Config, HANDSHAKE_TIMEOUT},
     directory::{Contact, Directory, Refusal},
     handshake_ahead::HandshakeAhead,
@@ -68,6 +69,9 @@ pub enum HandshakeError {
     /// The name and key do not match what Discovery lists or was pinned.
     #[error("{0}")]
     Refused(Refusal),
+    /// Not a member of this network, or removed from it.
+    #[error("{0}")]
+    NotMember(AdmissionError),
     /// Not newer than the last handshake accepted from this peer.
     #[error("handshake is not newer than the last one from this peer (a replay?); start a new one")]
     Replayed,
@@ -91,6 +95,7 @@ pub struct Handshaker {
     store: Arc<Store>,
     channels: Arc<Channels>,
     membership: Arc<Membership>,
+    admission: Arc<Admission>,
     /// Handshakes per remote address.
     limiter: Limiter<IpAddr>,
     /// The last handshake timestamp this peer issued (they only increase).
@@ -112,6 +117,7 @@ impl Handshaker {
         store: Arc<Store>,
         channels: Arc<Channels>,
         membership: Arc<Membership>,
+        admission: Arc<Admission>,
     ) -> Self {
         Self {
             name: config.name.clone(),
@@ -123,10 +129,17 @@ impl Handshaker {
             store,
             channels,
             membership,
+            admission,
             limiter: Limiter::per_second(config.handshakes_per_sec),
             last_stamp_issued: AtomicU64::new(0),
             last_refresh: Mutex::new(None),
         }
+    }
+
+    /// Who is a member: handshakes check it; delivery, history and the
+    /// owner's invite and remove ask it.
+    pub fn admission(&self) -> &Arc<Admission> {
+        &self.admission
     }
 
     /// This peer's static public key.
@@ -168,6 +181,8 @@ impl Handshaker {
             want_members,
             members: Vec::new(),
             timestamp_micros: self.next_stamp(),
+            credential: self.admission.own_credential(),
+            removals: self.admission.removals(),
         }
         .encode_to_vec();
         // -> e, es, s, ss (prepared ahead where it could be)
@@ -198,6 +213,12 @@ impl Handshaker {
                 contact.name, answer.name
             )));
         }
+        self.take_removals(&answer.removals);
+        // The responder proved its static key; its credential must admit
+        // that key under this name, or nothing is sent to it.
+        self.admission
+            .check(&contact.name, &contact.public_key, &answer.credential)
+            .map_err(|e| Status::permission_denied(e.to_string()))?;
         self.directory.pin(&contact.name, &contact.public_key);
         if want_members {
             self.learn_members(&contact.name, &answer.members);
@@ -256,6 +277,10 @@ impl Handshaker {
             HandshakePayload::decode(pending.payload()).map_err(|_| HandshakeError::BadPayload)?;
         let key = pending.remote_static();
         let contact = self.verify(&hello, &key).await?;
+        self.take_removals(&hello.removals);
+        self.admission
+            .check(&contact.name, &key, &hello.credential)
+            .map_err(HandshakeError::NotMember)?;
         // A replayed first message carries an old timestamp; only a newer
         // one than the last accepted from this (authenticated) peer counts.
         if !self
@@ -285,6 +310,8 @@ impl Handshaker {
             want_members: false,
             members: self.members_for(&hello, &contact),
             timestamp_micros: 0,
+            credential: self.admission.own_credential(),
+            removals: self.admission.removals(),
         }
         .encode_to_vec();
         // Accepted (authenticated, known, not a replay): only now may the
@@ -344,6 +371,14 @@ impl Handshaker {
                 joined_at: None,
             })
             .collect()
+    }
+
+    /// Takes in the removals a peer sent; each name newly removed is told
+    /// to the composition root.
+    fn take_removals(&self, removals: &[Vec<u8>]) {
+        for name in self.admission.learn_removals(removals) {
+            self.membership.tell(PeerEvent::Removed(name));
+        }
     }
 
     /// True at most once per [`MIN_REFRESH_INTERVAL`].

@@ -386,9 +386,17 @@ impl HistorySync {
         cursor: HistoryCursor,
         items: mpsc::Sender<Result<PeerHistoryResponse, ServeError>>,
     ) {
+        // A member admitted to history from some time on gets nothing older
+        // (the clock is milliseconds << 16 | a counter).
+        let admitted_from = self
+            .handshaker
+            .admission()
+            .history_from_millis(&session.peer)
+            .saturating_mul(1 << 16);
+        let since_hlc = cursor.since_hlc.max(admitted_from);
         let mut query = Query {
             cursor: (!cursor.after.is_empty()).then_some(cursor.after),
-            since_hlc: (cursor.since_hlc > 0).then_some(cursor.since_hlc),
+            since_hlc: (since_hlc > 0).then_some(since_hlc),
             ..Default::default()
         };
         let mut remaining = if cursor.limit == 0 {

@@ -1,6 +1,8 @@
-//! The peer's long-term identity: a static X25519 key pair kept in the data
-//! dir (file mode 0600), created on first start and reused after, so a peer
-//! keeps its fingerprint across restarts.
+//! The peer's long-term keys, kept in the data dir (file mode 0600), created
+//! on first start and reused after: the static X25519 key pair of every
+//! Noise handshake (so a peer keeps its fingerprint across restarts), and
+//! the Ed25519 identity key that signs admissions and certifies the static
+//! key (see `credential`).
 
 use std::{
     fs,
@@ -14,6 +16,9 @@ use zeroize::Zeroizing;
 
 /// The identity file's name inside the data dir.
 pub const IDENTITY_FILE: &str = "identity.key";
+
+/// The Ed25519 identity key's file inside the data dir.
+pub const SIGNING_KEY_FILE: &str = "identity.ed25519.key";
 
 /// Permission bits that must be clear on the identity file: nobody but the
 /// owner may read a private key.
@@ -56,7 +61,21 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> IdentityError + '_ {
 
 /// Loads the key pair from `data_dir`, or creates and saves a new one.
 pub fn load_or_create(data_dir: &Path) -> Result<StaticKeypair, IdentityError> {
-    let path = data_dir.join(IDENTITY_FILE);
+    let secret = load_or_create_secret(&data_dir.join(IDENTITY_FILE))?;
+    Ok(StaticKeypair::from_secret_bytes(*secret))
+}
+
+/// Loads the Ed25519 identity key from `data_dir`, or creates and saves a new one.
+pub fn load_or_create_signing_key(
+    data_dir: &Path,
+) -> Result<ed25519_dalek::SigningKey, IdentityError> {
+    let secret = load_or_create_secret(&data_dir.join(SIGNING_KEY_FILE))?;
+    Ok(ed25519_dalek::SigningKey::from_bytes(&secret))
+}
+
+/// The 32-byte secret in `path` (hex), or a new random one saved there.
+fn load_or_create_secret(path: &Path) -> Result<Zeroizing<[u8; 32]>, IdentityError> {
+    let path = path.to_owned();
     match fs::metadata(&path) {
         Ok(meta) => {
             let mode = meta.permissions().mode() & 0o777;
@@ -67,11 +86,11 @@ pub fn load_or_create(data_dir: &Path) -> Result<StaticKeypair, IdentityError> {
             let mut secret = Zeroizing::new([0u8; 32]);
             hex::decode_to_slice(text.trim(), secret.as_mut())
                 .map_err(|_| IdentityError::Malformed(path.clone()))?;
-            Ok(StaticKeypair::from_secret_bytes(*secret))
+            Ok(secret)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let keypair = StaticKeypair::generate();
-            let hex = Zeroizing::new(hex::encode(keypair.secret_bytes().as_ref()));
+            let secret = Zeroizing::new(rand::random::<[u8; 32]>());
+            let hex = Zeroizing::new(hex::encode(secret.as_ref()));
             // Written to a temp file created with mode 0600 (never readable by
             // others, not even for a moment), synced, then renamed into place:
             // a crash leaves no key or a whole one, never half of one.
@@ -87,7 +106,7 @@ pub fn load_or_create(data_dir: &Path) -> Result<StaticKeypair, IdentityError> {
             file.write_all(b"\n").map_err(io_err(&tmp))?;
             file.sync_all().map_err(io_err(&tmp))?;
             fs::rename(&tmp, &path).map_err(io_err(&path))?;
-            Ok(keypair)
+            Ok(secret)
         }
         Err(e) => Err(io_err(&path)(e)),
     }
@@ -156,6 +175,16 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         let again = load_or_create(dir.path()).unwrap();
         assert_eq!(first.public_key(), again.public_key());
+        let signing = load_or_create_signing_key(dir.path()).unwrap();
+        assert_eq!(
+            load_or_create_signing_key(dir.path()).unwrap().verifying_key(),
+            signing.verifying_key()
+        );
+        let mode = fs::metadata(dir.path().join(SIGNING_KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]

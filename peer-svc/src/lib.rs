@@ -25,6 +25,8 @@ pub mod handshake_ahead;
 pub mod handshaker;
 pub mod history_sync;
 pub mod hlc;
+pub mod admission;
+pub mod credential;
 pub mod identity;
 pub mod inbound;
 pub mod membership;
@@ -68,6 +70,10 @@ use net::Channels;
 use outbound::{Outbound, SendError};
 use peers::Peers;
 use store::Store;
+use admission::Admission;
+use chat_proto::v1::Credential;
+use config::Joining;
+use prost::Message as _;
 
 /// How long shutdown waits for in-flight calls before closing anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -92,6 +98,9 @@ pub enum StartError {
     /// Reflection could not load the descriptors.
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// Not a member of a network, and no way to become one was given.
+    #[error("{0}")]
+    Admission(String),
 }
 
 /// A small handle on a running peer, for in-process tests and benchmarks:
@@ -198,7 +207,8 @@ struct Opened {
     directory: Directory,
     discovery: discovery_client::Discovery,
     control_socket: PathBuf,
-    store: Store,
+    store: Arc<Store>,
+    admission: Admission,
 }
 
 /// Like [`start`], calling `announce` with the address once the peer is set
@@ -278,6 +288,8 @@ async fn open(
             config.data_dir.join(store::DB_FILE).display()
         ))
     })?;
+    let store = Arc::new(store);
+    let admission = admit(config, &keypair, store.clone())?;
     let opened = Opened {
         keypair,
         address,
@@ -285,8 +297,71 @@ async fn open(
         discovery,
         control_socket,
         store,
+        admission,
     };
     Ok((opened, uds))
+}
+
+/// This peer's admission: the credential its store keeps, or one made now
+/// by founding a network or accepting an invitation, or open mode.
+fn admit(
+    config: &Config,
+    keypair: &StaticKeypair,
+    store: Arc<Store>,
+) -> Result<Admission, StartError> {
+    let refused = |e: &dyn std::fmt::Display| StartError::Admission(e.to_string());
+    let kept = store.own_credential().map_err(|e| refused(&e))?;
+    let static_key = keypair.public_key();
+    let credential = match (kept, &config.admission) {
+        (None, Joining::Open) => {
+            warn!("open mode: no network; anyone who can reach this peer can chat with it");
+            return Ok(Admission::open(store));
+        }
+        (Some(_), Joining::Open) => {
+            return Err(StartError::Admission(format!(
+                "{} is a member of a network; --open would show no credential (use another data dir for an open peer)",
+                config.data_dir.display()
+            )));
+        }
+        (Some(kept), joining) => {
+            let credential = Credential::decode(kept.as_slice()).map_err(|e| refused(&e))?;
+            if *joining != Joining::Member {
+                info!("already a member of a network; --join / --create-network ignored");
+            }
+            credential
+        }
+        (None, Joining::Member) => {
+            return Err(StartError::Admission(format!(
+                "{} is not a member of any network: start it with --join TOKEN (a member makes one with `chat invite {}`), or --create-network to found one (--open: no network, for experiments)",
+                config.name, config.name
+            )));
+        }
+        (None, Joining::CreateNetwork) => {
+            let identity = identity::load_or_create_signing_key(&config.data_dir)?;
+            credential::found(&identity, &config.name, &static_key, checks::now_ms())
+        }
+        (None, Joining::Join(token)) => {
+            let identity = identity::load_or_create_signing_key(&config.data_dir)?;
+            let invitation = credential::decode_token(token).map_err(|e| refused(&e))?;
+            credential::join(&invitation, &identity, &config.name, &static_key)
+                .map_err(|e| refused(&format!("cannot join with this invitation: {e}")))?
+        }
+    };
+    let identity = identity::load_or_create_signing_key(&config.data_dir)?;
+    let mut credential = credential;
+    // The identity key certifies the static key now in use (it may have
+    // been replaced since the admission).
+    credential::certify_static_key(&identity, &mut credential, &static_key);
+    let network = credential::network_of(&credential).map_err(|e| refused(&e))?;
+    // Our own credential must admit us, with this name and key.
+    credential::verify_credential(&network, &credential, &config.name, &static_key).map_err(
+        |e| refused(&format!("the credential in {} does not admit this peer: {e}", config.data_dir.display())),
+    )?;
+    store
+        .save_own_credential(&credential.encode_to_vec())
+        .map_err(|e| refused(&e))?;
+    info!(network = %credential::network_id(&network), "member of network");
+    Admission::member(identity, credential, store).map_err(|e| refused(&e))
 }
 
 /// Makes every part, bottom up, and routes membership's events.
@@ -295,7 +370,8 @@ fn compose(config: Config, opened: Opened, shutdown: CancellationToken) -> Parts
     let fingerprint = chat_proto::keys::fingerprint(&keypair.public_key());
     let address = opened.address;
     let directory = Arc::new(opened.directory);
-    let store = Arc::new(opened.store);
+    let store = opened.store;
+    let admission = Arc::new(opened.admission);
     let peers = Arc::new(Peers::new());
     match store.handshake_stamps() {
         Ok(stamps) => peers.restore_stamps(stamps),
@@ -326,6 +402,7 @@ fn compose(config: Config, opened: Opened, shutdown: CancellationToken) -> Parts
         store.clone(),
         channels.clone(),
         membership.clone(),
+        admission,
     ));
     let delivery = Arc::new(Delivery::new(
         &config.name,
@@ -415,6 +492,17 @@ fn route_events(
             }
         }
         PeerEvent::Expired(name) => peers.forget_peer(&name),
+        PeerEvent::Removed(name) => {
+            // A verified removal: nothing more is owed to it.
+            peers.forget_peer(&name);
+            match store.clear_pending(&name) {
+                Ok(0) => {}
+                Ok(dropped) => {
+                    warn!(peer = %name, dropped, "discarded messages queued for a member removed from the network")
+                }
+                Err(e) => warn!(peer = %name, error = %e, "cannot discard queued messages"),
+            }
+        }
     });
 }
 

@@ -53,8 +53,11 @@ pub enum PeerEvent {
     /// Listed with another key: its sessions are void (nothing is sent until
     /// the owner trusts the new key).
     KeyChanged(String),
-    /// It ended its lease: nothing more is owed to it.
+    /// Discovery says it ended its lease: its sessions are gone; what is
+    /// queued for it waits (Discovery's word is not the peer's).
     Left(String),
+    /// A verified removal revoked its admission: nothing more is owed to it.
+    Removed(String),
     /// Its lease ran out (crashed, cut off): its sessions are gone, and
     /// messages for it are queued until it returns.
     Expired(String),

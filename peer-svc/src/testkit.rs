@@ -62,6 +62,7 @@ impl Kit {
             store.clone(),
             channels.clone(),
             membership,
+            Arc::new(crate::admission::Admission::open(store.clone())),
         ));
         let delivery = Arc::new(Delivery::new(
             name,

@@ -22,11 +22,12 @@ const LAYERS: &[&[&str]] = &[
         "directory",
         "console",
         "identity",
+        "credential",
         "discovery_client",
         "control_socket",
         "control_client",
     ],
-    &["membership"],
+    &["membership", "admission"],
     &[
         "session",
         "peers",

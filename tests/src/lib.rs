@@ -186,6 +186,57 @@ pub async fn run_grpcurl(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// The network every peer a test starts belongs to, unless the test says
+/// otherwise: founded once per test process by a founder that is not a
+/// peer, which admits each name with all history.
+fn test_network() -> &'static (ed25519_dalek::SigningKey, chat_proto::v1::Credential) {
+    static NETWORK: std::sync::OnceLock<(ed25519_dalek::SigningKey, chat_proto::v1::Credential)> =
+        std::sync::OnceLock::new();
+    NETWORK.get_or_init(|| {
+        let founder = ed25519_dalek::SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+        let credential = peer_svc::credential::found(&founder, "test-founder", &[9; 32], 0);
+        (founder, credential)
+    })
+}
+
+/// An invitation token for `name` into the test network (all history).
+pub fn invitation(name: &str) -> String {
+    let (founder, credential) = test_network();
+    let invitation = peer_svc::credential::invite(founder, credential, name, 0, 0)
+        .expect("an invitation");
+    peer_svc::credential::encode_token(&invitation)
+}
+
+/// A credential (encoded, as a handshake payload carries it) admitting
+/// `name` with `keypair`'s static key into the test network: what a test's
+/// own gRPC client shows to act as a member (a malicious one, say).
+pub fn credential(name: &str, keypair: &chat_noise::StaticKeypair) -> Vec<u8> {
+    use prost::Message;
+    let identity = ed25519_dalek::SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+    let token = invitation(name);
+    let invitation = peer_svc::credential::decode_token(&token).expect("a token");
+    peer_svc::credential::join(&invitation, &identity, name, &keypair.public_key())
+        .expect("joined")
+        .encode_to_vec()
+}
+
+/// Gives a `peer-svc` started with `--name NAME` an invitation to the test
+/// network (`CHAT_JOIN`), unless its arguments or environment already say
+/// how it joins (`--join`, `--create-network`, `--open`, `CHAT_JOIN`).
+fn admit_to_test_network(cmd: &mut Command, args: &[&str], env: &[(&str, &str)]) {
+    let chosen = args
+        .iter()
+        .any(|a| matches!(*a, "--join" | "--create-network" | "--open"))
+        || env.iter().any(|(k, _)| *k == "CHAT_JOIN");
+    let name = args
+        .iter()
+        .position(|a| *a == "--name")
+        .and_then(|i| args.get(i + 1));
+    if let (false, Some(name)) = (chosen, name) {
+        cmd.env("CHAT_JOIN", invitation(name));
+    }
+}
+
 /// A real process of one of the workspace binaries, killed when dropped.
 pub struct Process {
     /// The child process.
@@ -241,6 +292,9 @@ impl Process {
             .kill_on_drop(true);
         for (k, v) in env {
             cmd.env(k, v);
+        }
+        if binary_name == "peer-svc" {
+            admit_to_test_network(&mut cmd, args, env);
         }
         let mut child = cmd.spawn().expect("spawn binary");
         let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();

@@ -271,7 +271,11 @@ impl InProcessPeer {
     }
 
     /// Starts a peer with `config` on `listener`.
-    pub async fn start_on(listener: TcpListener, config: peer_svc::Config) -> Self {
+    pub async fn start_on(listener: TcpListener, mut config: peer_svc::Config) -> Self {
+        // A member of the test network unless the test chose otherwise.
+        if config.admission == peer_svc::config::Joining::Member {
+            config.admission = peer_svc::config::Joining::Join(crate::invitation(&config.name));
+        }
         let data_dir = config.data_dir.clone();
         let shutdown = CancellationToken::new();
         let running = peer_svc::start(listener, config, shutdown.clone())

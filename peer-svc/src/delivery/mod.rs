@@ -54,7 +54,11 @@ fn report(contact: &Contact, status: DeliveryStatus, error: String) -> DeliveryR
 fn retryable(status: &Status) -> bool {
     !matches!(
         status.code(),
-        Code::InvalidArgument | Code::ResourceExhausted | Code::OutOfRange
+        Code::InvalidArgument
+            | Code::ResourceExhausted
+            | Code::OutOfRange
+            // Not a member, removed, or a key that is not the one listed.
+            | Code::PermissionDenied
     )
 }
 
@@ -129,6 +133,13 @@ impl Delivery {
         message: &ChatMessage,
         outgoing: &Outgoing,
     ) -> DeliveryReport {
+        if self.handshaker.admission().is_removed(&contact.name) {
+            return report(
+                contact,
+                DeliveryStatus::Refused,
+                format!("{} was removed from the network", contact.name),
+            );
+        }
         if contact.key_changed {
             return report(
                 contact,

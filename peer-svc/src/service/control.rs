@@ -5,8 +5,8 @@ use std::{pin::Pin, sync::Arc, time::Instant};
 
 use chat_proto::v1::{
     Connection, ConnectionsRequest, ConnectionsResponse, ControlLeaveRequest, ControlLeaveResponse,
-    HandshakeRequest, HandshakeResponse, HistoryRequest, HistoryResponse,
-    RefreshConnectionsRequest, RefreshConnectionsResponse, SendRequest, SendResponse,
+    HandshakeRequest, HandshakeResponse, HistoryRequest, HistoryResponse, InviteRequest,
+    InviteResponse, RefreshConnectionsRequest, RemoveRequest, RemoveResponse, RefreshConnectionsResponse, SendRequest, SendResponse,
     SendStreamResponse, SubscribeRequest, SubscribeResponse, TrustRequest, TrustResponse,
     connection::SessionState, control_server::Control,
 };
@@ -21,7 +21,7 @@ use crate::{
     directory::{Contact, Directory},
     handshaker::Handshaker,
     inbound::Inbound,
-    membership::Membership,
+    membership::{Membership, PeerEvent},
     outbound::Outbound,
     peers::Peers,
     service::{
@@ -219,6 +219,65 @@ impl Control for ControlService {
         Ok(Response::new(RefreshConnectionsResponse {
             connections: self.connections(),
         }))
+    }
+
+    async fn invite(
+        &self,
+        request: Request<InviteRequest>,
+    ) -> Result<Response<InviteResponse>, Status> {
+        let req = request.into_inner();
+        chat_proto::validate::name(&req.name).map_err(|reason| {
+            refused(
+                "Control/Invite",
+                ServiceError::InvalidArgument(format!("name {reason}")),
+            )
+        })?;
+        let (token, network) = self
+            .handshaker
+            .admission()
+            .invite(&req.name, req.all_history)
+            .map_err(|e| refused("Control/Invite", ServiceError::from(e)))?;
+        info!(name = %req.name, all_history = req.all_history, "invitation made");
+        Ok(Response::new(InviteResponse { token, network }))
+    }
+
+    async fn remove(
+        &self,
+        request: Request<RemoveRequest>,
+    ) -> Result<Response<RemoveResponse>, Status> {
+        let name = request.into_inner().name;
+        let removed = self
+            .handshaker
+            .admission()
+            .remove(&name)
+            .map_err(|e| refused("Control/Remove", ServiceError::from(e)))?;
+        for name in removed {
+            self.membership.tell(PeerEvent::Removed(name));
+        }
+        // Removed here (its sessions and queue went with the event); now
+        // every other member online hears of it in a fresh handshake.
+        let others: Vec<Contact> = self
+            .directory
+            .all()
+            .into_iter()
+            .filter(|c| c.name != name && c.online && !c.key_changed)
+            .collect();
+        let told = futures::future::join_all(others.into_iter().map(|contact| async move {
+            self.peers.forget_sending(&contact.name);
+            match self.handshaker.initiate(&contact).await {
+                Ok(_) => Some(contact.name),
+                Err(e) => {
+                    warn!(peer = %contact.name, error = %e.message(), "could not tell of a removal now; it hears at its next handshake");
+                    None
+                }
+            }
+        }))
+        .await
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>();
+        info!(removed = %name, told = told.len(), "member removed");
+        Ok(Response::new(RemoveResponse { told }))
     }
 
     async fn handshake(

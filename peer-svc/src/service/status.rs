@@ -5,7 +5,9 @@
 use tonic::Status;
 
 use crate::{
-    checks::CheckError, envelope::EnvelopeError, handshaker::HandshakeError,
+    admission::AdmissionError,
+    checks::CheckError,
+    credential::CredentialError, envelope::EnvelopeError, handshaker::HandshakeError,
     history_sync::ServeError, inbound::InboundError, net::BadAddress, outbound::SendError,
     store::history::QueryError,
 };
@@ -29,6 +31,26 @@ pub enum ServiceError {
     /// A peer or Discovery could not be reached.
     #[error("{0}")]
     Unavailable(String),
+    /// Not possible in this peer's state (e.g. inviting in open mode).
+    #[error("{0}")]
+    FailedPrecondition(String),
+}
+
+impl From<AdmissionError> for ServiceError {
+    fn from(e: AdmissionError) -> Self {
+        let message = e.to_string();
+        match e {
+            AdmissionError::Open => ServiceError::FailedPrecondition(message),
+            AdmissionError::Unknown(_) => ServiceError::NotFound(message),
+            AdmissionError::Credential(
+                CredentialError::NotAllowed(_) | CredentialError::Founder,
+            ) => ServiceError::PermissionDenied(message),
+            AdmissionError::Credential(_) => ServiceError::InvalidArgument(message),
+            AdmissionError::NotMember { .. } | AdmissionError::Removed(_) => {
+                ServiceError::PermissionDenied(message)
+            }
+        }
+    }
 }
 
 impl From<ServiceError> for Status {
@@ -40,6 +62,7 @@ impl From<ServiceError> for Status {
             ServiceError::PermissionDenied(_) => Status::permission_denied(message),
             ServiceError::NotFound(_) => Status::not_found(message),
             ServiceError::Unavailable(_) => Status::unavailable(message),
+            ServiceError::FailedPrecondition(_) => Status::failed_precondition(message),
         }
     }
 }
@@ -87,7 +110,9 @@ impl From<HandshakeError> for Status {
             HandshakeError::Failed(_) | HandshakeError::Replayed | HandshakeError::Answer(_) => {
                 Status::unauthenticated(message)
             }
-            HandshakeError::Refused(_) => Status::permission_denied(message),
+            HandshakeError::Refused(_) | HandshakeError::NotMember(_) => {
+                Status::permission_denied(message)
+            }
             HandshakeError::Store(_) => Status::internal(message),
         }
     }

@@ -7,6 +7,7 @@
 pub mod history;
 pub mod outbox;
 mod stamps;
+mod admission;
 
 use std::{path::Path, sync::Mutex, time::Duration};
 
@@ -128,6 +129,21 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE handshake_stamps (
         peer  TEXT PRIMARY KEY,
         stamp INTEGER NOT NULL
+     ) WITHOUT ROWID;",
+    // 5: admission: this peer's own credential, the admission chain each
+    // member last showed (or was invited with here), and the removals known.
+    "CREATE TABLE own_credential (
+        id         INTEGER PRIMARY KEY CHECK (id = 1),
+        credential BLOB NOT NULL
+     );
+     CREATE TABLE admissions (
+        name  TEXT PRIMARY KEY,
+        chain BLOB NOT NULL
+     ) WITHOUT ROWID;
+     CREATE TABLE removals (
+        invite_key BLOB PRIMARY KEY,
+        at_millis  INTEGER NOT NULL,
+        removal    BLOB NOT NULL
      ) WITHOUT ROWID;",
 ];
 

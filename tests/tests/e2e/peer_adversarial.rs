@@ -71,6 +71,7 @@ impl Mallory {
             name: claimed_name.into(),
             address: "127.0.0.1:9".into(),
             timestamp_micros: next_stamp(),
+            credential: chat_tests::credential(&self.name, &self.keypair),
             ..Default::default()
         };
         Initiator::new(&self.keypair, target.node.public_key(), PROLOGUE)
@@ -225,6 +226,7 @@ async fn a_key_discovery_does_not_list_is_permission_denied() {
         name: mallory.name.clone(),
         address: String::new(),
         timestamp_micros: next_stamp(),
+        credential: chat_tests::credential(&mallory.name, &impostor),
         ..Default::default()
     }
     .encode_to_vec();

@@ -23,6 +23,7 @@ fn initiation(alice: &StaticKeypair, to: [u8; 32], address: &str) -> Vec<u8> {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_micros() as u64,
+        credential: chat_tests::credential("alice", alice),
         ..Default::default()
     };
     Initiator::new(alice, to, PROLOGUE)

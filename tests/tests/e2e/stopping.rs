@@ -31,6 +31,7 @@ async fn start_peer(name: &str, discovery_url: &str, data_dir: &Path, close_outp
         .arg(discovery_url)
         .arg("--data-dir")
         .arg(data_dir)
+        .env("CHAT_JOIN", chat_tests::invitation(name))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -88,6 +88,19 @@ enum Verb {
     },
     /// The live console: incoming messages print as they arrive; typed lines are sent.
     Attach,
+    /// Invite NAME to your network: prints a token for `peer-svc --join TOKEN`.
+    Invite {
+        /// The name the newcomer joins as.
+        name: String,
+        /// Share all past history with it (default: only from now on).
+        #[arg(long)]
+        all_history: bool,
+    },
+    /// Remove NAME from the network (the founder, or whoever admitted NAME).
+    Remove {
+        /// The member.
+        name: String,
+    },
     /// Print a Discovery RegisterRequest for the key in --data-dir, with its
     /// proof of possession made now (valid for a minute), as JSON for
     /// `grpcurl -d`. A running peer registers itself; this is for scripts.
@@ -146,7 +159,9 @@ mod sending;
 mod views;
 
 use sending::{attach, send, send_lines};
-use views::{connections, handshake, history, leave, parse_since, refresh, trust};
+use views::{
+    connections, handshake, history, invite, leave, parse_since, refresh, remove, trust,
+};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
@@ -212,6 +227,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Verb::Leave { peer } => leave(&mut client, peer).await,
         Verb::Trust { peer } => trust(&mut client, peer).await,
         Verb::Attach => attach(client).await,
+        Verb::Invite { name, all_history } => invite(&mut client, name, all_history).await,
+        Verb::Remove { name } => remove(&mut client, name).await,
         Verb::Register { .. } => unreachable!("handled before connecting"),
     }
 }

@@ -156,6 +156,45 @@ pub(crate) async fn trust(client: &mut Client, peer: String) -> Result<ExitCode,
     Ok(ExitCode::SUCCESS)
 }
 
+pub(crate) async fn invite(
+    client: &mut Client,
+    name: String,
+    all_history: bool,
+) -> Result<ExitCode, Failure> {
+    let r = client
+        .invite(chat_proto::v1::InviteRequest {
+            name: name.clone(),
+            all_history,
+        })
+        .await
+        .map_err(status_text)?
+        .into_inner();
+    // The token alone on stdout, for `$(chat invite NAME)`; the rest on stderr.
+    out!("{}", r.token);
+    note!(
+        "an invitation for {name} to network {}: pass it privately (whoever holds it can join as {name}); they start: peer-svc --name {name} --join TOKEN ...",
+        r.network
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn remove(client: &mut Client, name: String) -> Result<ExitCode, Failure> {
+    let r = client
+        .remove(chat_proto::v1::RemoveRequest { name: name.clone() })
+        .await
+        .map_err(status_text)?
+        .into_inner();
+    out!(
+        "removed {name} from the network; told now: {}; the others hear at their next handshake",
+        if r.told.is_empty() {
+            "nobody".to_owned()
+        } else {
+            r.told.join(", ")
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn session_name(state: SessionState) -> &'static str {
     match state {
         SessionState::Established => "established",

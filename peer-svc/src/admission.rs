@@ -1,0 +1,370 @@
+//! This peer's side of admission (see `credential` and docs/admission.md):
+//! its own credential (or open mode), the removals it knows, and the
+//! admission each member last showed. Handshakes ask it whether a peer is
+//! a member; delivery asks whether one was removed.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Mutex,
+};
+
+use chat_proto::v1::{Admission as AdmissionLink, Credential, Removal};
+use ed25519_dalek::SigningKey;
+use prost::Message;
+use sha2::{Digest, Sha256};
+use tracing::{info, warn};
+
+use crate::{
+    checks::now_ms,
+    credential::{self, CredentialError, Member},
+    store::Store,
+};
+
+/// Removals sent in one handshake payload, newest first.
+pub const MAX_REMOVALS_SENT: usize = 64;
+
+/// Verified credentials remembered by their hash before the cache is reset.
+const MAX_CACHED: usize = 4096;
+
+/// Why a peer is not accepted, or an admission request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdmissionError {
+    /// The peer showed no valid credential for this network.
+    #[error("{name} is not a member of this network: {reason}")]
+    NotMember {
+        /// Who.
+        name: String,
+        /// Why.
+        reason: CredentialError,
+    },
+    /// The peer's admission (or one above it) was removed.
+    #[error("{0} was removed from this network")]
+    Removed(String),
+    /// This peer runs open: there is no network.
+    #[error("this peer runs in open mode (--open): it has no network to invite to or remove from")]
+    Open,
+    /// No admission of the name is known here.
+    #[error(
+        "no admission of {0} is known here: it must have handshaken with this peer once, or been invited by it"
+    )]
+    Unknown(String),
+    /// Not allowed, or a malformed request.
+    #[error("{0}")]
+    Credential(#[from] CredentialError),
+}
+
+/// This peer's own membership.
+struct Own {
+    identity: SigningKey,
+    network: [u8; 32],
+    credential: Credential,
+    encoded: Vec<u8>,
+}
+
+/// What changes as peers are met and removed.
+#[derive(Default)]
+struct State {
+    /// Revoked invitation keys, and each removal as received (encoded).
+    revoked: HashMap<[u8; 32], Vec<u8>>,
+    /// Names removed whose admission chain is not known here.
+    removed_names: HashSet<String>,
+    /// Each member's last admission chain, verified.
+    chains: HashMap<String, (Vec<AdmissionLink>, Member)>,
+    /// Credentials verified already, by the SHA-256 of their encoding.
+    verified: HashMap<[u8; 32], Member>,
+}
+
+/// Admission: open, or a member of one network.
+pub struct Admission {
+    own: Option<Own>,
+    store: std::sync::Arc<Store>,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for Admission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admission")
+            .field("network", &self.network_id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Admission {
+    /// Open mode: no credential shown, none asked for.
+    pub fn open(store: std::sync::Arc<Store>) -> Self {
+        Self {
+            own: None,
+            store,
+            state: Mutex::default(),
+        }
+    }
+
+    /// A member holding `identity` and `credential`, with the removals and
+    /// admissions `store` kept.
+    pub fn member(
+        identity: SigningKey,
+        credential: Credential,
+        store: std::sync::Arc<Store>,
+    ) -> Result<Self, CredentialError> {
+        let network = credential::network_of(&credential)?;
+        let encoded = credential.encode_to_vec();
+        let admission = Self {
+            own: Some(Own {
+                identity,
+                network,
+                credential,
+                encoded,
+            }),
+            store,
+            state: Mutex::default(),
+        };
+        admission.restore();
+        Ok(admission)
+    }
+
+    /// Reads the removals and admissions kept in the store.
+    fn restore(&self) {
+        match self.store.removals() {
+            Ok(removals) => {
+                self.learn_removals(&removals);
+            }
+            Err(e) => warn!(error = %e, "cannot read the removals kept"),
+        }
+        let Some(own) = &self.own else { return };
+        let Ok(admissions) = self.store.admissions() else {
+            return;
+        };
+        let mut state = self.state.lock().expect("admission lock");
+        for (name, chain) in admissions {
+            let Ok(chain) = Credential::decode(chain.as_slice()) else {
+                continue;
+            };
+            if let Some(member) = chain_member(&own.network, &chain.chain) {
+                state.chains.insert(name, (chain.chain, member));
+            }
+        }
+    }
+
+    /// True in open mode.
+    pub fn is_open(&self) -> bool {
+        self.own.is_none()
+    }
+
+    /// The network's id (the founder's key's fingerprint), if a member.
+    pub fn network_id(&self) -> Option<String> {
+        self.own.as_ref().map(|o| credential::network_id(&o.network))
+    }
+
+    /// This peer's credential as sent in handshakes (empty when open).
+    pub fn own_credential(&self) -> Vec<u8> {
+        self.own
+            .as_ref()
+            .map(|o| o.encoded.clone())
+            .unwrap_or_default()
+    }
+
+    /// The removals to send in a handshake, newest first.
+    pub fn removals(&self) -> Vec<Vec<u8>> {
+        if self.own.is_none() {
+            return Vec::new();
+        }
+        let mut all = self.store.removals().unwrap_or_default();
+        all.truncate(MAX_REMOVALS_SENT);
+        all
+    }
+
+    /// Takes in removals a peer sent (or the store kept): each is verified
+    /// and, if new, recorded. Returns the names newly removed.
+    pub fn learn_removals(&self, removals: &[Vec<u8>]) -> Vec<String> {
+        let Some(own) = &self.own else {
+            return Vec::new();
+        };
+        let mut removed = Vec::new();
+        for bytes in removals.iter().take(MAX_REMOVALS_SENT) {
+            let Ok(removal) = Removal::decode(bytes.as_slice()) else {
+                warn!("ignoring a malformed removal");
+                continue;
+            };
+            let Some(key) = removal
+                .chain
+                .last()
+                .and_then(|a| credential::key32(&a.invite_key, "invite_key").ok())
+            else {
+                continue;
+            };
+            if self.state.lock().expect("admission lock").revoked.contains_key(&key) {
+                continue;
+            }
+            match credential::verify_removal(&own.network, &removal) {
+                Ok((key, name)) => {
+                    if let Err(e) = self.store.save_removal(&key, removal.at_millis, bytes) {
+                        warn!(error = %e, "cannot record a removal");
+                    }
+                    let mut state = self.state.lock().expect("admission lock");
+                    state.revoked.insert(key, bytes.clone());
+                    if !state.chains.contains_key(&name) {
+                        state.removed_names.insert(name.clone());
+                    }
+                    drop(state);
+                    if self.is_removed(&name) {
+                        info!(peer = %name, "member removed from the network");
+                        removed.push(name);
+                    }
+                }
+                Err(e) => warn!(error = %e, "ignoring a removal that does not verify"),
+            }
+        }
+        removed
+    }
+
+    /// Checks that `name` with `static_key` showed a valid, unrevoked
+    /// credential for this network; records its admission chain. Always
+    /// Ok in open mode.
+    pub fn check(
+        &self,
+        name: &str,
+        static_key: &[u8; 32],
+        encoded: &[u8],
+    ) -> Result<(), AdmissionError> {
+        let Some(own) = &self.own else {
+            return Ok(());
+        };
+        let not_member = |reason| AdmissionError::NotMember {
+            name: name.to_owned(),
+            reason,
+        };
+        if encoded.is_empty() {
+            return Err(not_member(CredentialError::Missing));
+        }
+        let digest: [u8; 32] = Sha256::new()
+            .chain_update(encoded)
+            .chain_update(static_key)
+            .chain_update(name.as_bytes())
+            .finalize()
+            .into();
+        let cached = self
+            .state
+            .lock()
+            .expect("admission lock")
+            .verified
+            .get(&digest)
+            .cloned();
+        let (member, chain) = match cached {
+            Some(member) => (member, None),
+            None => {
+                let credential = Credential::decode(encoded)
+                    .map_err(|_| not_member(CredentialError::Malformed("credential")))?;
+                let member =
+                    credential::verify_credential(&own.network, &credential, name, static_key)
+                        .map_err(not_member)?;
+                (member, Some(credential.chain))
+            }
+        };
+        let mut state = self.state.lock().expect("admission lock");
+        if member.invite_keys.iter().any(|k| state.revoked.contains_key(k)) {
+            return Err(AdmissionError::Removed(name.to_owned()));
+        }
+        if let Some(chain) = chain {
+            if state.verified.len() >= MAX_CACHED {
+                state.verified.clear();
+            }
+            state.verified.insert(digest, member.clone());
+            let changed = state.chains.get(name).is_none_or(|(c, _)| *c != chain);
+            if changed {
+                let encoded_chain = Credential {
+                    chain: chain.clone(),
+                    static_key_signature: Vec::new(),
+                }
+                .encode_to_vec();
+                state.chains.insert(name.to_owned(), (chain, member));
+                state.removed_names.remove(name);
+                drop(state);
+                if let Err(e) = self.store.save_admission(name, &encoded_chain) {
+                    warn!(peer = %name, error = %e, "cannot record an admission");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// True if `name` was removed: its known admission chain holds a
+    /// revoked key, or a removal named it and no admission of it is known.
+    pub fn is_removed(&self, name: &str) -> bool {
+        let state = self.state.lock().expect("admission lock");
+        match state.chains.get(name) {
+            Some((_, member)) => member
+                .invite_keys
+                .iter()
+                .any(|k| state.revoked.contains_key(k)),
+            None => state.removed_names.contains(name),
+        }
+    }
+
+    /// Where `name`'s share of history begins (ms since the epoch; 0 = all).
+    pub fn history_from_millis(&self, name: &str) -> u64 {
+        if self.own.is_none() {
+            return 0;
+        }
+        self.state
+            .lock()
+            .expect("admission lock")
+            .chains
+            .get(name)
+            .map_or(u64::MAX, |(_, m)| m.history_from_millis)
+    }
+
+    /// An invitation token for `name`, sharing all history or only what is
+    /// said from now on. Returns (token, network id).
+    pub fn invite(&self, name: &str, all_history: bool) -> Result<(String, String), AdmissionError> {
+        let own = self.own.as_ref().ok_or(AdmissionError::Open)?;
+        let now = now_ms();
+        let from = if all_history { 0 } else { now };
+        let invitation = credential::invite(&own.identity, &own.credential, name, now, from)?;
+        // Kept so the inviter can remove the name before it ever joins.
+        let admission = invitation.admission.clone().expect("made with one");
+        let mut chain = own.credential.chain.clone();
+        chain.push(admission);
+        let mut state = self.state.lock().expect("admission lock");
+        if !state.chains.contains_key(name)
+            && let Some(member) = chain_member(&own.network, &chain)
+        {
+            let encoded = Credential {
+                chain: chain.clone(),
+                static_key_signature: Vec::new(),
+            }
+            .encode_to_vec();
+            state.chains.insert(name.to_owned(), (chain, member));
+            drop(state);
+            if let Err(e) = self.store.save_admission(name, &encoded) {
+                warn!(peer = %name, error = %e, "cannot record an invitation");
+            }
+        }
+        Ok((
+            credential::encode_token(&invitation),
+            credential::network_id(&own.network),
+        ))
+    }
+
+    /// Removes `name`: signs a removal of its admission and takes it in
+    /// here. The caller spreads it (handshakes carry it) and tells the
+    /// names returned (the removed one, unless it was removed already).
+    pub fn remove(&self, name: &str) -> Result<Vec<String>, AdmissionError> {
+        let own = self.own.as_ref().ok_or(AdmissionError::Open)?;
+        let chain = self
+            .state
+            .lock()
+            .expect("admission lock")
+            .chains
+            .get(name)
+            .map(|(c, _)| c.clone())
+            .ok_or_else(|| AdmissionError::Unknown(name.to_owned()))?;
+        let removal = credential::remove(&own.identity, chain, now_ms())?;
+        Ok(self.learn_removals(&[removal.encode_to_vec()]))
+    }
+}
+
+/// The member a stored chain (or an unused invitation) admits, if its
+/// links still verify.
+fn chain_member(network: &[u8; 32], chain: &[AdmissionLink]) -> Option<Member> {
+    credential::verify_links(network, chain).ok()
+}

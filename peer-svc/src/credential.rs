@@ -1,0 +1,570 @@
+//! Admission credentials (docs/admission.md): who is a member of a network,
+//! proven by Ed25519 signatures that every peer checks for itself, without
+//! trusting Discovery.
+//!
+//! A network is named by its founder's Ed25519 identity key. A member admits
+//! a newcomer with an invitation: an [`Admission`] naming the newcomer and a
+//! fresh one-time invitation key, signed by the member's identity key; the
+//! token carries the invitation key's secret, with which the newcomer signs
+//! its own identity key into the admission. A member's [`Credential`] is the
+//! chain of admissions from the founder's own down to its own, plus its
+//! identity key's signature over its static X25519 key, which binds the
+//! Noise key to the admitted identity (as libp2p's Noise handshake binds its
+//! static key to the identity key). A [`Removal`] revokes one admission's
+//! invitation key, and with it every member admitted through it.
+//!
+//! Every signature covers a context string and the fields as length-prefixed
+//! bytes ([`to_be_signed`]), never a protobuf serialisation.
+
+use base64::Engine;
+use chat_proto::v1::{Admission, Credential, Invitation, Removal};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use prost::Message;
+
+/// What an invitation token starts with.
+pub const TOKEN_PREFIX: &str = "p2pchat-invite:";
+
+/// The longest chain accepted: admissions through at most this many members.
+pub const MAX_CHAIN: usize = 8;
+
+const INVITATION_CONTEXT: &[u8] = b"p2p-chat/1 admission invitation";
+const ACCEPTANCE_CONTEXT: &[u8] = b"p2p-chat/1 admission acceptance";
+const STATIC_KEY_CONTEXT: &[u8] = b"p2p-chat/1 static key";
+const REMOVAL_CONTEXT: &[u8] = b"p2p-chat/1 removal";
+
+/// Why a credential, invitation or removal was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialError {
+    /// No credential at all.
+    #[error("no credential: not admitted to any network")]
+    Missing,
+    /// Not a protobuf of the right type, or a token of the wrong shape.
+    #[error("malformed {0}")]
+    Malformed(&'static str),
+    /// An empty chain, or one longer than [`MAX_CHAIN`].
+    #[error("admission chain of {0} links (1 to {MAX_CHAIN})")]
+    ChainLength(usize),
+    /// Admitted to another network.
+    #[error("admitted to another network ({0})")]
+    OtherNetwork(String),
+    /// A link not issued by the one before it (or the first not by the founder).
+    #[error("admission {0} of the chain was not issued by the member before it")]
+    BrokenChain(usize),
+    /// A key field that is not an Ed25519 public key.
+    #[error("{0} is not an Ed25519 public key")]
+    BadKey(&'static str),
+    /// A signature that does not verify.
+    #[error("{what} of admission {at} does not verify")]
+    BadSignature {
+        /// Which signature.
+        what: &'static str,
+        /// Its position in the chain.
+        at: usize,
+    },
+    /// The credential admits another name than the one claimed.
+    #[error("the credential admits {admitted:?}, not {claimed:?}")]
+    WrongName {
+        /// The admitted name.
+        admitted: String,
+        /// The name claimed.
+        claimed: String,
+    },
+    /// The static key is not certified by the admitted identity.
+    #[error("the static key is not signed by the admitted identity")]
+    StaticKeyNotSigned,
+    /// The founder's own admission cannot be revoked.
+    #[error("the founder cannot be removed")]
+    Founder,
+    /// The remover is neither the founder nor an issuer above the removed member.
+    #[error(
+        "only the founder or a member who admitted {0} (directly or through others) can remove it"
+    )]
+    NotAllowed(String),
+}
+
+/// A member whose credential verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// The admitted name.
+    pub name: String,
+    /// Its Ed25519 identity key.
+    pub identity: [u8; 32],
+    /// Every invitation key in its chain, founder's first: revoking any of
+    /// them removes it.
+    pub invite_keys: Vec<[u8; 32]>,
+    /// History is shared with it from this time (ms since the epoch; 0 = all).
+    pub history_from_millis: u64,
+}
+
+/// The bytes a signature covers: the context and each part, each preceded
+/// by its length as 4 bytes big-endian.
+pub fn to_be_signed(context: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + context.len() + parts.iter().map(|p| 4 + p.len()).sum::<usize>());
+    for part in std::iter::once(&context).chain(parts) {
+        out.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        out.extend_from_slice(part);
+    }
+    out
+}
+
+fn invitation_signed(a: &Admission) -> Vec<u8> {
+    to_be_signed(
+        INVITATION_CONTEXT,
+        &[
+            &a.network,
+            a.name.as_bytes(),
+            &a.invite_key,
+            &a.issued_at_millis.to_be_bytes(),
+            &a.history_from_millis.to_be_bytes(),
+            &a.issuer,
+        ],
+    )
+}
+
+fn acceptance_signed(a: &Admission) -> Vec<u8> {
+    to_be_signed(
+        ACCEPTANCE_CONTEXT,
+        &[&a.network, a.name.as_bytes(), &a.invite_key, &a.identity_key],
+    )
+}
+
+fn static_key_signed(network: &[u8], name: &str, static_key: &[u8; 32]) -> Vec<u8> {
+    to_be_signed(STATIC_KEY_CONTEXT, &[network, name.as_bytes(), static_key])
+}
+
+fn removal_signed(network: &[u8], removed: &Admission, at_millis: u64) -> Vec<u8> {
+    to_be_signed(
+        REMOVAL_CONTEXT,
+        &[
+            network,
+            &removed.invite_key,
+            removed.name.as_bytes(),
+            &at_millis.to_be_bytes(),
+        ],
+    )
+}
+
+/// `bytes` as a 32-byte key.
+pub fn key32(bytes: &[u8], what: &'static str) -> Result<[u8; 32], CredentialError> {
+    bytes.try_into().map_err(|_| CredentialError::BadKey(what))
+}
+
+fn verify(
+    key: &[u8],
+    message: &[u8],
+    signature: &[u8],
+    what: &'static str,
+    at: usize,
+) -> Result<(), CredentialError> {
+    let bad = CredentialError::BadSignature { what, at };
+    let key = VerifyingKey::from_bytes(&key32(key, "a signing key")?)
+        .map_err(|_| CredentialError::BadKey("a signing key"))?;
+    let signature = Signature::from_slice(signature).map_err(|_| bad.clone())?;
+    key.verify_strict(message, &signature).map_err(|_| bad)
+}
+
+/// The network id users compare: the founder's key's fingerprint.
+pub fn network_id(network: &[u8]) -> String {
+    chat_proto::keys::fingerprint(network)
+}
+
+/// Checks `chain` as admissions into `network`, each issued by the one
+/// before (the first by the founder); the last must also be accepted when
+/// `last_accepted`. Returns the invitation keys, founder's first.
+fn verify_chain(
+    network: &[u8; 32],
+    chain: &[Admission],
+    last_accepted: bool,
+) -> Result<Vec<[u8; 32]>, CredentialError> {
+    if chain.is_empty() || chain.len() > MAX_CHAIN {
+        return Err(CredentialError::ChainLength(chain.len()));
+    }
+    let mut invite_keys = Vec::with_capacity(chain.len());
+    for (at, a) in chain.iter().enumerate() {
+        if a.network.as_slice() != network {
+            return Err(CredentialError::OtherNetwork(network_id(&a.network)));
+        }
+        let issuer: &[u8] = if at == 0 {
+            network
+        } else {
+            &chain[at - 1].identity_key
+        };
+        if a.issuer.as_slice() != issuer {
+            return Err(CredentialError::BrokenChain(at));
+        }
+        verify(
+            &a.issuer,
+            &invitation_signed(a),
+            &a.issuer_signature,
+            "the issuer's signature",
+            at,
+        )?;
+        if at + 1 < chain.len() || last_accepted {
+            key32(&a.identity_key, "identity_key")?;
+            verify(
+                &a.invite_key,
+                &acceptance_signed(a),
+                &a.acceptance,
+                "the acceptance",
+                at,
+            )?;
+        }
+        invite_keys.push(key32(&a.invite_key, "invite_key")?);
+    }
+    Ok(invite_keys)
+}
+
+/// Verifies that `credential` admits `name` with `static_key` into `network`.
+/// Revocation is the caller's to check, against [`Member::invite_keys`].
+pub fn verify_credential(
+    network: &[u8; 32],
+    credential: &Credential,
+    name: &str,
+    static_key: &[u8; 32],
+) -> Result<Member, CredentialError> {
+    let invite_keys = verify_chain(network, &credential.chain, true)?;
+    let own = credential.chain.last().expect("a verified chain is not empty");
+    if own.name != name {
+        return Err(CredentialError::WrongName {
+            admitted: own.name.clone(),
+            claimed: name.to_owned(),
+        });
+    }
+    verify(
+        &own.identity_key,
+        &static_key_signed(network, name, static_key),
+        &credential.static_key_signature,
+        "the static key signature",
+        credential.chain.len() - 1,
+    )
+    .map_err(|_| CredentialError::StaticKeyNotSigned)?;
+    Ok(Member {
+        name: own.name.clone(),
+        identity: key32(&own.identity_key, "identity_key")?,
+        invite_keys,
+        history_from_millis: own.history_from_millis,
+    })
+}
+
+/// The member the links of `chain` admit into `network` (the last link
+/// need not be accepted yet: an unused invitation). No static key is checked.
+pub fn verify_links(network: &[u8; 32], chain: &[Admission]) -> Result<Member, CredentialError> {
+    let invite_keys = verify_chain(network, chain, false)?;
+    let own = chain.last().expect("a verified chain is not empty");
+    Ok(Member {
+        name: own.name.clone(),
+        identity: key32(&own.identity_key, "identity_key").unwrap_or_default(),
+        invite_keys,
+        history_from_millis: own.history_from_millis,
+    })
+}
+
+/// A new admission of `name` into `network`, signed by `issuer`, with its
+/// one-time invitation key.
+fn issue(
+    issuer: &SigningKey,
+    network: [u8; 32],
+    name: &str,
+    now_millis: u64,
+    history_from_millis: u64,
+) -> (Admission, SigningKey) {
+    let invite = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+    let mut admission = Admission {
+        network: network.to_vec(),
+        name: name.to_owned(),
+        invite_key: invite.verifying_key().to_bytes().to_vec(),
+        issued_at_millis: now_millis,
+        history_from_millis,
+        issuer: issuer.verifying_key().to_bytes().to_vec(),
+        ..Default::default()
+    };
+    admission.issuer_signature = issuer.sign(&invitation_signed(&admission)).to_bytes().to_vec();
+    (admission, invite)
+}
+
+/// `admission` accepted by `identity` with the invitation key, and the
+/// credential it completes for `static_key`.
+fn accept(
+    mut chain: Vec<Admission>,
+    mut admission: Admission,
+    invite: &SigningKey,
+    identity: &SigningKey,
+    static_key: &[u8; 32],
+) -> Credential {
+    admission.identity_key = identity.verifying_key().to_bytes().to_vec();
+    admission.acceptance = invite.sign(&acceptance_signed(&admission)).to_bytes().to_vec();
+    let signed = static_key_signed(&admission.network, &admission.name, static_key);
+    chain.push(admission);
+    Credential {
+        chain,
+        static_key_signature: identity.sign(&signed).to_bytes().to_vec(),
+    }
+}
+
+/// Founds a network named by `identity`'s key, with `name` as its first
+/// member (all history is its own).
+pub fn found(identity: &SigningKey, name: &str, static_key: &[u8; 32], now_millis: u64) -> Credential {
+    let network = identity.verifying_key().to_bytes();
+    let (admission, invite) = issue(identity, network, name, now_millis, 0);
+    accept(Vec::new(), admission, &invite, identity, static_key)
+}
+
+/// Signs `static_key` into `credential` with `identity`, if `identity` is
+/// the one it admits (a peer whose X25519 key was replaced keeps its
+/// admission: its identity certifies the new key). False if it is not.
+pub fn certify_static_key(
+    identity: &SigningKey,
+    credential: &mut Credential,
+    static_key: &[u8; 32],
+) -> bool {
+    let Some(own) = credential.chain.last() else {
+        return false;
+    };
+    if own.identity_key.as_slice() != identity.verifying_key().as_bytes() {
+        return false;
+    }
+    let signed = static_key_signed(&own.network, &own.name, static_key);
+    credential.static_key_signature = identity.sign(&signed).to_bytes().to_vec();
+    true
+}
+
+/// The network `credential` is a member of.
+pub fn network_of(credential: &Credential) -> Result<[u8; 32], CredentialError> {
+    let first = credential
+        .chain
+        .first()
+        .ok_or(CredentialError::ChainLength(0))?;
+    key32(&first.network, "network")
+}
+
+/// An invitation for `name` from the member holding `identity` and `own`
+/// credential; history is shared from `history_from_millis` (0 = all).
+pub fn invite(
+    identity: &SigningKey,
+    own: &Credential,
+    name: &str,
+    now_millis: u64,
+    history_from_millis: u64,
+) -> Result<Invitation, CredentialError> {
+    let network = network_of(own)?;
+    let (admission, invite) = issue(identity, network, name, now_millis, history_from_millis);
+    Ok(Invitation {
+        admission: Some(admission),
+        issuer_chain: own.chain.clone(),
+        invite_secret: invite.to_bytes().to_vec(),
+    })
+}
+
+/// Joins with `invitation` as `name`: checks it, and accepts it with
+/// `identity` for `static_key`.
+pub fn join(
+    invitation: &Invitation,
+    identity: &SigningKey,
+    name: &str,
+    static_key: &[u8; 32],
+) -> Result<Credential, CredentialError> {
+    let admission = invitation
+        .admission
+        .clone()
+        .ok_or(CredentialError::Malformed("invitation"))?;
+    if admission.name != name {
+        return Err(CredentialError::WrongName {
+            admitted: admission.name,
+            claimed: name.to_owned(),
+        });
+    }
+    let network = key32(&admission.network, "network")?;
+    let mut chain = invitation.issuer_chain.clone();
+    chain.push(admission.clone());
+    verify_chain(&network, &chain, false)?;
+    let secret = key32(&invitation.invite_secret, "invite_secret")?;
+    let invite = SigningKey::from_bytes(&secret);
+    if invite.verifying_key().to_bytes().as_slice() != admission.invite_key {
+        return Err(CredentialError::Malformed("invitation (its secret is not its key's)"));
+    }
+    chain.pop();
+    Ok(accept(chain, admission, &invite, identity, static_key))
+}
+
+/// The token for `invitation`: [`TOKEN_PREFIX`] and base64url of its bytes.
+pub fn encode_token(invitation: &Invitation) -> String {
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    format!("{TOKEN_PREFIX}{}", b64.encode(invitation.encode_to_vec()))
+}
+
+/// The invitation in `token`.
+pub fn decode_token(token: &str) -> Result<Invitation, CredentialError> {
+    let body = token
+        .trim()
+        .strip_prefix(TOKEN_PREFIX)
+        .ok_or(CredentialError::Malformed("token: it starts with p2pchat-invite:"))?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(body)
+        .map_err(|_| CredentialError::Malformed("token: not base64url"))?;
+    Invitation::decode(bytes.as_slice()).map_err(|_| CredentialError::Malformed("token"))
+}
+
+/// A removal of the last admission of `chain`, by `by` at `at_millis`.
+pub fn remove(
+    by: &SigningKey,
+    chain: Vec<Admission>,
+    at_millis: u64,
+) -> Result<Removal, CredentialError> {
+    let network = key32(
+        &chain.first().ok_or(CredentialError::ChainLength(0))?.network,
+        "network",
+    )?;
+    let removed = chain.last().expect("not empty");
+    let signature = by.sign(&removal_signed(&network, removed, at_millis)).to_bytes().to_vec();
+    let removal = Removal {
+        chain,
+        by: by.verifying_key().to_bytes().to_vec(),
+        at_millis,
+        signature,
+    };
+    verify_removal(&network, &removal)?;
+    Ok(removal)
+}
+
+/// Checks a removal in `network`; returns the revoked invitation key and
+/// the removed name.
+pub fn verify_removal(
+    network: &[u8; 32],
+    removal: &Removal,
+) -> Result<([u8; 32], String), CredentialError> {
+    let invite_keys = verify_chain(network, &removal.chain, false)?;
+    if removal.chain.len() < 2 {
+        return Err(CredentialError::Founder);
+    }
+    let removed = removal.chain.last().expect("not empty");
+    // The founder (the first issuer) or an issuer at or above the removed one.
+    if !removal.chain.iter().any(|a| a.issuer == removal.by) {
+        return Err(CredentialError::NotAllowed(removed.name.clone()));
+    }
+    verify(
+        &removal.by,
+        &removal_signed(network, removed, removal.at_millis),
+        &removal.signature,
+        "the removal signature",
+        removal.chain.len() - 1,
+    )?;
+    Ok((
+        *invite_keys.last().expect("not empty"),
+        removed.name.clone(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> SigningKey {
+        SigningKey::from_bytes(&rand::random::<[u8; 32]>())
+    }
+
+    const S: [u8; 32] = [9; 32];
+
+    #[test]
+    fn founder_invites_member_invites_member_and_each_verifies() {
+        let (alice, bob, carol) = (key(), key(), key());
+        let a = found(&alice, "alice", &S, 1);
+        let network = network_of(&a).unwrap();
+        assert_eq!(network, alice.verifying_key().to_bytes());
+        verify_credential(&network, &a, "alice", &S).unwrap();
+        let token = encode_token(&invite(&alice, &a, "bob", 2, 0).unwrap());
+        let b = join(&decode_token(&token).unwrap(), &bob, "bob", &[7; 32]).unwrap();
+        let member = verify_credential(&network, &b, "bob", &[7; 32]).unwrap();
+        assert_eq!(member.invite_keys.len(), 2);
+        assert_eq!(member.identity, bob.verifying_key().to_bytes());
+        let c = join(&invite(&bob, &b, "carol", 3, 3).unwrap(), &carol, "carol", &S).unwrap();
+        let member = verify_credential(&network, &c, "carol", &S).unwrap();
+        assert_eq!(member.history_from_millis, 3);
+
+        // Wrong name, wrong static key, another network, a token for someone else.
+        assert!(matches!(
+            verify_credential(&network, &c, "alice", &S),
+            Err(CredentialError::WrongName { .. })
+        ));
+        assert_eq!(
+            verify_credential(&network, &c, "carol", &[1; 32]),
+            Err(CredentialError::StaticKeyNotSigned)
+        );
+        let elsewhere = found(&key(), "alice", &S, 1);
+        assert!(matches!(
+            verify_credential(&network, &elsewhere, "alice", &S),
+            Err(CredentialError::OtherNetwork(_))
+        ));
+        assert!(matches!(
+            join(&decode_token(&token).unwrap(), &bob, "eve", &S),
+            Err(CredentialError::WrongName { .. })
+        ));
+    }
+
+    #[test]
+    fn forged_or_tampered_credentials_are_refused() {
+        let (alice, bob, mallory) = (key(), key(), key());
+        let a = found(&alice, "alice", &S, 1);
+        let network = network_of(&a).unwrap();
+        let b = join(&invite(&alice, &a, "bob", 2, 0).unwrap(), &bob, "bob", &S).unwrap();
+        // Mallory admits herself, claiming alice as the issuer.
+        let mut forged = b.clone();
+        forged.chain[1].identity_key = mallory.verifying_key().to_bytes().to_vec();
+        assert!(matches!(
+            verify_credential(&network, &forged, "bob", &S),
+            Err(CredentialError::BadSignature { at: 1, .. })
+        ));
+        // A renamed admission.
+        let mut renamed = b.clone();
+        renamed.chain[1].name = "mallory".into();
+        assert!(matches!(
+            verify_credential(&network, &renamed, "mallory", &S),
+            Err(CredentialError::BadSignature { at: 1, .. })
+        ));
+        // Mallory's own network, spliced under alice's founder link.
+        let m = found(&mallory, "mallory", &S, 1);
+        let mut spliced = m.clone();
+        spliced.chain.insert(0, a.chain[0].clone());
+        assert!(verify_credential(&network, &spliced, "mallory", &S).is_err());
+        // A token whose secret was swapped cannot be accepted.
+        let mut inv = invite(&alice, &a, "bob", 2, 0).unwrap();
+        inv.invite_secret = vec![1; 32];
+        assert!(join(&inv, &bob, "bob", &S).is_err());
+        assert_eq!(decode_token("hello").unwrap_err(), CredentialError::Malformed("token: it starts with p2pchat-invite:"));
+    }
+
+    #[test]
+    fn removal_is_for_the_founder_or_an_issuer_above() {
+        let (alice, bob, carol, dave) = (key(), key(), key(), key());
+        let a = found(&alice, "alice", &S, 1);
+        let network = network_of(&a).unwrap();
+        let b = join(&invite(&alice, &a, "bob", 2, 0).unwrap(), &bob, "bob", &S).unwrap();
+        let c = join(&invite(&bob, &b, "carol", 3, 0).unwrap(), &carol, "carol", &S).unwrap();
+        let d = join(&invite(&alice, &a, "dave", 3, 0).unwrap(), &dave, "dave", &S).unwrap();
+        // Bob removes carol (he admitted her); alice removes carol (founder).
+        for by in [&bob, &alice] {
+            let r = remove(by, c.chain.clone(), 10).unwrap();
+            let (revoked, name) = verify_removal(&network, &r).unwrap();
+            assert_eq!(name, "carol");
+            assert_eq!(revoked.as_slice(), c.chain[2].invite_key);
+        }
+        // Dave did not admit carol; carol cannot remove bob; nobody removes the founder.
+        assert_eq!(
+            remove(&dave, c.chain.clone(), 10).unwrap_err(),
+            CredentialError::NotAllowed("carol".into())
+        );
+        assert!(remove(&carol, b.chain.clone(), 10).is_err());
+        assert_eq!(
+            remove(&alice, a.chain.clone(), 10).unwrap_err(),
+            CredentialError::Founder
+        );
+        // An unused invitation can be revoked by its issuer.
+        let unused = invite(&alice, &a, "erin", 4, 0).unwrap();
+        let mut chain = unused.issuer_chain.clone();
+        chain.push(unused.admission.unwrap());
+        remove(&alice, chain, 11).unwrap();
+        // A tampered removal fails.
+        let mut r = remove(&alice, d.chain.clone(), 10).unwrap();
+        r.at_millis += 1;
+        assert!(verify_removal(&network, &r).is_err());
+    }
+}

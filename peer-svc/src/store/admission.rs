@@ -1,0 +1,102 @@
+//! What admission keeps durable: this peer's own credential, the admission
+//! chain each member last showed (so `chat remove` works while it is
+//! offline), and every removal known (so a restart forgets none).
+
+use rusqlite::{OptionalExtension, params};
+
+use super::{Store, StoreError};
+
+impl Store {
+    /// This peer's own credential (encoded), if it is a member of a network.
+    pub fn own_credential(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        let conn = self.conn.lock().expect("store lock");
+        Ok(conn
+            .query_row("SELECT credential FROM own_credential WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    /// Saves this peer's own credential (committed when this returns).
+    pub fn save_own_credential(&self, credential: &[u8]) -> Result<(), StoreError> {
+        let conn = self.conn.lock().expect("store lock");
+        conn.execute(
+            "INSERT INTO own_credential (id, credential) VALUES (1, ?1)
+             ON CONFLICT (id) DO UPDATE SET credential = excluded.credential",
+            params![credential],
+        )?;
+        Ok(())
+    }
+
+    /// Every member's last admission chain (encoded), by name.
+    pub fn admissions(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let conn = self.conn.lock().expect("store lock");
+        let mut statement = conn.prepare("SELECT name, chain FROM admissions")?;
+        let rows = statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Records `name`'s admission chain (encoded).
+    pub fn save_admission(&self, name: &str, chain: &[u8]) -> Result<(), StoreError> {
+        let conn = self.conn.lock().expect("store lock");
+        conn.prepare_cached(
+            "INSERT INTO admissions (name, chain) VALUES (?1, ?2)
+             ON CONFLICT (name) DO UPDATE SET chain = excluded.chain",
+        )?
+        .execute(params![name, chain])?;
+        Ok(())
+    }
+
+    /// Every removal known (encoded), newest first.
+    pub fn removals(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let conn = self.conn.lock().expect("store lock");
+        let mut statement =
+            conn.prepare("SELECT removal FROM removals ORDER BY at_millis DESC, invite_key")?;
+        let rows = statement.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Records a removal of `invite_key` (a second one of the same key is kept out).
+    pub fn save_removal(
+        &self,
+        invite_key: &[u8; 32],
+        at_millis: u64,
+        removal: &[u8],
+    ) -> Result<(), StoreError> {
+        let conn = self.conn.lock().expect("store lock");
+        conn.execute(
+            "INSERT INTO removals (invite_key, at_millis, removal) VALUES (?1, ?2, ?3)
+             ON CONFLICT (invite_key) DO NOTHING",
+            params![
+                invite_key.as_slice(),
+                at_millis.min(i64::MAX as u64) as i64,
+                removal
+            ],
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admission_state_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            assert_eq!(store.own_credential().unwrap(), None);
+            store.save_own_credential(b"mine").unwrap();
+            store.save_admission("bob", b"chain1").unwrap();
+            store.save_admission("bob", b"chain2").unwrap();
+            store.save_removal(&[1; 32], 5, b"old").unwrap();
+            store.save_removal(&[2; 32], 9, b"new").unwrap();
+            store.save_removal(&[2; 32], 9, b"again").unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.own_credential().unwrap().as_deref(), Some(&b"mine"[..]));
+        assert_eq!(store.admissions().unwrap(), [("bob".into(), b"chain2".to_vec())]);
+        assert_eq!(store.removals().unwrap(), [b"new".to_vec(), b"old".to_vec()]);
+    }
+}
