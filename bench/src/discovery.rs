@@ -47,7 +47,8 @@ pub async fn pairs(url: &str, secs: f64) -> anyhow::Result<Run> {
             .await?;
     let info = Arc::new(info(&mut clients[0].clone()).await?);
     // One key per client: proofs of one key must arrive in order.
-    let keys: Arc<Vec<StaticKeypair>> = Arc::new((0..50).map(|_| StaticKeypair::generate()).collect());
+    let keys: Arc<Vec<StaticKeypair>> =
+        Arc::new((0..50).map(|_| StaticKeypair::generate()).collect());
     let clients = Arc::new(clients);
     Ok(drive(50, secs, move |i| {
         let mut c = clients[(i / 1_000_000) % 50].clone();

@@ -99,7 +99,10 @@ mod tests {
             discovery.accept(&request(&bob, &discovery, now - 1)),
             Err(ProofError::Replayed)
         );
-        assert_eq!(discovery.accept(&request(&bob, &discovery, now + 1)), Ok(()));
+        assert_eq!(
+            discovery.accept(&request(&bob, &discovery, now + 1)),
+            Ok(())
+        );
         // Another key has its own history.
         let carol = StaticKeypair::generate();
         assert_eq!(discovery.accept(&request(&carol, &discovery, now)), Ok(()));

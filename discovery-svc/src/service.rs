@@ -6,9 +6,9 @@
 use std::{pin::Pin, sync::Arc};
 
 use chat_proto::v1::{
-    InfoRequest, InfoResponse, KeepAliveRequest, KeepAliveResponse, LeaveRequest, LeaveResponse, ListRequest, ListResponse,
-    Member, MembershipEvent, RegisterRequest, RegisterResponse, WatchRequest,
-    discovery_server::Discovery, membership_event::Kind,
+    InfoRequest, InfoResponse, KeepAliveRequest, KeepAliveResponse, LeaveRequest, LeaveResponse,
+    ListRequest, ListResponse, Member, MembershipEvent, RegisterRequest, RegisterResponse,
+    WatchRequest, discovery_server::Discovery, membership_event::Kind,
 };
 use futures::{Stream, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, broadcast};

@@ -152,7 +152,9 @@ impl Admission {
 
     /// The network's id (the founder's key's fingerprint), if a member.
     pub fn network_id(&self) -> Option<String> {
-        self.own.as_ref().map(|o| credential::network_id(&o.network))
+        self.own
+            .as_ref()
+            .map(|o| credential::network_id(&o.network))
     }
 
     /// This peer's credential as sent in handshakes (empty when open).
@@ -192,7 +194,13 @@ impl Admission {
             else {
                 continue;
             };
-            if self.state.lock().expect("admission lock").revoked.contains_key(&key) {
+            if self
+                .state
+                .lock()
+                .expect("admission lock")
+                .revoked
+                .contains_key(&key)
+            {
                 continue;
             }
             match credential::verify_removal(&own.network, &removal) {
@@ -261,7 +269,11 @@ impl Admission {
             }
         };
         let mut state = self.state.lock().expect("admission lock");
-        if member.invite_keys.iter().any(|k| state.revoked.contains_key(k)) {
+        if member
+            .invite_keys
+            .iter()
+            .any(|k| state.revoked.contains_key(k))
+        {
             return Err(AdmissionError::Removed(name.to_owned()));
         }
         if let Some(chain) = chain {
@@ -300,6 +312,16 @@ impl Admission {
         }
     }
 
+    /// True if `name` showed (or was invited with) an admission here: a
+    /// PERMISSION_DENIED answered in its name is then not its own word.
+    pub fn is_known_member(&self, name: &str) -> bool {
+        self.state
+            .lock()
+            .expect("admission lock")
+            .chains
+            .contains_key(name)
+    }
+
     /// Where `name`'s share of history begins (ms since the epoch; 0 = all).
     pub fn history_from_millis(&self, name: &str) -> u64 {
         if self.own.is_none() {
@@ -315,7 +337,11 @@ impl Admission {
 
     /// An invitation token for `name`, sharing all history or only what is
     /// said from now on. Returns (token, network id).
-    pub fn invite(&self, name: &str, all_history: bool) -> Result<(String, String), AdmissionError> {
+    pub fn invite(
+        &self,
+        name: &str,
+        all_history: bool,
+    ) -> Result<(String, String), AdmissionError> {
         let own = self.own.as_ref().ok_or(AdmissionError::Open)?;
         let now = now_ms();
         let from = if all_history { 0 } else { now };

@@ -99,7 +99,8 @@ pub struct Member {
 /// The bytes a signature covers: the context and each part, each preceded
 /// by its length as 4 bytes big-endian.
 pub fn to_be_signed(context: &[u8], parts: &[&[u8]]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(4 + context.len() + parts.iter().map(|p| 4 + p.len()).sum::<usize>());
+    let mut out =
+        Vec::with_capacity(4 + context.len() + parts.iter().map(|p| 4 + p.len()).sum::<usize>());
     for part in std::iter::once(&context).chain(parts) {
         out.extend_from_slice(&(part.len() as u32).to_be_bytes());
         out.extend_from_slice(part);
@@ -124,7 +125,12 @@ fn invitation_signed(a: &Admission) -> Vec<u8> {
 fn acceptance_signed(a: &Admission) -> Vec<u8> {
     to_be_signed(
         ACCEPTANCE_CONTEXT,
-        &[&a.network, a.name.as_bytes(), &a.invite_key, &a.identity_key],
+        &[
+            &a.network,
+            a.name.as_bytes(),
+            &a.invite_key,
+            &a.identity_key,
+        ],
     )
 }
 
@@ -223,7 +229,10 @@ pub fn verify_credential(
     static_key: &[u8; 32],
 ) -> Result<Member, CredentialError> {
     let invite_keys = verify_chain(network, &credential.chain, true)?;
-    let own = credential.chain.last().expect("a verified chain is not empty");
+    let own = credential
+        .chain
+        .last()
+        .expect("a verified chain is not empty");
     if own.name != name {
         return Err(CredentialError::WrongName {
             admitted: own.name.clone(),
@@ -278,7 +287,10 @@ fn issue(
         issuer: issuer.verifying_key().to_bytes().to_vec(),
         ..Default::default()
     };
-    admission.issuer_signature = issuer.sign(&invitation_signed(&admission)).to_bytes().to_vec();
+    admission.issuer_signature = issuer
+        .sign(&invitation_signed(&admission))
+        .to_bytes()
+        .to_vec();
     (admission, invite)
 }
 
@@ -292,7 +304,10 @@ fn accept(
     static_key: &[u8; 32],
 ) -> Credential {
     admission.identity_key = identity.verifying_key().to_bytes().to_vec();
-    admission.acceptance = invite.sign(&acceptance_signed(&admission)).to_bytes().to_vec();
+    admission.acceptance = invite
+        .sign(&acceptance_signed(&admission))
+        .to_bytes()
+        .to_vec();
     let signed = static_key_signed(&admission.network, &admission.name, static_key);
     chain.push(admission);
     Credential {
@@ -303,7 +318,12 @@ fn accept(
 
 /// Founds a network named by `identity`'s key, with `name` as its first
 /// member (all history is its own).
-pub fn found(identity: &SigningKey, name: &str, static_key: &[u8; 32], now_millis: u64) -> Credential {
+pub fn found(
+    identity: &SigningKey,
+    name: &str,
+    static_key: &[u8; 32],
+    now_millis: u64,
+) -> Credential {
     let network = identity.verifying_key().to_bytes();
     let (admission, invite) = issue(identity, network, name, now_millis, 0);
     accept(Vec::new(), admission, &invite, identity, static_key)
@@ -380,7 +400,9 @@ pub fn join(
     let secret = key32(&invitation.invite_secret, "invite_secret")?;
     let invite = SigningKey::from_bytes(&secret);
     if invite.verifying_key().to_bytes().as_slice() != admission.invite_key {
-        return Err(CredentialError::Malformed("invitation (its secret is not its key's)"));
+        return Err(CredentialError::Malformed(
+            "invitation (its secret is not its key's)",
+        ));
     }
     chain.pop();
     Ok(accept(chain, admission, &invite, identity, static_key))
@@ -397,7 +419,9 @@ pub fn decode_token(token: &str) -> Result<Invitation, CredentialError> {
     let body = token
         .trim()
         .strip_prefix(TOKEN_PREFIX)
-        .ok_or(CredentialError::Malformed("token: it starts with p2pchat-invite:"))?;
+        .ok_or(CredentialError::Malformed(
+            "token: it starts with p2pchat-invite:",
+        ))?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(body)
         .map_err(|_| CredentialError::Malformed("token: not base64url"))?;
@@ -411,11 +435,17 @@ pub fn remove(
     at_millis: u64,
 ) -> Result<Removal, CredentialError> {
     let network = key32(
-        &chain.first().ok_or(CredentialError::ChainLength(0))?.network,
+        &chain
+            .first()
+            .ok_or(CredentialError::ChainLength(0))?
+            .network,
         "network",
     )?;
     let removed = chain.last().expect("not empty");
-    let signature = by.sign(&removal_signed(&network, removed, at_millis)).to_bytes().to_vec();
+    let signature = by
+        .sign(&removal_signed(&network, removed, at_millis))
+        .to_bytes()
+        .to_vec();
     let removal = Removal {
         chain,
         by: by.verifying_key().to_bytes().to_vec(),
@@ -476,7 +506,13 @@ mod tests {
         let member = verify_credential(&network, &b, "bob", &[7; 32]).unwrap();
         assert_eq!(member.invite_keys.len(), 2);
         assert_eq!(member.identity, bob.verifying_key().to_bytes());
-        let c = join(&invite(&bob, &b, "carol", 3, 3).unwrap(), &carol, "carol", &S).unwrap();
+        let c = join(
+            &invite(&bob, &b, "carol", 3, 3).unwrap(),
+            &carol,
+            "carol",
+            &S,
+        )
+        .unwrap();
         let member = verify_credential(&network, &c, "carol", &S).unwrap();
         assert_eq!(member.history_from_millis, 3);
 
@@ -529,7 +565,10 @@ mod tests {
         let mut inv = invite(&alice, &a, "bob", 2, 0).unwrap();
         inv.invite_secret = vec![1; 32];
         assert!(join(&inv, &bob, "bob", &S).is_err());
-        assert_eq!(decode_token("hello").unwrap_err(), CredentialError::Malformed("token: it starts with p2pchat-invite:"));
+        assert_eq!(
+            decode_token("hello").unwrap_err(),
+            CredentialError::Malformed("token: it starts with p2pchat-invite:")
+        );
     }
 
     #[test]
@@ -538,8 +577,20 @@ mod tests {
         let a = found(&alice, "alice", &S, 1);
         let network = network_of(&a).unwrap();
         let b = join(&invite(&alice, &a, "bob", 2, 0).unwrap(), &bob, "bob", &S).unwrap();
-        let c = join(&invite(&bob, &b, "carol", 3, 0).unwrap(), &carol, "carol", &S).unwrap();
-        let d = join(&invite(&alice, &a, "dave", 3, 0).unwrap(), &dave, "dave", &S).unwrap();
+        let c = join(
+            &invite(&bob, &b, "carol", 3, 0).unwrap(),
+            &carol,
+            "carol",
+            &S,
+        )
+        .unwrap();
+        let d = join(
+            &invite(&alice, &a, "dave", 3, 0).unwrap(),
+            &dave,
+            "dave",
+            &S,
+        )
+        .unwrap();
         // Bob removes carol (he admitted her); alice removes carol (founder).
         for by in [&bob, &alice] {
             let r = remove(by, c.chain.clone(), 10).unwrap();

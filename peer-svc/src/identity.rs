@@ -177,7 +177,9 @@ mod tests {
         assert_eq!(first.public_key(), again.public_key());
         let signing = load_or_create_signing_key(dir.path()).unwrap();
         assert_eq!(
-            load_or_create_signing_key(dir.path()).unwrap().verifying_key(),
+            load_or_create_signing_key(dir.path())
+                .unwrap()
+                .verifying_key(),
             signing.verifying_key()
         );
         let mode = fs::metadata(dir.path().join(SIGNING_KEY_FILE))

@@ -11,12 +11,14 @@
 //! module map, top to bottom, is in the README (Architecture).
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod backoff;
 pub mod checks;
 pub mod config;
 pub mod console;
 pub mod control_client;
 pub mod control_socket;
+pub mod credential;
 pub mod delivery;
 pub mod directory;
 pub mod discovery_client;
@@ -25,8 +27,6 @@ pub mod handshake_ahead;
 pub mod handshaker;
 pub mod history_sync;
 pub mod hlc;
-pub mod admission;
-pub mod credential;
 pub mod identity;
 pub mod inbound;
 pub mod membership;
@@ -55,6 +55,9 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tracing::{info, warn};
 
+use admission::Admission;
+use chat_proto::v1::Credential;
+use config::Joining;
 use config::{CONNECT_TIMEOUT, ENVELOPE_OVERHEAD_BYTES};
 pub use config::{Config, MAX_MESSAGE_BYTES_LIMIT, oversize_hint};
 pub use control_socket::CONTROL_SOCKET;
@@ -69,11 +72,8 @@ use membership::{Membership, PeerEvent};
 use net::Channels;
 use outbound::{Outbound, SendError};
 use peers::Peers;
-use store::Store;
-use admission::Admission;
-use chat_proto::v1::Credential;
-use config::Joining;
 use prost::Message as _;
+use store::Store;
 
 /// How long shutdown waits for in-flight calls before closing anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -355,7 +355,12 @@ fn admit(
     let network = credential::network_of(&credential).map_err(|e| refused(&e))?;
     // Our own credential must admit us, with this name and key.
     credential::verify_credential(&network, &credential, &config.name, &static_key).map_err(
-        |e| refused(&format!("the credential in {} does not admit this peer: {e}", config.data_dir.display())),
+        |e| {
+            refused(&format!(
+                "the credential in {} does not admit this peer: {e}",
+                config.data_dir.display()
+            ))
+        },
     )?;
     store
         .save_own_credential(&credential.encode_to_vec())

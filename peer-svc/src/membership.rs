@@ -144,8 +144,11 @@ impl Membership {
         let (_, response) = self
             .discovery
             .call(|mut client| {
-                let (keypair, name, address) =
-                    (self.keypair.clone(), self.name.clone(), self.address.clone());
+                let (keypair, name, address) = (
+                    self.keypair.clone(),
+                    self.name.clone(),
+                    self.address.clone(),
+                );
                 async move {
                     // The proof is made to the key of the replica that
                     // answers, just before it is sent (it is fresh for a minute).

@@ -202,8 +202,8 @@ fn test_network() -> &'static (ed25519_dalek::SigningKey, chat_proto::v1::Creden
 /// An invitation token for `name` into the test network (all history).
 pub fn invitation(name: &str) -> String {
     let (founder, credential) = test_network();
-    let invitation = peer_svc::credential::invite(founder, credential, name, 0, 0)
-        .expect("an invitation");
+    let invitation =
+        peer_svc::credential::invite(founder, credential, name, 0, 0).expect("an invitation");
     peer_svc::credential::encode_token(&invitation)
 }
 

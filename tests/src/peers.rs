@@ -122,8 +122,21 @@ impl PeerProcess {
         env: &[(&str, &str)],
         log: Option<&Path>,
     ) -> Self {
+        Self::start_with_args(name, discovery_url, data_dir, &[], env, log).await
+    }
+
+    /// Like [`PeerProcess::start_logged`] with more arguments (e.g.
+    /// `--create-network`, `--open`).
+    pub async fn start_with_args(
+        name: &str,
+        discovery_url: &str,
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        log: Option<&Path>,
+    ) -> Self {
         let dir = data_dir.to_str().expect("utf-8 path");
-        let args = [
+        let mut args = vec![
             "--name",
             name,
             "--listen",
@@ -133,6 +146,7 @@ impl PeerProcess {
             "--data-dir",
             dir,
         ];
+        args.extend_from_slice(extra);
         let process = Process::spawn_logged("peer-svc", &args, env, log).await;
         Self {
             name: name.to_owned(),

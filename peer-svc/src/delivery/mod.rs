@@ -49,19 +49,6 @@ fn report(contact: &Contact, status: DeliveryStatus, error: String) -> DeliveryR
     }
 }
 
-/// Failures that a later attempt may overcome (the peer is down, slow, or
-/// does not know us yet), as opposed to the peer refusing the message itself.
-fn retryable(status: &Status) -> bool {
-    !matches!(
-        status.code(),
-        Code::InvalidArgument
-            | Code::ResourceExhausted
-            | Code::OutOfRange
-            // Not a member, removed, or a key that is not the one listed.
-            | Code::PermissionDenied
-    )
-}
-
 /// Delivery to every other peer, and the outbox's redelivery.
 #[derive(Debug)]
 pub struct Delivery {
@@ -162,7 +149,7 @@ impl Delivery {
         }
         match tokio::time::timeout(DELIVER_TIMEOUT, self.try_deliver(contact, outgoing)).await {
             Ok(Ok(())) => report(contact, DeliveryStatus::Delivered, String::new()),
-            Ok(Err(status)) if !retryable(&status) => {
+            Ok(Err(status)) if !self.retryable(contact, &status) => {
                 warn!(peer = %contact.name, error = %describe(&status), "delivery refused");
                 report(contact, DeliveryStatus::Failed, describe(&status))
             }
@@ -175,6 +162,25 @@ impl Delivery {
                 message,
                 format!("no answer within {DELIVER_TIMEOUT:?}"),
             ),
+        }
+    }
+
+    /// Failures that a later attempt may overcome (the peer is down, slow,
+    /// or does not know us yet), as opposed to a refusal for good: the peer
+    /// refusing the message itself, or, in a network, a name never admitted
+    /// or removed. PERMISSION_DENIED from a name known as a member is not
+    /// for good: someone else answered at its address, or its admission is
+    /// not known yet; what it is owed stays queued.
+    fn retryable(&self, contact: &Contact, status: &Status) -> bool {
+        match status.code() {
+            Code::InvalidArgument | Code::ResourceExhausted | Code::OutOfRange => false,
+            Code::PermissionDenied => {
+                let admission = self.handshaker.admission();
+                admission.is_open()
+                    || (admission.is_known_member(&contact.name)
+                        && !admission.is_removed(&contact.name))
+            }
+            _ => true,
         }
     }
 
@@ -278,7 +284,7 @@ impl Delivery {
         for (message, outcome) in page.iter().zip(outcomes) {
             match outcome {
                 Ok(Ok(())) => delivered += 1,
-                Ok(Err(status)) if !retryable(&status) => {
+                Ok(Err(status)) if !self.retryable(contact, &status) => {
                     warn!(peer, id = %message.id, error = %describe(&status), "queued message refused by the peer; dropping it");
                 }
                 _ => {

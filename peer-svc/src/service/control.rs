@@ -6,9 +6,10 @@ use std::{pin::Pin, sync::Arc, time::Instant};
 use chat_proto::v1::{
     Connection, ConnectionsRequest, ConnectionsResponse, ControlLeaveRequest, ControlLeaveResponse,
     HandshakeRequest, HandshakeResponse, HistoryRequest, HistoryResponse, InviteRequest,
-    InviteResponse, RefreshConnectionsRequest, RemoveRequest, RemoveResponse, RefreshConnectionsResponse, SendRequest, SendResponse,
-    SendStreamResponse, SubscribeRequest, SubscribeResponse, TrustRequest, TrustResponse,
-    connection::SessionState, control_server::Control,
+    InviteResponse, RefreshConnectionsRequest, RefreshConnectionsResponse, RemoveRequest,
+    RemoveResponse, SendRequest, SendResponse, SendStreamResponse, SubscribeRequest,
+    SubscribeResponse, TrustRequest, TrustResponse, connection::SessionState,
+    control_server::Control,
 };
 use futures::{Stream, StreamExt};
 use tokio::sync::broadcast;

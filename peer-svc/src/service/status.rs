@@ -5,11 +5,9 @@
 use tonic::Status;
 
 use crate::{
-    admission::AdmissionError,
-    checks::CheckError,
-    credential::CredentialError, envelope::EnvelopeError, handshaker::HandshakeError,
-    history_sync::ServeError, inbound::InboundError, net::BadAddress, outbound::SendError,
-    store::history::QueryError,
+    admission::AdmissionError, checks::CheckError, credential::CredentialError,
+    envelope::EnvelopeError, handshaker::HandshakeError, history_sync::ServeError,
+    inbound::InboundError, net::BadAddress, outbound::SendError, store::history::QueryError,
 };
 
 /// Refusals decided by the services themselves (a request about a peer

@@ -11,9 +11,11 @@ impl Store {
     pub fn own_credential(&self) -> Result<Option<Vec<u8>>, StoreError> {
         let conn = self.conn.lock().expect("store lock");
         Ok(conn
-            .query_row("SELECT credential FROM own_credential WHERE id = 1", [], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT credential FROM own_credential WHERE id = 1",
+                [],
+                |r| r.get(0),
+            )
             .optional()?)
     }
 
@@ -95,8 +97,17 @@ mod tests {
             store.save_removal(&[2; 32], 9, b"again").unwrap();
         }
         let store = Store::open(dir.path()).unwrap();
-        assert_eq!(store.own_credential().unwrap().as_deref(), Some(&b"mine"[..]));
-        assert_eq!(store.admissions().unwrap(), [("bob".into(), b"chain2".to_vec())]);
-        assert_eq!(store.removals().unwrap(), [b"new".to_vec(), b"old".to_vec()]);
+        assert_eq!(
+            store.own_credential().unwrap().as_deref(),
+            Some(&b"mine"[..])
+        );
+        assert_eq!(
+            store.admissions().unwrap(),
+            [("bob".into(), b"chain2".to_vec())]
+        );
+        assert_eq!(
+            store.removals().unwrap(),
+            [b"new".to_vec(), b"old".to_vec()]
+        );
     }
 }

@@ -4,10 +4,10 @@
 //! restart or `kill -9`. The schema is versioned with `PRAGMA user_version`
 //! and migrated forward on open.
 
+mod admission;
 pub mod history;
 pub mod outbox;
 mod stamps;
-mod admission;
 
 use std::{path::Path, sync::Mutex, time::Duration};
 

@@ -4,11 +4,11 @@
 
 use std::{collections::HashMap, time::Duration};
 
+use chat_noise::StaticKeypair;
 use chat_proto::v1::{
     KeepAliveRequest, LeaveRequest, ListRequest, MembershipEvent, RegisterRequest, WatchRequest,
     membership_event::Kind,
 };
-use chat_noise::StaticKeypair;
 use chat_tests::{Discovery, TestStore, proven, random_public_key, register, within};
 use futures::StreamExt;
 use tonic::{Code, Streaming};
@@ -568,7 +568,12 @@ async fn only_the_holder_of_a_key_can_register_it(store: TestStore) {
     client.register(captured.clone()).await.unwrap();
     let listed = || async {
         let mut client = discovery.client().await;
-        client.list(ListRequest {}).await.unwrap().into_inner().members
+        client
+            .list(ListRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .members
     };
     let before = listed().await;
 
@@ -595,7 +600,11 @@ async fn only_the_holder_of_a_key_can_register_it(store: TestStore) {
     ] {
         let err = client.register(request).await.unwrap_err();
         assert_eq!(err.code(), Code::PermissionDenied, "{what}: {err:?}");
-        assert!(err.message().contains(expected), "{what}: {}", err.message());
+        assert!(
+            err.message().contains(expected),
+            "{what}: {}",
+            err.message()
+        );
     }
     assert_eq!(listed().await, before, "nothing changed");
     // Bob himself, with a fresh proof, still can.

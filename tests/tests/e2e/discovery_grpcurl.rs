@@ -49,19 +49,38 @@ async fn readme_grpcurl_commands_work_against_the_real_binary() {
     ])
     .await;
     assert!(!success);
-    assert!(err.contains("PermissionDenied") && err.contains("needs a proof"), "{err}");
+    assert!(
+        err.contains("PermissionDenied") && err.contains("needs a proof"),
+        "{err}"
+    );
 
     // `chat register --print` makes the request, with its proof, for a key
     // in a data dir.
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("alice");
     let print = tokio::process::Command::new(chat_tests::binary("chat"))
-        .args(["--data-dir", data_dir.to_str().unwrap(), "register", "--print"])
-        .args(["--name", "alice", "--address", "127.0.0.1:50061", "--discovery", &addr])
+        .args([
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+            "register",
+            "--print",
+        ])
+        .args([
+            "--name",
+            "alice",
+            "--address",
+            "127.0.0.1:50061",
+            "--discovery",
+            &addr,
+        ])
         .output()
         .await
         .unwrap();
-    assert!(print.status.success(), "{}", String::from_utf8_lossy(&print.stderr));
+    assert!(
+        print.status.success(),
+        "{}",
+        String::from_utf8_lossy(&print.stderr)
+    );
     let body = String::from_utf8(print.stdout).unwrap();
     let request: serde_json::Value = serde_json::from_str(&body).unwrap();
     let key = request["public_key"].as_str().unwrap().to_owned();
@@ -76,7 +95,10 @@ async fn readme_grpcurl_commands_work_against_the_real_binary() {
     ])
     .await;
     assert!(!success);
-    assert!(err.contains("PermissionDenied") && err.contains("replay"), "{err}");
+    assert!(
+        err.contains("PermissionDenied") && err.contains("replay"),
+        "{err}"
+    );
     let json: serde_json::Value = serde_json::from_str(&registered).unwrap();
     let lease_id = json["leaseId"].as_str().unwrap().to_owned();
     let token = json["leaseToken"].as_str().unwrap().to_owned();

@@ -1,5 +1,6 @@
 //! End-to-end tests, in one binary so `cargo test` links and starts once.
 
+mod admission;
 mod churn;
 mod cli;
 mod confidentiality;

@@ -6,8 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use chat_noise::{Initiator, StaticKeypair};
 use chat_proto::v1::{
-    HandshakePayload, LeaveRequest, ListRequest, PeerHandshakeRequest,
-    peer_client::PeerClient,
+    HandshakePayload, LeaveRequest, ListRequest, PeerHandshakeRequest, peer_client::PeerClient,
 };
 use chat_tests::{Discovery, PeerProcess, binary, eventually};
 use peer_svc::handshaker::PROLOGUE;

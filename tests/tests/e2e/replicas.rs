@@ -68,10 +68,7 @@ async fn two_replicas_share_one_view() {
     // The name is held across replicas, atomically.
     let other = chat_noise::StaticKeypair::generate();
     let request = chat_tests::proven(&mut on_b, &other, "alice", "127.0.0.1:40001").await;
-    let taken = on_b
-        .register(request)
-        .await
-        .unwrap_err();
+    let taken = on_b.register(request).await.unwrap_err();
     assert_eq!(taken.code(), Code::AlreadyExists, "{taken:?}");
 
     // A's lease is renewed and ended through B, and only with its token.

@@ -159,9 +159,7 @@ mod sending;
 mod views;
 
 use sending::{attach, send, send_lines};
-use views::{
-    connections, handshake, history, invite, leave, parse_since, refresh, remove, trust,
-};
+use views::{connections, handshake, history, invite, leave, parse_since, refresh, remove, trust};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
@@ -245,10 +243,9 @@ async fn register_print(
     let url = peer_svc::discovery_client::discovery_url(discovery)?;
     peer_svc::identity::ensure_data_dir(data_dir).map_err(|e| e.to_string())?;
     let keypair = peer_svc::identity::load_or_create(data_dir).map_err(|e| e.to_string())?;
-    let mut client =
-        chat_proto::v1::discovery_client::DiscoveryClient::connect(url.clone())
-            .await
-            .map_err(|e| format!("cannot reach Discovery at {url}: {e}"))?;
+    let mut client = chat_proto::v1::discovery_client::DiscoveryClient::connect(url.clone())
+        .await
+        .map_err(|e| format!("cannot reach Discovery at {url}: {e}"))?;
     let info = client
         .info(chat_proto::v1::InfoRequest {})
         .await

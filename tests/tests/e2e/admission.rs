@@ -1,0 +1,359 @@
+//! Who may join and who may speak for a name, with real processes and the
+//! real `chat` CLI: the invitation flow, removal, an outsider, and a name
+//! hijacked at Discovery.
+
+use std::path::Path;
+
+use chat_noise::StaticKeypair;
+use chat_proto::v1::{LeaveRequest, ListRequest};
+use chat_tests::{Discovery, PeerProcess, binary, eventually, full_history, wait_for_message};
+use tonic::Code;
+
+/// The texts in the history of the peer with `data_dir`.
+async fn texts(data_dir: &Path) -> Vec<String> {
+    let mut client = peer_svc::control_client::connect(data_dir)
+        .await
+        .expect("control socket");
+    full_history(&mut client)
+        .await
+        .into_iter()
+        .map(|m| m.text)
+        .collect()
+}
+
+/// `chat send TEXT --json`-free: the report lines of `chat send TEXT`.
+async fn send(peer: &PeerProcess, text: &str) -> String {
+    let (ok, out, err) = peer.chat(&["send", text]).await;
+    assert!(ok, "{}: chat send failed: {err}", peer.name);
+    out
+}
+
+/// True if a `chat send` report says some peer got the message.
+fn delivered_to_any(report: &str) -> bool {
+    // "  NAME  delivered", or "  NAME  queued: …" and the like.
+    report
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some("delivered"))
+}
+
+/// Waits until `log` (a peer's stderr) contains `needle`.
+async fn wait_log(log: &Path, needle: &str) {
+    eventually(&format!("{needle:?} in {}", log.display()), || {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        async move { text.contains(needle) }
+    })
+    .await;
+}
+
+/// A member invites, a newcomer joins with the token and gets the history
+/// its admission allows (all of it, or only from its invitation on), chats;
+/// a member removed by whoever admitted it stops receiving, its messages are
+/// refused, and re-joining with the same token under a new key is refused.
+#[tokio::test]
+async fn a_member_invites_a_newcomer_who_chats_until_removed() {
+    let discovery = Discovery::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = discovery.url();
+    let alice = PeerProcess::start_with_args(
+        "alice",
+        &url,
+        &dir.path().join("alice"),
+        &["--create-network"],
+        &[],
+        None,
+    )
+    .await;
+    send(&alice, "before bob").await;
+
+    // Alice invites bob with all history.
+    let (ok, token, err) = alice.chat(&["invite", "bob", "--all-history"]).await;
+    assert!(ok && token.starts_with("p2pchat-invite:"), "{err}");
+    assert!(err.contains("pass it privately"), "{err}");
+    let bob = PeerProcess::start_logged(
+        "bob",
+        &url,
+        &dir.path().join("bob"),
+        &[("CHAT_JOIN", token.trim())],
+        None,
+    )
+    .await;
+    alice.wait_connections(&["bob"]).await;
+    bob.wait_connections(&["alice"]).await;
+    wait_for_message(&bob.data_dir, "before bob").await;
+    let report = send(&alice, "before carol").await;
+    assert!(
+        report.contains("bob") && report.contains("delivered"),
+        "{report}"
+    );
+
+    // Bob, a member, invites carol: she gets what is said from now on.
+    let (ok, token, err) = bob.chat(&["invite", "carol"]).await;
+    assert!(ok, "{err}");
+    let carol_log = dir.path().join("carol.log");
+    let carol = PeerProcess::start_logged(
+        "carol",
+        &url,
+        &dir.path().join("carol"),
+        &[("CHAT_JOIN", token.trim()), ("RUST_LOG", "info")],
+        Some(&carol_log),
+    )
+    .await;
+    for (peer, others) in [
+        (&alice, ["bob", "carol"]),
+        (&bob, ["alice", "carol"]),
+        (&carol, ["alice", "bob"]),
+    ] {
+        peer.wait_connections(&others).await;
+    }
+    wait_log(&carol_log, "history synced").await;
+    let report = send(&alice, "hello carol").await;
+    assert_eq!(report.matches("delivered").count(), 2, "{report}");
+    let report = send(&carol, "carol here").await;
+    assert_eq!(report.matches("delivered").count(), 2, "{report}");
+    wait_for_message(&alice.data_dir, "carol here").await;
+    let seen = texts(&carol.data_dir).await;
+    assert!(seen.contains(&"hello carol".to_owned()), "{seen:?}");
+    assert!(
+        !seen.iter().any(|t| t.starts_with("before")),
+        "carol was admitted from her invitation on: {seen:?}"
+    );
+
+    // Carol did not admit bob: she cannot remove him.
+    let (ok, _, err) = carol.chat(&["remove", "bob"]).await;
+    assert!(!ok && err.contains("PermissionDenied"), "{err}");
+    assert!(
+        err.contains("only the founder or a member who admitted bob"),
+        "{err}"
+    );
+
+    // Bob admitted carol, so he can remove her; alice hears of it at once.
+    let (ok, out, err) = bob.chat(&["remove", "carol"]).await;
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("removed carol") && out.contains("alice"),
+        "{out}"
+    );
+    let report = send(&alice, "after carol left").await;
+    assert!(
+        report.contains("carol") && report.contains("removed from the network"),
+        "{report}"
+    );
+    assert!(
+        !report.contains("queued"),
+        "nothing is queued for carol: {report}"
+    );
+    wait_for_message(&bob.data_dir, "after carol left").await;
+    let (_, report, _) = carol.chat(&["send", "still here?"]).await;
+    assert!(!delivered_to_any(&report), "{report}");
+    assert!(
+        !texts(&carol.data_dir)
+            .await
+            .contains(&"after carol left".to_owned())
+    );
+    for peer in [&alice, &bob] {
+        assert!(
+            !texts(&peer.data_dir)
+                .await
+                .contains(&"still here?".to_owned())
+        );
+    }
+
+    // Her future keys: a new data dir joining with the same token is a
+    // member of nothing the others accept.
+    let carol_dir = carol.data_dir.clone();
+    assert!(carol.process.terminate().await.success());
+    std::fs::remove_dir_all(&carol_dir).unwrap();
+    let carol = PeerProcess::start_logged(
+        "carol",
+        &url,
+        &carol_dir,
+        &[("CHAT_JOIN", token.trim())],
+        None,
+    )
+    .await;
+    // Even once alice accepts carol's new key, carol stays removed.
+    eventually("alice to list carol's new key", || {
+        let alice = &alice;
+        async move { alice.chat(&["trust", "carol"]).await.0 }
+    })
+    .await;
+    let (ok, _, err) = carol.chat(&["handshake", "alice"]).await;
+    assert!(
+        !ok && err.contains("carol was removed from this network"),
+        "{err}"
+    );
+    let report = send(&alice, "not for carol").await;
+    assert!(report.contains("removed from the network"), "{report}");
+    assert!(
+        !texts(&carol_dir)
+            .await
+            .contains(&"not for carol".to_owned())
+    );
+}
+
+/// Issue 15's second attack: a peer with a fresh data dir and no invitation
+/// (open mode, or a network of its own) reaches every port and learns no
+/// message and no history; without any choice a peer does not start.
+#[tokio::test]
+async fn an_outsider_gets_no_message_and_no_history() {
+    let discovery = Discovery::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = discovery.url();
+    let alice = PeerProcess::start("alice", &url, &dir.path().join("alice")).await;
+    let bob = PeerProcess::start("bob", &url, &dir.path().join("bob")).await;
+    alice.wait_connections(&["bob"]).await;
+    send(&alice, "secret before eve").await;
+
+    let eve =
+        PeerProcess::start_with_args("eve", &url, &dir.path().join("eve"), &["--open"], &[], None)
+            .await;
+    let mallory = PeerProcess::start_with_args(
+        "mallory",
+        &url,
+        &dir.path().join("mallory"),
+        &["--create-network"],
+        &[],
+        None,
+    )
+    .await;
+    alice.wait_connections(&["bob", "eve", "mallory"]).await;
+    let report = send(&alice, "secret after eve").await;
+    for outsider in ["eve", "mallory"] {
+        let line = report
+            .lines()
+            .find(|l| l.contains(outsider))
+            .unwrap_or_else(|| panic!("no report for {outsider}: {report}"));
+        assert!(line.contains("not a member of this network"), "{line}");
+        assert!(!line.contains("queued"), "{line}");
+    }
+    wait_for_message(&bob.data_dir, "secret after eve").await;
+
+    // They knock themselves: refused, and told why.
+    let (ok, _, err) = eve.chat(&["handshake", "alice"]).await;
+    assert!(!ok && err.contains("not a member of this network"), "{err}");
+    let (ok, _, err) = mallory.chat(&["handshake", "bob"]).await;
+    assert!(!ok && err.contains("another network"), "{err}");
+    for outsider in [&eve, &mallory] {
+        let seen = texts(&outsider.data_dir).await;
+        assert!(
+            !seen.iter().any(|t| t.starts_with("secret")),
+            "{}: {seen:?}",
+            outsider.name
+        );
+        let (_, report, _) = outsider.chat(&["send", "let me in"]).await;
+        assert!(!delivered_to_any(&report), "{report}");
+    }
+    for member in [&alice, &bob] {
+        assert!(
+            !texts(&member.data_dir)
+                .await
+                .contains(&"let me in".to_owned())
+        );
+    }
+
+    // A peer told nothing about joining does not start, and says how to.
+    let out = tokio::process::Command::new(binary("peer-svc"))
+        .args(["--name", "nobody", "--discovery", &url, "--data-dir"])
+        .arg(dir.path().join("nobody"))
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("not a member of any network") && err.contains("--join TOKEN"),
+        "{err}"
+    );
+}
+
+/// Issue 15's first attack: with bob offline and messages queued for him,
+/// someone registers bob's key (refused: no proof), then the free name
+/// with a key of its own, then leaves with that lease. Nothing queued for
+/// bob is lost: he gets it, once, when he is back.
+#[tokio::test]
+async fn a_hijacked_name_that_leaves_loses_no_queued_message() {
+    let discovery = Discovery::start_with(discovery_svc::Config {
+        ttl: std::time::Duration::from_secs(1),
+        ..Default::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = discovery.url();
+    // Alice serves no history: what bob gets, he gets from her outbox.
+    let alice = PeerProcess::start_with_args(
+        "alice",
+        &url,
+        &dir.path().join("alice"),
+        &["--share-history", "false"],
+        &[],
+        None,
+    )
+    .await;
+    let bob_dir = dir.path().join("bob");
+    let bob = PeerProcess::start("bob", &url, &bob_dir).await;
+    alice.wait_connections(&["bob"]).await;
+    // They have talked: alice pinned bob's key and knows his admission.
+    let report = send(&alice, "hi bob").await;
+    assert!(report.contains("delivered"), "{report}");
+    let mut client = discovery.client().await;
+    let bob_key = client
+        .list(ListRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .members
+        .into_iter()
+        .find(|m| m.name == "bob")
+        .unwrap()
+        .public_key;
+    // Bob's machine dies (no Leave): his lease runs out.
+    let mut bob = bob;
+    bob.process.child.kill().await.unwrap();
+    eventually("alice to see bob offline", || {
+        let alice = &alice;
+        async move {
+            let (_, out, _) = alice.chat(&["connections"]).await;
+            out.lines()
+                .any(|l| l.starts_with("bob") && l.contains("offline"))
+        }
+    })
+    .await;
+    let report = send(&alice, "kept for bob").await;
+    assert!(report.contains("queued"), "{report}");
+
+    // Bob's key, copied from List, with the attacker's proof: refused.
+    let mallory = StaticKeypair::generate();
+    let mut hijack = chat_tests::proven(&mut client, &mallory, "bob", "127.0.0.1:9").await;
+    hijack.public_key = bob_key;
+    let err = client.register(hijack).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    // The free name with the attacker's own key: Discovery lists it, alice
+    // flags a changed key and sends nothing to it; then the attacker leaves.
+    let squat = chat_tests::proven(&mut client, &mallory, "bob", "127.0.0.1:9").await;
+    let lease = client.register(squat).await.unwrap().into_inner();
+    eventually("alice to flag bob's key", || {
+        let alice = &alice;
+        async move {
+            let (_, out, _) = alice.chat(&["connections"]).await;
+            out.contains("KEY CHANGED")
+        }
+    })
+    .await;
+    client
+        .leave(LeaveRequest {
+            lease_id: lease.lease_id,
+            lease_token: lease.lease_token,
+        })
+        .await
+        .unwrap();
+
+    // Bob is back with his own key: the queued message arrives, once.
+    let bob = PeerProcess::start("bob", &url, &bob_dir).await;
+    wait_for_message(&bob.data_dir, "kept for bob").await;
+    let copies = texts(&bob.data_dir)
+        .await
+        .into_iter()
+        .filter(|t| t == "kept for bob")
+        .count();
+    assert_eq!(copies, 1);
+}
