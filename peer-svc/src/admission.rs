@@ -23,6 +23,10 @@ use crate::{
 /// Removals sent in one handshake payload, newest first.
 pub const MAX_REMOVALS_SENT: usize = 64;
 
+/// Bytes of removals sent in one handshake payload, so the payload stays
+/// well inside one Noise message (65,535 bytes).
+pub const REMOVALS_BUDGET: usize = 16 * 1024;
+
 /// Verified credentials remembered by their hash before the cache is reset.
 const MAX_CACHED: usize = 4096;
 
@@ -64,8 +68,10 @@ struct Own {
 /// What changes as peers are met and removed.
 #[derive(Default)]
 struct State {
-    /// Revoked invitation keys, and each removal as received (encoded).
-    revoked: HashMap<[u8; 32], Vec<u8>>,
+    /// Revoked invitation keys.
+    revoked: HashSet<[u8; 32]>,
+    /// Every removal known (time, encoded), newest first: what handshakes carry.
+    removals: Vec<(u64, Vec<u8>)>,
     /// Names removed whose admission chain is not known here.
     removed_names: HashSet<String>,
     /// Each member's last admission chain, verified.
@@ -165,14 +171,22 @@ impl Admission {
             .unwrap_or_default()
     }
 
-    /// The removals to send in a handshake, newest first.
+    /// The removals to send in a handshake: the newest, at most
+    /// [`MAX_REMOVALS_SENT`] and [`REMOVALS_BUDGET`] bytes.
     pub fn removals(&self) -> Vec<Vec<u8>> {
-        if self.own.is_none() {
-            return Vec::new();
-        }
-        let mut all = self.store.removals().unwrap_or_default();
-        all.truncate(MAX_REMOVALS_SENT);
-        all
+        let state = self.state.lock().expect("admission lock");
+        let mut budget = REMOVALS_BUDGET;
+        state
+            .removals
+            .iter()
+            .take(MAX_REMOVALS_SENT)
+            .take_while(|(_, r)| {
+                let fits = r.len() <= budget;
+                budget = budget.saturating_sub(r.len());
+                fits
+            })
+            .map(|(_, r)| r.clone())
+            .collect()
     }
 
     /// Takes in removals a peer sent (or the store kept): each is verified
@@ -199,7 +213,7 @@ impl Admission {
                 .lock()
                 .expect("admission lock")
                 .revoked
-                .contains_key(&key)
+                .contains(&key)
             {
                 continue;
             }
@@ -209,7 +223,13 @@ impl Admission {
                         warn!(error = %e, "cannot record a removal");
                     }
                     let mut state = self.state.lock().expect("admission lock");
-                    state.revoked.insert(key, bytes.clone());
+                    state.revoked.insert(key);
+                    let at = state
+                        .removals
+                        .partition_point(|(t, _)| *t > removal.at_millis);
+                    state
+                        .removals
+                        .insert(at, (removal.at_millis, bytes.clone()));
                     if !state.chains.contains_key(&name) {
                         state.removed_names.insert(name.clone());
                     }
@@ -269,11 +289,7 @@ impl Admission {
             }
         };
         let mut state = self.state.lock().expect("admission lock");
-        if member
-            .invite_keys
-            .iter()
-            .any(|k| state.revoked.contains_key(k))
-        {
+        if member.invite_keys.iter().any(|k| state.revoked.contains(k)) {
             return Err(AdmissionError::Removed(name.to_owned()));
         }
         if let Some(chain) = chain {
@@ -304,10 +320,7 @@ impl Admission {
     pub fn is_removed(&self, name: &str) -> bool {
         let state = self.state.lock().expect("admission lock");
         match state.chains.get(name) {
-            Some((_, member)) => member
-                .invite_keys
-                .iter()
-                .any(|k| state.revoked.contains_key(k)),
+            Some((_, member)) => member.invite_keys.iter().any(|k| state.revoked.contains(k)),
             None => state.removed_names.contains(name),
         }
     }
@@ -393,4 +406,117 @@ impl Admission {
 /// links still verify.
 fn chain_member(network: &[u8; 32], chain: &[AdmissionLink]) -> Option<Member> {
     credential::verify_links(network, chain).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn key() -> SigningKey {
+        SigningKey::from_bytes(&rand::random::<[u8; 32]>())
+    }
+
+    const S: [u8; 32] = [9; 32];
+
+    /// alice founds; bob and carol are admitted by alice; alice's peer is
+    /// the one under test, with its store in `dir`.
+    struct World {
+        alice: SigningKey,
+        founder: Credential,
+        bob: Vec<u8>,
+        carol: Vec<u8>,
+    }
+
+    fn world() -> World {
+        let alice = key();
+        let founder = credential::found(&alice, "alice", &S, 1);
+        let join = |name: &str| {
+            let invitation = credential::invite(&alice, &founder, name, 2, 0).unwrap();
+            credential::join(&invitation, &key(), name, &S)
+                .unwrap()
+                .encode_to_vec()
+        };
+        World {
+            bob: join("bob"),
+            carol: join("carol"),
+            alice,
+            founder,
+        }
+    }
+
+    fn peer(w: &World, dir: &std::path::Path) -> Admission {
+        let store = Arc::new(Store::open(dir).unwrap());
+        Admission::member(w.alice.clone(), w.founder.clone(), store).unwrap()
+    }
+
+    #[test]
+    fn members_pass_strangers_do_not_and_a_removal_lasts_across_restarts() {
+        let w = world();
+        let dir = tempfile::tempdir().unwrap();
+        let alice = peer(&w, dir.path());
+        alice.check("bob", &S, &w.bob).unwrap();
+        alice.check("carol", &S, &w.carol).unwrap();
+        // A credential for another name, or none.
+        assert!(matches!(
+            alice.check("bob", &S, &w.carol),
+            Err(AdmissionError::NotMember { .. })
+        ));
+        assert!(matches!(
+            alice.check("eve", &S, &[]),
+            Err(AdmissionError::NotMember {
+                reason: CredentialError::Missing,
+                ..
+            })
+        ));
+        assert_eq!(alice.remove("carol").unwrap(), ["carol"]);
+        assert!(alice.is_removed("carol") && !alice.is_removed("bob"));
+        assert!(matches!(
+            alice.check("carol", &S, &w.carol),
+            Err(AdmissionError::Removed(_))
+        ));
+        assert!(matches!(
+            alice.remove("nobody"),
+            Err(AdmissionError::Unknown(_))
+        ));
+        let sent = alice.removals();
+        drop(alice);
+
+        // After a restart the removal is still known and still sent.
+        let alice = peer(&w, dir.path());
+        assert!(alice.is_removed("carol"));
+        assert_eq!(alice.removals(), sent);
+
+        // Another member hears of it in a handshake payload.
+        let other = tempfile::tempdir().unwrap();
+        let bob_side = peer(&w, other.path());
+        bob_side.check("carol", &S, &w.carol).unwrap();
+        assert_eq!(bob_side.learn_removals(&sent), ["carol"]);
+        assert!(bob_side.learn_removals(&sent).is_empty(), "known already");
+        assert!(matches!(
+            bob_side.check("carol", &S, &w.carol),
+            Err(AdmissionError::Removed(_))
+        ));
+        // A forged removal (bob's key, which did not admit carol) is ignored.
+        let stranger = tempfile::tempdir().unwrap();
+        let third = peer(&w, stranger.path());
+        let forged = Removal {
+            chain: Credential::decode(w.carol.as_slice()).unwrap().chain,
+            by: key().verifying_key().to_bytes().to_vec(),
+            at_millis: 5,
+            signature: vec![0; 64],
+        };
+        assert!(third.learn_removals(&[forged.encode_to_vec()]).is_empty());
+        third.check("carol", &S, &w.carol).unwrap();
+    }
+
+    #[test]
+    fn an_open_peer_asks_for_nothing_and_cannot_invite() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = Admission::open(Arc::new(Store::open(dir.path()).unwrap()));
+        open.check("anyone", &S, &[]).unwrap();
+        assert!(open.own_credential().is_empty() && open.removals().is_empty());
+        assert!(matches!(open.invite("x", false), Err(AdmissionError::Open)));
+    }
 }

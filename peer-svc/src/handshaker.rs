@@ -213,12 +213,13 @@ impl Handshaker {
                 contact.name, answer.name
             )));
         }
-        self.take_removals(&answer.removals);
         // The responder proved its static key; its credential must admit
-        // that key under this name, or nothing is sent to it.
+        // that key under this name, or nothing is sent to it. Removals are
+        // taken from members only (each costs signature checks).
         self.admission
             .check(&contact.name, &contact.public_key, &answer.credential)
             .map_err(|e| Status::permission_denied(e.to_string()))?;
+        self.take_removals(&answer.removals);
         self.directory.pin(&contact.name, &contact.public_key);
         if want_members {
             self.learn_members(&contact.name, &answer.members);
@@ -277,10 +278,10 @@ impl Handshaker {
             HandshakePayload::decode(pending.payload()).map_err(|_| HandshakeError::BadPayload)?;
         let key = pending.remote_static();
         let contact = self.verify(&hello, &key).await?;
-        self.take_removals(&hello.removals);
         self.admission
             .check(&contact.name, &key, &hello.credential)
             .map_err(HandshakeError::NotMember)?;
+        self.take_removals(&hello.removals);
         // A replayed first message carries an old timestamp; only a newer
         // one than the last accepted from this (authenticated) peer counts.
         if !self
