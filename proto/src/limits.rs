@@ -17,6 +17,32 @@ pub const MAX_CONCURRENT_STREAMS: u32 = 256;
 /// with room to spare, and nothing larger ever leaves a server.
 pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 
+/// Metadata key on a refusal that means "not now": the server is over a
+/// rate or capacity limit and the same request may succeed after this many
+/// milliseconds. A RESOURCE_EXHAUSTED without it is a size limit: the same
+/// request will never succeed.
+pub const RETRY_AFTER_MS: &str = "retry-after-ms";
+
+/// A RESOURCE_EXHAUSTED that means "not now, retry after `after`".
+pub fn not_now(message: impl Into<String>, after: std::time::Duration) -> tonic::Status {
+    let mut status = tonic::Status::resource_exhausted(message);
+    status.metadata_mut().insert(
+        RETRY_AFTER_MS,
+        tonic::metadata::MetadataValue::from(after.as_millis().min(u128::from(u32::MAX)) as u32),
+    );
+    status
+}
+
+/// The wait a "not now" refusal asks for, if `status` is one.
+pub fn retry_after(status: &tonic::Status) -> Option<std::time::Duration> {
+    status
+        .metadata()
+        .get(RETRY_AFTER_MS)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(std::time::Duration::from_millis)
+}
+
 /// What tonic writes (percent-encoded in `grpc-message`) when a message is too large.
 const TOO_LARGE: &str = "message%20length%20too%20large";
 

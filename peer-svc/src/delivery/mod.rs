@@ -165,15 +165,18 @@ impl Delivery {
         }
     }
 
-    /// Failures that a later attempt may overcome (the peer is down, slow,
-    /// or does not know us yet), as opposed to a refusal for good: the peer
-    /// refusing the message itself, or, in a network, a name never admitted
-    /// or removed. PERMISSION_DENIED from a name known as a member is not
-    /// for good: someone else answered at its address, or its admission is
-    /// not known yet; what it is owed stays queued.
+    /// Failures that a later attempt may overcome — the peer is down, slow,
+    /// over a rate limit ("not now": RESOURCE_EXHAUSTED with a retry-after),
+    /// or does not know us yet — as opposed to a refusal for good: the
+    /// message itself refused (malformed, or over a size limit), or, in a
+    /// network, a name never admitted or removed. PERMISSION_DENIED from a
+    /// name known as a member is not for good: someone else answered at its
+    /// address, or its admission is not known yet; what it is owed stays
+    /// queued.
     fn retryable(&self, contact: &Contact, status: &Status) -> bool {
         match status.code() {
-            Code::InvalidArgument | Code::ResourceExhausted | Code::OutOfRange => false,
+            Code::ResourceExhausted => chat_proto::limits::retry_after(status).is_some(),
+            Code::InvalidArgument | Code::OutOfRange => false,
             Code::PermissionDenied => {
                 let admission = self.handshaker.admission();
                 admission.is_open()

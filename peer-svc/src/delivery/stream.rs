@@ -318,6 +318,11 @@ fn answer(in_flight: &mut VecDeque<InFlight>, ack: DeliverBatchAck) -> Result<()
     for (waiter, result) in front.waiting.into_iter().zip(ack.results) {
         let outcome = if result.code == 0 {
             Ok(())
+        } else if result.retry_after_ms > 0 {
+            Err(chat_proto::limits::not_now(
+                result.error,
+                std::time::Duration::from_millis(u64::from(result.retry_after_ms)),
+            ))
         } else {
             Err(Status::new(Code::from_i32(result.code), result.error))
         };

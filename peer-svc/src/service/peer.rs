@@ -82,6 +82,8 @@ fn batch_result(
                 code: status.code() as i32,
                 error: status.message().to_owned(),
                 duplicate: false,
+                retry_after_ms: chat_proto::limits::retry_after(&status)
+                    .map_or(0, |d| d.as_millis() as u32),
             }
         }
     }
@@ -200,9 +202,12 @@ impl Peer for PeerService {
         let permit = self.history_streams.clone().try_acquire_owned().map_err(|_| {
             refused(
                 "Peer/History",
-                ServiceError::ResourceExhausted(format!(
-                    "{MAX_HISTORY_STREAMS} history pulls are already being served; retry shortly"
-                )),
+                chat_proto::limits::not_now(
+                    format!(
+                        "{MAX_HISTORY_STREAMS} history pulls are already being served; retry shortly"
+                    ),
+                    std::time::Duration::from_secs(1),
+                ),
             )
         })?;
         let (items, rx) = mpsc::channel(HISTORY_STREAM_QUEUE);

@@ -97,11 +97,18 @@ impl From<CheckError> for Status {
     }
 }
 
+/// A rate limit's refusal: "not now", retry once the bucket at `rate` per
+/// second has refilled a token (at least 5 ms, at most a second).
+fn not_now(message: String, rate: u32) -> Status {
+    let after = std::time::Duration::from_millis((1000 / u64::from(rate.max(1))).clamp(5, 1000));
+    chat_proto::limits::not_now(message, after)
+}
+
 impl From<HandshakeError> for Status {
     fn from(e: HandshakeError) -> Self {
         let message = e.to_string();
         match e {
-            HandshakeError::RateLimited { .. } => Status::resource_exhausted(message),
+            HandshakeError::RateLimited { rate } => not_now(message, rate),
             HandshakeError::Truncated { .. }
             | HandshakeError::Malformed(_)
             | HandshakeError::BadPayload => Status::invalid_argument(message),
@@ -121,7 +128,7 @@ impl From<InboundError> for Status {
         match e {
             InboundError::Envelope(e) => e.into(),
             InboundError::Check(e) => e.into(),
-            InboundError::RateLimited { .. } => Status::resource_exhausted(e.to_string()),
+            InboundError::RateLimited { rate } => not_now(e.to_string(), rate),
             InboundError::Store(_) => Status::internal(e.to_string()),
         }
     }

@@ -1,0 +1,81 @@
+//! "Not now" never loses a message (issue 16): a refusal under load keeps
+//! the message queued, and it is delivered, once, when the load is gone.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, AtomicU64, Ordering},
+};
+
+use chat_proto::v1::{PeerHandshakeRequest, peer_client::PeerClient};
+use chat_tests::{Discovery, PeerProcess, eventually, full_history, wait_for_message};
+use tonic::Code;
+
+/// A junk handshake flood on bob's address (the same loopback address as
+/// alice's, so it uses up the budget alice's handshake draws on): alice's
+/// send is refused "not now" and reported queued, not failed; once the
+/// flood stops it is delivered, exactly once.
+#[tokio::test]
+async fn a_send_during_a_handshake_flood_is_delivered_once_the_flood_stops() {
+    let discovery = Discovery::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = discovery.url();
+    let alice = PeerProcess::start("alice", &url, &dir.path().join("alice")).await;
+    let bob = PeerProcess::start_with_args(
+        "bob",
+        &url,
+        &dir.path().join("bob"),
+        &["--handshakes-per-sec", "1"],
+        &[],
+        None,
+    )
+    .await;
+    alice.wait_connections(&["bob"]).await;
+
+    let flooding = Arc::new(AtomicBool::new(true));
+    let refused = Arc::new(AtomicU64::new(0));
+    let mut junk = PeerClient::connect(format!("http://{}", bob.process.addr))
+        .await
+        .unwrap();
+    let flood = tokio::spawn({
+        let (flooding, refused) = (flooding.clone(), refused.clone());
+        async move {
+            while flooding.load(Ordering::Relaxed) {
+                let r = junk
+                    .handshake(PeerHandshakeRequest {
+                        message: vec![0; 8],
+                    })
+                    .await;
+                if r.is_err_and(|s| s.code() == Code::ResourceExhausted) {
+                    refused.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    });
+    eventually("the flood to use up bob's handshake budget", || {
+        let n = refused.load(Ordering::Relaxed);
+        async move { n > 10 }
+    })
+    .await;
+
+    let (ok, report, err) = alice.chat(&["send", "through the flood"]).await;
+    assert!(ok, "{err}");
+    let line = report
+        .lines()
+        .find(|l| l.contains("bob"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("queued") && line.contains("rate limit"),
+        "a refusal under load is 'not now': {report}"
+    );
+
+    flooding.store(false, Ordering::Relaxed);
+    flood.await.unwrap();
+    wait_for_message(&bob.data_dir, "through the flood").await;
+    let mut control = bob.control().await;
+    let copies = full_history(&mut control)
+        .await
+        .into_iter()
+        .filter(|m| m.text == "through the flood")
+        .count();
+    assert_eq!(copies, 1);
+}
