@@ -1,9 +1,13 @@
-//! Size limits answered with the status gRPC specifies for them.
+//! Size limits, and requests that do not decode, answered with the status
+//! gRPC specifies for them.
 //!
 //! tonic refuses a message over `max_decoding_message_size` with OUT_OF_RANGE;
-//! the gRPC spec (and DESIGN §6) says RESOURCE_EXHAUSTED. Servers map their
+//! the gRPC spec (and DESIGN §6) says RESOURCE_EXHAUSTED. It answers a body
+//! that is not the request's protobuf with INTERNAL, as if the server had
+//! failed; it is the caller's bad input, INVALID_ARGUMENT. Servers map their
 //! responses through [`oversize_is_resource_exhausted`] so clients see the
-//! right code, with tonic's message, which names the limit.
+//! right codes, with tonic's message, which names the limit or the decode
+//! error.
 
 use tonic::codegen::http::{HeaderValue, Response};
 
@@ -46,7 +50,12 @@ pub fn retry_after(status: &tonic::Status) -> Option<std::time::Duration> {
 /// What tonic writes (percent-encoded in `grpc-message`) when a message is too large.
 const TOO_LARGE: &str = "message%20length%20too%20large";
 
-/// Rewrites tonic's OUT_OF_RANGE for an oversized message to RESOURCE_EXHAUSTED.
+/// What tonic writes (percent-encoded) when a request body does not decode.
+const UNDECODABLE: &str = "failed%20to%20decode%20Protobuf%20message";
+
+/// Rewrites tonic's OUT_OF_RANGE for an oversized message to
+/// RESOURCE_EXHAUSTED, and its INTERNAL for an undecodable request to
+/// INVALID_ARGUMENT.
 pub fn oversize_is_resource_exhausted<B>(response: Response<B>) -> Response<B> {
     rewrite_oversize(response, None)
 }
@@ -67,6 +76,10 @@ pub fn oversize_with_hint<B>(
 pub fn oversize_status(status: tonic::Status, hint: &str) -> tonic::Status {
     if status.code() == tonic::Code::OutOfRange && status.message().contains("length too large") {
         tonic::Status::resource_exhausted(format!("{}; {hint}", status.message()))
+    } else if status.code() == tonic::Code::Internal
+        && status.message().contains("failed to decode Protobuf message")
+    {
+        tonic::Status::invalid_argument(status.message())
     } else {
         status
     }
@@ -74,6 +87,20 @@ pub fn oversize_status(status: tonic::Status, hint: &str) -> tonic::Status {
 
 fn rewrite_oversize<B>(mut response: Response<B>, hint: Option<&str>) -> Response<B> {
     let headers = response.headers_mut();
+    let undecodable = headers
+        .get("grpc-status")
+        .is_some_and(|s| s == HeaderValue::from(tonic::Code::Internal as i32))
+        && headers
+            .get("grpc-message")
+            .and_then(|m| m.to_str().ok())
+            .is_some_and(|m| m.contains(UNDECODABLE));
+    if undecodable {
+        headers.insert(
+            "grpc-status",
+            HeaderValue::from(tonic::Code::InvalidArgument as i32),
+        );
+        return response;
+    }
     let out_of_range = headers
         .get("grpc-status")
         .is_some_and(|s| s == HeaderValue::from(tonic::Code::OutOfRange as i32));
