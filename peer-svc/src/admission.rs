@@ -16,6 +16,7 @@ use tracing::{info, warn};
 
 use crate::{
     checks::now_ms,
+    config::MAX_CLOCK_AHEAD,
     credential::{self, CredentialError, Member},
     store::Store,
 };
@@ -44,6 +45,11 @@ pub enum AdmissionError {
     /// The peer's admission (or one above it) was removed.
     #[error("{0} was removed from this network")]
     Removed(String),
+    /// The name is admitted here under another identity.
+    #[error(
+        "{0} is a member under another identity key; a second admission of the name is refused (remove the first to admit a new one)"
+    )]
+    OtherIdentity(String),
     /// This peer runs open: there is no network.
     #[error("this peer runs in open mode (--open): it has no network to invite to or remove from")]
     Open,
@@ -72,8 +78,8 @@ struct State {
     revoked: HashSet<[u8; 32]>,
     /// Every removal known (time, encoded), newest first: what handshakes carry.
     removals: Vec<(u64, Vec<u8>)>,
-    /// Names removed whose admission chain is not known here.
-    removed_names: HashSet<String>,
+    /// Hashes of removals that did not verify (not checked again).
+    rejected: HashSet<[u8; 32]>,
     /// Each member's last admission chain, verified.
     chains: HashMap<String, (Vec<AdmissionLink>, Member)>,
     /// Credentials verified already, by the SHA-256 of their encoding.
@@ -190,56 +196,75 @@ impl Admission {
     }
 
     /// Takes in removals a peer sent (or the store kept): each is verified
-    /// and, if new, recorded. Returns the names newly removed.
+    /// and, if new, recorded. Returns the names newly removed: every member
+    /// known here whose chain holds a revoked key (the removed one, and
+    /// whoever was admitted through it).
     pub fn learn_removals(&self, removals: &[Vec<u8>]) -> Vec<String> {
         let Some(own) = &self.own else {
             return Vec::new();
         };
+        let latest = now_ms().saturating_add(MAX_CLOCK_AHEAD.as_millis() as u64);
         let mut removed = Vec::new();
         for bytes in removals.iter().take(MAX_REMOVALS_SENT) {
-            let Ok(removal) = Removal::decode(bytes.as_slice()) else {
-                warn!("ignoring a malformed removal");
-                continue;
-            };
-            let Some(key) = removal
-                .chain
-                .last()
-                .and_then(|a| credential::key32(&a.invite_key, "invite_key").ok())
-            else {
-                continue;
-            };
+            let hash: [u8; 32] = Sha256::digest(bytes).into();
             if self
                 .state
                 .lock()
                 .expect("admission lock")
-                .revoked
-                .contains(&key)
+                .rejected
+                .contains(&hash)
             {
                 continue;
             }
-            match credential::verify_removal(&own.network, &removal) {
-                Ok((key, name)) => {
-                    if let Err(e) = self.store.save_removal(&key, removal.at_millis, bytes) {
-                        warn!(error = %e, "cannot record a removal");
+            let verified = Removal::decode(bytes.as_slice())
+                .map_err(|_| CredentialError::Malformed("removal"))
+                .and_then(|removal| {
+                    if removal.at_millis > latest {
+                        return Err(CredentialError::Malformed("removal (dated in the future)"));
                     }
+                    let key = removal
+                        .chain
+                        .last()
+                        .map(|a| credential::key32(&a.invite_key, "invite_key"))
+                        .transpose()?;
+                    let known = key.is_some_and(|k| {
+                        self.state
+                            .lock()
+                            .expect("admission lock")
+                            .revoked
+                            .contains(&k)
+                    });
+                    if known {
+                        return Ok(None);
+                    }
+                    credential::verify_removal(&own.network, &removal)
+                        .map(|(key, _)| Some((key, removal.at_millis)))
+                });
+            let (key, at) = match verified {
+                Ok(Some(new)) => new,
+                Ok(None) => continue,
+                Err(e) => {
+                    warn!(error = %e, "ignoring a removal that does not verify");
                     let mut state = self.state.lock().expect("admission lock");
-                    state.revoked.insert(key);
-                    let at = state
-                        .removals
-                        .partition_point(|(t, _)| *t > removal.at_millis);
-                    state
-                        .removals
-                        .insert(at, (removal.at_millis, bytes.clone()));
-                    if !state.chains.contains_key(&name) {
-                        state.removed_names.insert(name.clone());
+                    if state.rejected.len() >= MAX_CACHED {
+                        state.rejected.clear();
                     }
-                    drop(state);
-                    if self.is_removed(&name) {
-                        info!(peer = %name, "member removed from the network");
-                        removed.push(name);
-                    }
+                    state.rejected.insert(hash);
+                    continue;
                 }
-                Err(e) => warn!(error = %e, "ignoring a removal that does not verify"),
+            };
+            if let Err(e) = self.store.save_removal(&key, at, bytes) {
+                warn!(error = %e, "cannot record a removal");
+            }
+            let mut state = self.state.lock().expect("admission lock");
+            state.revoked.insert(key);
+            let position = state.removals.partition_point(|(t, _)| *t > at);
+            state.removals.insert(position, (at, bytes.clone()));
+            for (name, (_, member)) in &state.chains {
+                if member.invite_keys.contains(&key) {
+                    info!(peer = %name, "member removed from the network");
+                    removed.push(name.clone());
+                }
             }
         }
         removed
@@ -264,12 +289,11 @@ impl Admission {
         if encoded.is_empty() {
             return Err(not_member(CredentialError::Missing));
         }
-        let digest: [u8; 32] = Sha256::new()
-            .chain_update(encoded)
-            .chain_update(static_key)
-            .chain_update(name.as_bytes())
-            .finalize()
-            .into();
+        let digest: [u8; 32] = Sha256::digest(credential::to_be_signed(
+            b"p2p-chat/1 verified credential",
+            &[encoded, static_key, name.as_bytes()],
+        ))
+        .into();
         let cached = self
             .state
             .lock()
@@ -292,6 +316,16 @@ impl Admission {
         if member.invite_keys.iter().any(|k| state.revoked.contains(k)) {
             return Err(AdmissionError::Removed(name.to_owned()));
         }
+        // A name keeps the identity it was first seen with here, unless that
+        // admission was removed: another member cannot admit a second
+        // identity under a name in use and speak as it.
+        if let Some((_, known)) = state.chains.get(name)
+            && known.identity != [0; 32]
+            && known.identity != member.identity
+            && !known.invite_keys.iter().any(|k| state.revoked.contains(k))
+        {
+            return Err(AdmissionError::OtherIdentity(name.to_owned()));
+        }
         if let Some(chain) = chain {
             if state.verified.len() >= MAX_CACHED {
                 state.verified.clear();
@@ -305,7 +339,6 @@ impl Admission {
                 }
                 .encode_to_vec();
                 state.chains.insert(name.to_owned(), (chain, member));
-                state.removed_names.remove(name);
                 drop(state);
                 if let Err(e) = self.store.save_admission(name, &encoded_chain) {
                     warn!(peer = %name, error = %e, "cannot record an admission");
@@ -315,14 +348,14 @@ impl Admission {
         Ok(())
     }
 
-    /// True if `name` was removed: its known admission chain holds a
-    /// revoked key, or a removal named it and no admission of it is known.
+    /// True if `name`'s known admission chain holds a revoked key (a name
+    /// whose admission is not known here is checked at its handshake).
     pub fn is_removed(&self, name: &str) -> bool {
         let state = self.state.lock().expect("admission lock");
-        match state.chains.get(name) {
-            Some((_, member)) => member.invite_keys.iter().any(|k| state.revoked.contains(k)),
-            None => state.removed_names.contains(name),
-        }
+        state
+            .chains
+            .get(name)
+            .is_some_and(|(_, member)| member.invite_keys.iter().any(|k| state.revoked.contains(k)))
     }
 
     /// True if `name` showed (or was invited with) an admission here: a
@@ -509,6 +542,66 @@ mod tests {
         };
         assert!(third.learn_removals(&[forged.encode_to_vec()]).is_empty());
         third.check("carol", &S, &w.carol).unwrap();
+    }
+
+    /// The review's findings 4 and 5: a second identity under a name in
+    /// use is refused (until the first is removed), and a removal dated in
+    /// the future is not taken in; removing a member removes whoever it
+    /// admitted too.
+    #[test]
+    fn a_name_keeps_its_identity_and_removals_cascade() {
+        let w = world();
+        let dir = tempfile::tempdir().unwrap();
+        let alice = peer(&w, dir.path());
+        alice.check("bob", &S, &w.bob).unwrap();
+        // Another bob, admitted by alice's invitation to someone else.
+        let other_bob = credential::join(
+            &credential::invite(&w.alice, &w.founder, "bob", 3, 0).unwrap(),
+            &key(),
+            "bob",
+            &S,
+        )
+        .unwrap()
+        .encode_to_vec();
+        assert!(matches!(
+            alice.check("bob", &S, &other_bob),
+            Err(AdmissionError::OtherIdentity(_))
+        ));
+
+        // Bob admits dave; removing bob removes dave as well.
+        let bob_key = key();
+        let bob_credential = credential::join(
+            &credential::invite(&w.alice, &w.founder, "bob2", 3, 0).unwrap(),
+            &bob_key,
+            "bob2",
+            &S,
+        )
+        .unwrap();
+        let dave = credential::join(
+            &credential::invite(&bob_key, &bob_credential, "dave", 4, 0).unwrap(),
+            &key(),
+            "dave",
+            &S,
+        )
+        .unwrap();
+        alice
+            .check("bob2", &S, &bob_credential.encode_to_vec())
+            .unwrap();
+        alice.check("dave", &S, &dave.encode_to_vec()).unwrap();
+        let mut removed = alice.remove("bob2").unwrap();
+        removed.sort();
+        assert_eq!(removed, ["bob2", "dave"]);
+
+        // A removal dated far in the future is ignored.
+        let future = credential::remove(
+            &w.alice,
+            Credential::decode(w.carol.as_slice()).unwrap().chain,
+            u64::MAX / 2,
+        )
+        .unwrap();
+        alice.check("carol", &S, &w.carol).unwrap();
+        assert!(alice.learn_removals(&[future.encode_to_vec()]).is_empty());
+        assert!(!alice.is_removed("carol"));
     }
 
     #[test]

@@ -129,6 +129,7 @@ fn acceptance_signed(a: &Admission) -> Vec<u8> {
             &a.network,
             a.name.as_bytes(),
             &a.invite_key,
+            &a.issuer,
             &a.identity_key,
         ],
     )
@@ -175,8 +176,11 @@ pub fn network_id(network: &[u8]) -> String {
 }
 
 /// Checks `chain` as admissions into `network`, each issued by the one
-/// before (the first by the founder); the last must also be accepted when
-/// `last_accepted`. Returns the invitation keys, founder's first.
+/// before (the first by the founder, admitting the founder's own key); the
+/// last must also be accepted when `last_accepted`. Every accepted link is
+/// signed by its invitation key and by the identity it admits, so nobody
+/// can splice another's key under a link of their own. Returns the
+/// invitation keys, founder's first.
 fn verify_chain(
     network: &[u8; 32],
     chain: &[Admission],
@@ -205,13 +209,24 @@ fn verify_chain(
             "the issuer's signature",
             at,
         )?;
+        if at == 0 && a.identity_key.as_slice() != network {
+            return Err(CredentialError::BrokenChain(0));
+        }
         if at + 1 < chain.len() || last_accepted {
             key32(&a.identity_key, "identity_key")?;
+            let accepted = acceptance_signed(a);
             verify(
                 &a.invite_key,
-                &acceptance_signed(a),
+                &accepted,
                 &a.acceptance,
                 "the acceptance",
+                at,
+            )?;
+            verify(
+                &a.identity_key,
+                &accepted,
+                &a.identity_signature,
+                "the admitted identity's signature",
                 at,
             )?;
         }
@@ -251,8 +266,19 @@ pub fn verify_credential(
         name: own.name.clone(),
         identity: key32(&own.identity_key, "identity_key")?,
         invite_keys,
-        history_from_millis: own.history_from_millis,
+        history_from_millis: history_from(&credential.chain),
     })
+}
+
+/// Where a chain's share of history begins: the latest along it, so a
+/// member admitted to history from some time cannot admit another (itself
+/// under a second key, say) to more.
+fn history_from(chain: &[Admission]) -> u64 {
+    chain
+        .iter()
+        .map(|a| a.history_from_millis)
+        .max()
+        .unwrap_or(0)
 }
 
 /// The member the links of `chain` admit into `network` (the last link
@@ -264,7 +290,7 @@ pub fn verify_links(network: &[u8; 32], chain: &[Admission]) -> Result<Member, C
         name: own.name.clone(),
         identity: key32(&own.identity_key, "identity_key").unwrap_or_default(),
         invite_keys,
-        history_from_millis: own.history_from_millis,
+        history_from_millis: history_from(chain),
     })
 }
 
@@ -304,10 +330,9 @@ fn accept(
     static_key: &[u8; 32],
 ) -> Credential {
     admission.identity_key = identity.verifying_key().to_bytes().to_vec();
-    admission.acceptance = invite
-        .sign(&acceptance_signed(&admission))
-        .to_bytes()
-        .to_vec();
+    let accepted = acceptance_signed(&admission);
+    admission.acceptance = invite.sign(&accepted).to_bytes().to_vec();
+    admission.identity_signature = identity.sign(&accepted).to_bytes().to_vec();
     let signed = static_key_signed(&admission.network, &admission.name, static_key);
     chain.push(admission);
     Credential {
@@ -457,16 +482,26 @@ pub fn remove(
 }
 
 /// Checks a removal in `network`; returns the revoked invitation key and
-/// the removed name.
+/// the removed name. The cheap checks come first: the remover must be an
+/// issuer in the chain, and its signature must verify, before the chain's
+/// signatures are checked.
 pub fn verify_removal(
     network: &[u8; 32],
     removal: &Removal,
 ) -> Result<([u8; 32], String), CredentialError> {
-    let invite_keys = verify_chain(network, &removal.chain, false)?;
-    if removal.chain.len() < 2 {
+    let Some(removed) = removal.chain.last() else {
+        return Err(CredentialError::ChainLength(0));
+    };
+    if removal.chain.len() > MAX_CHAIN {
+        return Err(CredentialError::ChainLength(removal.chain.len()));
+    }
+    // The founder's own admission (issued by the network, admitting the
+    // network's key) is never revoked.
+    if removal.chain.len() < 2
+        || (removed.issuer.as_slice() == network && removed.identity_key.as_slice() == network)
+    {
         return Err(CredentialError::Founder);
     }
-    let removed = removal.chain.last().expect("not empty");
     // The founder (the first issuer) or an issuer at or above the removed one.
     if !removal.chain.iter().any(|a| a.issuer == removal.by) {
         return Err(CredentialError::NotAllowed(removed.name.clone()));
@@ -478,6 +513,7 @@ pub fn verify_removal(
         "the removal signature",
         removal.chain.len() - 1,
     )?;
+    let invite_keys = verify_chain(network, &removal.chain, false)?;
     Ok((
         *invite_keys.last().expect("not empty"),
         removed.name.clone(),
@@ -569,6 +605,96 @@ mod tests {
             decode_token("hello").unwrap_err(),
             CredentialError::Malformed("token: it starts with p2pchat-invite:")
         );
+    }
+
+    /// The review's attack: mallory puts the founder's key under a link of
+    /// her own, so she seems to be above the founder's admission, and
+    /// removes it. Without the admitted identity's signature on every link
+    /// it verified, and revoked everyone.
+    #[test]
+    fn nobody_can_splice_another_key_under_a_link_of_their_own() {
+        let (alice, mallory) = (key(), key());
+        let a = found(&alice, "alice", &S, 1);
+        let network = network_of(&a).unwrap();
+        let m = join(
+            &invite(&alice, &a, "mallory", 2, 0).unwrap(),
+            &mallory,
+            "mallory",
+            &S,
+        )
+        .unwrap();
+        // Link Z: issued by mallory, her own invitation key, admitting alice's key.
+        let (mut z, z_invite) = issue(&mallory, network, "alice", 3, 0);
+        z.identity_key = alice.verifying_key().to_bytes().to_vec();
+        z.acceptance = z_invite.sign(&acceptance_signed(&z)).to_bytes().to_vec();
+        z.identity_signature = vec![0; 64]; // she cannot make alice's
+        let mut chain = m.chain.clone();
+        chain.push(z);
+        chain.push(a.chain[0].clone());
+        let signature = mallory
+            .sign(&removal_signed(&network, &a.chain[0], 5))
+            .to_bytes()
+            .to_vec();
+        let forged = Removal {
+            chain,
+            by: mallory.verifying_key().to_bytes().to_vec(),
+            at_millis: 5,
+            signature,
+        };
+        assert!(verify_removal(&network, &forged).is_err());
+        // The same splice against bob, whom alice admitted: refused because
+        // alice never signed link Z.
+        let bob = key();
+        let b = join(&invite(&alice, &a, "bob", 2, 0).unwrap(), &bob, "bob", &S).unwrap();
+        let mut chain = forged.chain.clone();
+        chain.pop();
+        chain.push(b.chain[1].clone());
+        let signature = mallory
+            .sign(&removal_signed(&network, &b.chain[1], 5))
+            .to_bytes()
+            .to_vec();
+        let against_bob = Removal {
+            chain,
+            by: mallory.verifying_key().to_bytes().to_vec(),
+            at_millis: 5,
+            signature,
+        };
+        assert!(matches!(
+            verify_removal(&network, &against_bob),
+            Err(CredentialError::BadSignature {
+                what: "the admitted identity's signature",
+                ..
+            })
+        ));
+        // Nor the founder's link directly, by anyone.
+        assert_eq!(
+            remove(&alice, vec![a.chain[0].clone(), a.chain[0].clone()], 6).unwrap_err(),
+            CredentialError::Founder
+        );
+    }
+
+    #[test]
+    fn history_starts_at_the_latest_point_along_the_chain() {
+        let (alice, bob, bob2) = (key(), key(), key());
+        let a = found(&alice, "alice", &S, 1);
+        let network = network_of(&a).unwrap();
+        let b = join(
+            &invite(&alice, &a, "bob", 100, 100).unwrap(),
+            &bob,
+            "bob",
+            &S,
+        )
+        .unwrap();
+        // Bob admits a second key of his own "with all history".
+        let b2 = join(
+            &invite(&bob, &b, "bob2", 200, 0).unwrap(),
+            &bob2,
+            "bob2",
+            &S,
+        )
+        .unwrap();
+        let member = verify_credential(&network, &b2, "bob2", &S).unwrap();
+        assert_eq!(member.history_from_millis, 100);
     }
 
     #[test]

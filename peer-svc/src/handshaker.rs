@@ -278,12 +278,9 @@ impl Handshaker {
             HandshakePayload::decode(pending.payload()).map_err(|_| HandshakeError::BadPayload)?;
         let key = pending.remote_static();
         let contact = self.verify(&hello, &key).await?;
-        self.admission
-            .check(&contact.name, &key, &hello.credential)
-            .map_err(HandshakeError::NotMember)?;
-        self.take_removals(&hello.removals);
         // A replayed first message carries an old timestamp; only a newer
-        // one than the last accepted from this (authenticated) peer counts.
+        // one than the last accepted from this (authenticated) peer counts,
+        // and nothing in a replay is acted on.
         if !self
             .peers
             .record(&contact.name)
@@ -291,6 +288,10 @@ impl Handshaker {
         {
             return Err(HandshakeError::Replayed);
         }
+        self.admission
+            .check(&contact.name, &key, &hello.credential)
+            .map_err(HandshakeError::NotMember)?;
+        self.take_removals(&hello.removals);
         // Durable before the answer: after a restart the same message is
         // still a replay.
         self.store

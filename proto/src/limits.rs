@@ -77,7 +77,9 @@ pub fn oversize_status(status: tonic::Status, hint: &str) -> tonic::Status {
     if status.code() == tonic::Code::OutOfRange && status.message().contains("length too large") {
         tonic::Status::resource_exhausted(format!("{}; {hint}", status.message()))
     } else if status.code() == tonic::Code::Internal
-        && status.message().contains("failed to decode Protobuf message")
+        && status
+            .message()
+            .contains("failed to decode Protobuf message")
     {
         tonic::Status::invalid_argument(status.message())
     } else {

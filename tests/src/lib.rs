@@ -212,7 +212,11 @@ pub fn invitation(name: &str) -> String {
 /// own gRPC client shows to act as a member (a malicious one, say).
 pub fn credential(name: &str, keypair: &chat_noise::StaticKeypair) -> Vec<u8> {
     use prost::Message;
-    let identity = ed25519_dalek::SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+    use sha2::Digest;
+    // One identity per name in a test process, as a real member keeps its
+    // identity across handshakes.
+    let seed: [u8; 32] = sha2::Sha256::digest(format!("test identity of {name}")).into();
+    let identity = ed25519_dalek::SigningKey::from_bytes(&seed);
     let token = invitation(name);
     let invitation = peer_svc::credential::decode_token(&token).expect("a token");
     peer_svc::credential::join(&invitation, &identity, name, &keypair.public_key())

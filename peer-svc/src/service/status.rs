@@ -44,9 +44,9 @@ impl From<AdmissionError> for ServiceError {
                 CredentialError::NotAllowed(_) | CredentialError::Founder,
             ) => ServiceError::PermissionDenied(message),
             AdmissionError::Credential(_) => ServiceError::InvalidArgument(message),
-            AdmissionError::NotMember { .. } | AdmissionError::Removed(_) => {
-                ServiceError::PermissionDenied(message)
-            }
+            AdmissionError::NotMember { .. }
+            | AdmissionError::Removed(_)
+            | AdmissionError::OtherIdentity(_) => ServiceError::PermissionDenied(message),
         }
     }
 }
