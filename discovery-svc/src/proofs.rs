@@ -44,8 +44,10 @@ impl Proofs {
     }
 
     /// Accepts `req`'s proof once: valid for its key, name and address,
-    /// fresh, and newer than the last accepted for the key.
-    pub fn accept(&self, req: &RegisterRequest) -> Result<(), ProofError> {
+    /// fresh, and newer than the last accepted for the key. Returns its
+    /// timestamp, which the store compares with the key's live registration
+    /// (a replica that never saw a proof still refuses an older one).
+    pub fn accept(&self, req: &RegisterRequest) -> Result<u64, ProofError> {
         let now = registration::now_micros();
         let stamp = registration::check(
             &self.key,
@@ -69,7 +71,7 @@ impl Proofs {
             last.retain(|_, seen| *seen > horizon);
         }
         last.insert(key, stamp);
-        Ok(())
+        Ok(stamp)
     }
 }
 
@@ -93,7 +95,7 @@ mod tests {
         let bob = StaticKeypair::generate();
         let now = registration::now_micros();
         let first = request(&bob, &discovery, now);
-        assert_eq!(discovery.accept(&first), Ok(()));
+        assert_eq!(discovery.accept(&first), Ok(now));
         assert_eq!(discovery.accept(&first), Err(ProofError::Replayed));
         assert_eq!(
             discovery.accept(&request(&bob, &discovery, now - 1)),
@@ -101,10 +103,10 @@ mod tests {
         );
         assert_eq!(
             discovery.accept(&request(&bob, &discovery, now + 1)),
-            Ok(())
+            Ok(now + 1)
         );
         // Another key has its own history.
         let carol = StaticKeypair::generate();
-        assert_eq!(discovery.accept(&request(&carol, &discovery, now)), Ok(()));
+        assert_eq!(discovery.accept(&request(&carol, &discovery, now)), Ok(now));
     }
 }

@@ -93,6 +93,12 @@ pub enum RegistryError {
     /// The token does not match the lease.
     #[error("wrong lease token; only the lease's holder can renew or end it")]
     WrongToken,
+    /// The key's live registration was proven later than this one: a
+    /// captured proof sent again (to another replica, say).
+    #[error(
+        "registration proof is older than the key's live registration (a replay?); make a new proof"
+    )]
+    StaleProof,
 }
 
 /// A member and the lease that keeps it listed.
@@ -105,6 +111,8 @@ struct Entry {
     expires_at: Instant,
     /// Registration order, so lists are oldest first.
     seq: u64,
+    /// The timestamp of the proof it was registered with.
+    proof_stamp: u64,
 }
 
 /// The set of live members and their leases.
@@ -134,14 +142,16 @@ impl Registry {
         self.ttl
     }
 
-    /// Registers `name` at `address` with `public_key`, expiring leases due
-    /// by `now` first. A live lease on the name with the same key (a restarted
-    /// peer) is replaced; with another key the name is taken.
+    /// Registers `name` at `address` with `public_key`, proven at
+    /// `proof_stamp`, expiring leases due by `now` first. A live lease on the
+    /// name with the same key (a restarted peer) is replaced, if this proof
+    /// is newer than its; with another key the name is taken.
     pub fn register(
         &mut self,
         name: &str,
         address: &str,
         public_key: &[u8],
+        proof_stamp: u64,
         now: Instant,
         wall: DateTime<Utc>,
     ) -> Result<(Grant, Vec<Event>), RegistryError> {
@@ -151,6 +161,9 @@ impl Registry {
         if let Some(existing) = self.members.get(name) {
             if existing.info.public_key != public_key {
                 return Err(RegistryError::NameTaken(name.to_owned()));
+            }
+            if existing.proof_stamp >= proof_stamp {
+                return Err(RegistryError::StaleProof);
             }
             let old = self.members.remove(name).expect("entry was just found");
             self.leases.remove(&old.lease_id);
@@ -174,6 +187,7 @@ impl Registry {
                 token_hash: hash_token(&lease_token),
                 expires_at: now + self.ttl,
                 seq: self.next_seq,
+                proof_stamp,
             },
         );
         self.next_seq += 1;
@@ -339,7 +353,7 @@ mod tests {
     }
 
     fn join(r: &mut Registry, name: &str, k: [u8; 32]) -> Grant {
-        r.register(name, "127.0.0.1:5000", &k, Instant::now(), wall())
+        r.register(name, "127.0.0.1:5000", &k, 1, Instant::now(), wall())
             .unwrap()
             .0
     }
@@ -384,7 +398,7 @@ mod tests {
         join(&mut r, "alice", key());
         tokio::time::advance(TTL).await;
         let (_, events) = r
-            .register("alice", "127.0.0.1:1", &key(), Instant::now(), wall())
+            .register("alice", "127.0.0.1:1", &key(), 1, Instant::now(), wall())
             .unwrap();
         let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
         assert_eq!(kinds, [EventKind::Expired, EventKind::Joined]);
@@ -395,7 +409,7 @@ mod tests {
         let mut r = Registry::new(TTL);
         join(&mut r, "alice", key());
         let err = r
-            .register("alice", "127.0.0.1:1", &key(), Instant::now(), wall())
+            .register("alice", "127.0.0.1:1", &key(), 1, Instant::now(), wall())
             .unwrap_err();
         assert_eq!(err, RegistryError::NameTaken("alice".into()));
         assert_eq!(r.len(), 1);
@@ -406,8 +420,14 @@ mod tests {
         let mut r = Registry::new(TTL);
         let k = key();
         let old = join(&mut r, "alice", k);
+        // A proof no newer than the live lease's is a replay.
+        assert_eq!(
+            r.register("alice", "127.0.0.1:6666", &k, 1, Instant::now(), wall())
+                .unwrap_err(),
+            RegistryError::StaleProof
+        );
         let (new, events) = r
-            .register("alice", "127.0.0.1:7777", &k, Instant::now(), wall())
+            .register("alice", "127.0.0.1:7777", &k, 2, Instant::now(), wall())
             .unwrap();
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].member.address, "127.0.0.1:7777");

@@ -88,12 +88,13 @@ impl Discovery for DiscoveryService {
         // lease for it.
         registry::check_registration(&req.name, &req.address, &req.public_key)
             .map_err(|e| status::refused("Register", e))?;
-        self.proofs
+        let proof_stamp = self
+            .proofs
             .accept(&req)
             .map_err(|e| status::refused("Register", status::unproven(e)))?;
         let (grant, members) = self
             .store
-            .register(&req.name, &req.address, &req.public_key)
+            .register(&req.name, &req.address, &req.public_key, proof_stamp)
             .await
             .map_err(|e| status::refused("Register", e))?;
         Ok(Response::new(RegisterResponse {

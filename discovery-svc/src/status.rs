@@ -27,7 +27,7 @@ impl From<RegistryError> for Status {
             | RegistryError::MissingField(_) => Status::invalid_argument(msg),
             RegistryError::NameTaken(_) => Status::already_exists(msg),
             RegistryError::UnknownLease => Status::not_found(msg),
-            RegistryError::WrongToken => Status::permission_denied(msg),
+            RegistryError::WrongToken | RegistryError::StaleProof => Status::permission_denied(msg),
             RegistryError::Unavailable(_) => Status::unavailable(msg),
         }
     }

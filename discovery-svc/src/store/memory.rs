@@ -81,12 +81,14 @@ impl Store for MemoryStore {
         name: &str,
         address: &str,
         public_key: &[u8],
+        proof_stamp: u64,
     ) -> Result<(Grant, Vec<MemberInfo>), RegistryError> {
         let mut registry = self.lock();
         let (grant, events) = registry.register(
             name,
             address,
             public_key,
+            proof_stamp,
             Instant::now(),
             chrono::Utc::now(),
         )?;

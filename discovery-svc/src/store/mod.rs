@@ -28,6 +28,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         name: &str,
         address: &str,
         public_key: &[u8],
+        proof_stamp: u64,
     ) -> Result<(Grant, Vec<MemberInfo>), RegistryError>;
 
     /// Renews a lease for another TTL; returns the TTL.

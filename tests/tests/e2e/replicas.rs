@@ -379,3 +379,44 @@ async fn a_replica_cut_off_from_etcd_resumes_its_watch_and_relists_after_compact
     a.stop().await;
     b.stop().await;
 }
+
+/// A registration proof captured from one replica and sent to another
+/// (which shares Discovery's key, as `--key-file` makes replicas do, and
+/// never saw the proof) cannot replace the live lease: the etcd record
+/// keeps the proof's time, and an older one is a replay.
+#[tokio::test]
+async fn a_proof_replayed_at_another_replica_cannot_take_the_lease() {
+    let prefix = unique_prefix();
+    let key = chat_noise::StaticKeypair::generate();
+    let config = || discovery_svc::Config {
+        ttl: Duration::from_secs(5),
+        store: etcd_store_at(&prefix),
+        key: key.clone(),
+        ..Default::default()
+    };
+    let a = Discovery::start_with(config()).await;
+    let b = Discovery::start_with(config()).await;
+    let mut on_a = a.client().await;
+    let mut on_b = b.client().await;
+    let alice = chat_noise::StaticKeypair::generate();
+    let captured = chat_tests::proven(&mut on_a, &alice, "alice", "127.0.0.1:40001").await;
+    let lease = on_a.register(captured.clone()).await.unwrap().into_inner();
+
+    let err = on_b.register(captured).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(
+        err.message()
+            .contains("older than the key's live registration"),
+        "{err:?}"
+    );
+    // The holder's lease still stands.
+    on_a.keep_alive(chat_proto::v1::KeepAliveRequest {
+        lease_id: lease.lease_id,
+        lease_token: lease.lease_token,
+    })
+    .await
+    .expect("the holder's lease was not replaced");
+    // The holder itself, with a new proof, registers through B.
+    let fresh = chat_tests::proven(&mut on_b, &alice, "alice", "127.0.0.1:40002").await;
+    on_b.register(fresh).await.unwrap();
+}

@@ -31,6 +31,7 @@ impl EtcdStore {
         &self,
         name: &str,
         public_key: &[u8; PUBLIC_KEY_LEN],
+        proof_stamp: u64,
         lease: i64,
         record: &[u8],
     ) -> Result<i64, RegistryError> {
@@ -57,6 +58,9 @@ impl EtcdStore {
                 Some((held, kv)) => {
                     if held.public_key != public_key {
                         return Err(RegistryError::NameTaken(name.to_owned()));
+                    }
+                    if held.proof_stamp >= proof_stamp {
+                        return Err(RegistryError::StaleProof);
                     }
                     // The same key again (a restarted peer): replace its lease.
                     ops.push(TxnOp::delete(self.lease_key(kv.lease()), None));
@@ -98,6 +102,7 @@ impl Store for EtcdStore {
         name: &str,
         address: &str,
         public_key: &[u8],
+        proof_stamp: u64,
     ) -> Result<(Grant, Vec<MemberInfo>), RegistryError> {
         let public_key = check_registration(name, address, public_key)?;
         let granted = self
@@ -117,9 +122,13 @@ impl Store for EtcdStore {
             token_hash: hash_token(&lease_token).to_vec(),
             ttl_seconds,
             leaving: false,
+            proof_stamp,
         }
         .encode_to_vec();
-        let revision = match self.claim(name, &public_key, lease, &record).await {
+        let revision = match self
+            .claim(name, &public_key, proof_stamp, lease, &record)
+            .await
+        {
             Ok(revision) => revision,
             Err(e) => {
                 self.revoke(lease).await;

@@ -29,6 +29,11 @@ pub(super) struct Record {
     /// Set by `Leave` just before the lease is revoked.
     #[prost(bool, tag = "7")]
     pub(super) leaving: bool,
+    /// The timestamp of the registration proof (microseconds): a
+    /// registration of the same key with an older proof is a replay, on any
+    /// replica.
+    #[prost(uint64, tag = "8")]
+    pub(super) proof_stamp: u64,
 }
 
 impl Record {
@@ -65,6 +70,7 @@ mod tests {
             token_hash: hash_token("secret").to_vec(),
             ttl_seconds: 10,
             leaving: false,
+            proof_stamp: 1_700_000_000_123_456,
         };
         let decoded = Record::decode(record.encode_to_vec().as_slice()).unwrap();
         assert_eq!(decoded, record);
