@@ -86,7 +86,10 @@ pub async fn run(
         .layer(tower::util::MapResponseLayer::new(
             chat_proto::limits::oversize_is_resource_exhausted,
         ))
-        .add_service(health_service)
+        .add_service(
+            // A health check is a service name: nobody needs 4 MiB to ask.
+            health_service.max_decoding_message_size(chat_proto::limits::MAX_HEALTH_REQUEST_BYTES),
+        )
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(

@@ -43,7 +43,9 @@ pub(crate) async fn serve(
     let (health, _) = tonic_health::server::health_reporter();
     health.set_serving::<PeerServer<PeerService>>().await;
     health.set_serving::<ControlServer<ControlService>>().await;
-    let health_service = HealthServer::new(HealthService::from_health_reporter(health));
+    // A health check is a service name: nobody needs 4 MiB to ask.
+    let health_service = HealthServer::new(HealthService::from_health_reporter(health))
+        .max_decoding_message_size(chat_proto::limits::MAX_HEALTH_REQUEST_BYTES);
     let stop_serving = CancellationToken::new();
     let peer = peer_server(parts, listener, health_service.clone(), &stop_serving)?;
     let control = control_server(parts, uds, health_service, &stop_serving)?;

@@ -21,6 +21,9 @@ pub const MAX_CONCURRENT_STREAMS: u32 = 256;
 /// with room to spare, and nothing larger ever leaves a server.
 pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 
+/// Largest `grpc.health.v1` request a server decodes (a service name).
+pub const MAX_HEALTH_REQUEST_BYTES: usize = 1024;
+
 /// Metadata key on a refusal that means "not now": the server is over a
 /// rate or capacity limit and the same request may succeed after this many
 /// milliseconds. A RESOURCE_EXHAUSTED without it is a size limit: the same

@@ -79,3 +79,34 @@ async fn a_send_during_a_handshake_flood_is_delivered_once_the_flood_stops() {
         .count();
     assert_eq!(copies, 1);
 }
+
+/// A health check is a service name: a 4 KiB one is refused with
+/// RESOURCE_EXHAUSTED on both services, which keep answering real checks.
+#[tokio::test]
+async fn an_oversized_health_check_is_refused_and_health_still_answers() {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let discovery = Discovery::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let peer = PeerProcess::start("healthy", &discovery.url(), &dir.path().join("healthy")).await;
+    for url in [discovery.url(), format!("http://{}", peer.process.addr)] {
+        let channel = tonic::transport::Channel::from_shared(url.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut health = HealthClient::new(channel);
+        let err = health
+            .check(HealthCheckRequest {
+                service: "x".repeat(4096),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::ResourceExhausted, "{url}: {err:?}");
+        let ok = health
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await;
+        assert!(ok.is_ok(), "{url}: {ok:?}");
+    }
+}
