@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     chat_proto::process::init_tracing();
+    chat_proto::process::raise_open_files_limit();
     let cli = Cli::parse();
     let config = cli.config().context("cannot read the Discovery key file")?;
     let listener = TcpListener::bind(cli.listen)

@@ -22,6 +22,32 @@ pub fn init_tracing() {
         .init();
 }
 
+/// Raises the soft limit on open files to the hard limit, so a burst of
+/// connections meets the limit the administrator set, not the shell's
+/// default soft one (often 1,024). Logs what it did; a failure is logged
+/// and the process goes on with the limit it has.
+pub fn raise_open_files_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let (Some(soft), hard) = (limit.current, limit.maximum) else {
+        return; // unlimited already
+    };
+    let target = hard.unwrap_or(u64::MAX);
+    if soft >= target {
+        return;
+    }
+    match setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: hard,
+            maximum: hard,
+        },
+    ) {
+        Ok(()) => tracing::info!(from = soft, to = ?hard, "raised the open files limit"),
+        Err(e) => tracing::warn!(soft, error = %e, "cannot raise the open files limit"),
+    }
+}
+
 /// Cancels `token` on the first SIGINT or SIGTERM.
 pub async fn cancel_on_signal(token: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};

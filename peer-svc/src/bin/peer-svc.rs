@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     chat_proto::process::init_tracing();
+    chat_proto::process::raise_open_files_limit();
     let cli = Cli::parse();
     // The rules Discovery applies, checked before anything is bound.
     if let Err(reason) = chat_proto::validate::name(&cli.name) {

@@ -110,3 +110,55 @@ async fn an_oversized_health_check_is_refused_and_health_still_answers() {
         assert!(ok.is_ok(), "{url}: {ok:?}");
     }
 }
+
+/// Started from a shell whose soft limit on open files is low (a common
+/// default is 1,024), the peer and Discovery raise it to the hard limit.
+#[tokio::test]
+async fn both_services_raise_the_open_files_limit_to_the_hard_limit() {
+    use tokio::io::AsyncBufReadExt;
+    let discovery = Discovery::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("fds");
+    let peer = chat_tests::binary("peer-svc");
+    let disco = chat_tests::binary("discovery-svc");
+    let commands = [
+        format!(
+            "ulimit -Sn 256; exec {} --name fds --discovery {} --data-dir {}",
+            peer.display(),
+            discovery.url(),
+            data.display()
+        ),
+        format!(
+            "ulimit -Sn 256; exec {} --listen 127.0.0.1:0",
+            disco.display()
+        ),
+    ];
+    for command in commands {
+        let mut child = tokio::process::Command::new("bash")
+            .args(["-c", &command])
+            .env("CHAT_JOIN", chat_tests::invitation("fds"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = chat_tests::within("the listening line", lines.next_line())
+            .await
+            .unwrap()
+            .unwrap_or_default();
+        assert!(first.contains("listening on"), "{command}: {first}");
+        let limits =
+            std::fs::read_to_string(format!("/proc/{}/limits", child.id().unwrap())).unwrap();
+        let line = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .unwrap();
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // "Max open files  SOFT  HARD  files"
+        let (soft, hard) = (fields[3], fields[4]);
+        assert_eq!(soft, hard, "{command}: {line}");
+        assert_ne!(soft, "256", "{command}: {line}");
+        child.kill().await.unwrap();
+    }
+}
