@@ -85,6 +85,10 @@ pub struct Cli {
     /// Most messages queued per unreachable peer; past it the oldest are dropped (and reported).
     #[arg(long, value_parser = chat_proto::process::at_least_one::<usize>, allow_negative_numbers = true, env = "CHAT_OUTBOX_LIMIT", default_value_t = DEFAULT_OUTBOX_LIMIT)]
     pub outbox_limit: usize,
+    /// Forget a peer (its contact, cached entry and queued messages) once it
+    /// has been offline this long: e.g. 7d, 12h, 30m, 10s.
+    #[arg(long, env = "CHAT_FORGET_OFFLINE_AFTER", default_value = "7d", value_parser = parse_grace)]
+    pub forget_offline_after: Duration,
     /// Found a new network with this peer as its first member (first start
     /// only; a member already is left as it is).
     #[arg(long, conflicts_with_all = ["join", "open"])]
@@ -124,6 +128,35 @@ pub struct Config {
     pub deliveries_per_sec: u32,
     /// How this peer becomes (or stays) a member of a network.
     pub admission: Joining,
+    /// How long a peer may stay offline before it is forgotten.
+    pub forget_offline_after: Duration,
+}
+
+/// Default of `--forget-offline-after`: a week, so a laptop closed over a
+/// long weekend still gets what was queued for it.
+pub const DEFAULT_FORGET_OFFLINE_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Parses `7d`, `12h`, `30m`, `10s` (at least one second).
+pub fn parse_grace(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration; use e.g. 7d, 12h, 30m or 10s"))?;
+    let seconds = match unit {
+        "d" => n.saturating_mul(86_400),
+        "h" => n.saturating_mul(3_600),
+        "m" => n.saturating_mul(60),
+        "s" | "" => n,
+        _ => return Err(format!("unknown unit {unit:?}; use d, h, m or s")),
+    };
+    if seconds == 0 {
+        return Err("must be at least 1s".into());
+    }
+    Ok(Duration::from_secs(seconds))
 }
 
 /// How a peer becomes a member of a network.
@@ -155,6 +188,7 @@ impl Config {
             handshakes_per_sec: DEFAULT_HANDSHAKES_PER_SEC,
             deliveries_per_sec: DEFAULT_DELIVERIES_PER_SEC,
             admission: Joining::Member,
+            forget_offline_after: DEFAULT_FORGET_OFFLINE_AFTER,
         }
     }
 }
@@ -172,6 +206,7 @@ impl From<Cli> for Config {
             outbox_limit: cli.outbox_limit,
             handshakes_per_sec: cli.handshakes_per_sec,
             deliveries_per_sec: cli.deliveries_per_sec,
+            forget_offline_after: cli.forget_offline_after,
             admission: if cli.open {
                 Joining::Open
             } else if let Some(token) = cli.join {

@@ -47,6 +47,9 @@ pub struct Contact {
     /// Known only because another peer said so (Discovery was down): its
     /// key is used but never pinned until Discovery lists it.
     pub vouched_by_peer: bool,
+    /// Since when it is offline (None while online): a peer offline for
+    /// longer than `--forget-offline-after` is forgotten.
+    pub offline_since: Option<std::time::Instant>,
 }
 
 impl Contact {
@@ -61,6 +64,7 @@ impl Contact {
             key_changed: inner.pins.get(name).is_some_and(|p| *p != key),
             dropped: inner.dropped.contains(name),
             online: false,
+            offline_since: Some(std::time::Instant::now()),
             vouched_by_peer: false,
         }
     }
@@ -230,6 +234,7 @@ impl Directory {
         }
         let mut contact = Contact::new(name, address, key, &inner);
         contact.online = true;
+        contact.offline_since = None;
         let change = match inner.contacts.get(name) {
             None if key_changed => Change::KeyChanged,
             None => Change::Added,
@@ -249,6 +254,9 @@ impl Directory {
         let mut inner = self.inner.lock().expect("directory lock");
         for contact in inner.contacts.values_mut() {
             if !listed.contains(contact.name.as_str()) {
+                if contact.online {
+                    contact.offline_since = Some(std::time::Instant::now());
+                }
                 contact.online = false;
             }
         }
@@ -258,8 +266,32 @@ impl Directory {
     pub fn mark_offline(&self, name: &str) {
         let mut inner = self.inner.lock().expect("directory lock");
         if let Some(contact) = inner.contacts.get_mut(name) {
+            if contact.online {
+                contact.offline_since = Some(std::time::Instant::now());
+            }
             contact.online = false;
         }
+    }
+
+    /// Forgets every peer offline for longer than `grace` (an expired
+    /// registration that never came back: a ghost); returns their names.
+    pub fn forget_offline(&self, grace: std::time::Duration) -> Vec<String> {
+        let now = std::time::Instant::now();
+        let mut inner = self.inner.lock().expect("directory lock");
+        let ghosts: Vec<String> = inner
+            .contacts
+            .values()
+            .filter(|c| {
+                !c.online
+                    && c.offline_since
+                        .is_some_and(|since| now.duration_since(since) >= grace)
+            })
+            .map(|c| c.name.clone())
+            .collect();
+        for name in &ghosts {
+            inner.contacts.remove(name);
+        }
+        ghosts
     }
 
     /// Adds a member another peer told us about (Discovery being down), if
@@ -321,6 +353,7 @@ impl Directory {
                 contact.address = address.to_owned();
             }
             contact.online = true;
+            contact.offline_since = None;
         }
     }
 

@@ -551,12 +551,48 @@ fn spawn_background(parts: &Parts, ttl: Option<Duration>) -> Vec<JoinHandle<()>>
             parts.shutdown.clone(),
         )),
         tokio::spawn(parts.membership.clone().flush_cache()),
+        tokio::spawn(forget_ghosts(
+            parts.directory.clone(),
+            parts.store.clone(),
+            parts.peers.clone(),
+            parts.config.forget_offline_after,
+            parts.shutdown.clone(),
+        )),
         // Catch up on what was said while this peer was away (or before it
         // joined); with Discovery down, also learn the network from that peer.
         tokio::spawn(async move {
             history.pull_missed_history(discovery_down).await;
         }),
     ]
+}
+
+/// Forgets peers offline for longer than `grace` (registrations that
+/// expired and never came back): their contacts, cached entries and
+/// queued messages go, so ghosts do not pile up in the list, the cache and
+/// every send. Checks every `grace / 4` (at most a minute).
+async fn forget_ghosts(
+    directory: Arc<Directory>,
+    store: Arc<Store>,
+    peers: Arc<Peers>,
+    grace: Duration,
+    shutdown: CancellationToken,
+) {
+    let every = (grace / 4).clamp(Duration::from_millis(250), Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        let ghosts = directory.forget_offline(grace);
+        for name in &ghosts {
+            peers.forget_peer(name);
+            let dropped = store.clear_pending(name).unwrap_or(0);
+            info!(peer = %name, offline_for_at_least = ?grace, dropped_queued = dropped, "forgot a peer that stayed offline");
+        }
+        if !ghosts.is_empty() {
+            directory.cache_changed();
+        }
+    }
 }
 
 /// Serves until shutdown (or a server fails), then stops in order: leave

@@ -9,6 +9,7 @@ mod discovery;
 mod discovery_grpcurl;
 mod discovery_outage;
 mod faults;
+mod ghosts;
 mod history;
 mod hosts;
 mod key_pinning;
