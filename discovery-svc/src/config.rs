@@ -186,24 +186,15 @@ impl Default for Config {
 /// Parses `500ms`, `10s`, `2m` or a bare number of seconds; at least 1 s,
 /// since leases are reported in whole seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration; use e.g. 10s, 500ms or 2m"))?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "" | "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        _ => return Err(format!("unknown unit {unit:?}; use ms, s or m")),
-    };
-    if d < Duration::from_secs(1) {
-        return Err("must be at least 1s".into());
-    }
-    Ok(d)
+    chat_proto::process::parse_duration_in(
+        text,
+        &[
+            ("ms", Duration::from_millis(1)),
+            ("s", Duration::from_secs(1)),
+            ("m", Duration::from_secs(60)),
+        ],
+        "10s, 500ms or 2m",
+    )
 }
 
 #[cfg(test)]

@@ -151,7 +151,7 @@ impl Admission {
             let Ok(chain) = Credential::decode(chain.as_slice()) else {
                 continue;
             };
-            if let Some(member) = chain_member(&own.network, &chain.chain) {
+            if let Ok(member) = credential::verify_links(&own.network, &chain.chain) {
                 state.chains.insert(name, (chain.chain, member));
             }
         }
@@ -398,7 +398,7 @@ impl Admission {
         chain.push(admission);
         let mut state = self.state.lock().expect("admission lock");
         if !state.chains.contains_key(name)
-            && let Some(member) = chain_member(&own.network, &chain)
+            && let Ok(member) = credential::verify_links(&own.network, &chain)
         {
             let encoded = Credential {
                 chain: chain.clone(),
@@ -433,12 +433,6 @@ impl Admission {
         let removal = credential::remove(&own.identity, chain, now_ms())?;
         Ok(self.learn_removals(&[removal.encode_to_vec()]))
     }
-}
-
-/// The member a stored chain (or an unused invitation) admits, if its
-/// links still verify.
-fn chain_member(network: &[u8; 32], chain: &[AdmissionLink]) -> Option<Member> {
-    credential::verify_links(network, chain).ok()
 }
 
 #[cfg(test)]

@@ -138,25 +138,16 @@ pub const DEFAULT_FORGET_OFFLINE_AFTER: Duration = Duration::from_secs(7 * 24 * 
 
 /// Parses `7d`, `12h`, `30m`, `10s` (at least one second).
 pub fn parse_grace(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration; use e.g. 7d, 12h, 30m or 10s"))?;
-    let seconds = match unit {
-        "d" => n.saturating_mul(86_400),
-        "h" => n.saturating_mul(3_600),
-        "m" => n.saturating_mul(60),
-        "s" | "" => n,
-        _ => return Err(format!("unknown unit {unit:?}; use d, h, m or s")),
-    };
-    if seconds == 0 {
-        return Err("must be at least 1s".into());
-    }
-    Ok(Duration::from_secs(seconds))
+    chat_proto::process::parse_duration_in(
+        text,
+        &[
+            ("d", Duration::from_secs(86_400)),
+            ("h", Duration::from_secs(3_600)),
+            ("m", Duration::from_secs(60)),
+            ("s", Duration::from_secs(1)),
+        ],
+        "7d, 12h, 30m or 10s",
+    )
 }
 
 /// How a peer becomes a member of a network.

@@ -312,17 +312,22 @@ fn admit(
     let refused = |e: &dyn std::fmt::Display| StartError::Admission(e.to_string());
     let kept = store.own_credential().map_err(|e| refused(&e))?;
     let static_key = keypair.public_key();
-    let credential = match (kept, &config.admission) {
-        (None, Joining::Open) => {
+    let open = config.admission == Joining::Open;
+    let kept = match (kept, open) {
+        (None, true) => {
             warn!("open mode: no network; anyone who can reach this peer can chat with it");
             return Ok(Admission::open(store));
         }
-        (Some(_), Joining::Open) => {
+        (Some(_), true) => {
             return Err(StartError::Admission(format!(
                 "{} is a member of a network; --open would show no credential (use another data dir for an open peer)",
                 config.data_dir.display()
             )));
         }
+        (kept, false) => kept,
+    };
+    let identity = identity::load_or_create_signing_key(&config.data_dir)?;
+    let mut credential = match (kept, &config.admission) {
         (Some(kept), joining) => {
             let credential = Credential::decode(kept.as_slice()).map_err(|e| refused(&e))?;
             if *joining != Joining::Member {
@@ -330,25 +335,21 @@ fn admit(
             }
             credential
         }
-        (None, Joining::Member) => {
+        (None, Joining::Member | Joining::Open) => {
             return Err(StartError::Admission(format!(
                 "{} is not a member of any network: start it with --join TOKEN (a member makes one with `chat invite {}`), or --create-network to found one (--open: no network, for experiments)",
                 config.name, config.name
             )));
         }
         (None, Joining::CreateNetwork) => {
-            let identity = identity::load_or_create_signing_key(&config.data_dir)?;
             credential::found(&identity, &config.name, &static_key, checks::now_ms())
         }
         (None, Joining::Join(token)) => {
-            let identity = identity::load_or_create_signing_key(&config.data_dir)?;
             let invitation = credential::decode_token(token).map_err(|e| refused(&e))?;
             credential::join(&invitation, &identity, &config.name, &static_key)
                 .map_err(|e| refused(&format!("cannot join with this invitation: {e}")))?
         }
     };
-    let identity = identity::load_or_create_signing_key(&config.data_dir)?;
-    let mut credential = credential;
     // The identity key certifies the static key now in use (it may have
     // been replaced since the admission).
     credential::certify_static_key(&identity, &mut credential, &static_key);

@@ -22,6 +22,40 @@ pub fn init_tracing() {
         .init();
 }
 
+/// Parses a duration flag: a whole number followed by one of `units`
+/// (suffix, length of one), a bare number meaning seconds; at least one
+/// second. `hint` is the examples an error shows (e.g. "10s, 500ms or 2m").
+pub fn parse_duration_in(
+    text: &str,
+    units: &[(&str, std::time::Duration)],
+    hint: &str,
+) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u32 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration; use e.g. {hint}"))?;
+    let one = match unit {
+        "" => std::time::Duration::from_secs(1),
+        _ => units
+            .iter()
+            .find(|(suffix, _)| *suffix == unit)
+            .map(|(_, one)| *one)
+            .ok_or_else(|| {
+                let names: Vec<&str> = units.iter().map(|(u, _)| *u).collect();
+                format!("unknown unit {unit:?}; use {}", names.join(", "))
+            })?,
+    };
+    let d = one.saturating_mul(n);
+    if d < std::time::Duration::from_secs(1) {
+        return Err("must be at least 1s".into());
+    }
+    Ok(d)
+}
+
 /// Raises the soft limit on open files to the hard limit, so a burst of
 /// connections meets the limit the administrator set, not the shell's
 /// default soft one (often 1,024). Logs what it did; a failure is logged

@@ -15,6 +15,14 @@ async fn ok(addr: &str, flags: &[&str], rest: &[&str]) -> String {
     out
 }
 
+/// Sends `body` to `Register` with grpcurl, which must fail; returns its stderr.
+async fn refused_register(addr: &str, body: &str) -> String {
+    let (success, _, err) =
+        run_grpcurl(&["-plaintext", "-d", body, addr, "chat.v1.Discovery/Register"]).await;
+    assert!(!success, "Register of {body} succeeded");
+    err
+}
+
 #[tokio::test]
 async fn readme_grpcurl_commands_work_against_the_real_binary() {
     let process = Process::spawn("discovery-svc", &["--listen", "127.0.0.1:0"], &[]).await;
@@ -40,15 +48,7 @@ async fn readme_grpcurl_commands_work_against_the_real_binary() {
     // Without a proof of possession (someone else's key, copied): refused.
     let stolen = base64::engine::general_purpose::STANDARD.encode(random_public_key());
     let body = format!(r#"{{"name":"alice","address":"127.0.0.1:50061","public_key":"{stolen}"}}"#);
-    let (success, _, err) = run_grpcurl(&[
-        "-plaintext",
-        "-d",
-        &body,
-        &addr,
-        "chat.v1.Discovery/Register",
-    ])
-    .await;
-    assert!(!success);
+    let err = refused_register(&addr, &body).await;
     assert!(
         err.contains("PermissionDenied") && err.contains("needs a proof"),
         "{err}"
@@ -86,15 +86,7 @@ async fn readme_grpcurl_commands_work_against_the_real_binary() {
     let key = request["public_key"].as_str().unwrap().to_owned();
     let registered = ok(&addr, &["-d", &body], &["chat.v1.Discovery/Register"]).await;
     // The same request again is a replay.
-    let (success, _, err) = run_grpcurl(&[
-        "-plaintext",
-        "-d",
-        &body,
-        &addr,
-        "chat.v1.Discovery/Register",
-    ])
-    .await;
-    assert!(!success);
+    let err = refused_register(&addr, &body).await;
     assert!(
         err.contains("PermissionDenied") && err.contains("replay"),
         "{err}"
