@@ -74,7 +74,7 @@ pub async fn pairs(url: &str, secs: f64) -> anyhow::Result<Run> {
 pub async fn watch_latency(register_url: &str, watch_url: &str, n: usize) -> anyhow::Result<Run> {
     let mut registrar = DiscoveryClient::connect(register_url.to_owned()).await?;
     let mut watcher = DiscoveryClient::connect(watch_url.to_owned()).await?;
-    let mut stream = watcher.watch(WatchRequest {}).await?.into_inner();
+    let mut stream = watcher.watch(WatchRequest::default()).await?.into_inner();
     let key = StaticKeypair::generate();
     let info = info(&mut registrar).await?;
     let start = Instant::now();

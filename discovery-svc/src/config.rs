@@ -24,6 +24,39 @@ pub const DEFAULT_WATCH_LAG_LIMIT: usize = 4096;
 /// Default most concurrent `Watch` streams: each holds a backlog cursor.
 pub const DEFAULT_MAX_WATCHERS: usize = 1024;
 
+/// Default most live members: every list, snapshot and fan-out is bounded by it.
+pub const DEFAULT_MAX_MEMBERS: usize = 10_000;
+
+/// Default most live members registered from one source address.
+pub const DEFAULT_MAX_MEMBERS_PER_SOURCE: usize = 1_000;
+
+/// The caps on live members: no flood of registrations can grow the
+/// registry (and every list and watcher snapshot) past them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caps {
+    /// Most live members in total.
+    pub members: usize,
+    /// Most live members registered from one source address.
+    pub per_source: usize,
+}
+
+impl Caps {
+    /// No caps (tests of other rules).
+    pub const NONE: Caps = Caps {
+        members: usize::MAX,
+        per_source: usize::MAX,
+    };
+}
+
+impl Default for Caps {
+    fn default() -> Self {
+        Self {
+            members: DEFAULT_MAX_MEMBERS,
+            per_source: DEFAULT_MAX_MEMBERS_PER_SOURCE,
+        }
+    }
+}
+
 /// Default etcd key prefix.
 pub const DEFAULT_ETCD_PREFIX: &str = "/p2p-chat/v1/discovery/";
 
@@ -58,9 +91,17 @@ pub struct Cli {
     /// made at every start (peers ask for it before each Register).
     #[arg(long, env = "DISCOVERY_KEY_FILE")]
     pub key_file: Option<PathBuf>,
-    /// Most concurrent Watch streams.
+    /// Most concurrent anonymous Watch streams (members watching with
+    /// their lease have slots of their own).
     #[arg(long, value_parser = chat_proto::process::at_least_one::<usize>, allow_negative_numbers = true, env = "DISCOVERY_MAX_WATCHERS", default_value_t = DEFAULT_MAX_WATCHERS)]
     pub max_watchers: usize,
+    /// Most live members; a Register of a new name past it is refused
+    /// (RESOURCE_EXHAUSTED) and inserts nothing.
+    #[arg(long, value_parser = chat_proto::process::at_least_one::<usize>, allow_negative_numbers = true, env = "DISCOVERY_MAX_MEMBERS", default_value_t = DEFAULT_MAX_MEMBERS)]
+    pub max_members: usize,
+    /// Most live members registered from one source IP address.
+    #[arg(long, value_parser = chat_proto::process::at_least_one::<usize>, allow_negative_numbers = true, env = "DISCOVERY_MAX_MEMBERS_PER_SOURCE", default_value_t = DEFAULT_MAX_MEMBERS_PER_SOURCE)]
+    pub max_members_per_source: usize,
     /// Events a watcher may fall behind by before it is told to watch again.
     #[arg(long, value_parser = chat_proto::process::at_least_one::<usize>, allow_negative_numbers = true, env = "DISCOVERY_WATCH_LAG_LIMIT", default_value_t = DEFAULT_WATCH_LAG_LIMIT)]
     pub watch_lag_limit: usize,
@@ -119,6 +160,10 @@ impl Cli {
             ttl: self.ttl,
             watch_lag_limit: self.watch_lag_limit.max(1),
             max_watchers: self.max_watchers,
+            caps: Caps {
+                members: self.max_members,
+                per_source: self.max_members_per_source,
+            },
             store,
             key,
         })
@@ -163,8 +208,10 @@ pub struct Config {
     pub ttl: Duration,
     /// Events a watcher may fall behind by before it is dropped.
     pub watch_lag_limit: usize,
-    /// Most concurrent `Watch` streams.
+    /// Most concurrent anonymous `Watch` streams.
     pub max_watchers: usize,
+    /// The caps on live members.
+    pub caps: Caps,
     /// Where the registry lives.
     pub store: StoreConfig,
     /// Discovery's static key, which registration proofs are made to.
@@ -177,6 +224,7 @@ impl Default for Config {
             ttl: DEFAULT_TTL,
             watch_lag_limit: DEFAULT_WATCH_LAG_LIMIT,
             max_watchers: DEFAULT_MAX_WATCHERS,
+            caps: Caps::default(),
             store: StoreConfig::Memory,
             key: StaticKeypair::generate(),
         }

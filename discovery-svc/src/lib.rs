@@ -73,7 +73,7 @@ pub async fn run(
     let store = open_store(&config, shutdown.clone()).await?;
     let service = DiscoveryService::new(store, &config, shutdown.clone());
 
-    let (health, health_service) = tonic_health::server::health_reporter();
+    let health = tonic_health::server::HealthReporter::new();
     health
         .set_serving::<DiscoveryServer<DiscoveryService>>()
         .await;
@@ -86,10 +86,11 @@ pub async fn run(
         .layer(tower::util::MapResponseLayer::new(
             chat_proto::limits::oversize_is_resource_exhausted,
         ))
-        .add_service(
-            // A health check is a service name: nobody needs 4 MiB to ask.
-            health_service.max_decoding_message_size(chat_proto::limits::MAX_HEALTH_REQUEST_BYTES),
-        )
+        .add_service(chat_proto::health::service(
+            health,
+            chat_proto::health::MAX_HEALTH_WATCHES,
+            shutdown.clone(),
+        ))
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(

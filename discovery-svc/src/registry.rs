@@ -3,7 +3,10 @@
 //! rules are tested with tokio's paused clock and the gRPC layer only
 //! translates.
 
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
 
 use chat_proto::{
     keys::{self, KeyError, PUBLIC_KEY_LEN},
@@ -13,6 +16,8 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::time::{Duration, Instant};
+
+pub use crate::config::Caps;
 
 /// Random bytes in a lease id: enough that ids never collide among live leases.
 const LEASE_ID_BYTES: usize = 8;
@@ -99,6 +104,45 @@ pub enum RegistryError {
         "registration proof is older than the key's live registration (a replay?); make a new proof"
     )]
     StaleProof,
+    /// A member cap is reached: nothing was inserted.
+    #[error("{0}")]
+    Full(CapError),
+}
+
+/// Which member cap a registration would exceed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CapError {
+    /// The registry holds its most members.
+    #[error("the registry is full: {limit} live members (--max-members); try again later")]
+    Total {
+        /// The cap.
+        limit: usize,
+    },
+    /// The caller's source address holds its most members.
+    #[error(
+        "{limit} live members are registered from this address (--max-members-per-source); \
+         try again later"
+    )]
+    PerSource {
+        /// The cap.
+        limit: usize,
+    },
+}
+
+/// Whether one more new member fits `caps`, given the live `total` and the
+/// live members `from_source` (the caller's address).
+pub fn admit(caps: &Caps, total: usize, from_source: usize) -> Result<(), CapError> {
+    if total >= caps.members {
+        return Err(CapError::Total {
+            limit: caps.members,
+        });
+    }
+    if from_source >= caps.per_source {
+        return Err(CapError::PerSource {
+            limit: caps.per_source,
+        });
+    }
+    Ok(())
 }
 
 /// A member and the lease that keeps it listed.
@@ -113,26 +157,46 @@ struct Entry {
     seq: u64,
     /// The timestamp of the proof it was registered with.
     proof_stamp: u64,
+    /// The address it registered from, for the per-source cap.
+    source: String,
 }
 
-/// The set of live members and their leases.
+/// The set of live members and their leases. Every call costs O(log n) in
+/// the member count n (plus the leases it expires), except [`Registry::snapshot`]
+/// after a change.
 #[derive(Debug)]
 pub struct Registry {
     ttl: Duration,
+    caps: Caps,
     /// Members by name.
     members: BTreeMap<String, Entry>,
     /// Lease id → name.
     leases: HashMap<String, String>,
+    /// (expiry, seq) → name: the next lease to run out is the first.
+    deadlines: BTreeMap<(Instant, u64), String>,
+    /// Live members per source address.
+    per_source: HashMap<String, usize>,
+    /// Every member, oldest first, shared by watchers until the next change.
+    snapshot: Option<Arc<[MemberInfo]>>,
     next_seq: u64,
 }
 
 impl Registry {
-    /// An empty registry whose leases live `ttl` unless renewed.
+    /// An empty registry whose leases live `ttl` unless renewed, without caps.
     pub fn new(ttl: Duration) -> Self {
+        Self::with_caps(ttl, Caps::NONE)
+    }
+
+    /// An empty registry whose leases live `ttl`, holding at most `caps`.
+    pub fn with_caps(ttl: Duration, caps: Caps) -> Self {
         Self {
             ttl,
+            caps,
             members: BTreeMap::new(),
             leases: HashMap::new(),
+            deadlines: BTreeMap::new(),
+            per_source: HashMap::new(),
+            snapshot: None,
             next_seq: 0,
         }
     }
@@ -143,15 +207,18 @@ impl Registry {
     }
 
     /// Registers `name` at `address` with `public_key`, proven at
-    /// `proof_stamp`, expiring leases due by `now` first. A live lease on the
-    /// name with the same key (a restarted peer) is replaced, if this proof
-    /// is newer than its; with another key the name is taken.
+    /// `proof_stamp`, sent from `source`, expiring leases due by `now`
+    /// first. A live lease on the name with the same key (a restarted peer)
+    /// is replaced, if this proof is newer than its; with another key the
+    /// name is taken. A new name must fit the caps.
+    #[allow(clippy::too_many_arguments)]
     pub fn register(
         &mut self,
         name: &str,
         address: &str,
         public_key: &[u8],
         proof_stamp: u64,
+        source: &str,
         now: Instant,
         wall: DateTime<Utc>,
     ) -> Result<(Grant, Vec<Event>), RegistryError> {
@@ -165,8 +232,10 @@ impl Registry {
             if existing.proof_stamp >= proof_stamp {
                 return Err(RegistryError::StaleProof);
             }
-            let old = self.members.remove(name).expect("entry was just found");
-            self.leases.remove(&old.lease_id);
+            self.remove(name);
+        } else {
+            let from_source = self.per_source.get(source).copied().unwrap_or(0);
+            admit(&self.caps, self.members.len(), from_source).map_err(RegistryError::Full)?;
         }
 
         let lease_id = hex::encode(rand::random::<[u8; LEASE_ID_BYTES]>());
@@ -178,18 +247,15 @@ impl Registry {
             fingerprint: keys::fingerprint(&public_key),
             joined_at: wall,
         };
-        self.leases.insert(lease_id.clone(), name.to_owned());
-        self.members.insert(
-            name.to_owned(),
-            Entry {
-                info: info.clone(),
-                lease_id: lease_id.clone(),
-                token_hash: hash_token(&lease_token),
-                expires_at: now + self.ttl,
-                seq: self.next_seq,
-                proof_stamp,
-            },
-        );
+        self.insert(Entry {
+            info: info.clone(),
+            lease_id: lease_id.clone(),
+            token_hash: hash_token(&lease_token),
+            expires_at: now + self.ttl,
+            seq: self.next_seq,
+            proof_stamp,
+            source: source.to_owned(),
+        });
         self.next_seq += 1;
         events.push(Event {
             kind: EventKind::Joined,
@@ -211,9 +277,28 @@ impl Registry {
         now: Instant,
     ) -> Result<(Duration, Vec<Event>), RegistryError> {
         let events = self.expire(now);
-        let ttl = self.ttl;
-        self.authorize(lease_id, token)?.expires_at = now + ttl;
+        let expires_at = now + self.ttl;
+        let entry = self.authorize(lease_id, token)?;
+        let old = ((entry.expires_at, entry.seq), (expires_at, entry.seq));
+        entry.expires_at = expires_at;
+        let name = self
+            .deadlines
+            .remove(&old.0)
+            .expect("every entry has a deadline");
+        self.deadlines.insert(old.1, name);
         Ok((self.ttl, events))
+    }
+
+    /// The member holding `lease_id`, if `token` is its token.
+    pub fn holder(
+        &mut self,
+        lease_id: &str,
+        token: &str,
+        now: Instant,
+    ) -> Result<(MemberInfo, Vec<Event>), RegistryError> {
+        let events = self.expire(now);
+        let info = self.authorize(lease_id, token)?.info.clone();
+        Ok((info, events))
     }
 
     /// Ends a lease; its member is gone.
@@ -225,8 +310,7 @@ impl Registry {
     ) -> Result<Vec<Event>, RegistryError> {
         let mut events = self.expire(now);
         let name = self.authorize(lease_id, token)?.info.name.clone();
-        let entry = self.members.remove(&name).expect("authorized entry exists");
-        self.leases.remove(lease_id);
+        let entry = self.remove(&name).expect("authorized entry exists");
         events.push(Event {
             kind: EventKind::Left,
             member: entry.info,
@@ -235,36 +319,82 @@ impl Registry {
     }
 
     /// Removes every member whose lease ran out by `now`, oldest first.
+    /// Removes every member whose lease ran out by `now`, in expiry order
+    /// (registration order among equal deadlines).
     pub fn expire(&mut self, now: Instant) -> Vec<Event> {
-        let mut due: Vec<(u64, String)> = self
-            .members
-            .values()
-            .filter(|e| e.expires_at <= now)
-            .map(|e| (e.seq, e.info.name.clone()))
-            .collect();
-        due.sort_unstable();
-        due.into_iter()
-            .map(|(_, name)| {
-                let entry = self.members.remove(&name).expect("due entry exists");
-                self.leases.remove(&entry.lease_id);
-                Event {
-                    kind: EventKind::Expired,
-                    member: entry.info,
-                }
-            })
-            .collect()
+        let mut events = Vec::new();
+        while let Some((&(due, _), name)) = self.deadlines.first_key_value() {
+            if due > now {
+                break;
+            }
+            let name = name.clone();
+            let entry = self.remove(&name).expect("every deadline names a member");
+            events.push(Event {
+                kind: EventKind::Expired,
+                member: entry.info,
+            });
+        }
+        events
     }
 
     /// When the next lease runs out, if any.
     pub fn next_expiry(&self) -> Option<Instant> {
-        self.members.values().map(|e| e.expires_at).min()
+        self.deadlines.first_key_value().map(|(&(due, _), _)| due)
     }
 
-    /// The live members, oldest first.
-    pub fn list(&self) -> Vec<MemberInfo> {
-        let mut entries: Vec<&Entry> = self.members.values().collect();
-        entries.sort_unstable_by_key(|e| e.seq);
-        entries.into_iter().map(|e| e.info.clone()).collect()
+    /// The live members, oldest first, shared until the registry changes.
+    pub fn snapshot(&mut self) -> Arc<[MemberInfo]> {
+        self.snapshot
+            .get_or_insert_with(|| {
+                let mut entries: Vec<&Entry> = self.members.values().collect();
+                entries.sort_unstable_by_key(|e| e.seq);
+                entries.into_iter().map(|e| e.info.clone()).collect()
+            })
+            .clone()
+    }
+
+    /// Up to `limit` live members in name order, after the name `after`
+    /// (from the start when empty); and whether more follow.
+    pub fn page(&self, after: &str, limit: usize) -> (Vec<MemberInfo>, bool) {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let start = if after.is_empty() {
+            Unbounded
+        } else {
+            Excluded(after)
+        };
+        let mut page: Vec<MemberInfo> = self
+            .members
+            .range::<str, _>((start, Unbounded))
+            .take(limit.saturating_add(1))
+            .map(|(_, e)| e.info.clone())
+            .collect();
+        let more = page.len() > limit;
+        page.truncate(limit);
+        (page, more)
+    }
+
+    fn insert(&mut self, entry: Entry) {
+        let name = entry.info.name.clone();
+        self.leases.insert(entry.lease_id.clone(), name.clone());
+        self.deadlines
+            .insert((entry.expires_at, entry.seq), name.clone());
+        *self.per_source.entry(entry.source.clone()).or_default() += 1;
+        self.members.insert(name, entry);
+        self.snapshot = None;
+    }
+
+    fn remove(&mut self, name: &str) -> Option<Entry> {
+        let entry = self.members.remove(name)?;
+        self.leases.remove(&entry.lease_id);
+        self.deadlines.remove(&(entry.expires_at, entry.seq));
+        if let Some(count) = self.per_source.get_mut(&entry.source) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_source.remove(&entry.source);
+            }
+        }
+        self.snapshot = None;
+        Some(entry)
     }
 
     /// How many members are live.
@@ -343,6 +473,7 @@ mod tests {
     use super::*;
 
     const TTL: Duration = Duration::from_secs(10);
+    const SOURCE: &str = "127.0.0.1";
 
     fn key() -> [u8; 32] {
         x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::random()).to_bytes()
@@ -353,9 +484,17 @@ mod tests {
     }
 
     fn join(r: &mut Registry, name: &str, k: [u8; 32]) -> Grant {
-        r.register(name, "127.0.0.1:5000", &k, 1, Instant::now(), wall())
-            .unwrap()
-            .0
+        r.register(
+            name,
+            "127.0.0.1:5000",
+            &k,
+            1,
+            SOURCE,
+            Instant::now(),
+            wall(),
+        )
+        .unwrap()
+        .0
     }
 
     #[tokio::test(start_paused = true)]
@@ -398,7 +537,15 @@ mod tests {
         join(&mut r, "alice", key());
         tokio::time::advance(TTL).await;
         let (_, events) = r
-            .register("alice", "127.0.0.1:1", &key(), 1, Instant::now(), wall())
+            .register(
+                "alice",
+                "127.0.0.1:1",
+                &key(),
+                1,
+                SOURCE,
+                Instant::now(),
+                wall(),
+            )
             .unwrap();
         let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
         assert_eq!(kinds, [EventKind::Expired, EventKind::Joined]);
@@ -409,7 +556,15 @@ mod tests {
         let mut r = Registry::new(TTL);
         join(&mut r, "alice", key());
         let err = r
-            .register("alice", "127.0.0.1:1", &key(), 1, Instant::now(), wall())
+            .register(
+                "alice",
+                "127.0.0.1:1",
+                &key(),
+                1,
+                SOURCE,
+                Instant::now(),
+                wall(),
+            )
             .unwrap_err();
         assert_eq!(err, RegistryError::NameTaken("alice".into()));
         assert_eq!(r.len(), 1);
@@ -422,12 +577,28 @@ mod tests {
         let old = join(&mut r, "alice", k);
         // A proof no newer than the live lease's is a replay.
         assert_eq!(
-            r.register("alice", "127.0.0.1:6666", &k, 1, Instant::now(), wall())
-                .unwrap_err(),
+            r.register(
+                "alice",
+                "127.0.0.1:6666",
+                &k,
+                1,
+                SOURCE,
+                Instant::now(),
+                wall()
+            )
+            .unwrap_err(),
             RegistryError::StaleProof
         );
         let (new, events) = r
-            .register("alice", "127.0.0.1:7777", &k, 2, Instant::now(), wall())
+            .register(
+                "alice",
+                "127.0.0.1:7777",
+                &k,
+                2,
+                SOURCE,
+                Instant::now(),
+                wall(),
+            )
             .unwrap();
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].member.address, "127.0.0.1:7777");
@@ -459,7 +630,10 @@ mod tests {
             .unwrap();
         assert_eq!(events[0].kind, EventKind::Left);
         assert_eq!(
-            r.list().iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
+            r.snapshot()
+                .iter()
+                .map(|m| m.name.as_str())
+                .collect::<Vec<_>>(),
             ["bob"]
         );
     }
@@ -470,7 +644,7 @@ mod tests {
         for name in ["c", "a", "b"] {
             join(&mut r, name, key());
         }
-        let names: Vec<_> = r.list().into_iter().map(|m| m.name).collect();
+        let names: Vec<_> = r.snapshot().iter().map(|m| m.name.clone()).collect();
         assert_eq!(names, ["c", "a", "b"]);
         tokio::time::advance(TTL).await;
         let names: Vec<_> = r
@@ -479,6 +653,104 @@ mod tests {
             .map(|e| e.member.name)
             .collect();
         assert_eq!(names, ["c", "a", "b"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn caps_refuse_new_names_and_insert_nothing() {
+        let caps = Caps {
+            members: 3,
+            per_source: 2,
+        };
+        let mut r = Registry::with_caps(TTL, caps);
+        let k = key();
+        let now = Instant::now();
+        r.register("a", "127.0.0.1:1", &k, 1, "10.0.0.1", now, wall())
+            .unwrap();
+        r.register("b", "127.0.0.1:1", &key(), 1, "10.0.0.1", now, wall())
+            .unwrap();
+        let err = r
+            .register("c", "127.0.0.1:1", &key(), 1, "10.0.0.1", now, wall())
+            .unwrap_err();
+        assert_eq!(err, RegistryError::Full(CapError::PerSource { limit: 2 }));
+        assert!(
+            err.to_string().contains("--max-members-per-source"),
+            "{err}"
+        );
+        // The same key again is a restart, not a new member: it fits.
+        r.register("a", "127.0.0.1:2", &k, 2, "10.0.0.1", now, wall())
+            .unwrap();
+        r.register("c", "127.0.0.1:1", &key(), 1, "10.0.0.2", now, wall())
+            .unwrap();
+        let err = r
+            .register("d", "127.0.0.1:1", &key(), 1, "10.0.0.3", now, wall())
+            .unwrap_err();
+        assert_eq!(err, RegistryError::Full(CapError::Total { limit: 3 }));
+        assert_eq!(r.len(), 3);
+        // Room comes back as leases end.
+        tokio::time::advance(TTL).await;
+        r.register(
+            "d",
+            "127.0.0.1:1",
+            &key(),
+            1,
+            "10.0.0.1",
+            Instant::now(),
+            wall(),
+        )
+        .unwrap();
+        assert_eq!(r.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pages_walk_every_member_once_in_name_order() {
+        let mut r = Registry::new(TTL);
+        for name in ["e", "b", "d", "a", "c"] {
+            join(&mut r, name, key());
+        }
+        let mut seen = Vec::new();
+        let mut after = String::new();
+        loop {
+            let (page, more) = r.page(&after, 2);
+            assert!(page.len() <= 2);
+            seen.extend(page.iter().map(|m| m.name.clone()));
+            if !more {
+                break;
+            }
+            after = page.last().unwrap().name.clone();
+        }
+        assert_eq!(seen, ["a", "b", "c", "d", "e"]);
+        // A token past a member who left still continues after it.
+        assert_eq!(r.page("bb", 10).0.len(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_next_deadline_follows_keepalives() {
+        let mut r = Registry::new(TTL);
+        let a = join(&mut r, "a", key());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        join(&mut r, "b", key());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        r.keep_alive(&a.lease_id, &a.lease_token, Instant::now())
+            .unwrap();
+        // b now runs out first.
+        assert_eq!(
+            r.next_expiry(),
+            Some(Instant::now() + TTL - Duration::from_secs(1))
+        );
+        tokio::time::advance(TTL - Duration::from_secs(1)).await;
+        let gone: Vec<_> = r
+            .expire(Instant::now())
+            .into_iter()
+            .map(|e| e.member.name)
+            .collect();
+        assert_eq!(gone, ["b"]);
+        assert_eq!(
+            r.holder(&a.lease_id, &a.lease_token, Instant::now())
+                .unwrap()
+                .0
+                .name,
+            "a"
+        );
     }
 
     #[test]

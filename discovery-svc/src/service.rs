@@ -11,7 +11,7 @@ use chat_proto::v1::{
     WatchRequest, discovery_server::Discovery, membership_event::Kind,
 };
 use futures::{Stream, StreamExt};
-use tokio::sync::{OwnedSemaphorePermit, broadcast};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::debug;
@@ -21,7 +21,12 @@ use crate::proofs::Proofs;
 use crate::registry::{self, Event, EventKind, MemberInfo};
 use crate::status;
 use crate::store::Store;
-use crate::watchers::{self, Watchers};
+use crate::watchers::{self, Slot, Watchers};
+
+/// Members in a List page when the request asks for none, and the most
+/// it may ask for: 1000 members of the longest name and address encode to
+/// well under the 4 MiB message limit.
+pub const MAX_PAGE_SIZE: usize = 1000;
 
 /// The Discovery service; cheap to clone.
 #[derive(Debug, Clone)]
@@ -82,6 +87,12 @@ impl Discovery for DiscoveryService {
         &self,
         request: Request<RegisterRequest>,
     ) -> Result<Response<RegisterResponse>, Status> {
+        // The source address, for the per-source cap: the IP only, since
+        // one host opens many connections.
+        let source = request
+            .remote_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default();
         let req = request.into_inner();
         // The request's own rules first (INVALID_ARGUMENT naming the rule),
         // then, before the store, the proof: only the key's holder gets a
@@ -92,16 +103,22 @@ impl Discovery for DiscoveryService {
             .proofs
             .accept(&req)
             .map_err(|e| status::refused("Register", status::unproven(e)))?;
-        let (grant, members) = self
+        let grant = self
             .store
-            .register(&req.name, &req.address, &req.public_key, proof_stamp)
+            .register(
+                &req.name,
+                &req.address,
+                &req.public_key,
+                proof_stamp,
+                &source,
+            )
             .await
             .map_err(|e| status::refused("Register", e))?;
         Ok(Response::new(RegisterResponse {
             lease_id: grant.lease_id,
             lease_token: grant.lease_token,
             ttl_seconds: grant.ttl.as_secs().max(1) as u32,
-            members: members.iter().map(to_member).collect(),
+            ..Default::default()
         }))
     }
 
@@ -121,14 +138,29 @@ impl Discovery for DiscoveryService {
         }))
     }
 
-    async fn list(&self, _: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
-        let members = self
+    async fn list(&self, request: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
+        let req = request.into_inner();
+        let limit = match req.page_size as usize {
+            0 => MAX_PAGE_SIZE,
+            n => n.min(MAX_PAGE_SIZE),
+        };
+        // The token is the last name of the previous page.
+        if !req.page_token.is_empty() {
+            registry::validate_name(&req.page_token)
+                .map_err(|_| status::refused("List", status::bad_page_token()))?;
+        }
+        let (members, more) = self
             .store
-            .list()
+            .page(&req.page_token, limit)
             .await
             .map_err(|e| status::refused("List", e))?;
+        let next_page_token = match (more, members.last()) {
+            (true, Some(last)) => last.name.clone(),
+            _ => String::new(),
+        };
         Ok(Response::new(ListResponse {
             members: members.iter().map(to_member).collect(),
+            next_page_token,
         }))
     }
 
@@ -146,42 +178,58 @@ impl Discovery for DiscoveryService {
 
     type WatchStream = WatchStream;
 
-    async fn watch(&self, _: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
-        let permit = self
-            .watchers
-            .admit()
-            .map_err(|e| status::refused("Watch", e))?;
+    async fn watch(
+        &self,
+        request: Request<WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let req = request.into_inner();
+        let refused = |e: Status| status::refused("Watch", e);
+        let (slot, member) = if req.lease_id.is_empty() && req.lease_token.is_empty() {
+            (self.watchers.admit().map_err(|e| refused(e.into()))?, None)
+        } else {
+            let member = self
+                .store
+                .holder(&req.lease_id, &req.lease_token)
+                .await
+                .map_err(|e| refused(e.into()))?;
+            (self.watchers.admit_member(&member.name), Some(member))
+        };
         // The store takes snapshot and subscription together: no event is
         // missed or doubled.
         let (members, events) = self.store.subscribe().await;
-        let snapshot: Vec<MembershipEvent> = members
-            .into_iter()
-            .map(|member| {
-                to_event(
-                    &Event {
-                        kind: EventKind::Joined,
-                        member,
-                    },
-                    true,
-                )
-            })
-            .collect();
-        let stream = watch_stream(snapshot, events, permit)
-            .take_until(self.shutdown.clone().cancelled_owned());
+        if let Some(member) = member
+            && !members.contains(&member)
+        {
+            // Its lease ended (or it registered again) between the check
+            // and the snapshot: its LEFT will never reach this watch.
+            return Err(refused(registry::RegistryError::UnknownLease.into()));
+        }
+        let stream =
+            watch_stream(members, events, slot).take_until(self.shutdown.clone().cancelled_owned());
         Ok(Response::new(Box::pin(stream)))
     }
 }
 
-/// The snapshot, then live events, for one watcher (see
-/// [`watchers::live_events`]); falling behind ends the stream with a status.
+/// The snapshot (read from the shared copy as the client asks for it),
+/// then live events, for one watcher (see [`watchers::live_events`]);
+/// falling behind ends the stream with a status.
 fn watch_stream(
-    snapshot: Vec<MembershipEvent>,
+    snapshot: Arc<[MemberInfo]>,
     events: broadcast::Receiver<Event>,
-    permit: OwnedSemaphorePermit,
+    slot: Slot,
 ) -> impl Stream<Item = Result<MembershipEvent, Status>> + Send {
-    let live = watchers::live_events(events, permit).map(|item| {
+    let initial = (0..snapshot.len()).map(move |i| {
+        Ok(to_event(
+            &Event {
+                kind: EventKind::Joined,
+                member: snapshot[i].clone(),
+            },
+            true,
+        ))
+    });
+    let live = watchers::live_events(events, slot).map(|item| {
         item.map(|event| to_event(&event, false))
             .map_err(Into::into)
     });
-    futures::stream::iter(snapshot.into_iter().map(Ok)).chain(live)
+    futures::stream::iter(initial).chain(live)
 }

@@ -29,6 +29,7 @@ impl From<RegistryError> for Status {
             RegistryError::UnknownLease => Status::not_found(msg),
             RegistryError::WrongToken | RegistryError::StaleProof => Status::permission_denied(msg),
             RegistryError::Unavailable(_) => Status::unavailable(msg),
+            RegistryError::Full(_) => Status::resource_exhausted(msg),
         }
     }
 }
@@ -37,6 +38,11 @@ impl From<RegistryError> for Status {
 /// holds the key (or showed it too late, or twice).
 pub fn unproven(err: ProofError) -> Status {
     Status::permission_denied(err.to_string())
+}
+
+/// A List page token that no List handed out.
+pub fn bad_page_token() -> Status {
+    Status::invalid_argument("page_token is not one a List answer gave; start from an empty token")
 }
 
 impl From<WatchError> for Status {

@@ -1,14 +1,28 @@
-//! Watchers of the membership feed: the cap on concurrent watchers and the
-//! limit on how far one may fall behind, with the errors a watch can end
-//! with. Knows nothing of protobuf or gRPC; the service translates.
+//! Watchers of the membership feed: the cap on concurrent anonymous
+//! watchers, a slot of its own for each member, and the limit on how far
+//! one may fall behind, with the errors a watch can end with. Knows nothing
+//! of protobuf or gRPC; the service translates.
+//!
+//! Fairness: a client that opens watch after watch can only fill the
+//! anonymous slots. A member watching with its lease takes the slot of its
+//! name, which nobody without the lease token can take; a newer watch of
+//! the same name ends the older one, and a member's watch ends after its own
+//! LEFT or EXPIRED, so member slots never outnumber live members.
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 use futures::Stream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
-use tracing::warn;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
 
-use crate::registry::Event;
+use crate::registry::{Event, EventKind};
 
 /// Why a watch was refused or ended early.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,28 +41,103 @@ pub enum WatchError {
     },
 }
 
+/// Member slots by name: the slot's id and what ends its stream.
+type MemberSlots = Arc<Mutex<HashMap<String, (u64, CancellationToken)>>>;
+
 /// The watcher slots; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Watchers {
-    slots: Arc<Semaphore>,
+    anonymous: Arc<Semaphore>,
     limit: usize,
+    members: MemberSlots,
+    next_id: Arc<AtomicU64>,
+}
+
+/// One watcher's slot, held until its stream is dropped.
+#[derive(Debug)]
+pub struct Slot {
+    /// Cancelled when a newer watch of the same member takes the slot.
+    ended: CancellationToken,
+    kind: SlotKind,
+}
+
+#[derive(Debug)]
+enum SlotKind {
+    Anonymous {
+        _permit: OwnedSemaphorePermit,
+    },
+    Member {
+        name: String,
+        id: u64,
+        slots: MemberSlots,
+    },
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let SlotKind::Member { name, id, slots } = &self.kind {
+            let mut slots = slots.lock().expect("member slots lock");
+            if slots.get(name).is_some_and(|(held, _)| held == id) {
+                slots.remove(name);
+            }
+        }
+    }
+}
+
+impl Slot {
+    /// Whether `event` ends this watch: the member's own LEFT or EXPIRED.
+    fn ends_with(&self, event: &Event) -> bool {
+        matches!(&self.kind, SlotKind::Member { name, .. }
+            if *name == event.member.name && event.kind != EventKind::Joined)
+    }
 }
 
 impl Watchers {
-    /// Room for `limit` concurrent watchers.
+    /// Room for `limit` concurrent anonymous watchers.
     pub fn new(limit: usize) -> Self {
         Self {
-            slots: Arc::new(Semaphore::new(limit)),
+            anonymous: Arc::new(Semaphore::new(limit)),
             limit,
+            members: Arc::default(),
+            next_id: Arc::default(),
         }
     }
 
-    /// A slot for one more watcher, held until its stream is dropped.
-    pub fn admit(&self) -> Result<OwnedSemaphorePermit, WatchError> {
-        self.slots
+    /// A slot for one more anonymous watcher.
+    pub fn admit(&self) -> Result<Slot, WatchError> {
+        let permit = self
+            .anonymous
             .clone()
             .try_acquire_owned()
-            .map_err(|_| WatchError::TooMany { limit: self.limit })
+            .map_err(|_| WatchError::TooMany { limit: self.limit })?;
+        Ok(Slot {
+            ended: CancellationToken::new(),
+            kind: SlotKind::Anonymous { _permit: permit },
+        })
+    }
+
+    /// The slot of member `name` (whose lease the caller has shown): never
+    /// refused; a watch already in it ends.
+    pub fn admit_member(&self, name: &str) -> Slot {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let ended = CancellationToken::new();
+        let previous = self
+            .members
+            .lock()
+            .expect("member slots lock")
+            .insert(name.to_owned(), (id, ended.clone()));
+        if let Some((_, older)) = previous {
+            debug!(name, "a newer watch of this member ends the older one");
+            older.cancel();
+        }
+        Slot {
+            ended,
+            kind: SlotKind::Member {
+                name: name.to_owned(),
+                id,
+                slots: self.members.clone(),
+            },
+        }
     }
 }
 
@@ -59,14 +148,22 @@ impl Watchers {
 /// stream alone; once it is more than the lag limit events behind, its
 /// next item is an error telling it to watch again. No per-watcher task or
 /// queue is needed, and the registry never waits for anyone.
+///
+/// A member's watch ends after the member's own LEFT or EXPIRED, or when a
+/// newer watch takes its slot.
 pub fn live_events(
     events: broadcast::Receiver<Event>,
-    permit: OwnedSemaphorePermit,
+    slot: Slot,
 ) -> impl Stream<Item = Result<Event, WatchError>> + Send {
-    futures::stream::unfold(Some((events, permit)), |state| async move {
-        let (mut events, permit) = state?;
-        match events.recv().await {
-            Ok(event) => Some((Ok(event), Some((events, permit)))),
+    futures::stream::unfold(Some((events, slot)), |state| async move {
+        let (mut events, slot) = state?;
+        let received = tokio::select! {
+            received = events.recv() => received,
+            () = slot.ended.cancelled() => return None,
+        };
+        match received {
+            Ok(event) if slot.ends_with(&event) => Some((Ok(event), None)),
+            Ok(event) => Some((Ok(event), Some((events, slot)))),
             Err(broadcast::error::RecvError::Lagged(missed)) => {
                 warn!(missed, "watcher fell behind; dropping it");
                 Some((Err(WatchError::FellBehind { missed }), None))

@@ -161,20 +161,45 @@ impl Membership {
             .await;
         let response = response?.into_inner();
         *self.lease.lock().expect("lease lock") = Some((response.lease_id, response.lease_token));
-        self.apply_members(&response.members);
-        info!(discovery = %self.discovery.current_url(), members = response.members.len(), "registered");
+        // Register no longer lists the members: List them, so a started
+        // peer knows who is online before its watch is up.
+        let members = match self.refresh().await {
+            Ok(n) => n,
+            Err(e) => {
+                debug!(error = %e.message(), "registered, but could not list the members; the watch will");
+                0
+            }
+        };
+        info!(discovery = %self.discovery.current_url(), members, "registered");
         Ok(Duration::from_secs(u64::from(response.ttl_seconds.max(1))))
     }
 
-    /// Replaces the connection list with Discovery's current members.
-    pub async fn refresh(&self) -> Result<(), Status> {
-        let (_, response) = self
-            .discovery
-            .call(|mut client| async move { client.list(with_timeout(ListRequest {})).await })
-            .await;
-        let members = response?.into_inner().members;
+    /// Replaces the connection list with Discovery's current members, read
+    /// page by page; returns how many there are.
+    pub async fn refresh(&self) -> Result<usize, Status> {
+        let mut members = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let request = ListRequest {
+                page_size: 0,
+                page_token: page_token.clone(),
+            };
+            let (_, response) = self
+                .discovery
+                .call(|mut client| {
+                    let request = with_timeout(request.clone());
+                    async move { client.list(request).await }
+                })
+                .await;
+            let page = response?.into_inner();
+            members.extend(page.members);
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            page_token = page.next_page_token;
+        }
         self.apply_members(&members);
-        Ok(())
+        Ok(members.len())
     }
 
     fn apply_members(&self, members: &[Member]) {
@@ -342,16 +367,35 @@ impl Membership {
     }
 
     async fn follow_once(&self, backoff: &mut Backoff) -> Result<(), Status> {
+        // With the lease, the watch has this member's own slot at
+        // Discovery, which no flood of anonymous watchers can take.
+        let (lease_id, lease_token) = self
+            .lease
+            .lock()
+            .expect("lease lock")
+            .clone()
+            .unwrap_or_default();
+        let request = WatchRequest {
+            lease_id,
+            lease_token,
+        };
         let (replica, stream) = self
             .discovery
-            .call(|mut client| async move { client.watch(WatchRequest {}).await })
+            .call(|mut client| {
+                let request = request.clone();
+                async move { client.watch(request).await }
+            })
             .await;
         let mut stream = stream?.into_inner();
         self.refresh().await?;
         backoff.reset();
+        // A member's watch ends after its own LEFT or EXPIRED: then the
+        // end of the stream is not the replica failing.
+        let mut own_lease_ended = false;
         loop {
             let event = match stream.message().await {
                 Ok(Some(event)) => event,
+                Ok(None) if own_lease_ended => return Ok(()),
                 Ok(None) => {
                     // The replica ended the stream (it is shutting down).
                     self.discovery.failed(replica);
@@ -367,6 +411,9 @@ impl Membership {
             let Some(member) = event.member.as_ref() else {
                 continue;
             };
+            if member.name == self.name {
+                own_lease_ended = matches!(event.kind(), Kind::Left | Kind::Expired);
+            }
             match event.kind() {
                 Kind::Joined => self.apply_joined(member),
                 Kind::Left => {

@@ -2,6 +2,7 @@
 //! and the Control service on the Unix socket, each with health, reflection
 //! (v1 and v1alpha) and the size limits, stopping on a token of their own.
 
+use chat_proto::health::CappedHealth;
 use chat_proto::v1::{control_server::ControlServer, peer_server::PeerServer};
 use tokio::{
     net::{TcpListener, UnixListener},
@@ -13,7 +14,7 @@ use tonic::{
     codegen::http::Response,
     transport::server::{Router, TcpIncoming},
 };
-use tonic_health::{pb::health_server::HealthServer, server::HealthService};
+use tonic_health::pb::health_server::HealthServer;
 use tracing::warn;
 
 use crate::{
@@ -43,10 +44,12 @@ pub(crate) async fn serve(
     let (health, _) = tonic_health::server::health_reporter();
     health.set_serving::<PeerServer<PeerService>>().await;
     health.set_serving::<ControlServer<ControlService>>().await;
-    // A health check is a service name: nobody needs 4 MiB to ask.
-    let health_service = HealthServer::new(HealthService::from_health_reporter(health))
-        .max_decoding_message_size(chat_proto::limits::MAX_HEALTH_REQUEST_BYTES);
     let stop_serving = CancellationToken::new();
+    let health_service = chat_proto::health::service(
+        health,
+        chat_proto::health::MAX_HEALTH_WATCHES,
+        stop_serving.clone(),
+    );
     let peer = peer_server(parts, listener, health_service.clone(), &stop_serving)?;
     let control = control_server(parts, uds, health_service, &stop_serving)?;
     let done = tokio::spawn(async move {
@@ -79,7 +82,7 @@ type Limits<F> =
 fn router(
     service: &'static str,
     max_message_bytes: usize,
-    health: HealthServer<HealthService>,
+    health: HealthServer<CappedHealth>,
 ) -> Result<Router<Limits<impl Fn(HttpResponse) -> HttpResponse + Clone>>, StartError> {
     let (reflection, reflection_alpha) = chat_proto::reflection::services(&[service])?;
     Ok(tonic::transport::Server::builder()
@@ -96,7 +99,7 @@ fn router(
 fn peer_server(
     parts: &Parts,
     listener: TcpListener,
-    health: HealthServer<HealthService>,
+    health: HealthServer<CappedHealth>,
     stop: &CancellationToken,
 ) -> Result<Serving, StartError> {
     let max_message_bytes = parts.config.max_message_bytes;
@@ -129,7 +132,7 @@ fn peer_server(
 fn control_server(
     parts: &Parts,
     uds: UnixListener,
-    health: HealthServer<HealthService>,
+    health: HealthServer<CappedHealth>,
     stop: &CancellationToken,
 ) -> Result<Serving, StartError> {
     let max_message_bytes = parts.config.max_message_bytes;

@@ -34,7 +34,7 @@ impl MemoryStore {
     pub fn start(config: &Config, shutdown: CancellationToken) -> Arc<Self> {
         let (events, _) = broadcast::channel(config.watch_lag_limit.max(1));
         let store = Arc::new(Self {
-            registry: Mutex::new(Registry::new(config.ttl)),
+            registry: Mutex::new(Registry::with_caps(config.ttl, config.caps)),
             events,
             reaper_wake: Notify::new(),
         });
@@ -82,21 +82,22 @@ impl Store for MemoryStore {
         address: &str,
         public_key: &[u8],
         proof_stamp: u64,
-    ) -> Result<(Grant, Vec<MemberInfo>), RegistryError> {
+        source: &str,
+    ) -> Result<Grant, RegistryError> {
         let mut registry = self.lock();
         let (grant, events) = registry.register(
             name,
             address,
             public_key,
             proof_stamp,
+            source,
             Instant::now(),
             chrono::Utc::now(),
         )?;
-        let members = registry.list();
         self.publish(events);
         drop(registry);
         self.reaper_wake.notify_one();
-        Ok((grant, members))
+        Ok(grant)
     }
 
     async fn keep_alive(&self, lease_id: &str, token: &str) -> Result<Duration, RegistryError> {
@@ -113,12 +114,23 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn list(&self) -> Result<Vec<MemberInfo>, RegistryError> {
-        Ok(self.lock().list())
+    async fn holder(&self, lease_id: &str, token: &str) -> Result<MemberInfo, RegistryError> {
+        let mut registry = self.lock();
+        let (info, events) = registry.holder(lease_id, token, Instant::now())?;
+        self.publish(events);
+        Ok(info)
     }
 
-    async fn subscribe(&self) -> (Vec<MemberInfo>, broadcast::Receiver<Event>) {
-        let registry = self.lock();
-        (registry.list(), self.events.subscribe())
+    async fn page(
+        &self,
+        after: &str,
+        limit: usize,
+    ) -> Result<(Vec<MemberInfo>, bool), RegistryError> {
+        Ok(self.lock().page(after, limit))
+    }
+
+    async fn subscribe(&self) -> (Arc<[MemberInfo]>, broadcast::Receiver<Event>) {
+        let mut registry = self.lock();
+        (registry.snapshot(), self.events.subscribe())
     }
 }

@@ -7,7 +7,7 @@
 //! and the protobuf translation, so both stores behave the same on the wire.
 //! Which store to open is the composition root's choice (`crate::run`).
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use tokio::sync::broadcast;
 
@@ -20,16 +20,18 @@ pub mod memory;
 /// A membership registry with leases.
 #[tonic::async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
-    /// Registers `name` at `address` with `public_key`. A live lease on the
-    /// name with the same key is replaced; with another key the name is taken.
-    /// Returns the new lease and the members after it, oldest first.
+    /// Registers `name` at `address` with `public_key`, sent from `source`
+    /// (an IP address, for the per-source cap). A live lease on the name
+    /// with the same key is replaced; with another key the name is taken; a
+    /// new name must fit the member caps. Returns the new lease.
     async fn register(
         &self,
         name: &str,
         address: &str,
         public_key: &[u8],
         proof_stamp: u64,
-    ) -> Result<(Grant, Vec<MemberInfo>), RegistryError>;
+        source: &str,
+    ) -> Result<Grant, RegistryError>;
 
     /// Renews a lease for another TTL; returns the TTL.
     async fn keep_alive(&self, lease_id: &str, token: &str) -> Result<Duration, RegistryError>;
@@ -37,12 +39,21 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Ends a lease; its member is gone (watchers see LEFT).
     async fn leave(&self, lease_id: &str, token: &str) -> Result<(), RegistryError>;
 
-    /// The live members, oldest first.
-    async fn list(&self) -> Result<Vec<MemberInfo>, RegistryError>;
+    /// The member holding `lease_id`, if `token` is its token (nothing is renewed).
+    async fn holder(&self, lease_id: &str, token: &str) -> Result<MemberInfo, RegistryError>;
 
-    /// The current members and a subscription to every event after them,
-    /// taken together so that no event is missed or seen twice.
-    async fn subscribe(&self) -> (Vec<MemberInfo>, broadcast::Receiver<Event>);
+    /// Up to `limit` live members in name order after the name `after`
+    /// (from the first when empty), and whether more follow.
+    async fn page(
+        &self,
+        after: &str,
+        limit: usize,
+    ) -> Result<(Vec<MemberInfo>, bool), RegistryError>;
+
+    /// The current members (oldest first, shared between watchers) and a
+    /// subscription to every event after them, taken together so that no
+    /// event is missed or seen twice.
+    async fn subscribe(&self) -> (Arc<[MemberInfo]>, broadcast::Receiver<Event>);
 }
 
 /// Why a store could not be opened.

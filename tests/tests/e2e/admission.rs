@@ -297,7 +297,7 @@ async fn a_hijacked_name_that_leaves_loses_no_queued_message() {
     assert!(report.contains("delivered"), "{report}");
     let mut client = discovery.client().await;
     let bob_key = client
-        .list(ListRequest {})
+        .list(ListRequest::default())
         .await
         .unwrap()
         .into_inner()

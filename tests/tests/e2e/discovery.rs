@@ -31,7 +31,11 @@ async fn watch_sees_join_leave_and_expiry_in_order(store: TestStore) {
     let mut client = discovery.client().await;
     let early = register(&mut client, "early").await;
 
-    let mut watch = client.watch(WatchRequest {}).await.unwrap().into_inner();
+    let mut watch = client
+        .watch(WatchRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     let first = within("snapshot", watch.message()).await.unwrap().unwrap();
     assert_eq!(first.kind(), Kind::Joined);
     assert_eq!(first.member.unwrap().name, "early");
@@ -65,7 +69,7 @@ async fn watch_sees_join_leave_and_expiry_in_order(store: TestStore) {
     assert_eq!(next(&mut watch).await, (Kind::Expired, "bob".into()));
     assert!(
         client
-            .list(ListRequest {})
+            .list(ListRequest::default())
             .await
             .unwrap()
             .into_inner()
@@ -102,7 +106,7 @@ async fn a_live_name_with_another_key_is_already_taken(store: TestStore) {
     let second = client.register(req).await.unwrap().into_inner();
     assert_ne!(first.lease_id, second.lease_id);
     let members = client
-        .list(ListRequest {})
+        .list(ListRequest::default())
         .await
         .unwrap()
         .into_inner()
@@ -144,7 +148,7 @@ async fn only_the_lease_holder_can_renew_or_leave(store: TestStore) {
         assert_eq!(err.code(), Code::PermissionDenied);
     }
     let names: Vec<String> = client
-        .list(ListRequest {})
+        .list(ListRequest::default())
         .await
         .unwrap()
         .into_inner()
@@ -282,7 +286,7 @@ async fn each_malformed_registration_is_invalid_argument_naming_the_rule(store: 
     // Nothing was registered, and the server still serves.
     assert!(
         client
-            .list(ListRequest {})
+            .list(ListRequest::default())
             .await
             .unwrap()
             .into_inner()
@@ -314,21 +318,21 @@ async fn a_stalled_or_gone_watcher_does_not_disturb_the_others(store: TestStore)
         .await
         .unwrap();
     let mut stalled = chat_proto::v1::discovery_client::DiscoveryClient::new(slow_channel)
-        .watch(WatchRequest {})
+        .watch(WatchRequest::default())
         .await
         .unwrap()
         .into_inner();
     let gone = discovery
         .client()
         .await
-        .watch(WatchRequest {})
+        .watch(WatchRequest::default())
         .await
         .unwrap()
         .into_inner();
     let mut live = discovery
         .client()
         .await
-        .watch(WatchRequest {})
+        .watch(WatchRequest::default())
         .await
         .unwrap()
         .into_inner();
@@ -421,7 +425,7 @@ async fn thousand_joins_and_leaves_from_fifty_clients_reach_every_watcher_once(s
         let mut w = discovery
             .client()
             .await
-            .watch(WatchRequest {})
+            .watch(WatchRequest::default())
             .await
             .unwrap()
             .into_inner();
@@ -455,7 +459,7 @@ async fn thousand_joins_and_leaves_from_fifty_clients_reach_every_watcher_once(s
     let registered = within("1,000 registrations", registered).await;
     let mut lister = discovery.client().await;
     let members = lister
-        .list(ListRequest {})
+        .list(ListRequest::default())
         .await
         .unwrap()
         .into_inner()
@@ -479,7 +483,7 @@ async fn thousand_joins_and_leaves_from_fifty_clients_reach_every_watcher_once(s
     within("1,000 leaves", leaves).await;
     assert!(
         lister
-            .list(ListRequest {})
+            .list(ListRequest::default())
             .await
             .unwrap()
             .into_inner()
@@ -510,9 +514,17 @@ async fn watchers_past_the_limit_are_refused_until_one_leaves(store: TestStore) 
     })
     .await;
     let mut client = discovery.client().await;
-    let first = client.watch(WatchRequest {}).await.unwrap().into_inner();
-    let _second = client.watch(WatchRequest {}).await.unwrap().into_inner();
-    let err = client.watch(WatchRequest {}).await.unwrap_err();
+    let first = client
+        .watch(WatchRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let _second = client
+        .watch(WatchRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let err = client.watch(WatchRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted);
     assert!(err.message().contains("limit 2"), "{}", err.message());
     drop(first);
@@ -526,7 +538,7 @@ async fn eventually_watch(
 ) {
     within("a watcher slot to free up", async {
         loop {
-            match client.watch(WatchRequest {}).await {
+            match client.watch(WatchRequest::default()).await {
                 Ok(_) => return,
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }
@@ -542,7 +554,13 @@ async fn one_connection_gets_at_most_the_stream_cap_in_flight(store: TestStore) 
     let mut open = Vec::new();
     within("the cap's worth of streams to open", async {
         for _ in 0..cap {
-            open.push(client.watch(WatchRequest {}).await.unwrap().into_inner());
+            open.push(
+                client
+                    .watch(WatchRequest::default())
+                    .await
+                    .unwrap()
+                    .into_inner(),
+            );
         }
     })
     .await;
@@ -550,7 +568,8 @@ async fn one_connection_gets_at_most_the_stream_cap_in_flight(store: TestStore) 
     // pause gives a wrongly admitted call time to complete; it is not a
     // readiness wait)
     let mut extra = client.clone();
-    let waiting = tokio::spawn(async move { extra.watch(WatchRequest {}).await.map(|_| ()) });
+    let waiting =
+        tokio::spawn(async move { extra.watch(WatchRequest::default()).await.map(|_| ()) });
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         !waiting.is_finished(),
@@ -578,7 +597,7 @@ async fn only_the_holder_of_a_key_can_register_it(store: TestStore) {
     let listed = || async {
         let mut client = discovery.client().await;
         client
-            .list(ListRequest {})
+            .list(ListRequest::default())
             .await
             .unwrap()
             .into_inner()

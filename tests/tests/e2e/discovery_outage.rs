@@ -95,7 +95,7 @@ async fn peers_ride_out_a_discovery_outage() {
         let mut c = client.clone();
         async move {
             let members = c
-                .list(ListRequest {})
+                .list(ListRequest::default())
                 .await
                 .map(|r| r.into_inner().members)
                 .unwrap_or_default();
@@ -104,7 +104,7 @@ async fn peers_ride_out_a_discovery_outage() {
     })
     .await;
     let members = client
-        .list(ListRequest {})
+        .list(ListRequest::default())
         .await
         .unwrap()
         .into_inner()

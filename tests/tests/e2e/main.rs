@@ -8,6 +8,7 @@ mod confidentiality;
 mod discovery;
 mod discovery_grpcurl;
 mod discovery_outage;
+mod discovery_scale;
 mod faults;
 mod ghosts;
 mod history;

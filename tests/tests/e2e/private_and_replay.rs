@@ -67,7 +67,7 @@ async fn a_captured_initiation_replayed_after_a_restart_is_refused_and_moves_not
     let members = discovery
         .client()
         .await
-        .list(ListRequest {})
+        .list(ListRequest::default())
         .await
         .unwrap()
         .into_inner()

@@ -29,7 +29,7 @@ async fn next(stream: &mut Streaming<MembershipEvent>) -> (Kind, String, bool) {
 
 async fn names(client: &mut DiscoveryClient<tonic::transport::Channel>) -> Vec<String> {
     let mut names: Vec<String> = client
-        .list(ListRequest {})
+        .list(ListRequest::default())
         .await
         .expect("list")
         .into_inner()
@@ -53,13 +53,25 @@ async fn two_replicas_share_one_view() {
     let b = Discovery::start_with(config()).await;
     let mut on_a = a.client().await;
     let mut on_b = b.client().await;
-    let mut watch_a = on_a.watch(WatchRequest {}).await.unwrap().into_inner();
-    let mut watch_b = on_b.watch(WatchRequest {}).await.unwrap().into_inner();
+    let mut watch_a = on_a
+        .watch(WatchRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut watch_b = on_b
+        .watch(WatchRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
 
     // Registered through A: listed through B, and in a new watch's snapshot there.
     let alice = register(&mut on_a, "alice").await;
     assert_eq!(names(&mut on_b).await, ["alice"]);
-    let mut late_b = on_b.watch(WatchRequest {}).await.unwrap().into_inner();
+    let mut late_b = on_b
+        .watch(WatchRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(
         next(&mut late_b).await,
         (Kind::Joined, "alice".into(), true)
@@ -148,7 +160,11 @@ async fn killing_a_replica_loses_nothing_and_peers_fail_over() {
 
     // Everything B's watchers see, from before the first peer starts.
     let mut on_b = DiscoveryClient::connect(url_b.clone()).await.unwrap();
-    let mut watch = on_b.watch(WatchRequest {}).await.unwrap().into_inner();
+    let mut watch = on_b
+        .watch(WatchRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     let seen: Arc<Mutex<Vec<(Kind, String)>>> = Arc::default();
     let recorder = {
         let seen = seen.clone();
@@ -316,7 +332,7 @@ async fn a_replica_cut_off_from_etcd_resumes_its_watch_and_relists_after_compact
     let mut watch_a = a
         .client()
         .await
-        .watch(WatchRequest {})
+        .watch(WatchRequest::default())
         .await
         .unwrap()
         .into_inner();

@@ -68,7 +68,7 @@ async fn every_sigterm_leaves_discovery_and_exits_0_even_with_stdout_and_stderr_
     let mut watch = discovery
         .client()
         .await
-        .watch(WatchRequest {})
+        .watch(WatchRequest::default())
         .await
         .unwrap()
         .into_inner();

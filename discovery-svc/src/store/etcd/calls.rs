@@ -2,19 +2,18 @@
 //! compare-and-swap transaction on the name, keepalive and leave on the
 //! lease, lists read from etcd, subscriptions from the follower's mirror.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use chat_proto::keys::PUBLIC_KEY_LEN;
 use chrono::Utc;
-use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
+use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
 use prost::Message;
 use tokio::sync::broadcast;
 
-use super::mirror::Mirror;
 use super::record::Record;
 use super::{EtcdStore, unavailable};
 use crate::registry::{
-    Event, Grant, MemberInfo, RegistryError, check_registration, hash_token, new_lease_token,
+    Event, Grant, MemberInfo, RegistryError, admit, check_registration, hash_token, new_lease_token,
 };
 use crate::store::Store;
 
@@ -33,8 +32,11 @@ impl EtcdStore {
         public_key: &[u8; PUBLIC_KEY_LEN],
         proof_stamp: u64,
         lease: i64,
-        record: &[u8],
+        record: &Record,
     ) -> Result<i64, RegistryError> {
+        let source = record.source.as_str();
+        let record = record.encode_to_vec();
+        let record = record.as_slice();
         let member_key = self.member_key(name);
         for _ in 0..REGISTER_ATTEMPTS {
             let existing = self.read(&member_key).await?;
@@ -51,10 +53,17 @@ impl EtcdStore {
                 ),
             ];
             let (condition, replaced) = match &existing {
-                None => (
-                    Compare::create_revision(member_key.as_str(), CompareOp::Equal, 0),
-                    None,
-                ),
+                None => {
+                    // A new name must fit the caps, as this replica's
+                    // mirror counts (replicas racing may overshoot by their
+                    // number of concurrent registrations).
+                    let (total, from_source) = self.follower.counts(source);
+                    admit(&self.caps, total, from_source).map_err(RegistryError::Full)?;
+                    (
+                        Compare::create_revision(member_key.as_str(), CompareOp::Equal, 0),
+                        None,
+                    )
+                }
                 Some((held, kv)) => {
                     if held.public_key != public_key {
                         return Err(RegistryError::NameTaken(name.to_owned()));
@@ -103,7 +112,8 @@ impl Store for EtcdStore {
         address: &str,
         public_key: &[u8],
         proof_stamp: u64,
-    ) -> Result<(Grant, Vec<MemberInfo>), RegistryError> {
+        source: &str,
+    ) -> Result<Grant, RegistryError> {
         let public_key = check_registration(name, address, public_key)?;
         let granted = self
             .client
@@ -123,8 +133,8 @@ impl Store for EtcdStore {
             ttl_seconds,
             leaving: false,
             proof_stamp,
-        }
-        .encode_to_vec();
+            source: source.to_owned(),
+        };
         let revision = match self
             .claim(name, &public_key, proof_stamp, lease, &record)
             .await
@@ -135,14 +145,12 @@ impl Store for EtcdStore {
                 return Err(e);
             }
         };
-        let members = self.list().await?;
         self.follower.caught_up(revision).await;
-        let grant = Grant {
+        Ok(Grant {
             lease_id: format!("{lease:016x}"),
             lease_token,
             ttl: Duration::from_secs(ttl_seconds as u64),
-        };
-        Ok((grant, members))
+        })
     }
 
     async fn keep_alive(&self, lease_id: &str, token: &str) -> Result<Duration, RegistryError> {
@@ -190,14 +198,49 @@ impl Store for EtcdStore {
         Ok(())
     }
 
-    async fn list(&self) -> Result<Vec<MemberInfo>, RegistryError> {
-        Ok(Mirror::load(&self.client, &self.members_prefix())
-            .await
-            .map_err(unavailable)?
-            .sorted())
+    async fn holder(&self, lease_id: &str, token: &str) -> Result<MemberInfo, RegistryError> {
+        let (_, record) = self.authorize(lease_id, token).await?;
+        record.info().ok_or(RegistryError::UnknownLease)
     }
 
-    async fn subscribe(&self) -> (Vec<MemberInfo>, broadcast::Receiver<Event>) {
+    async fn page(
+        &self,
+        after: &str,
+        limit: usize,
+    ) -> Result<(Vec<MemberInfo>, bool), RegistryError> {
+        // One range read from etcd (linearizable), in key order, which is
+        // name order: from just after `after` to the end of the prefix.
+        let prefix = self.members_prefix();
+        let start = if after.is_empty() {
+            prefix.clone().into_bytes()
+        } else {
+            let mut key = self.member_key(after).into_bytes();
+            key.push(0);
+            key
+        };
+        let mut end = prefix.into_bytes();
+        if let Some(last) = end.last_mut() {
+            *last += 1; // '/' + 1: the first key past the prefix.
+        }
+        let limit_i64 = i64::try_from(limit).unwrap_or(i64::MAX);
+        let response = self
+            .client
+            .kv_client()
+            .get(
+                start,
+                Some(GetOptions::new().with_range(end).with_limit(limit_i64)),
+            )
+            .await
+            .map_err(unavailable)?;
+        let members = response
+            .kvs()
+            .iter()
+            .filter_map(|kv| Record::decode(kv.value()).ok()?.info())
+            .collect();
+        Ok((members, response.more()))
+    }
+
+    async fn subscribe(&self) -> (Arc<[MemberInfo]>, broadcast::Receiver<Event>) {
         // Catch up with everything written through any replica so far.
         self.follower.subscribe().await
     }

@@ -71,6 +71,11 @@ impl Follower {
         self.lock().members.len()
     }
 
+    /// How many members the mirror holds, and how many from `source`.
+    pub(super) fn counts(&self, source: &str) -> (usize, usize) {
+        self.lock().counts(source)
+    }
+
     /// Follows the members with an etcd watch until `shutdown`.
     pub(super) async fn follow(self: Arc<Self>, shutdown: CancellationToken) {
         let mut delay = Duration::from_millis(100);
@@ -177,21 +182,19 @@ impl Follower {
                     }
                     return;
                 }
-                mirror.members.insert(
-                    name.to_owned(),
-                    Mirrored {
-                        info: info.clone(),
-                        mod_revision: kv.mod_revision(),
-                        leaving: false,
-                    },
-                );
+                mirror.insert(Mirrored {
+                    info: info.clone(),
+                    mod_revision: kv.mod_revision(),
+                    leaving: false,
+                    source: record.source,
+                });
                 self.publish(Event {
                     kind: EventKind::Joined,
                     member: info,
                 });
             }
             EventType::Delete => {
-                if let Some(gone) = mirror.members.remove(name) {
+                if let Some(gone) = mirror.remove(name) {
                     let kind = if gone.leaving {
                         EventKind::Left
                     } else {
@@ -229,7 +232,7 @@ impl Follower {
     /// The current members and a subscription to every event after them,
     /// once the mirror has caught up with everything written through any
     /// replica so far.
-    pub(super) async fn subscribe(&self) -> (Vec<MemberInfo>, broadcast::Receiver<Event>) {
+    pub(super) async fn subscribe(&self) -> (Arc<[MemberInfo]>, broadcast::Receiver<Event>) {
         if let Ok(now) = self.current_revision().await
             && *self.applied.borrow() < now
         {
@@ -238,7 +241,7 @@ impl Follower {
             }
             self.caught_up(now).await;
         }
-        let mirror = self.lock();
+        let mut mirror = self.lock();
         (mirror.sorted(), self.events.subscribe())
     }
 

@@ -1,7 +1,7 @@
 //! A replica's copy of the members in etcd: read in one go, sorted for
 //! lists, and compared with an older copy when a relist replaces it.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use etcd_client::{Client, GetOptions};
 use prost::Message;
@@ -17,6 +17,8 @@ pub(super) struct Mirrored {
     pub(super) mod_revision: i64,
     /// Marked by `Leave`: its deletion is a LEFT, not an EXPIRED.
     pub(super) leaving: bool,
+    /// The address it registered from, for the per-source cap.
+    pub(super) source: String,
 }
 
 /// The members as this replica's watch last saw them.
@@ -25,6 +27,8 @@ pub(super) struct Mirror {
     pub(super) members: HashMap<String, Mirrored>,
     /// Every event up to this revision has been applied.
     pub(super) revision: i64,
+    /// [`Mirror::sorted`], shared by watchers until the members change.
+    shared: Option<Arc<[MemberInfo]>>,
 }
 
 impl Mirror {
@@ -51,18 +55,47 @@ impl Mirror {
                         info,
                         mod_revision: kv.mod_revision(),
                         leaving: record.leaving,
+                        source: record.source,
                     },
                 ))
             })
             .collect();
-        Ok(Mirror { members, revision })
+        Ok(Mirror {
+            members,
+            revision,
+            shared: None,
+        })
     }
 
-    /// The members, oldest write first.
-    pub(super) fn sorted(&self) -> Vec<MemberInfo> {
-        let mut all: Vec<&Mirrored> = self.members.values().collect();
-        all.sort_unstable_by_key(|m| m.mod_revision);
-        all.into_iter().map(|m| m.info.clone()).collect()
+    /// The members, oldest write first, shared until they change.
+    pub(super) fn sorted(&mut self) -> Arc<[MemberInfo]> {
+        let members = &self.members;
+        self.shared
+            .get_or_insert_with(|| {
+                let mut all: Vec<&Mirrored> = members.values().collect();
+                all.sort_unstable_by_key(|m| m.mod_revision);
+                all.into_iter().map(|m| m.info.clone()).collect()
+            })
+            .clone()
+    }
+
+    /// Adds or replaces a member.
+    pub(super) fn insert(&mut self, member: Mirrored) {
+        self.shared = None;
+        self.members.insert(member.info.name.clone(), member);
+    }
+
+    /// Removes a member, if present.
+    pub(super) fn remove(&mut self, name: &str) -> Option<Mirrored> {
+        self.shared = None;
+        self.members.remove(name)
+    }
+
+    /// How many members there are, and how many registered from `source`.
+    /// O(n): etcd registrations are dominated by their round trips.
+    pub(super) fn counts(&self, source: &str) -> (usize, usize) {
+        let from = self.members.values().filter(|m| m.source == source).count();
+        (self.members.len(), from)
     }
 }
 
@@ -112,6 +145,7 @@ mod tests {
             },
             mod_revision: rev,
             leaving: false,
+            source: String::new(),
         }
     }
 
@@ -122,6 +156,7 @@ mod tests {
                 .map(|&(n, r)| (n.to_owned(), member(n, r)))
                 .collect(),
             revision: 0,
+            shared: None,
         }
     }
 

@@ -33,7 +33,7 @@ use prost::Message;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use crate::config::Config;
+use crate::config::{Caps, Config};
 use crate::registry::{RegistryError, check_lease_fields};
 
 mod calls;
@@ -55,6 +55,7 @@ pub struct EtcdStore {
     client: Client,
     prefix: String,
     ttl: Duration,
+    caps: Caps,
     /// This replica's view of the members, kept by an etcd watch.
     follower: Arc<Follower>,
 }
@@ -99,6 +100,7 @@ impl EtcdStore {
             client,
             prefix: prefix.to_owned(),
             ttl: config.ttl,
+            caps: config.caps,
             follower,
         }))
     }

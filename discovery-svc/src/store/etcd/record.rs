@@ -34,6 +34,9 @@ pub(super) struct Record {
     /// replica.
     #[prost(uint64, tag = "8")]
     pub(super) proof_stamp: u64,
+    /// The IP address the registration came from, for the per-source cap.
+    #[prost(string, tag = "9")]
+    pub(super) source: String,
 }
 
 impl Record {
@@ -71,6 +74,7 @@ mod tests {
             ttl_seconds: 10,
             leaving: false,
             proof_stamp: 1_700_000_000_123_456,
+            source: "10.0.0.9".into(),
         };
         let decoded = Record::decode(record.encode_to_vec().as_slice()).unwrap();
         assert_eq!(decoded, record);
