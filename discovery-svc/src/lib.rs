@@ -35,7 +35,6 @@ use std::sync::Arc;
 use chat_proto::v1::discovery_server::DiscoveryServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::TcpIncoming;
 use tracing::info;
 
 pub use crate::config::Config;
@@ -83,6 +82,8 @@ pub async fn run(
     info!(addr = ?addr, ttl = ?config.ttl, store = %config.store, "discovery serving");
     let result = tonic::transport::Server::builder()
         .max_concurrent_streams(chat_proto::limits::MAX_CONCURRENT_STREAMS)
+        .http2_keepalive_interval(Some(chat_proto::conn::KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(chat_proto::conn::KEEPALIVE_TIMEOUT))
         .layer(tower::util::MapResponseLayer::new(
             chat_proto::limits::oversize_is_resource_exhausted,
         ))
@@ -98,9 +99,9 @@ pub async fn run(
                 .max_decoding_message_size(MAX_REQUEST_BYTES)
                 .max_encoding_message_size(chat_proto::limits::MAX_RESPONSE_BYTES),
         )
-        // Nagle plus delayed ACKs would hold small responses ~40 ms.
+        // Within the connection caps and deadlines (see chat_proto::conn).
         .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            chat_proto::conn::incoming(listener, chat_proto::conn::ConnLimits::default()),
             shutdown.cancelled(),
         )
         .await;

@@ -10,10 +10,7 @@ use tokio::{
 };
 use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
-use tonic::{
-    codegen::http::Response,
-    transport::server::{Router, TcpIncoming},
-};
+use tonic::{codegen::http::Response, transport::server::Router};
 use tonic_health::pb::health_server::HealthServer;
 use tracing::warn;
 
@@ -87,6 +84,8 @@ fn router(
     let (reflection, reflection_alpha) = chat_proto::reflection::services(&[service])?;
     Ok(tonic::transport::Server::builder()
         .max_concurrent_streams(chat_proto::limits::MAX_CONCURRENT_STREAMS)
+        .http2_keepalive_interval(Some(chat_proto::conn::KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(chat_proto::conn::KEEPALIVE_TIMEOUT))
         .layer(tower::util::MapResponseLayer::new(
             chat_proto::limits::oversize_with_hint(oversize_hint(max_message_bytes)),
         ))
@@ -121,8 +120,9 @@ fn peer_server(
                 .max_encoding_message_size(chat_proto::limits::MAX_RESPONSE_BYTES),
         )
         .serve_with_incoming_shutdown(
-            // Nagle plus delayed ACKs would hold small responses ~40 ms.
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            // Within the connection caps and deadlines; the Control socket
+            // keeps the file descriptors they leave.
+            chat_proto::conn::incoming(listener, chat_proto::conn::ConnLimits::default()),
             stop.clone().cancelled_owned(),
         );
     Ok(Box::pin(server))

@@ -4,6 +4,7 @@
 //! Discovery and the peers must agree on.
 #![forbid(unsafe_code)]
 
+pub mod conn;
 pub mod health;
 pub mod keys;
 pub mod limits;

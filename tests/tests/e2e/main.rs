@@ -5,6 +5,7 @@ mod backpressure;
 mod churn;
 mod cli;
 mod confidentiality;
+mod conn_flood;
 mod discovery;
 mod discovery_grpcurl;
 mod discovery_outage;
