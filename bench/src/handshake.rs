@@ -56,6 +56,7 @@ async fn measure(data_dir: &Path, mut b: PeerClient<Channel>) -> anyhow::Result<
                 1 => {
                     b.handshake(PeerHandshakeRequest {
                         message: vec![0; 96],
+                        mac1: vec![0; 16],
                     })
                     .await?;
                 }

@@ -47,7 +47,10 @@ pub async fn flood(cli: &Cli, net: &Net) -> anyhow::Result<JunkFlood> {
                 .await
                 .is_err();
             let refused_handshake = c
-                .handshake(PeerHandshakeRequest { message: noise })
+                .handshake(PeerHandshakeRequest {
+                    message: noise,
+                    mac1: Vec::new(),
+                })
                 .await
                 .is_err();
             refused_deliver && refused_handshake

@@ -169,6 +169,14 @@ impl Admission {
             .map(|o| credential::network_id(&o.network))
     }
 
+    /// The network's key (the founder's Ed25519 public key), empty when open.
+    pub fn network_key(&self) -> Vec<u8> {
+        self.own
+            .as_ref()
+            .map(|o| o.network.to_vec())
+            .unwrap_or_default()
+    }
+
     /// This peer's credential as sent in handshakes (empty when open).
     pub fn own_credential(&self) -> Vec<u8> {
         self.own

@@ -24,6 +24,7 @@ use crate::{
     config::{Config, HANDSHAKE_TIMEOUT},
     directory::{Contact, Directory, Refusal},
     handshake_ahead::HandshakeAhead,
+    handshake_mac,
     membership::{Membership, PeerEvent},
     net::Channels,
     peers::Peers,
@@ -51,6 +52,20 @@ pub enum HandshakeError {
         /// The limit.
         rate: u32,
     },
+    /// Too many handshakes from this static key.
+    #[error(
+        "handshake rate limit ({rate}/s per peer key, --handshakes-per-sec) exceeded; retry in a moment"
+    )]
+    KeyRateLimited {
+        /// The limit.
+        rate: u32,
+    },
+    /// The mac1 is missing or wrong: junk, or not made for this peer's key
+    /// in this network.
+    #[error(
+        "handshake mac1 is missing or wrong: not a member of this network (a stranger, or a member of another network), or not dialing this peer's current key"
+    )]
+    BadMac,
     /// Shorter than any IK first message.
     #[error("handshake message is truncated: {len} bytes, at least {INITIATION_MIN_LEN}")]
     Truncated {
@@ -96,8 +111,14 @@ pub struct Handshaker {
     channels: Arc<Channels>,
     membership: Arc<Membership>,
     admission: Arc<Admission>,
-    /// Handshakes per remote address.
+    /// Handshakes per remote address (those with a good mac1).
     limiter: Limiter<IpAddr>,
+    /// Handshakes per initiator static key, once decrypted.
+    key_limiter: Limiter<[u8; 32]>,
+    /// This peer's mac1 key (see [`handshake_mac`](crate::handshake_mac)).
+    mac_key: [u8; 32],
+    /// The network key mac1s to others are made with.
+    network: Vec<u8>,
     /// The last handshake timestamp this peer issued (they only increase).
     last_stamp_issued: AtomicU64,
     /// When an unknown initiator last made us ask Discovery for the list.
@@ -123,6 +144,8 @@ impl Handshaker {
             name: config.name.clone(),
             address: address.to_owned(),
             ahead: HandshakeAhead::new(keypair.clone(), PROLOGUE),
+            mac_key: handshake_mac::key(&admission.network_key(), &keypair.public_key()),
+            network: admission.network_key(),
             keypair,
             directory,
             peers,
@@ -131,6 +154,7 @@ impl Handshaker {
             membership,
             admission,
             limiter: Limiter::per_second(config.handshakes_per_sec),
+            key_limiter: Limiter::per_second(config.handshakes_per_sec),
             last_stamp_issued: AtomicU64::new(0),
             last_refresh: Mutex::new(None),
         }
@@ -194,7 +218,9 @@ impl Handshaker {
         // The next handshake with this peer (its rekey) starts from work
         // done while this one waits for the answer.
         self.ahead.prepare_initiation(contact.public_key);
-        let mut request = tonic::Request::new(PeerHandshakeRequest { message });
+        let key = handshake_mac::key(&self.network, &contact.public_key);
+        let mac1 = handshake_mac::mac1(&key, &message).to_vec();
+        let mut request = tonic::Request::new(PeerHandshakeRequest { message, mac1 });
         request.set_timeout(HANDSHAKE_TIMEOUT);
         let response = PeerClient::new(self.channels.get(&contact.address)?)
             .handshake(request)
@@ -250,8 +276,17 @@ impl Handshaker {
     pub async fn accept(
         &self,
         message: &[u8],
+        mac1: &[u8],
         remote: Option<IpAddr>,
     ) -> Result<Vec<u8>, HandshakeError> {
+        if message.len() < INITIATION_MIN_LEN {
+            return Err(HandshakeError::Truncated { len: message.len() });
+        }
+        // One HMAC: junk (anything not made for this key in this network)
+        // is refused before it can spend the per-address budget below.
+        if !handshake_mac::verify(&self.mac_key, message, mac1) {
+            return Err(HandshakeError::BadMac);
+        }
         // Before any Diffie-Hellman: the limit is what keeps a flood of
         // forged initiations from eating the CPU.
         if let Some(ip) = remote
@@ -260,9 +295,6 @@ impl Handshaker {
             return Err(HandshakeError::RateLimited {
                 rate: self.limiter.rate(),
             });
-        }
-        if message.len() < INITIATION_MIN_LEN {
-            return Err(HandshakeError::Truncated { len: message.len() });
         }
         // <- e, es, s, ss (ss from the kept static DH when we know the key)
         let pending = Responder::read_message_with_static(&self.keypair, PROLOGUE, message, |rs| {
@@ -274,9 +306,16 @@ impl Handshaker {
             }
             _ => HandshakeError::Failed(e),
         })?;
+        let key = pending.remote_static();
+        // Authenticated now: one key cannot take every handshake an
+        // address is allowed.
+        if !self.key_limiter.allow(&key) {
+            return Err(HandshakeError::KeyRateLimited {
+                rate: self.key_limiter.rate(),
+            });
+        }
         let hello =
             HandshakePayload::decode(pending.payload()).map_err(|_| HandshakeError::BadPayload)?;
-        let key = pending.remote_static();
         let contact = self.verify(&hello, &key).await?;
         // A replayed first message carries an old timestamp; only a newer
         // one than the last accepted from this (authenticated) peer counts,
@@ -437,25 +476,83 @@ mod tests {
 
     const FROM: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
 
+    impl Handshaker {
+        /// `message` with its right mac1, from [`FROM`].
+        async fn offer(&self, message: &[u8]) -> Result<Vec<u8>, HandshakeError> {
+            let mac = handshake_mac::mac1(&self.mac_key, message);
+            self.accept(message, &mac, FROM).await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn junk_without_the_mac_is_refused_for_free_and_spends_no_budget() {
+        let alice = StaticKeypair::generate();
+        let bob = bob_knowing(&alice, 1);
+        for _ in 0..100 {
+            let junk = initiation(&StaticKeypair::generate(), &bob, 1);
+            let err = bob
+                .handshaker
+                .accept(&junk, &[0; 16], FROM)
+                .await
+                .unwrap_err();
+            assert!(matches!(err, HandshakeError::BadMac), "{err}");
+            let err = bob.handshaker.accept(&junk, &[], FROM).await.unwrap_err();
+            assert!(matches!(err, HandshakeError::BadMac), "{err}");
+        }
+        // A mac1 made for another network is junk too.
+        let first = initiation(&alice, &bob, 1);
+        let other = handshake_mac::key(&[7; 32], &bob.keypair.public_key());
+        let err = bob
+            .handshaker
+            .accept(&first, &handshake_mac::mac1(&other, &first), FROM)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, HandshakeError::BadMac), "{err}");
+        // Alice's budget (a burst of 2 at 1/s) is untouched.
+        bob.handshaker
+            .offer(&first)
+            .await
+            .expect("alice's handshake");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_key_cannot_take_an_address_whole_budget() {
+        let alice = StaticKeypair::generate();
+        let bob = bob_knowing(&alice, 2);
+        // From several addresses, one key gets its own burst (4) and no more.
+        let mut accepted = 0;
+        for stamp in 1..=6u8 {
+            let from = Some(IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, stamp)));
+            let message = initiation(&alice, &bob, u64::from(stamp));
+            let mac = handshake_mac::mac1(&bob.handshaker.mac_key, &message);
+            match bob.handshaker.accept(&message, &mac, from).await {
+                Ok(_) => accepted += 1,
+                Err(HandshakeError::KeyRateLimited { rate: 2 }) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(accepted, 4);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_known_initiator_is_answered_once_and_its_replay_refused() {
         let alice = StaticKeypair::generate();
         let bob = bob_knowing(&alice, 100);
         let first = initiation(&alice, &bob, 10);
-        bob.handshaker.accept(&first, FROM).await.expect("accepted");
+        bob.handshaker.offer(&first).await.expect("accepted");
         assert!(bob.peers.has_session("alice"), "a responder session");
         assert!(matches!(
-            bob.handshaker.accept(&first, FROM).await,
+            bob.handshaker.offer(&first).await,
             Err(HandshakeError::Replayed)
         ));
         // An older stamp, in a fresh message, is a replay too.
         let older = initiation(&alice, &bob, 9);
         assert!(matches!(
-            bob.handshaker.accept(&older, FROM).await,
+            bob.handshaker.offer(&older).await,
             Err(HandshakeError::Replayed)
         ));
         bob.handshaker
-            .accept(&initiation(&alice, &bob, 11), FROM)
+            .offer(&initiation(&alice, &bob, 11))
             .await
             .expect("a newer one is accepted");
     }
@@ -467,13 +564,13 @@ mod tests {
         // A burst of twice the rate, then refused before any DH is done.
         for stamp in 1..=2 {
             bob.handshaker
-                .accept(&initiation(&alice, &bob, stamp), FROM)
+                .offer(&initiation(&alice, &bob, stamp))
                 .await
                 .expect("within the burst");
         }
         let err = bob
             .handshaker
-            .accept(&initiation(&alice, &bob, 3), FROM)
+            .offer(&initiation(&alice, &bob, 3))
             .await
             .unwrap_err();
         assert!(
@@ -482,7 +579,7 @@ mod tests {
         );
         tokio::time::advance(Duration::from_secs(1)).await;
         bob.handshaker
-            .accept(&initiation(&alice, &bob, 4), FROM)
+            .offer(&initiation(&alice, &bob, 4))
             .await
             .expect("a second later there is room again");
     }
@@ -495,16 +592,16 @@ mod tests {
         // Mallory claims to be alice: her key is not the one listed.
         let err = bob
             .handshaker
-            .accept(&initiation(&mallory, &bob, 1), FROM)
+            .offer(&initiation(&mallory, &bob, 1))
             .await
             .unwrap_err();
         assert!(matches!(err, HandshakeError::Refused(_)), "{err}");
-        let err = bob.handshaker.accept(&[0; 8], FROM).await.unwrap_err();
+        let err = bob.handshaker.offer(&[0; 8]).await.unwrap_err();
         assert!(matches!(err, HandshakeError::Truncated { len: 8 }), "{err}");
         let mut tampered = initiation(&alice, &bob, 2);
         let last = tampered.len() - 1;
         tampered[last] ^= 1;
-        let err = bob.handshaker.accept(&tampered, FROM).await.unwrap_err();
+        let err = bob.handshaker.offer(&tampered).await.unwrap_err();
         assert!(matches!(err, HandshakeError::Failed(_)), "{err}");
         assert!(!bob.peers.has_session("alice"));
     }

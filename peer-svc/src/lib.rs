@@ -24,6 +24,7 @@ pub mod directory;
 pub mod discovery_client;
 pub mod envelope;
 pub mod handshake_ahead;
+pub mod handshake_mac;
 pub mod handshaker;
 pub mod history_sync;
 pub mod hlc;

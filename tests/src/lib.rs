@@ -199,6 +199,21 @@ fn test_network() -> &'static (ed25519_dalek::SigningKey, chat_proto::v1::Creden
     })
 }
 
+/// A handshake request carrying `message` with the mac1 a member of the
+/// test network puts on its handshakes to `responder` (see
+/// `peer_svc::handshake_mac`).
+pub fn handshake_request(
+    responder: &[u8; 32],
+    message: Vec<u8>,
+) -> chat_proto::v1::PeerHandshakeRequest {
+    let network = test_network().0.verifying_key().to_bytes();
+    let key = peer_svc::handshake_mac::key(&network, responder);
+    chat_proto::v1::PeerHandshakeRequest {
+        mac1: peer_svc::handshake_mac::mac1(&key, &message).to_vec(),
+        message,
+    }
+}
+
 /// An invitation token for `name` into the test network (all history).
 pub fn invitation(name: &str) -> String {
     let (founder, credential) = test_network();

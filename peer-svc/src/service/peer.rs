@@ -96,9 +96,10 @@ impl Peer for PeerService {
         request: Request<PeerHandshakeRequest>,
     ) -> Result<Response<PeerHandshakeResponse>, Status> {
         let remote = request.remote_addr().map(|a| a.ip());
+        let request = request.into_inner();
         let message = self
             .handshaker
-            .accept(&request.into_inner().message, remote)
+            .accept(&request.message, &request.mac1, remote)
             .await
             .map_err(|e| refused("Peer/Handshake", e))?;
         Ok(Response::new(PeerHandshakeResponse { message }))

@@ -108,14 +108,18 @@ impl From<HandshakeError> for Status {
     fn from(e: HandshakeError) -> Self {
         let message = e.to_string();
         match e {
-            HandshakeError::RateLimited { rate } => not_now(message, rate),
+            HandshakeError::RateLimited { rate } | HandshakeError::KeyRateLimited { rate } => {
+                not_now(message, rate)
+            }
             HandshakeError::Truncated { .. }
             | HandshakeError::Malformed(_)
             | HandshakeError::BadPayload => Status::invalid_argument(message),
             HandshakeError::Failed(_) | HandshakeError::Replayed | HandshakeError::Answer(_) => {
                 Status::unauthenticated(message)
             }
-            HandshakeError::Refused(_) | HandshakeError::NotMember(_) => {
+            // A wrong mac1 is junk, or a party outside this network: either
+            // way not someone to deliver to.
+            HandshakeError::Refused(_) | HandshakeError::NotMember(_) | HandshakeError::BadMac => {
                 Status::permission_denied(message)
             }
             HandshakeError::Store(_) => Status::internal(message),
@@ -170,6 +174,38 @@ impl From<BadAddress> for Status {
 /// returns the status to answer with.
 pub fn refused(rpc: &'static str, err: impl Into<Status>) -> Status {
     let status = err.into();
-    tracing::warn!(rpc, code = ?status.code(), reason = status.message(), "request refused");
+    if let Some(suppressed) = log_budget(rpc, status.code()) {
+        tracing::warn!(rpc, code = ?status.code(), reason = status.message(), suppressed, "request refused");
+    }
     status
+}
+
+/// Refusal lines logged per second for one RPC and code: a flood of junk is
+/// logged, without flooding the log.
+const REFUSALS_LOGGED_PER_SEC: u32 = 20;
+
+/// Whether a refusal of `rpc` with `code` may be logged now; if so, how
+/// many like it were not logged since the last that was.
+fn log_budget(rpc: &'static str, code: tonic::Code) -> Option<u64> {
+    use std::{
+        collections::HashMap,
+        sync::{LazyLock, Mutex},
+        time::{Duration, Instant},
+    };
+    type Window = (Instant, u32, u64);
+    static WINDOWS: LazyLock<Mutex<HashMap<(&'static str, tonic::Code), Window>>> =
+        LazyLock::new(Mutex::default);
+    let now = Instant::now();
+    let mut windows = WINDOWS.lock().unwrap_or_else(|e| e.into_inner());
+    let (start, logged, suppressed) = windows.entry((rpc, code)).or_insert((now, 0, 0));
+    if now.duration_since(*start) >= Duration::from_secs(1) {
+        (*start, *logged) = (now, 0);
+    }
+    if *logged < REFUSALS_LOGGED_PER_SEC {
+        *logged += 1;
+        Some(std::mem::take(suppressed))
+    } else {
+        *suppressed += 1;
+        None
+    }
 }

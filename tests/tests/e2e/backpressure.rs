@@ -6,53 +6,124 @@ use std::sync::{
     atomic::{AtomicBool, AtomicU64, Ordering},
 };
 
-use chat_proto::v1::{PeerHandshakeRequest, peer_client::PeerClient};
+use chat_proto::v1::{ListRequest, PeerHandshakeRequest, peer_client::PeerClient};
 use chat_tests::{Discovery, PeerProcess, eventually, full_history, wait_for_message};
 use tonic::Code;
 
-/// A junk handshake flood on bob's address (the same loopback address as
-/// alice's, so it uses up the budget alice's handshake draws on): alice's
-/// send is refused "not now" and reported queued, not failed; once the
-/// flood stops it is delivered, exactly once.
-#[tokio::test]
-async fn a_send_during_a_handshake_flood_is_delivered_once_the_flood_stops() {
-    let discovery = Discovery::start().await;
-    let dir = tempfile::tempdir().unwrap();
+/// bob's static key, as Discovery lists it.
+async fn listed_key(discovery: &Discovery, name: &str) -> [u8; 32] {
+    let members = discovery
+        .client()
+        .await
+        .list(ListRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .members;
+    let member = members.iter().find(|m| m.name == name).expect("listed");
+    member.public_key.as_slice().try_into().unwrap()
+}
+
+/// Floods `bob` with first handshake messages of 200 zero bytes until
+/// `flooding` is cleared; `mac1` says whether they carry a right mac1 (an
+/// insider, who knows the network) or none (anyone). Counts refusals by code.
+fn flood(
+    bob: &PeerProcess,
+    key: [u8; 32],
+    mac1: bool,
+    flooding: Arc<AtomicBool>,
+    refused: Arc<[AtomicU64; 17]>,
+) -> tokio::task::JoinHandle<()> {
+    let url = format!("http://{}", bob.process.addr);
+    tokio::spawn(async move {
+        let mut junk = PeerClient::connect(url).await.unwrap();
+        while flooding.load(Ordering::Relaxed) {
+            let request = if mac1 {
+                chat_tests::handshake_request(&key, vec![0; 200])
+            } else {
+                PeerHandshakeRequest {
+                    message: vec![0; 200],
+                    mac1: vec![0; 16],
+                }
+            };
+            if let Err(s) = junk.handshake(request).await {
+                refused[s.code() as usize].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    })
+}
+
+/// Two peers, bob allowing 1 handshake/s per address (a burst of 2), on the
+/// same loopback address as everyone else.
+async fn alice_and_a_strict_bob(
+    discovery: &Discovery,
+    dir: &std::path::Path,
+) -> (PeerProcess, PeerProcess) {
     let url = discovery.url();
-    let alice = PeerProcess::start("alice", &url, &dir.path().join("alice")).await;
+    let alice = PeerProcess::start("alice", &url, &dir.join("alice")).await;
     let bob = PeerProcess::start_with_args(
         "bob",
         &url,
-        &dir.path().join("bob"),
+        &dir.join("bob"),
         &["--handshakes-per-sec", "1"],
         &[],
         None,
     )
     .await;
     alice.wait_connections(&["bob"]).await;
+    (alice, bob)
+}
 
+/// A flood of junk handshakes (no right mac1) on bob's address, which is
+/// alice's too: each is refused after one HMAC and spends none of the
+/// per-address budget, so alice's handshake and send go through at once.
+#[tokio::test]
+async fn a_junk_handshake_flood_costs_members_nothing() {
+    let discovery = Discovery::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, bob) = alice_and_a_strict_bob(&discovery, dir.path()).await;
+    let key = listed_key(&discovery, "bob").await;
     let flooding = Arc::new(AtomicBool::new(true));
-    let refused = Arc::new(AtomicU64::new(0));
-    let mut junk = PeerClient::connect(format!("http://{}", bob.process.addr))
-        .await
-        .unwrap();
-    let flood = tokio::spawn({
-        let (flooding, refused) = (flooding.clone(), refused.clone());
-        async move {
-            while flooding.load(Ordering::Relaxed) {
-                let r = junk
-                    .handshake(PeerHandshakeRequest {
-                        message: vec![0; 8],
-                    })
-                    .await;
-                if r.is_err_and(|s| s.code() == Code::ResourceExhausted) {
-                    refused.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }
-    });
+    let refused: Arc<[AtomicU64; 17]> = Arc::new(Default::default());
+    let flooder = flood(&bob, key, false, flooding.clone(), refused.clone());
+    eventually("the junk flood to be refused", || {
+        let n = refused[Code::PermissionDenied as usize].load(Ordering::Relaxed);
+        async move { n > 1000 }
+    })
+    .await;
+
+    let (ok, out, err) = alice.chat(&["handshake", "bob"]).await;
+    assert!(ok, "a member's handshake during the flood: {err}");
+    assert!(out.contains("bob"), "{out}");
+    let (ok, report, err) = alice.chat(&["send", "through the junk"]).await;
+    assert!(ok, "{err}");
+    assert!(report.contains("delivered"), "{report}");
+    flooding.store(false, Ordering::Relaxed);
+    flooder.await.unwrap();
+    let total: u64 = refused.iter().map(|n| n.load(Ordering::Relaxed)).sum();
+    assert_eq!(
+        refused[Code::PermissionDenied as usize].load(Ordering::Relaxed),
+        total,
+        "all junk is refused for its mac1, none for the rate limit"
+    );
+    wait_for_message(&bob.data_dir, "through the junk").await;
+}
+
+/// An insider's flood (a right mac1: it knows the network) uses up the
+/// per-address budget alice's handshake draws on: alice's send is refused
+/// "not now" and reported queued, not failed; once the flood stops it is
+/// delivered, exactly once.
+#[tokio::test]
+async fn a_send_during_a_handshake_flood_is_delivered_once_the_flood_stops() {
+    let discovery = Discovery::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, bob) = alice_and_a_strict_bob(&discovery, dir.path()).await;
+    let key = listed_key(&discovery, "bob").await;
+    let flooding = Arc::new(AtomicBool::new(true));
+    let refused: Arc<[AtomicU64; 17]> = Arc::new(Default::default());
+    let flooder = flood(&bob, key, true, flooding.clone(), refused.clone());
     eventually("the flood to use up bob's handshake budget", || {
-        let n = refused.load(Ordering::Relaxed);
+        let n = refused[Code::ResourceExhausted as usize].load(Ordering::Relaxed);
         async move { n > 10 }
     })
     .await;
@@ -69,7 +140,7 @@ async fn a_send_during_a_handshake_flood_is_delivered_once_the_flood_stops() {
     );
 
     flooding.store(false, Ordering::Relaxed);
-    flood.await.unwrap();
+    flooder.await.unwrap();
     wait_for_message(&bob.data_dir, "through the flood").await;
     let mut control = bob.control().await;
     let copies = full_history(&mut control)

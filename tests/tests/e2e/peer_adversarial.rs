@@ -4,8 +4,8 @@
 
 use chat_noise::{Initiator, StaticKeypair};
 use chat_proto::v1::{
-    ChatMessage, DeliverBatch, DeliverRequest, Envelope, HandshakePayload, PeerHandshakeRequest,
-    PeerHistoryRequest, SealedMessage, peer_client::PeerClient,
+    ChatMessage, DeliverBatch, DeliverRequest, Envelope, HandshakePayload, PeerHistoryRequest,
+    SealedMessage, peer_client::PeerClient,
 };
 use chat_tests::{Discovery, InProcessPeer};
 use peer_svc::{envelope::aad as envelope_aad, handshaker::PROLOGUE};
@@ -23,9 +23,16 @@ struct Mallory {
 }
 
 /// Sends a first handshake message that must be refused; returns the status.
-async fn refused_handshake(client: &mut PeerClient<Channel>, message: Vec<u8>) -> tonic::Status {
+async fn refused_handshake(
+    client: &mut PeerClient<Channel>,
+    target: &InProcessPeer,
+    message: Vec<u8>,
+) -> tonic::Status {
     client
-        .handshake(PeerHandshakeRequest { message })
+        .handshake(chat_tests::handshake_request(
+            &target.node.public_key(),
+            message,
+        ))
         .await
         .expect_err("the handshake must be refused")
 }
@@ -83,7 +90,10 @@ impl Mallory {
         let (message, waiting) = self.initiation(target, &self.name.clone());
         let response = self
             .client
-            .handshake(PeerHandshakeRequest { message })
+            .handshake(chat_tests::handshake_request(
+                &target.node.public_key(),
+                message,
+            ))
             .await
             .unwrap()
             .into_inner();
@@ -213,7 +223,7 @@ async fn a_key_discovery_does_not_list_is_permission_denied() {
     // then claims her own registered name with a key Discovery does not list.
     let mut client = mallory.client.clone();
     let (message, _) = mallory.initiation(&target, "alice");
-    let err = refused_handshake(&mut client, message).await;
+    let err = refused_handshake(&mut client, &target, message).await;
     assert_eq!(err.code(), Code::PermissionDenied);
     assert!(
         err.message().contains("not registered"),
@@ -233,7 +243,7 @@ async fn a_key_discovery_does_not_list_is_permission_denied() {
     let (message, _) = Initiator::new(&impostor, target.node.public_key(), PROLOGUE)
         .write_message(&payload)
         .unwrap();
-    let err = refused_handshake(&mut client, message).await;
+    let err = refused_handshake(&mut client, &target, message).await;
     assert_eq!(err.code(), Code::PermissionDenied);
     assert!(
         err.message().contains("not the one Discovery lists"),
@@ -248,13 +258,13 @@ async fn truncated_and_garbled_handshakes_are_refused_with_the_right_code() {
     let mut client = mallory.client.clone();
     let (message, _) = mallory.initiation(&target, &mallory.name);
     for len in [0, 1, 31, 32, 95] {
-        let err = refused_handshake(&mut client, message[..len].to_vec()).await;
+        let err = refused_handshake(&mut client, &target, message[..len].to_vec()).await;
         assert_eq!(err.code(), Code::InvalidArgument, "len {len}: {err:?}");
         assert!(err.message().contains("truncated"), "{}", err.message());
     }
     let mut flipped = message.clone();
     flipped[40] ^= 0x80;
-    let err = refused_handshake(&mut client, flipped).await;
+    let err = refused_handshake(&mut client, &target, flipped).await;
     assert_eq!(err.code(), Code::Unauthenticated);
     // A handshake under another prologue (another protocol version) fails too.
     let payload = HandshakePayload {
@@ -267,7 +277,7 @@ async fn truncated_and_garbled_handshakes_are_refused_with_the_right_code() {
     let (message, _) = Initiator::new(&mallory.keypair, target.node.public_key(), b"p2p-chat/0")
         .write_message(&payload)
         .unwrap();
-    let err = refused_handshake(&mut client, message).await;
+    let err = refused_handshake(&mut client, &target, message).await;
     assert_eq!(err.code(), Code::Unauthenticated);
 }
 
@@ -302,7 +312,7 @@ async fn random_bytes_in_every_field_of_every_peer_rpc_change_nothing() {
             matches!(err.code(), Code::Unauthenticated | Code::InvalidArgument),
             "Deliver round {round}: {err:?}"
         );
-        let err = refused_handshake(&mut mallory.client, bytes(200)).await;
+        let err = refused_handshake(&mut mallory.client, &target, bytes(200)).await;
         assert!(
             matches!(err.code(), Code::Unauthenticated | Code::InvalidArgument),
             "Handshake round {round}: {err:?}"
@@ -421,7 +431,7 @@ async fn handshake_and_delivery_floods_hit_rate_limits_that_name_themselves() {
         sessions.push(mallory.handshake(&target).await);
     }
     let (message, _) = mallory.initiation(&target, "mallory-flood");
-    let err = refused_handshake(&mut mallory.client, message).await;
+    let err = refused_handshake(&mut mallory.client, &target, message).await;
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
     assert!(
         err.message().contains("--handshakes-per-sec"),
@@ -465,9 +475,10 @@ async fn a_replayed_first_handshake_message_is_refused() {
     let mut client = mallory.client.clone();
     let (message, _) = mallory.initiation(&target, &mallory.name);
     client
-        .handshake(PeerHandshakeRequest {
-            message: message.clone(),
-        })
+        .handshake(chat_tests::handshake_request(
+            &target.node.public_key(),
+            message.clone(),
+        ))
         .await
         .unwrap();
     // The target prepares its next answer to mallory in the background.
@@ -477,7 +488,7 @@ async fn a_replayed_first_handshake_message_is_refused() {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     // An eavesdropper replays the captured message 1.
-    let err = refused_handshake(&mut client, message).await;
+    let err = refused_handshake(&mut client, &target, message).await;
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
     assert!(err.message().contains("not newer"), "{}", err.message());
     assert_eq!(

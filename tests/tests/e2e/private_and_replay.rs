@@ -5,9 +5,7 @@
 use std::os::unix::fs::PermissionsExt;
 
 use chat_noise::{Initiator, StaticKeypair};
-use chat_proto::v1::{
-    HandshakePayload, LeaveRequest, ListRequest, PeerHandshakeRequest, peer_client::PeerClient,
-};
+use chat_proto::v1::{HandshakePayload, LeaveRequest, ListRequest, peer_client::PeerClient};
 use chat_tests::{Discovery, PeerProcess, binary, eventually};
 use peer_svc::handshaker::PROLOGUE;
 use prost::Message;
@@ -87,9 +85,7 @@ async fn a_captured_initiation_replayed_after_a_restart_is_refused_and_moves_not
         .await
         .unwrap();
     client
-        .handshake(PeerHandshakeRequest {
-            message: captured.clone(),
-        })
+        .handshake(chat_tests::handshake_request(&bob_key, captured.clone()))
         .await
         .expect("alice's own handshake is answered");
 
@@ -119,7 +115,7 @@ async fn a_captured_initiation_replayed_after_a_restart_is_refused_and_moves_not
         .await
         .unwrap();
     let err = client
-        .handshake(PeerHandshakeRequest { message: captured })
+        .handshake(chat_tests::handshake_request(&bob_key, captured))
         .await
         .expect_err("a replayed initiation must be refused after a restart too");
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
