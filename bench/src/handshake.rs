@@ -61,7 +61,7 @@ async fn measure(data_dir: &Path, mut b: PeerClient<Channel>) -> anyhow::Result<
                     .await?;
                 }
                 _ => {
-                    control.connections(ConnectionsRequest {}).await?;
+                    control.connections(ConnectionsRequest::default()).await?;
                 }
             }
             latencies.push(t0.elapsed());

@@ -60,7 +60,7 @@ pub async fn flood(cli: &Cli, net: &Net) -> anyhow::Result<JunkFlood> {
     let flood_peak = net.peers[0].0.peak_rss_mb();
     let still_serving = peer_svc::control_client::connect(&net.peers[0].1)
         .await?
-        .connections(ConnectionsRequest {})
+        .connections(ConnectionsRequest::default())
         .await
         .is_ok();
     row(

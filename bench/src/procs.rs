@@ -153,7 +153,7 @@ impl Net {
             let mut c = peer_svc::control_client::connect(data).await?;
             let deadline = Instant::now() + Duration::from_secs(20);
             while c
-                .connections(ConnectionsRequest {})
+                .connections(ConnectionsRequest::default())
                 .await?
                 .into_inner()
                 .connections

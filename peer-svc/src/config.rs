@@ -11,6 +11,10 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Default most messages queued per peer: a day of a busy chat.
 pub const DEFAULT_OUTBOX_LIMIT: usize = 10_000;
 
+/// Default most messages queued across all peers: a flood of peers that
+/// never come back cannot grow the store without bound.
+pub const DEFAULT_OUTBOX_TOTAL_LIMIT: usize = 200_000;
+
 /// Default handshakes per second from one remote address, with a burst of
 /// twice that: a whole network restarting at once still gets through, a
 /// flood of forged initiations does not eat the CPU.
@@ -85,6 +89,10 @@ pub struct Cli {
     /// Most messages queued per unreachable peer; past it the oldest are dropped (and reported).
     #[arg(long, value_parser = chat_proto::process::at_least_one::<usize>, allow_negative_numbers = true, env = "CHAT_OUTBOX_LIMIT", default_value_t = DEFAULT_OUTBOX_LIMIT)]
     pub outbox_limit: usize,
+    /// Most messages queued across all peers; past it the oldest queued for
+    /// the peer with the longest queue are dropped (and reported).
+    #[arg(long, value_parser = chat_proto::process::at_least_one::<usize>, allow_negative_numbers = true, env = "CHAT_OUTBOX_TOTAL_LIMIT", default_value_t = DEFAULT_OUTBOX_TOTAL_LIMIT)]
+    pub outbox_total_limit: usize,
     /// Forget a peer (its contact, cached entry and queued messages) once it
     /// has been offline this long: e.g. 7d, 12h, 30m, 10s.
     #[arg(long, env = "CHAT_FORGET_OFFLINE_AFTER", default_value = "7d", value_parser = parse_grace)]
@@ -122,6 +130,8 @@ pub struct Config {
     pub share_history: bool,
     /// Most messages queued per peer.
     pub outbox_limit: usize,
+    /// Most messages queued across all peers.
+    pub outbox_total_limit: usize,
     /// Handshakes per second per remote address.
     pub handshakes_per_sec: u32,
     /// Envelopes per second per session.
@@ -176,6 +186,7 @@ impl Config {
             print_messages: false,
             share_history: true,
             outbox_limit: DEFAULT_OUTBOX_LIMIT,
+            outbox_total_limit: DEFAULT_OUTBOX_TOTAL_LIMIT,
             handshakes_per_sec: DEFAULT_HANDSHAKES_PER_SEC,
             deliveries_per_sec: DEFAULT_DELIVERIES_PER_SEC,
             admission: Joining::Member,
@@ -195,6 +206,7 @@ impl From<Cli> for Config {
             print_messages: true,
             share_history: cli.share_history,
             outbox_limit: cli.outbox_limit,
+            outbox_total_limit: cli.outbox_total_limit,
             handshakes_per_sec: cli.handshakes_per_sec,
             deliveries_per_sec: cli.deliveries_per_sec,
             forget_offline_after: cli.forget_offline_after,

@@ -413,7 +413,10 @@ fn compose(config: Config, opened: Opened, shutdown: CancellationToken) -> Parts
     ));
     let delivery = Arc::new(Delivery::new(
         &config.name,
-        config.outbox_limit,
+        crate::store::outbox::OutboxLimits {
+            per_peer: config.outbox_limit,
+            total: config.outbox_total_limit,
+        },
         directory.clone(),
         peers.clone(),
         store.clone(),

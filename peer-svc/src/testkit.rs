@@ -66,7 +66,10 @@ impl Kit {
         ));
         let delivery = Arc::new(Delivery::new(
             name,
-            config.outbox_limit,
+            crate::store::outbox::OutboxLimits {
+                per_peer: config.outbox_limit,
+                total: config.outbox_total_limit,
+            },
             directory.clone(),
             peers.clone(),
             store.clone(),

@@ -15,7 +15,7 @@ use std::{
 /// membership → net/store/directory/console/identity → pure core → config).
 const LAYERS: &[&[&str]] = &[
     &["config"],
-    &["hlc", "backoff", "rate", "checks"],
+    &["hlc", "backoff", "rate", "checks", "handshake_mac"],
     &[
         "net",
         "store",

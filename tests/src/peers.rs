@@ -37,7 +37,7 @@ where
 
 /// Names of the peers a Control client lists.
 async fn connection_names(client: &mut ControlClient<Channel>) -> Vec<String> {
-    match client.connections(ConnectionsRequest {}).await {
+    match client.connections(ConnectionsRequest::default()).await {
         Ok(r) => r
             .into_inner()
             .connections

@@ -29,7 +29,10 @@ use crate::{
     net::Channels,
     peers::Peers,
     session::Session,
-    store::Store,
+    store::{
+        Store,
+        outbox::{Dropped, OutboxLimits},
+    },
 };
 
 /// Messages read from the outbox at a time when flushing it.
@@ -54,7 +57,7 @@ fn report(contact: &Contact, status: DeliveryStatus, error: String) -> DeliveryR
 pub struct Delivery {
     /// This peer's name, the sender of every envelope.
     name: String,
-    outbox_limit: usize,
+    outbox_limits: OutboxLimits,
     directory: Arc<Directory>,
     peers: Arc<Peers>,
     store: Arc<Store>,
@@ -68,10 +71,10 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// Delivery from `name`, queueing at most `outbox_limit` per peer.
+    /// Delivery from `name`, queueing within `outbox_limits`.
     pub fn new(
         name: &str,
-        outbox_limit: usize,
+        outbox_limits: OutboxLimits,
         directory: Arc<Directory>,
         peers: Arc<Peers>,
         store: Arc<Store>,
@@ -80,7 +83,7 @@ impl Delivery {
     ) -> Self {
         Self {
             name: name.to_owned(),
-            outbox_limit,
+            outbox_limits,
             directory,
             peers,
             store,
@@ -189,14 +192,32 @@ impl Delivery {
 
     /// Puts `message` in `contact`'s outbox and reports it as queued.
     fn queue(&self, contact: &Contact, message: &ChatMessage, reason: String) -> DeliveryReport {
-        let limit = self.outbox_limit;
-        match self.store.enqueue(&contact.name, message, limit) {
-            Ok(0) => report(
+        let limits = self.outbox_limits;
+        match self.store.enqueue(&contact.name, message, limits) {
+            Ok(Dropped {
+                here: 0,
+                elsewhere: None,
+            }) => report(
                 contact,
                 DeliveryStatus::Queued,
                 format!("{reason}; queued, retrying until delivered"),
             ),
-            Ok(dropped) => {
+            Ok(Dropped {
+                here: 0,
+                elsewhere: Some((other, dropped)),
+            }) => {
+                let total = limits.total;
+                warn!(peer = %other, dropped, total, "outbox full in total; dropped the oldest queued for the peer with the longest queue");
+                report(
+                    contact,
+                    DeliveryStatus::Queued,
+                    format!(
+                        "{reason}; queued, but the outbox is full in total ({total}, --outbox-total-limit): dropped the {dropped} oldest queued for {other}"
+                    ),
+                )
+            }
+            Ok(Dropped { here: dropped, .. }) => {
+                let limit = limits.per_peer;
                 warn!(peer = %contact.name, dropped, limit, "outbox full; dropped the oldest queued messages");
                 report(
                     contact,

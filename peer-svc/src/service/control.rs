@@ -32,6 +32,10 @@ use crate::{
     store::{Store, history::Query},
 };
 
+/// Most peers in one Connections answer: 1000 of the longest name and
+/// address encode to well under the 4 MiB message limit.
+pub const MAX_CONNECTIONS_PAGE: usize = 1000;
+
 /// The Control service: the parts the owner drives, given to it by the
 /// composition root.
 #[derive(Debug, Clone)]
@@ -59,9 +63,27 @@ pub struct ControlService {
 }
 
 impl ControlService {
-    fn connections(&self) -> Vec<Connection> {
-        self.directory
+    /// Up to `page_size` known peers (the most when 0) by name, after the
+    /// name `after`; and the token for the next page, empty on the last.
+    fn connections(&self, page_size: u32, after: &str) -> (Vec<Connection>, String) {
+        let limit = match page_size as usize {
+            0 => MAX_CONNECTIONS_PAGE,
+            n => n.min(MAX_CONNECTIONS_PAGE),
+        };
+        let mut contacts: Vec<Contact> = self
+            .directory
             .all()
+            .into_iter()
+            .filter(|c| after.is_empty() || c.name.as_str() > after)
+            .collect();
+        contacts.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        let more = contacts.len() > limit;
+        contacts.truncate(limit);
+        let next = match (more, contacts.last()) {
+            (true, Some(last)) => last.name.clone(),
+            _ => String::new(),
+        };
+        let page = contacts
             .into_iter()
             .map(|c| {
                 let queued = self.store.pending_count(&c.name).unwrap_or(0) as u32;
@@ -85,7 +107,8 @@ impl ControlService {
                     queued,
                 }
             })
-            .collect()
+            .collect();
+        (page, next)
     }
 
     /// Naming a dropped peer in a handshake or refresh takes it back: the
@@ -192,10 +215,14 @@ impl Control for ControlService {
 
     async fn connections(
         &self,
-        _: Request<ConnectionsRequest>,
+        request: Request<ConnectionsRequest>,
     ) -> Result<Response<ConnectionsResponse>, Status> {
+        let request = request.into_inner();
+        let (connections, next_page_token) =
+            self.connections(request.page_size, &request.page_token);
         Ok(Response::new(ConnectionsResponse {
-            connections: self.connections(),
+            connections,
+            next_page_token,
         }))
     }
 
@@ -217,8 +244,10 @@ impl Control for ControlService {
                 warn!(peer = %peer, error = %s.message(), "handshake on refresh failed");
             }
         }
+        let (connections, next_page_token) = self.connections(0, "");
         Ok(Response::new(RefreshConnectionsResponse {
-            connections: self.connections(),
+            connections,
+            next_page_token,
         }))
     }
 

@@ -176,6 +176,9 @@ pub struct Store {
     /// Peers with queued messages: a mirror of the outbox table, so the hot
     /// path (every delivery asks "is anything queued first?") needs no query.
     pub(crate) backlog: Mutex<std::collections::BTreeSet<String>>,
+    /// Rows in the outbox (messages are never deleted, so only the outbox's
+    /// own writes change it).
+    pub(crate) outbox_rows: std::sync::atomic::AtomicUsize,
     /// Inserts gathered for one transaction (group commit).
     pub(crate) commits: Mutex<CommitQueue>,
     /// Copies the WAL into the database off the write path; stops on drop.
@@ -362,9 +365,11 @@ impl Store {
             let peers = statement.query_map([], |r| r.get::<_, String>(0))?;
             peers.collect::<Result<_, _>>()?
         };
+        let rows: i64 = conn.query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))?;
         Ok(Self {
             conn: Mutex::new(conn),
             backlog: Mutex::new(backlog),
+            outbox_rows: std::sync::atomic::AtomicUsize::new(rows as usize),
             commits: Mutex::new(CommitQueue::default()),
             _checkpointer: None,
         })

@@ -6,10 +6,17 @@ use std::time::Duration;
 use chat_noise::StaticKeypair;
 use chat_tests::{Discovery, PeerProcess, eventually};
 
+/// How many ghosts register: past one Connections page (1000).
+const GHOSTS: usize = 1_100;
+
 #[tokio::test]
 async fn expired_registrations_are_forgotten_after_the_grace_period() {
     let discovery = Discovery::start_with(discovery_svc::Config {
-        ttl: Duration::from_secs(1),
+        ttl: Duration::from_secs(10),
+        caps: discovery_svc::config::Caps {
+            members: 2 * GHOSTS,
+            per_source: 2 * GHOSTS,
+        },
         ..Default::default()
     })
     .await;
@@ -19,7 +26,12 @@ async fn expired_registrations_are_forgotten_after_the_grace_period() {
         "alice",
         &url,
         &dir.path().join("alice"),
-        &["--forget-offline-after", "2s"],
+        &[
+            "--forget-offline-after",
+            "2s",
+            "--outbox-total-limit",
+            "1500",
+        ],
         &[],
         None,
     )
@@ -27,19 +39,30 @@ async fn expired_registrations_are_forgotten_after_the_grace_period() {
     let bob = PeerProcess::start("bob", &url, &dir.path().join("bob")).await;
     alice.wait_connections(&["bob"]).await;
 
-    // 100 registrations with keys of their own, never renewed.
+    // 1,100 registrations with keys of their own, never renewed.
     let mut client = discovery.client().await;
-    for i in 0..100 {
-        let key = StaticKeypair::generate();
-        let request =
-            chat_tests::proven(&mut client, &key, &format!("ghost{i}"), "127.0.0.1:9").await;
+    let info = client
+        .info(chat_proto::v1::InfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    for i in 0..GHOSTS {
+        let request = chat_proto::registration::request(
+            &StaticKeypair::generate(),
+            &info,
+            &format!("ghost{i:04}"),
+            "127.0.0.1:9",
+        )
+        .unwrap();
         client.register(request).await.unwrap();
     }
+    // The CLI pages: every ghost is listed, past one answer's 1000.
     eventually("alice to list the ghosts", || {
         let alice = &alice;
         async move {
-            let (_, out, _) = alice.chat(&["connections"]).await;
-            out.contains("ghost99")
+            let (_, out, _) = alice.chat(&["connections", "--json"]).await;
+            let list: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_default();
+            list.len() == GHOSTS + 1
         }
     })
     .await;
@@ -48,8 +71,16 @@ async fn expired_registrations_are_forgotten_after_the_grace_period() {
         report.contains("ghost"),
         "ghosts get queued copies: {report}"
     );
+    // A second send would queue 2,200 copies: the total bound holds at
+    // 1,500, and the report says what gave way.
+    let (_, report, _) = alice.chat(&["send", "still haunted"]).await;
+    assert!(report.contains("--outbox-total-limit"), "{report}");
+    let (_, out, _) = alice.chat(&["connections", "--json"]).await;
+    let list: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let queued: u64 = list.iter().map(|c| c["queued"].as_u64().unwrap()).sum();
+    assert_eq!(queued, 1500, "the outbox holds its total bound");
 
-    // They expire (1 s), and after the grace period (2 s) alice forgets
+    // They expire (10 s), and after the grace period (2 s) alice forgets
     // them: her list, her member cache and her sends hold only bob again.
     alice.wait_connections(&["bob"]).await;
     let cache = alice.data_dir.join("peers");

@@ -106,7 +106,7 @@ async fn bulk_sends_stream_in_order_and_arrive_once_across_a_receiver_crash() {
     eventually("alice's outbox for bob drained", || {
         let mut c = alice_control.clone();
         async move {
-            c.connections(ConnectionsRequest {})
+            c.connections(ConnectionsRequest::default())
                 .await
                 .is_ok_and(|r| r.into_inner().connections.iter().all(|c| c.queued == 0))
         }

@@ -35,12 +35,7 @@ pub(crate) async fn history(
 
 /// `chat connections`: a table (or JSON) of the known peers.
 pub(crate) async fn connections(client: &mut Client, json: bool) -> Result<ExitCode, Failure> {
-    let list = client
-        .connections(ConnectionsRequest {})
-        .await
-        .map_err(status_text)?
-        .into_inner()
-        .connections;
+    let list = all_connections(client, String::new()).await?;
     if json {
         let items: Vec<_> = list
             .iter()
@@ -84,14 +79,40 @@ pub(crate) async fn connections(client: &mut Client, json: bool) -> Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
+/// Every known peer, page by page, from the page after `page_token`.
+async fn all_connections(
+    client: &mut Client,
+    mut page_token: String,
+) -> Result<Vec<chat_proto::v1::Connection>, Failure> {
+    let mut list = Vec::new();
+    loop {
+        let page = client
+            .connections(ConnectionsRequest {
+                page_size: 0,
+                page_token,
+            })
+            .await
+            .map_err(status_text)?
+            .into_inner();
+        list.extend(page.connections);
+        if page.next_page_token.is_empty() {
+            return Ok(list);
+        }
+        page_token = page.next_page_token;
+    }
+}
+
 /// `chat refresh [PEER...]`: reload the list from Discovery.
 pub(crate) async fn refresh(client: &mut Client, peers: Vec<String>) -> Result<ExitCode, Failure> {
-    let list = client
+    let first = client
         .refresh_connections(RefreshConnectionsRequest { peers })
         .await
         .map_err(status_text)?
-        .into_inner()
-        .connections;
+        .into_inner();
+    let mut list = first.connections;
+    if !first.next_page_token.is_empty() {
+        list.extend(all_connections(client, first.next_page_token).await?);
+    }
     let names: Vec<_> = list.iter().map(|c| c.name.as_str()).collect();
     out!(
         "connections: {}",
