@@ -17,7 +17,7 @@ export PATH := $(PY_SCRIPTS):$(PATH)
 # real etcd is started by the tests. scripts/tools.sh installs and checks them.
 TEST_FEATURES := --features discovery-svc/etcd,chat-tests/etcd
 
-.PHONY: up down status demo test tools test-tools build lint bench fuzz
+.PHONY: up down status demo test tools test-tools build lint bench flood fuzz
 
 ## up: build, start discovery and three peers under .run/, return when they answer
 up: tools
@@ -45,6 +45,12 @@ test: tools test-tools
 bench: test-tools
 	$(CARGO) build --release --workspace --bins --features discovery-svc/etcd
 	target/release/chat-bench
+
+## flood: each attack of issue 16 for FLOOD_SECONDS against a loopback network (release build)
+FLOOD_SECONDS ?= 5
+flood:
+	$(CARGO) build --release --workspace --bins --features discovery-svc/etcd
+	target/release/chat-bench --flood --seconds $(FLOOD_SECONDS)
 
 ## fuzz: every cargo-fuzz target for FUZZ_SECONDS each (cargo-fuzz is installed if missing)
 FUZZ_SECONDS ?= 30

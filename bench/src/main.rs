@@ -7,6 +7,7 @@
 
 mod baseline;
 mod discovery;
+mod flood;
 mod handshake;
 mod junk;
 mod load;
@@ -58,6 +59,10 @@ struct Cli {
     /// rate (1,000 msg/s) for --seconds, and its latency percentiles.
     #[arg(long)]
     only_steady: Option<usize>,
+    /// Instead of the benchmark: each attack of `make flood` for --seconds
+    /// (default 3; `make flood` uses 5), with a member sending during each.
+    #[arg(long)]
+    flood: bool,
     /// Internal: run the baseline server and print its address.
     #[arg(long, hide = true)]
     baseline_server: bool,
@@ -75,6 +80,9 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if cli.baseline_server {
         return baseline::serve().await;
+    }
+    if cli.flood {
+        return flood::run(cli.seconds).await;
     }
     if cli.only_handshake {
         return handshake::only().await;

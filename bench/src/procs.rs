@@ -53,6 +53,12 @@ impl Proc {
         self.status_mb("VmRSS:")
     }
 
+    /// Open file descriptors now.
+    pub fn fds(&self) -> usize {
+        let pid = self.child.id().unwrap_or(0);
+        std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+    }
+
     /// Peak resident memory so far.
     pub fn peak_rss_mb(&self) -> f64 {
         self.status_mb("VmHWM:")
