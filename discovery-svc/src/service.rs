@@ -43,7 +43,7 @@ impl DiscoveryService {
         Self {
             store,
             proofs: Arc::new(Proofs::new(config.key.clone())),
-            watchers: Watchers::new(config.max_watchers),
+            watchers: Watchers::new(config.max_watchers, config.caps.members),
             shutdown,
         }
     }
@@ -87,11 +87,11 @@ impl Discovery for DiscoveryService {
         &self,
         request: Request<RegisterRequest>,
     ) -> Result<Response<RegisterResponse>, Status> {
-        // The source address, for the per-source cap: the IP only, since
-        // one host opens many connections.
+        // The source address, for the per-source cap: the IP only (an
+        // IPv6 host's /64), since one host opens many connections.
         let source = request
             .remote_addr()
-            .map(|a| a.ip().to_string())
+            .map(|a| chat_proto::conn::source_of(a.ip()).to_string())
             .unwrap_or_default();
         let req = request.into_inner();
         // The request's own rules first (INVALID_ARGUMENT naming the rule),
@@ -149,15 +149,12 @@ impl Discovery for DiscoveryService {
             registry::validate_name(&req.page_token)
                 .map_err(|_| status::refused("List", status::bad_page_token()))?;
         }
-        let (members, more) = self
+        let (members, next) = self
             .store
             .page(&req.page_token, limit)
             .await
             .map_err(|e| status::refused("List", e))?;
-        let next_page_token = match (more, members.last()) {
-            (true, Some(last)) => last.name.clone(),
-            _ => String::new(),
-        };
+        let next_page_token = next.unwrap_or_default();
         Ok(Response::new(ListResponse {
             members: members.iter().map(to_member).collect(),
             next_page_token,
@@ -192,7 +189,11 @@ impl Discovery for DiscoveryService {
                 .holder(&req.lease_id, &req.lease_token)
                 .await
                 .map_err(|e| refused(e.into()))?;
-            (self.watchers.admit_member(&member.name), Some(member))
+            let slot = self
+                .watchers
+                .admit_member(&member.name)
+                .map_err(|e| refused(e.into()))?;
+            (slot, Some(member))
         };
         // The store takes snapshot and subscription together: no event is
         // missed or doubled.

@@ -49,6 +49,11 @@ type MemberSlots = Arc<Mutex<HashMap<String, (u64, CancellationToken)>>>;
 pub struct Watchers {
     anonymous: Arc<Semaphore>,
     limit: usize,
+    /// Member watches, however many names come and go: a stream whose
+    /// client stopped reading outlives its member until the client resets
+    /// it, so slots are bounded here too (by the member cap).
+    member_permits: Arc<Semaphore>,
+    member_limit: usize,
     members: MemberSlots,
     next_id: Arc<AtomicU64>,
 }
@@ -70,12 +75,16 @@ enum SlotKind {
         name: String,
         id: u64,
         slots: MemberSlots,
+        _permit: OwnedSemaphorePermit,
     },
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if let SlotKind::Member { name, id, slots } = &self.kind {
+        if let SlotKind::Member {
+            name, id, slots, ..
+        } = &self.kind
+        {
             let mut slots = slots.lock().expect("member slots lock");
             if slots.get(name).is_some_and(|(held, _)| held == id) {
                 slots.remove(name);
@@ -93,11 +102,15 @@ impl Slot {
 }
 
 impl Watchers {
-    /// Room for `limit` concurrent anonymous watchers.
-    pub fn new(limit: usize) -> Self {
+    /// Room for `limit` concurrent anonymous watchers and `member_limit`
+    /// members' watches.
+    pub fn new(limit: usize, member_limit: usize) -> Self {
+        let member_limit = member_limit.min(Semaphore::MAX_PERMITS);
         Self {
             anonymous: Arc::new(Semaphore::new(limit)),
             limit,
+            member_permits: Arc::new(Semaphore::new(member_limit)),
+            member_limit,
             members: Arc::default(),
             next_id: Arc::default(),
         }
@@ -116,9 +129,17 @@ impl Watchers {
         })
     }
 
-    /// The slot of member `name` (whose lease the caller has shown): never
-    /// refused; a watch already in it ends.
-    pub fn admit_member(&self, name: &str) -> Slot {
+    /// The slot of member `name` (whose lease the caller has shown); a
+    /// watch already in it ends. Refused only when as many member watches
+    /// are open as members may be registered.
+    pub fn admit_member(&self, name: &str) -> Result<Slot, WatchError> {
+        let permit = self
+            .member_permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| WatchError::TooMany {
+                limit: self.member_limit,
+            })?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let ended = CancellationToken::new();
         let previous = self
@@ -130,14 +151,15 @@ impl Watchers {
             debug!(name, "a newer watch of this member ends the older one");
             older.cancel();
         }
-        Slot {
+        Ok(Slot {
             ended,
             kind: SlotKind::Member {
                 name: name.to_owned(),
                 id,
                 slots: self.members.clone(),
+                _permit: permit,
             },
-        }
+        })
     }
 }
 

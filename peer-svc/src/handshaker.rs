@@ -307,13 +307,6 @@ impl Handshaker {
             _ => HandshakeError::Failed(e),
         })?;
         let key = pending.remote_static();
-        // Authenticated now: one key cannot take every handshake an
-        // address is allowed.
-        if !self.key_limiter.allow(&key) {
-            return Err(HandshakeError::KeyRateLimited {
-                rate: self.key_limiter.rate(),
-            });
-        }
         let hello =
             HandshakePayload::decode(pending.payload()).map_err(|_| HandshakeError::BadPayload)?;
         let contact = self.verify(&hello, &key).await?;
@@ -326,6 +319,14 @@ impl Handshaker {
             .accept_stamp(hello.timestamp_micros)
         {
             return Err(HandshakeError::Replayed);
+        }
+        // Authenticated and new: one key cannot take every handshake an
+        // address is allowed (replays, refused above, are not counted, so
+        // replaying a member's message cannot use up its budget).
+        if !self.key_limiter.allow(&key) {
+            return Err(HandshakeError::KeyRateLimited {
+                rate: self.key_limiter.rate(),
+            });
         }
         self.admission
             .check(&contact.name, &key, &hello.credential)

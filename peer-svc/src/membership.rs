@@ -379,13 +379,23 @@ impl Membership {
             lease_id,
             lease_token,
         };
-        let (replica, stream) = self
-            .discovery
-            .call(|mut client| {
+        let watch = |request: WatchRequest| {
+            self.discovery.call(move |mut client| {
                 let request = request.clone();
                 async move { client.watch(request).await }
             })
-            .await;
+        };
+        let with_lease = !request.lease_id.is_empty();
+        let (mut replica, mut stream) = watch(request).await;
+        if with_lease
+            && let Err(s) = &stream
+            && matches!(s.code(), Code::NotFound | Code::PermissionDenied)
+        {
+            // The lease is gone (and registering again has not worked yet):
+            // watch anonymously meanwhile rather than not at all.
+            debug!(error = %s.message(), "watching without the lease");
+            (replica, stream) = watch(WatchRequest::default()).await;
+        }
         let mut stream = stream?.into_inner();
         self.refresh().await?;
         backoff.reset();

@@ -42,13 +42,17 @@ pub(crate) async fn serve(
     health.set_serving::<PeerServer<PeerService>>().await;
     health.set_serving::<ControlServer<ControlService>>().await;
     let stop_serving = CancellationToken::new();
-    let health_service = chat_proto::health::service(
-        health,
-        chat_proto::health::MAX_HEALTH_WATCHES,
-        stop_serving.clone(),
-    );
-    let peer = peer_server(parts, listener, health_service.clone(), &stop_serving)?;
-    let control = control_server(parts, uds, health_service, &stop_serving)?;
+    // One health service per listener: watchers on the public port cannot
+    // take the owner's.
+    let health_service = || {
+        chat_proto::health::service(
+            health.clone(),
+            chat_proto::health::MAX_HEALTH_WATCHES,
+            stop_serving.clone(),
+        )
+    };
+    let peer = peer_server(parts, listener, health_service(), &stop_serving)?;
+    let control = control_server(parts, uds, health_service(), &stop_serving)?;
     let done = tokio::spawn(async move {
         let (p, c) = tokio::join!(peer, control);
         if let Err(e) = p {

@@ -110,6 +110,22 @@ impl Drop for Place {
     }
 }
 
+/// The source a per-address cap counts `ip` under: the address itself for
+/// IPv4, its /64 for IPv6 (one host is usually given a whole /64), and the
+/// IPv4 address inside an IPv4-mapped IPv6 one.
+pub fn source_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let bits = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(std::net::Ipv6Addr::from(bits))
+            }
+        },
+    }
+}
+
 /// Takes a place for a connection from `ip`, or says which cap is full.
 fn take_place(
     counts: &Arc<Mutex<Counts>>,
@@ -153,7 +169,7 @@ pub fn incoming(
                         continue;
                     }
                 };
-                let place = match take_place(&counts, &limits, remote.ip()) {
+                let place = match take_place(&counts, &limits, source_of(remote.ip())) {
                     Ok(place) => place,
                     Err(cap) => {
                         refused += 1;
@@ -328,6 +344,17 @@ mod tests {
             tokio::time::timeout(within, stream.read(&mut buf)).await,
             Ok(Ok(0) | Err(_))
         )
+    }
+
+    #[test]
+    fn an_ipv6_host_counts_as_its_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(source_of(a), source_of(b));
+        assert_ne!(source_of(a), source_of(other));
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert_eq!(source_of(mapped), "10.0.0.1".parse::<IpAddr>().unwrap());
     }
 
     #[tokio::test]

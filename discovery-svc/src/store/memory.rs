@@ -64,6 +64,16 @@ impl MemoryStore {
         self.registry.lock().expect("registry lock")
     }
 
+    /// The registry, locked, with every lease due by now expired and
+    /// published first: a call that is then refused (a taken name, a
+    /// wrong token) cannot swallow the EXPIRED events its expiry found.
+    fn current(&self) -> std::sync::MutexGuard<'_, Registry> {
+        let mut registry = self.lock();
+        let events = registry.expire(Instant::now());
+        self.publish(events);
+        registry
+    }
+
     /// Sends events to every watcher; called with the registry lock held.
     fn publish(&self, events: Vec<Event>) {
         for event in events {
@@ -84,7 +94,7 @@ impl Store for MemoryStore {
         proof_stamp: u64,
         source: &str,
     ) -> Result<Grant, RegistryError> {
-        let mut registry = self.lock();
+        let mut registry = self.current();
         let (grant, events) = registry.register(
             name,
             address,
@@ -101,21 +111,21 @@ impl Store for MemoryStore {
     }
 
     async fn keep_alive(&self, lease_id: &str, token: &str) -> Result<Duration, RegistryError> {
-        let mut registry = self.lock();
+        let mut registry = self.current();
         let (ttl, events) = registry.keep_alive(lease_id, token, Instant::now())?;
         self.publish(events);
         Ok(ttl)
     }
 
     async fn leave(&self, lease_id: &str, token: &str) -> Result<(), RegistryError> {
-        let mut registry = self.lock();
+        let mut registry = self.current();
         let events = registry.leave(lease_id, token, Instant::now())?;
         self.publish(events);
         Ok(())
     }
 
     async fn holder(&self, lease_id: &str, token: &str) -> Result<MemberInfo, RegistryError> {
-        let mut registry = self.lock();
+        let mut registry = self.current();
         let (info, events) = registry.holder(lease_id, token, Instant::now())?;
         self.publish(events);
         Ok(info)
@@ -125,12 +135,14 @@ impl Store for MemoryStore {
         &self,
         after: &str,
         limit: usize,
-    ) -> Result<(Vec<MemberInfo>, bool), RegistryError> {
-        Ok(self.lock().page(after, limit))
+    ) -> Result<(Vec<MemberInfo>, Option<String>), RegistryError> {
+        let (page, more) = self.current().page(after, limit);
+        let next = page.last().filter(|_| more).map(|m| m.name.clone());
+        Ok((page, next))
     }
 
     async fn subscribe(&self) -> (Arc<[MemberInfo]>, broadcast::Receiver<Event>) {
-        let mut registry = self.lock();
+        let mut registry = self.current();
         (registry.snapshot(), self.events.subscribe())
     }
 }

@@ -43,12 +43,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn holder(&self, lease_id: &str, token: &str) -> Result<MemberInfo, RegistryError>;
 
     /// Up to `limit` live members in name order after the name `after`
-    /// (from the first when empty), and whether more follow.
+    /// (from the first when empty), and the name to continue after when
+    /// more follow.
     async fn page(
         &self,
         after: &str,
         limit: usize,
-    ) -> Result<(Vec<MemberInfo>, bool), RegistryError>;
+    ) -> Result<(Vec<MemberInfo>, Option<String>), RegistryError>;
 
     /// The current members (oldest first, shared between watchers) and a
     /// subscription to every event after them, taken together so that no

@@ -173,9 +173,10 @@ pub(crate) struct CommitQueue {
 #[derive(Debug)]
 pub struct Store {
     pub(crate) conn: Mutex<Connection>,
-    /// Peers with queued messages: a mirror of the outbox table, so the hot
-    /// path (every delivery asks "is anything queued first?") needs no query.
-    pub(crate) backlog: Mutex<std::collections::BTreeSet<String>>,
+    /// Peers with queued messages and how many: a mirror of the outbox
+    /// table, so the hot path (every delivery asks "is anything queued
+    /// first?") needs no query, and the longest queue is found without one.
+    pub(crate) backlog: Mutex<std::collections::BTreeMap<String, usize>>,
     /// Rows in the outbox (messages are never deleted, so only the outbox's
     /// own writes change it).
     pub(crate) outbox_rows: std::sync::atomic::AtomicUsize,
@@ -360,16 +361,18 @@ impl Store {
             tx.commit()?;
         }
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        let backlog = {
-            let mut statement = conn.prepare("SELECT DISTINCT peer FROM outbox")?;
-            let peers = statement.query_map([], |r| r.get::<_, String>(0))?;
+        let backlog: std::collections::BTreeMap<String, usize> = {
+            let mut statement = conn.prepare("SELECT peer, count(*) FROM outbox GROUP BY peer")?;
+            let peers = statement.query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as usize))
+            })?;
             peers.collect::<Result<_, _>>()?
         };
-        let rows: i64 = conn.query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))?;
+        let rows = backlog.values().sum();
         Ok(Self {
             conn: Mutex::new(conn),
             backlog: Mutex::new(backlog),
-            outbox_rows: std::sync::atomic::AtomicUsize::new(rows as usize),
+            outbox_rows: std::sync::atomic::AtomicUsize::new(rows),
             commits: Mutex::new(CommitQueue::default()),
             _checkpointer: None,
         })

@@ -3,7 +3,7 @@
 //! total: past a bound the oldest are dropped (past the total, from the
 //! longest queue), and the caller reports how many — never silently.
 
-use std::sync::atomic::Ordering;
+use std::{collections::BTreeMap, sync::atomic::Ordering};
 
 use chat_proto::v1::ChatMessage;
 use rusqlite::{Transaction, params};
@@ -39,6 +39,9 @@ impl Store {
         limits: OutboxLimits,
     ) -> Result<Dropped, StoreError> {
         let mut conn = self.conn.lock().expect("store lock");
+        // The queue lengths change only under the store lock: they match
+        // the table whenever it is free.
+        let mut lengths = self.backlog.lock().expect("backlog lock");
         let tx = conn.transaction()?;
         let inserted = tx.execute(
             "INSERT INTO outbox (peer, sender, message_id, queued_at_ms) VALUES (?1, ?2, ?3, ?4)
@@ -50,49 +53,33 @@ impl Store {
                 chrono::Utc::now().timestamp_millis()
             ],
         )?;
-        let queued: i64 =
-            tx.query_row("SELECT count(*) FROM outbox WHERE peer = ?1", [peer], |r| {
-                r.get(0)
-            })?;
-        let here = drop_oldest(&tx, peer, (queued as usize).saturating_sub(limits.per_peer))?;
+        let queued = lengths.get(peer).copied().unwrap_or(0) + inserted;
+        let here = drop_oldest(&tx, peer, queued.saturating_sub(limits.per_peer))?;
         let total = self.outbox_rows.load(Ordering::Relaxed) + inserted - here;
         let elsewhere = if total > limits.total {
             // The longest queue gives way: a flood of queues for peers that
             // never come back cannot push out what a member is owed.
-            let longest: (String, i64) = tx.query_row(
-                "SELECT peer, count(*) AS n FROM outbox GROUP BY peer ORDER BY n DESC LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
-            let n = drop_oldest(&tx, &longest.0, total - limits.total)?;
-            Some((longest.0, n))
+            let longest = lengths
+                .iter()
+                .map(|(p, &n)| (p.as_str(), if p == peer { queued - here } else { n }))
+                .chain(std::iter::once((peer, queued - here)))
+                .max_by_key(|&(_, n)| n)
+                .map(|(p, _)| p.to_owned())
+                .expect("at least this peer's queue");
+            let n = drop_oldest(&tx, &longest, total - limits.total)?;
+            Some((longest, n))
         } else {
             None
         };
         tx.commit()?;
-        let gone = elsewhere.as_ref().map_or(0, |(_, n)| *n);
-        self.outbox_rows.store(total - gone, Ordering::Relaxed);
-        let mut backlog = self.backlog.lock().expect("backlog lock");
-        backlog.insert(peer.to_owned());
-        if let Some((other, _)) = &elsewhere
-            && other != peer
-            && self.pending_count_in(&conn, other)? == 0
-        {
-            backlog.remove(other);
+        lengths.insert(peer.to_owned(), queued - here);
+        let mut total = total;
+        if let Some((other, n)) = &elsewhere {
+            total -= n;
+            shorten(&mut lengths, other, *n);
         }
+        self.outbox_rows.store(total, Ordering::Relaxed);
         Ok(Dropped { here, elsewhere })
-    }
-
-    fn pending_count_in(
-        &self,
-        conn: &rusqlite::Connection,
-        peer: &str,
-    ) -> Result<usize, StoreError> {
-        let n: i64 =
-            conn.query_row("SELECT count(*) FROM outbox WHERE peer = ?1", [peer], |r| {
-                r.get(0)
-            })?;
-        Ok(n as usize)
     }
 
     /// How many messages are queued across all peers.
@@ -102,7 +89,10 @@ impl Store {
 
     /// Whether anything is queued for `peer` (no query: kept in memory).
     pub fn has_pending(&self, peer: &str) -> bool {
-        self.backlog.lock().expect("backlog lock").contains(peer)
+        self.backlog
+            .lock()
+            .expect("backlog lock")
+            .contains_key(peer)
     }
 
     /// The oldest `max` messages queued for `peer`, in history order.
@@ -117,10 +107,15 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// How many messages are queued for `peer`.
+    /// How many messages are queued for `peer` (no query: kept in memory).
     pub fn pending_count(&self, peer: &str) -> Result<usize, StoreError> {
-        let conn = self.conn.lock().expect("store lock");
-        self.pending_count_in(&conn, peer)
+        Ok(self
+            .backlog
+            .lock()
+            .expect("backlog lock")
+            .get(peer)
+            .copied()
+            .unwrap_or(0))
     }
 
     /// Peers with queued messages, by name.
@@ -128,7 +123,7 @@ impl Store {
         self.backlog
             .lock()
             .expect("backlog lock")
-            .iter()
+            .keys()
             .cloned()
             .collect()
     }
@@ -141,9 +136,7 @@ impl Store {
             params![peer, message.sender, message.id],
         )?;
         self.outbox_rows.fetch_sub(gone, Ordering::Relaxed);
-        if self.pending_count_in(&conn, peer)? == 0 {
-            self.backlog.lock().expect("backlog lock").remove(peer);
-        }
+        shorten(&mut self.backlog.lock().expect("backlog lock"), peer, gone);
         Ok(())
     }
 
@@ -154,6 +147,16 @@ impl Store {
         self.outbox_rows.fetch_sub(n, Ordering::Relaxed);
         self.backlog.lock().expect("backlog lock").remove(peer);
         Ok(n)
+    }
+}
+
+/// Takes `n` from `peer`'s queue length, forgetting it at zero.
+fn shorten(lengths: &mut BTreeMap<String, usize>, peer: &str, n: usize) {
+    if let Some(len) = lengths.get_mut(peer) {
+        *len = len.saturating_sub(n);
+        if *len == 0 {
+            lengths.remove(peer);
+        }
     }
 }
 
@@ -223,6 +226,23 @@ mod tests {
         assert_eq!(s.pending("ghost", 10).unwrap()[0].id, "m1");
         s.clear_pending("ghost").unwrap();
         assert_eq!(s.pending_total(), 2);
+    }
+
+    #[test]
+    fn queue_lengths_are_read_back_when_the_store_opens_again() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            for (i, peer) in ["bob", "bob", "carol"].into_iter().enumerate() {
+                let m = msg(i as u64 + 1, &format!("m{i}"));
+                s.insert(&m).unwrap();
+                s.enqueue(peer, &m, LIMITS).unwrap();
+            }
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.pending_total(), 3);
+        assert_eq!(s.pending_count("bob").unwrap(), 2);
+        assert_eq!(s.peers_with_pending(), ["bob", "carol"]);
     }
 
     #[test]

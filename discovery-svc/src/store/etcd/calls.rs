@@ -207,7 +207,7 @@ impl Store for EtcdStore {
         &self,
         after: &str,
         limit: usize,
-    ) -> Result<(Vec<MemberInfo>, bool), RegistryError> {
+    ) -> Result<(Vec<MemberInfo>, Option<String>), RegistryError> {
         // One range read from etcd (linearizable), in key order, which is
         // name order: from just after `after` to the end of the prefix.
         let prefix = self.members_prefix();
@@ -237,7 +237,16 @@ impl Store for EtcdStore {
             .iter()
             .filter_map(|kv| Record::decode(kv.value()).ok()?.info())
             .collect();
-        Ok((members, response.more()))
+        // Continue after the last key read, even if its record did not
+        // decode (so a page of bad records does not end the listing).
+        let prefix = self.members_prefix();
+        let next = response
+            .kvs()
+            .last()
+            .filter(|_| response.more())
+            .and_then(|kv| kv.key().strip_prefix(prefix.as_bytes()))
+            .map(|name| String::from_utf8_lossy(name).into_owned());
+        Ok((members, next))
     }
 
     async fn subscribe(&self) -> (Arc<[MemberInfo]>, broadcast::Receiver<Event>) {
