@@ -143,15 +143,37 @@ pub fn open(
     session
         .check_counter(envelope.counter)
         .map_err(EnvelopeError::Replayed)?;
-    let aad = aad(&envelope.session_id, &envelope.sender, &envelope.message_id);
-    let plaintext = session
-        .transport
-        .open(envelope.counter, &aad, &envelope.ciphertext)
-        .map_err(|_| EnvelopeError::Decrypt)?;
+    let plaintext = decrypt(&session, envelope)?;
     session
         .accept_counter(envelope.counter)
         .map_err(EnvelopeError::Replayed)?;
     Ok((session, plaintext))
+}
+
+/// Opens an envelope whose counter the replay window has already seen,
+/// without touching the window: authentic means it is the sender's own
+/// envelope again (a retry after a lost answer, or a replay). The caller
+/// may only answer for it as for the first time, never act on it again.
+pub fn reopen(
+    peers: &Peers,
+    envelope: &Envelope,
+) -> Result<(Arc<Session>, Vec<u8>), EnvelopeError> {
+    let session = peers
+        .by_id(&envelope.session_id)
+        .ok_or(EnvelopeError::UnknownSession)?;
+    if envelope.sender != session.peer {
+        return Err(EnvelopeError::WrongSender);
+    }
+    let plaintext = decrypt(&session, envelope)?;
+    Ok((session, plaintext))
+}
+
+fn decrypt(session: &Session, envelope: &Envelope) -> Result<Vec<u8>, EnvelopeError> {
+    let aad = aad(&envelope.session_id, &envelope.sender, &envelope.message_id);
+    session
+        .transport
+        .open(envelope.counter, &aad, &envelope.ciphertext)
+        .map_err(|_| EnvelopeError::Decrypt)
 }
 
 #[cfg(test)]

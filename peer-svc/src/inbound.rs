@@ -53,6 +53,14 @@ impl From<StoreError> for InboundError {
     }
 }
 
+/// A delivered envelope that passed every check.
+enum Checked {
+    /// A message to store.
+    New(ChatMessage),
+    /// The envelope of a message already stored, sent again (a retry).
+    Stored,
+}
+
 /// The receiving side of this peer.
 #[derive(Debug)]
 pub struct Inbound {
@@ -105,8 +113,10 @@ impl Inbound {
     /// Returns whether it was new (false: a duplicate, already stored).
     pub async fn accept(&self, envelope: Option<Envelope>) -> Result<bool, InboundError> {
         let envelope = envelope.ok_or(EnvelopeError::Missing)?;
-        let message = self.check(&envelope)?;
-        Ok(self.store_received(message).await?)
+        match self.check(&envelope)? {
+            Checked::New(message) => Ok(self.store_received(message).await?),
+            Checked::Stored => Ok(false),
+        }
     }
 
     /// One batch of `Peer/DeliverStream`: checks every envelope as Deliver
@@ -118,10 +128,11 @@ impl Inbound {
         let mut accepted = Vec::with_capacity(envelopes.len());
         for (i, envelope) in envelopes.iter().enumerate() {
             match self.check(envelope) {
-                Ok(message) => {
+                Ok(Checked::New(message)) => {
                     accepted.push((i, message));
                     results.push(Ok(true));
                 }
+                Ok(Checked::Stored) => results.push(Ok(false)),
                 Err(e) => results.push(Err(e)),
             }
         }
@@ -147,9 +158,36 @@ impl Inbound {
     }
 
     /// Opens and checks one delivered envelope: session, replay, content,
-    /// sender, size, clock and rate. Returns the message to store.
-    fn check(&self, envelope: &Envelope) -> Result<ChatMessage, InboundError> {
-        let (session, plaintext) = self.open(envelope)?;
+    /// sender, size, clock and rate. Returns the message to store, or that
+    /// it is the envelope of a message already stored (a retry).
+    fn check(&self, envelope: &Envelope) -> Result<Checked, InboundError> {
+        let (session, plaintext) = match self.open(envelope) {
+            Ok(opened) => opened,
+            Err(EnvelopeError::Replayed(replayed)) => {
+                // A counter seen before. If the envelope is authentic and
+                // its message is stored, this is the sender retrying after
+                // our answer was lost: answer as the first time did
+                // (stored, nothing new). Anything else stays a replay.
+                let Ok((session, plaintext)) = envelope::reopen(&self.peers, envelope) else {
+                    return Err(EnvelopeError::Replayed(replayed).into());
+                };
+                let stored = match checks::delivered(
+                    &plaintext,
+                    &session.peer,
+                    &envelope.message_id,
+                    self.max_message_bytes,
+                ) {
+                    Ok(message) => self.store.get(&message.sender, &message.id)?.is_some(),
+                    Err(_) => false,
+                };
+                return if stored {
+                    Ok(Checked::Stored)
+                } else {
+                    Err(EnvelopeError::Replayed(replayed).into())
+                };
+            }
+            Err(e) => return Err(e.into()),
+        };
         let mut message = checks::delivered(
             &plaintext,
             &session.peer,
@@ -168,7 +206,7 @@ impl Inbound {
         // what the sender wrote.
         message.sender_fingerprint = session.fingerprint.clone();
         self.hlc.observe(message.hlc);
-        Ok(message)
+        Ok(Checked::New(message))
     }
 
     /// Stores a received message (committed before this returns, so before

@@ -182,12 +182,23 @@ async fn a_tampered_ciphertext_is_unauthenticated_and_not_stored() {
 }
 
 #[tokio::test]
-async fn a_replayed_envelope_is_refused_and_stored_once() {
+async fn a_resent_envelope_is_answered_as_stored_and_a_replay_stores_nothing() {
     let (_d, _dir, target, mut mallory) = setup("replay").await;
     let s = mallory.handshake(&target).await;
     let envelope = mallory.envelope(&s, 7, "r1", "once");
-    mallory.deliver(envelope.clone()).await.unwrap();
-    let err = mallory.deliver(envelope).await.unwrap_err();
+    let first = mallory.deliver(envelope.clone()).await.unwrap();
+    assert!(!first.duplicate);
+    // The same envelope again (its answer was lost, say): answered as
+    // stored, and stored once.
+    for _ in 0..3 {
+        let again = mallory.deliver(envelope.clone()).await.unwrap();
+        assert!(again.duplicate, "{again:?}");
+    }
+    assert_eq!(target.node.store.len(), 1);
+    // Tampered on the way, it is no retry: refused.
+    let mut tampered = envelope.clone();
+    tampered.ciphertext[0] ^= 1;
+    let err = mallory.deliver(tampered).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
     assert!(err.message().contains("replayed"), "{}", err.message());
     assert_eq!(target.node.store.len(), 1);
@@ -518,9 +529,14 @@ async fn a_message_from_the_future_or_under_a_shadowed_id_changes_nothing() {
     .encode_to_vec();
     let aad = envelope_aad(&s.session_id, &mallory.name, "t1");
     envelope.ciphertext = s.transport.seal(0, &aad, &plaintext).unwrap();
-    let err = mallory.deliver(envelope).await.unwrap_err();
+    let err = mallory.deliver(envelope.clone()).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     assert!(err.message().contains("ahead"), "{}", err.message());
+    assert!(target.node.store.is_empty());
+    // Sent again, its counter is spent and nothing of it was stored: a replay.
+    let err = mallory.deliver(envelope).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    assert!(err.message().contains("replayed"), "{}", err.message());
     assert!(target.node.store.is_empty());
 
     // Two senders using the same message id are two messages: nobody can
