@@ -14,7 +14,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::NoiseError;
 use crate::keys::{HexBytes, PUBLIC_KEY_LEN};
-use crate::symmetric::{CipherKey, HASH_LEN, RESERVED_NONCE, TAG_LEN};
+use crate::symmetric::{CipherKey, HASH_LEN, MAX_MESSAGE_LEN, RESERVED_NONCE, TAG_LEN};
 
 /// Length in bytes of a [`SessionId`]: half of the 32-byte handshake hash,
 /// enough to make accidental collisions negligible (2^-64 birthday bound).
@@ -30,12 +30,11 @@ pub type SessionId = [u8; SESSION_ID_LEN];
 /// Smallest transport ciphertext: an empty plaintext plus its tag.
 pub const TRANSPORT_MIN_LEN: usize = TAG_LEN;
 
-/// Largest transport message (ciphertext with tag). Noise caps its messages
-/// at 65535 bytes because it frames them on a byte stream with a 16-bit
-/// length (spec §3); our envelopes are framed by gRPC instead, and a 64 KiB
-/// chat text plus its protobuf framing must fit, so the transport allows
-/// 1 MiB. Handshake messages keep the 65535-byte limit.
-pub const MAX_TRANSPORT_MESSAGE_LEN: usize = 1 << 20;
+/// Largest transport message (ciphertext with tag): Noise's limit on every
+/// message, 65535 bytes (spec §3), so that any Noise implementation can
+/// open what this one seals. A chat text is limited so that its sealed
+/// message fits (peer-svc's `--max-message-bytes`).
+pub const MAX_TRANSPORT_MESSAGE_LEN: usize = MAX_MESSAGE_LEN;
 
 /// Largest transport plaintext: [`MAX_TRANSPORT_MESSAGE_LEN`] minus the tag.
 pub const MAX_TRANSPORT_PAYLOAD_LEN: usize = MAX_TRANSPORT_MESSAGE_LEN - TAG_LEN;

@@ -104,7 +104,7 @@ fn exchange_transport(rng: &mut StdRng, ours: &Transport, theirs: &StatelessTran
     let mut buf = vec![0u8; MAX_MESSAGE_LEN];
     let mut counter = 0u64;
     for i in 0..TRANSPORT_MESSAGES {
-        // The largest Noise transport message (snow's limit; ours is larger).
+        // The largest Noise transport message (snow's limit, and ours).
         let len = if i == 0 {
             MAX_MESSAGE_LEN - TAG_LEN
         } else {
@@ -137,6 +137,14 @@ fn exchange_transport(rng: &mut StdRng, ours: &Transport, theirs: &StatelessTran
 
         counter += rng.random_range(1..=3u64);
     }
+    // One byte more is no Noise message: neither side seals it.
+    let over = vec![0u8; MAX_MESSAGE_LEN - TAG_LEN + 1];
+    assert!(matches!(
+        ours.seal(counter, NO_AAD, &over),
+        Err(NoiseError::MessageTooLarge { .. })
+    ));
+    let mut big = vec![0u8; 2 * MAX_MESSAGE_LEN];
+    assert!(theirs.write_message(counter, &over, &mut big).is_err());
 }
 
 #[test]

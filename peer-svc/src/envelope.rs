@@ -187,6 +187,34 @@ mod tests {
         assert_ne!(aad(b"", "sa", "b"), aad(b"s", "a", "b"));
     }
 
+    /// The largest message any peer may send (the longest text, id, sender
+    /// name in 4-byte characters, fingerprint and clocks) seals to one
+    /// conformant Noise transport message, with room to spare.
+    #[test]
+    fn the_largest_message_seals_to_one_noise_message() {
+        use crate::config::{ENVELOPE_OVERHEAD_BYTES, MAX_ID_BYTES, MAX_MESSAGE_BYTES_LIMIT};
+        let (alice_end, _) = transports();
+        let alice = Session::new(alice_end, "bob".into(), Role::Initiator);
+        let largest = ChatMessage {
+            id: "i".repeat(MAX_ID_BYTES),
+            sender: "\u{10FFFF}".repeat(chat_proto::validate::MAX_NAME_CHARS),
+            sender_fingerprint: "f".repeat(64),
+            text: "t".repeat(MAX_MESSAGE_BYTES_LIMIT),
+            hlc: u64::MAX,
+            sent_at: Some(prost_types::Timestamp {
+                seconds: i64::MIN,
+                nanos: -999_999_999,
+            }),
+        };
+        let sealed_around_text = Outgoing::of(&largest).plaintext.len() - largest.text.len();
+        assert!(
+            sealed_around_text + chat_noise::TAG_LEN < ENVELOPE_OVERHEAD_BYTES * 6 / 10,
+            "{sealed_around_text} bytes around the text"
+        );
+        let envelope = seal_outgoing(&largest.sender, &alice, &Outgoing::of(&largest)).unwrap();
+        assert!(envelope.ciphertext.len() <= chat_noise::MAX_MESSAGE_LEN);
+    }
+
     #[test]
     fn a_sealed_message_opens_once_and_any_change_is_refused() {
         let (alice_end, bob_end) = transports();

@@ -12,7 +12,7 @@ use super::{Store, StoreError};
 pub const PAGE_SIZE: usize = 1000;
 
 /// Most bytes of text in one page, well under the 4 MiB default gRPC limit
-/// even when every text is at the 64 KiB maximum.
+/// even when every text is at the 64,511-byte maximum.
 pub const MAX_PAGE_BYTES: usize = 2 * 1024 * 1024;
 
 /// Which messages to return.

@@ -174,7 +174,7 @@ async fn an_oversized_message_names_the_limit_and_the_flag_and_stdin_says_what_w
     let (ok, _, err) = alice.chat(&["send", &big]).await;
     assert!(!ok);
     assert!(
-        err.contains("65536 bytes")
+        err.contains("64000 bytes")
             && err.contains("--max-message-bytes")
             && err.contains("ResourceExhausted"),
         "{err}"

@@ -115,7 +115,7 @@ async fn bulk_sends_stream_in_order_and_arrive_once_across_a_receiver_crash() {
 }
 
 #[tokio::test]
-async fn a_message_larger_than_a_batch_still_streams_and_the_limit_is_checked_at_start() {
+async fn the_largest_message_streams_and_the_limit_is_checked_at_start() {
     let discovery = Discovery::start().await;
     let dir = tempfile::tempdir().unwrap();
     let config = |name: &str, limit: usize| {
@@ -137,7 +137,7 @@ async fn a_message_larger_than_a_batch_still_streams_and_the_limit_is_checked_at
     let alice = chat_tests::InProcessPeer::start_with(config("alice", limit)).await;
     let bob = chat_tests::InProcessPeer::start_with(config("bob", limit)).await;
     alice.wait_connections(&["bob"]).await;
-    // Bigger than a whole batch (768 KiB): it travels alone, between the others.
+    // The largest text one Noise transport message carries, between two small ones.
     let big = "b".repeat(limit);
     let sends = ["small before", big.as_str(), "small after"].map(|text| {
         let node = alice.node.clone();
