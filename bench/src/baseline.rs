@@ -40,15 +40,8 @@ impl Peer for NullPeer {
         &self,
         r: tonic::Request<DeliverRequest>,
     ) -> Result<tonic::Response<DeliverResponse>, tonic::Status> {
-        let id = r
-            .into_inner()
-            .envelope
-            .map(|e| e.message_id)
-            .unwrap_or_default();
-        Ok(tonic::Response::new(DeliverResponse {
-            message_id: id,
-            duplicate: false,
-        }))
+        let _ = r.into_inner().envelope;
+        Ok(tonic::Response::new(DeliverResponse { duplicate: false }))
     }
     type DeliverStreamStream = std::pin::Pin<
         Box<dyn futures::Stream<Item = Result<DeliverBatchAck, tonic::Status>> + Send>,
@@ -64,10 +57,7 @@ impl Peer for NullPeer {
                 results: b
                     .envelopes
                     .into_iter()
-                    .map(|e| DeliverResult {
-                        message_id: e.message_id,
-                        ..Default::default()
-                    })
+                    .map(|_| DeliverResult::default())
                     .collect(),
             })
         });
@@ -149,8 +139,6 @@ pub async fn fanout_once(
         let envelope = Envelope {
             session_id: vec![1; 16],
             counter: i as u64,
-            sender: "bench".into(),
-            message_id: format!("m{i}"),
             ciphertext: ciphertext.clone(),
         };
         async move {

@@ -39,8 +39,6 @@ pub async fn flood(cli: &Cli, net: &Net) -> anyhow::Result<JunkFlood> {
                     envelope: Some(Envelope {
                         session_id: noise.iter().take(16).copied().collect(),
                         counter: i as u64,
-                        sender: "p0".into(),
-                        message_id: format!("junk{i}"),
                         ciphertext: noise.clone(),
                     }),
                 })

@@ -129,8 +129,6 @@ pub async fn plain(client: PeerClient<Channel>, payload: usize, secs: f64) -> an
                 .map(|k| Envelope {
                     session_id: vec![1; 16],
                     counter: seq * BATCH as u64 + k as u64,
-                    sender: "bench".into(),
-                    message_id: format!("m{seq}-{k}"),
                     ciphertext: ciphertext.clone(),
                 })
                 .collect();

@@ -23,9 +23,9 @@ fuzz_target!(|data: &[u8]| {
     if window.check(envelope.counter).is_err() {
         return;
     }
-    let mut aad = envelope.session_id.clone();
-    aad.extend_from_slice(envelope.sender.as_bytes());
-    aad.extend_from_slice(envelope.message_id.as_bytes());
+    // The AAD as peer-svc's envelope::aad makes it: the length-prefixed session id.
+    let mut aad = (envelope.session_id.len() as u32).to_be_bytes().to_vec();
+    aad.extend_from_slice(&envelope.session_id);
     if responder
         .open(envelope.counter, &aad, &envelope.ciphertext)
         .is_ok()

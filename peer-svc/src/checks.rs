@@ -35,8 +35,8 @@ pub enum CheckError {
     /// The sealed bytes are not a message.
     #[error("sealed content is not a message")]
     NotAMessage,
-    /// A peer delivered someone else's message, or under another id.
-    #[error("a peer may deliver only its own messages, under their own id")]
+    /// A peer delivered someone else's message.
+    #[error("a peer may deliver only its own messages")]
     NotItsOwn,
     /// The message's clock is too far ahead of ours.
     #[error(
@@ -72,19 +72,14 @@ pub fn own_id(id: &str) -> Result<(), CheckError> {
     Ok(())
 }
 
-/// The message inside a delivered envelope from `peer`, carried under
-/// `envelope_id`: decoded, and held to the rules a sender must keep.
-pub fn delivered(
-    plaintext: &[u8],
-    peer: &str,
-    envelope_id: &str,
-    max_text: usize,
-) -> Result<ChatMessage, CheckError> {
+/// The message inside a delivered envelope from `peer` (the session's):
+/// decoded, and held to the rules a sender must keep.
+pub fn delivered(plaintext: &[u8], peer: &str, max_text: usize) -> Result<ChatMessage, CheckError> {
     let message = SealedMessage::decode(plaintext)
         .ok()
         .and_then(|s| s.message)
         .ok_or(CheckError::NotAMessage)?;
-    if message.sender != peer || message.id != envelope_id {
+    if message.sender != peer {
         return Err(CheckError::NotItsOwn);
     }
     if message.id.is_empty() || message.id.len() > MAX_ID_BYTES {
@@ -148,26 +143,22 @@ mod tests {
     }
 
     #[test]
-    fn a_peer_delivers_only_its_own_messages_under_their_own_id() {
-        assert!(delivered(&sealed("bob", "m1", "hi"), "bob", "m1", 10).is_ok());
+    fn a_peer_delivers_only_its_own_messages() {
+        assert!(delivered(&sealed("bob", "m1", "hi"), "bob", 10).is_ok());
         assert_eq!(
-            delivered(&sealed("carol", "m1", "hi"), "bob", "m1", 10),
+            delivered(&sealed("carol", "m1", "hi"), "bob", 10),
             Err(CheckError::NotItsOwn)
         );
         assert_eq!(
-            delivered(&sealed("bob", "m2", "hi"), "bob", "m1", 10),
-            Err(CheckError::NotItsOwn)
-        );
-        assert_eq!(
-            delivered(&sealed("bob", "", "hi"), "bob", "", 10),
+            delivered(&sealed("bob", "", "hi"), "bob", 10),
             Err(CheckError::BadId)
         );
         assert!(matches!(
-            delivered(&sealed("bob", "m1", "too long"), "bob", "m1", 3),
+            delivered(&sealed("bob", "m1", "too long"), "bob", 3),
             Err(CheckError::TextTooLong { limit: 3, .. })
         ));
         assert_eq!(
-            delivered(b"\xff\xff", "bob", "m1", 10),
+            delivered(b"\xff\xff", "bob", 10),
             Err(CheckError::NotAMessage)
         );
     }

@@ -2,11 +2,13 @@
 //! other side. No I/O: unary `Deliver`, the delivery stream and history sync
 //! all seal and open through here.
 //!
-//! The associated data binds the session id, the sender and the message id
-//! to the ciphertext, each preceded by its length as 4 bytes big-endian, so
-//! no two triples give the same bytes. The counter is the ChaCha20-Poly1305
-//! nonce, carried in clear and checked against the session's replay window
-//! before and after decryption.
+//! An envelope carries only what routing needs: the session id, the counter
+//! and the ciphertext. The sender is the session's peer (the handshake
+//! authenticated it); the message id and everything else are inside the
+//! ciphertext, so the wire shows neither. The associated data is the
+//! session id preceded by its length as 4 bytes big-endian. The counter is
+//! the ChaCha20-Poly1305 nonce, carried in clear and checked against the
+//! session's replay window before and after decryption.
 
 use std::sync::Arc;
 
@@ -16,14 +18,11 @@ use prost::Message;
 
 use crate::{peers::Peers, session::Session};
 
-/// The associated data of an envelope: binds session id, sender and message
-/// id to the ciphertext (each length-prefixed, so no two triples collide).
-pub fn aad(session_id: &[u8], sender: &str, message_id: &str) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(session_id.len() + sender.len() + message_id.len() + 12);
-    for part in [session_id, sender.as_bytes(), message_id.as_bytes()] {
-        aad.extend_from_slice(&(part.len() as u32).to_be_bytes());
-        aad.extend_from_slice(part);
-    }
+/// The associated data of an envelope: the session id, length-prefixed.
+pub fn aad(session_id: &[u8]) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(session_id.len() + 4);
+    aad.extend_from_slice(&(session_id.len() as u32).to_be_bytes());
+    aad.extend_from_slice(session_id);
     aad
 }
 
@@ -47,9 +46,6 @@ pub enum EnvelopeError {
     /// No live session has this id (expired, or this peer restarted).
     #[error("unknown or expired session; handshake again")]
     UnknownSession,
-    /// The envelope names another sender than the session's peer.
-    #[error("sender does not match the session's peer")]
-    WrongSender,
     /// The counter was seen before, or is too old.
     #[error("envelope refused: {0}")]
     Replayed(ReplayError),
@@ -85,34 +81,23 @@ impl Outgoing {
     }
 }
 
-/// Seals `plaintext` from `sender` under `session`, as the next message on it.
-pub fn seal(
-    sender: &str,
-    session: &Session,
-    message_id: &str,
-    plaintext: &[u8],
-) -> Result<Envelope, EnvelopeError> {
+/// Seals `plaintext` under `session`, as the next message on it.
+pub fn seal(session: &Session, plaintext: &[u8]) -> Result<Envelope, EnvelopeError> {
     let session_id = session.id();
     let (counter, ciphertext) = session
         .transport
-        .seal_next(&aad(&session_id, sender, message_id), plaintext)
+        .seal_next(&aad(&session_id), plaintext)
         .map_err(|e| EnvelopeError::Seal(e.to_string()))?;
     Ok(Envelope {
         session_id: session_id.to_vec(),
         counter,
-        sender: sender.to_owned(),
-        message_id: message_id.to_owned(),
         ciphertext,
     })
 }
 
 /// Seals one outgoing message as Deliver carries it.
-pub fn seal_outgoing(
-    sender: &str,
-    session: &Session,
-    message: &Outgoing,
-) -> Result<Envelope, EnvelopeError> {
-    seal(sender, session, &message.id, &message.plaintext)
+pub fn seal_outgoing(session: &Session, message: &Outgoing) -> Result<Envelope, EnvelopeError> {
+    seal(session, &message.plaintext)
 }
 
 /// Opens an envelope on the live session it names, rejecting replays:
@@ -135,9 +120,6 @@ pub fn open(
     let session = peers
         .by_id(&envelope.session_id)
         .ok_or(EnvelopeError::UnknownSession)?;
-    if envelope.sender != session.peer {
-        return Err(EnvelopeError::WrongSender);
-    }
     // Checked before decrypting (cheap refusal of a replay) and marked
     // after (only an authentic envelope may move the window).
     session
@@ -161,15 +143,12 @@ pub fn reopen(
     let session = peers
         .by_id(&envelope.session_id)
         .ok_or(EnvelopeError::UnknownSession)?;
-    if envelope.sender != session.peer {
-        return Err(EnvelopeError::WrongSender);
-    }
     let plaintext = decrypt(&session, envelope)?;
     Ok((session, plaintext))
 }
 
 fn decrypt(session: &Session, envelope: &Envelope) -> Result<Vec<u8>, EnvelopeError> {
-    let aad = aad(&envelope.session_id, &envelope.sender, &envelope.message_id);
+    let aad = aad(&envelope.session_id);
     session
         .transport
         .open(envelope.counter, &aad, &envelope.ciphertext)
@@ -182,9 +161,8 @@ mod tests {
     use crate::session::{Role, tests::transports};
 
     #[test]
-    fn aad_parts_cannot_be_shifted_between_fields() {
-        assert_ne!(aad(b"s", "ab", "c"), aad(b"s", "a", "bc"));
-        assert_ne!(aad(b"", "sa", "b"), aad(b"s", "a", "b"));
+    fn the_aad_is_the_length_prefixed_session_id() {
+        assert_eq!(aad(b"abc"), [0, 0, 0, 3, b'a', b'b', b'c']);
     }
 
     /// The largest message any peer may send (the longest text, id, sender
@@ -211,7 +189,7 @@ mod tests {
             sealed_around_text + chat_noise::TAG_LEN < ENVELOPE_OVERHEAD_BYTES * 6 / 10,
             "{sealed_around_text} bytes around the text"
         );
-        let envelope = seal_outgoing(&largest.sender, &alice, &Outgoing::of(&largest)).unwrap();
+        let envelope = seal_outgoing(&alice, &Outgoing::of(&largest)).unwrap();
         assert!(envelope.ciphertext.len() <= chat_noise::MAX_MESSAGE_LEN);
     }
 
@@ -221,19 +199,19 @@ mod tests {
         let alice = Session::new(alice_end, "bob".into(), Role::Initiator);
         let bob = Peers::new();
         bob.insert(Session::new(bob_end, "alice".into(), Role::Responder));
-        let sealed = seal("alice", &alice, "m1", b"hello").unwrap();
+        let sealed = seal(&alice, b"hello").unwrap();
 
         let mut forged = sealed.clone();
-        forged.message_id = "m2".into();
+        forged.counter += 1;
         assert_eq!(
             open(&bob, &forged, 1024).unwrap_err(),
             EnvelopeError::Decrypt
         );
         let mut forged = sealed.clone();
-        forged.sender = "mallory".into();
+        forged.ciphertext[0] ^= 1;
         assert_eq!(
             open(&bob, &forged, 1024).unwrap_err(),
-            EnvelopeError::WrongSender
+            EnvelopeError::Decrypt
         );
         let mut forged = sealed.clone();
         forged.session_id = vec![0; 3];

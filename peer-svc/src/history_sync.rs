@@ -237,12 +237,7 @@ impl HistorySync {
             since_hlc,
         };
         let request = PeerHistoryRequest {
-            envelope: Some(envelope::seal(
-                &self.name,
-                session,
-                "",
-                &cursor.encode_to_vec(),
-            )?),
+            envelope: Some(envelope::seal(session, &cursor.encode_to_vec())?),
         };
         let mut client = PeerClient::new(self.channels.get(&contact.address)?);
         Ok(client.history(request).await.map(|r| r.into_inner()))
@@ -303,7 +298,7 @@ impl HistorySync {
         let message = SealedMessage::decode(plaintext.as_slice())
             .ok()
             .and_then(|s| s.message)
-            .filter(|m| m.id == envelope.message_id && !m.id.is_empty())
+            .filter(|m| !m.id.is_empty())
             .ok_or_else(|| Status::invalid_argument("malformed history item"))?;
         // Resume after what was really received, not what the
         // unauthenticated cursor field says.
@@ -417,13 +412,12 @@ impl HistorySync {
                     return;
                 }
                 remaining -= 1;
-                let id = message.id.clone();
                 let cursor = cursor_of(&message);
                 let plaintext = SealedMessage {
                     message: Some(message),
                 }
                 .encode_to_vec();
-                let item = envelope::seal(&self.name, &session, &id, &plaintext)
+                let item = envelope::seal(&session, &plaintext)
                     .map(|envelope| PeerHistoryResponse {
                         envelope: Some(envelope),
                         cursor,

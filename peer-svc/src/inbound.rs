@@ -171,15 +171,11 @@ impl Inbound {
                 let Ok((session, plaintext)) = envelope::reopen(&self.peers, envelope) else {
                     return Err(EnvelopeError::Replayed(replayed).into());
                 };
-                let stored = match checks::delivered(
-                    &plaintext,
-                    &session.peer,
-                    &envelope.message_id,
-                    self.max_message_bytes,
-                ) {
-                    Ok(message) => self.store.get(&message.sender, &message.id)?.is_some(),
-                    Err(_) => false,
-                };
+                let stored =
+                    match checks::delivered(&plaintext, &session.peer, self.max_message_bytes) {
+                        Ok(message) => self.store.get(&message.sender, &message.id)?.is_some(),
+                        Err(_) => false,
+                    };
                 return if stored {
                     Ok(Checked::Stored)
                 } else {
@@ -188,12 +184,7 @@ impl Inbound {
             }
             Err(e) => return Err(e.into()),
         };
-        let mut message = checks::delivered(
-            &plaintext,
-            &session.peer,
-            &envelope.message_id,
-            self.max_message_bytes,
-        )?;
+        let mut message = checks::delivered(&plaintext, &session.peer, self.max_message_bytes)?;
         self.check_clock(message.hlc)?;
         // Charged after authentication, per session: an outsider who copies
         // a session id off the wire cannot spend the peer's allowance.

@@ -412,7 +412,6 @@ fn compose(config: Config, opened: Opened, shutdown: CancellationToken) -> Parts
         admission,
     ));
     let delivery = Arc::new(Delivery::new(
-        &config.name,
         crate::store::outbox::OutboxLimits {
             per_peer: config.outbox_limit,
             total: config.outbox_total_limit,

@@ -65,7 +65,6 @@ impl Kit {
             Arc::new(crate::admission::Admission::open(store.clone())),
         ));
         let delivery = Arc::new(Delivery::new(
-            name,
             crate::store::outbox::OutboxLimits {
                 per_peer: config.outbox_limit,
                 total: config.outbox_total_limit,

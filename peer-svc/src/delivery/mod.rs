@@ -55,8 +55,6 @@ fn report(contact: &Contact, status: DeliveryStatus, error: String) -> DeliveryR
 /// Delivery to every other peer, and the outbox's redelivery.
 #[derive(Debug)]
 pub struct Delivery {
-    /// This peer's name, the sender of every envelope.
-    name: String,
     outbox_limits: OutboxLimits,
     directory: Arc<Directory>,
     peers: Arc<Peers>,
@@ -71,9 +69,8 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// Delivery from `name`, queueing within `outbox_limits`.
+    /// Delivery to the other peers, queueing within `outbox_limits`.
     pub fn new(
-        name: &str,
         outbox_limits: OutboxLimits,
         directory: Arc<Directory>,
         peers: Arc<Peers>,
@@ -82,7 +79,6 @@ impl Delivery {
         channels: Arc<Channels>,
     ) -> Self {
         Self {
-            name: name.to_owned(),
             outbox_limits,
             directory,
             peers,
@@ -365,7 +361,6 @@ impl Delivery {
             match self
                 .streams
                 .deliver(
-                    &self.name,
                     &contact.address,
                     || Ok(self.channels.get(&contact.address)?),
                     session.clone(),
@@ -378,7 +373,7 @@ impl Delivery {
             }
         }
         let mut request = tonic::Request::new(DeliverRequest {
-            envelope: Some(seal_outgoing(&self.name, session, message)?),
+            envelope: Some(seal_outgoing(session, message)?),
         });
         request.set_timeout(DELIVER_TIMEOUT);
         PeerClient::new(self.channels.get(&contact.address)?)

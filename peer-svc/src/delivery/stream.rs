@@ -111,7 +111,6 @@ impl Streams {
     /// UNIMPLEMENTED means the peer has no stream: use unary Deliver.
     pub async fn deliver(
         &self,
-        sender: &str,
         address: &str,
         channel: impl FnOnce() -> Result<Channel, Status>,
         session: Arc<Session>,
@@ -135,7 +134,7 @@ impl Streams {
                             Status::unavailable("the delivery stream closed twice")
                         })?;
                         let (tx, rx) = mpsc::channel(PIPE_QUEUE);
-                        tokio::spawn(run(sender.to_owned(), make()?, rx));
+                        tokio::spawn(run(make()?, rx));
                         links.insert(address.to_owned(), Link::Pipe(tx.clone()));
                         tx
                     }
@@ -169,14 +168,14 @@ struct InFlight {
 
 /// The pipe's task: opens a stream when there is something to carry, and
 /// carries it until the pipe is idle for [`PIPE_IDLE`].
-async fn run(sender: String, channel: Channel, mut items: mpsc::Receiver<Item>) {
+async fn run(channel: Channel, mut items: mpsc::Receiver<Item>) {
     loop {
         let first = match tokio::time::timeout(PIPE_IDLE, items.recv()).await {
             Ok(Some(item)) => item,
             Ok(None) | Err(_) => return,
         };
         let mut pending = Some(first);
-        if let Err(status) = carry(&sender, &channel, &mut items, &mut pending).await {
+        if let Err(status) = carry(&channel, &mut items, &mut pending).await {
             debug!(error = %status.message(), "delivery stream ended");
             if let Some(item) = pending.take() {
                 let _ = item.done.send(Err(status.clone()));
@@ -196,7 +195,6 @@ async fn run(sender: String, channel: Channel, mut items: mpsc::Receiver<Item>) 
 /// One stream's life: returns Ok when the pipe went idle, Err when the
 /// stream failed (every unacknowledged caller has been told by then).
 async fn carry(
-    sender: &str,
     channel: &Channel,
     items: &mut mpsc::Receiver<Item>,
     pending: &mut Option<Item>,
@@ -205,7 +203,7 @@ async fn carry(
     // The first batch goes with the call, so the stream opens with work.
     let first = pending.take().expect("a first item");
     let mut batch = Vec::new();
-    let (waiting, mut leftover) = pack(sender, first, items, &mut batch);
+    let (waiting, mut leftover) = pack(first, items, &mut batch);
     let mut seq = 1u64;
     in_flight.push_back(InFlight {
         seq,
@@ -237,7 +235,7 @@ async fn carry(
             item = next_item(&mut leftover, items), if room => {
                 let Some(item) = item else { return Ok(()) };
                 let mut batch = Vec::new();
-                let (waiting, rest) = pack(sender, item, items, &mut batch);
+                let (waiting, rest) = pack(item, items, &mut batch);
                 leftover = rest;
                 seq += 1;
                 in_flight.push_back(InFlight { seq, sent_at: Instant::now(), waiting });
@@ -335,7 +333,6 @@ fn answer(in_flight: &mut VecDeque<InFlight>, ack: DeliverBatchAck) -> Result<()
 /// limits) into `batch`; returns the callers to answer, in batch order, and
 /// the item that did not fit, which starts the next batch.
 fn pack(
-    sender: &str,
     first: Item,
     items: &mut mpsc::Receiver<Item>,
     batch: &mut Vec<Envelope>,
@@ -356,7 +353,7 @@ fn pack(
             // way to put it back, so it starts the next batch itself.
             return (waiting, Some(item));
         }
-        match seal_outgoing(sender, &item.session, &item.message) {
+        match seal_outgoing(&item.session, &item.message) {
             Ok(envelope) => {
                 bytes += size;
                 batch.push(envelope);
@@ -464,10 +461,7 @@ mod tests {
                     results: batch
                         .envelopes
                         .into_iter()
-                        .map(|e| DeliverResult {
-                            message_id: e.message_id,
-                            ..Default::default()
-                        })
+                        .map(|_| DeliverResult::default())
                         .collect(),
                 })
             });
@@ -538,13 +532,7 @@ mod tests {
             let (pipes, session, addr) = (pipes.clone(), session.clone(), addr.clone());
             async move {
                 pipes
-                    .deliver(
-                        "alice",
-                        &addr,
-                        || channel(&addr),
-                        session,
-                        Outgoing::of(&message(i)),
-                    )
+                    .deliver(&addr, || channel(&addr), session, Outgoing::of(&message(i)))
                     .await
             }
         });
@@ -567,7 +555,6 @@ mod tests {
         assert!(pipes.streams_to(&addr));
         let err = pipes
             .deliver(
-                "alice",
                 &addr,
                 || channel(&addr),
                 session(),

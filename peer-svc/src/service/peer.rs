@@ -65,20 +65,15 @@ const DELIVER_STREAM_ACKS: usize = 16;
 pub const MAX_STREAM_BATCH_ENVELOPES: usize = 1024;
 
 /// One envelope's line in a batch ack.
-fn batch_result(
-    message_id: String,
-    outcome: Result<bool, crate::inbound::InboundError>,
-) -> DeliverResult {
+fn batch_result(outcome: Result<bool, crate::inbound::InboundError>) -> DeliverResult {
     match outcome {
         Ok(new) => DeliverResult {
-            message_id,
             duplicate: !new,
             ..Default::default()
         },
         Err(e) => {
             let status = refused("Peer/DeliverStream", e);
             DeliverResult {
-                message_id,
                 code: status.code() as i32,
                 error: status.message().to_owned(),
                 duplicate: false,
@@ -110,19 +105,12 @@ impl Peer for PeerService {
         request: Request<DeliverRequest>,
     ) -> Result<Response<DeliverResponse>, Status> {
         let envelope = request.into_inner().envelope;
-        let message_id = envelope
-            .as_ref()
-            .map(|e| e.message_id.clone())
-            .unwrap_or_default();
         let new = self
             .inbound
             .accept(envelope)
             .await
             .map_err(|e| refused("Peer/Deliver", e))?;
-        Ok(Response::new(DeliverResponse {
-            message_id,
-            duplicate: !new,
-        }))
+        Ok(Response::new(DeliverResponse { duplicate: !new }))
     }
 
     type DeliverStreamStream = DeliverAckStream;
@@ -172,12 +160,7 @@ impl Peer for PeerService {
                     return;
                 }
                 let outcomes = inbound.accept_batch(&batch.envelopes).await;
-                let results = batch
-                    .envelopes
-                    .into_iter()
-                    .zip(outcomes)
-                    .map(|(e, outcome)| batch_result(e.message_id, outcome))
-                    .collect();
+                let results = outcomes.into_iter().map(batch_result).collect();
                 let ack = DeliverBatchAck {
                     seq: batch.seq,
                     results,

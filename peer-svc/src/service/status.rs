@@ -73,10 +73,9 @@ impl From<EnvelopeError> for Status {
                 Status::invalid_argument(message)
             }
             EnvelopeError::TooLarge { .. } => Status::resource_exhausted(message),
-            EnvelopeError::UnknownSession
-            | EnvelopeError::WrongSender
-            | EnvelopeError::Replayed(_)
-            | EnvelopeError::Decrypt => Status::unauthenticated(message),
+            EnvelopeError::UnknownSession | EnvelopeError::Replayed(_) | EnvelopeError::Decrypt => {
+                Status::unauthenticated(message)
+            }
             EnvelopeError::Seal(_) => Status::internal(message),
         }
     }

@@ -1,6 +1,7 @@
 //! What an eavesdropper sees: every byte between two peers, and between the
 //! peers and Discovery, goes through recording relays; the message text is
-//! in none of them.
+//! in none of them, and the traffic between the peers shows neither the
+//! sender's name nor the message's id (issue 17: private envelopes).
 
 use chat_proto::v1::{SendRequest, delivery::Status};
 use chat_tests::{Discovery, InProcessPeer, Relay, contains, eventually};
@@ -22,12 +23,13 @@ async fn no_plaintext_on_the_wire_and_discovery_never_sees_message_text() {
     alice.wait_connections(&["bob"]).await;
 
     let secret = format!("attack at dawn {}", rand::random::<u64>());
+    let id = format!("an-id-to-look-for-{}", rand::random::<u64>());
     let report = alice
         .control()
         .await
         .send(SendRequest {
             text: secret.clone(),
-            id: String::new(),
+            id: id.clone(),
         })
         .await
         .unwrap()
@@ -49,8 +51,13 @@ async fn no_plaintext_on_the_wire_and_discovery_never_sees_message_text() {
         "the relay carried the traffic ({} bytes)",
         wire.len()
     );
-    // Control: the capture does hold the envelope, whose sender is in clear.
-    assert!(contains(&wire, b"alice"), "the capture holds the envelope");
+    // The envelope carries only the session id, the counter and the
+    // ciphertext: neither who sent it nor under which id.
+    assert!(!contains(&wire, b"alice"), "the sender's name on the wire");
+    assert!(
+        !contains(&wire, id.as_bytes()),
+        "the message id on the wire"
+    );
     assert!(
         !contains(&wire, secret.as_bytes()),
         "plaintext on the wire to bob"
@@ -66,8 +73,7 @@ async fn no_plaintext_on_the_wire_and_discovery_never_sees_message_text() {
         "Discovery saw the text"
     );
     // The names inside the handshake payload are encrypted too (IK encrypts
-    // message 1's payload); alice's name appears on the wire only as the
-    // envelope's sender, which is authenticated data.
+    // message 1's payload).
     drop(alice);
     drop(bob);
 }
