@@ -95,6 +95,55 @@ async fn members_past_the_caps_are_refused_and_nothing_is_inserted(store: TestSt
     discovery.stop().await;
 }
 
+/// A hundred registrations at once from one client cannot push past the
+/// cap: on etcd the replica counts the ones in flight, not only its mirror.
+async fn concurrent_registrations_cannot_overshoot_the_caps(store: TestStore) {
+    let discovery = Discovery::start_with(discovery_svc::Config {
+        caps: discovery_svc::config::Caps {
+            members: 1000,
+            per_source: 20,
+        },
+        ..store.discovery_config()
+    })
+    .await;
+    let client = discovery.client().await;
+    let info = client
+        .clone()
+        .info(chat_proto::v1::InfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let outcomes = futures::future::join_all((0..100).map(|i| {
+        let mut client = client.clone();
+        let request = chat_proto::registration::request(
+            &StaticKeypair::generate(),
+            &info,
+            &format!("rush{i:03}"),
+            "127.0.0.1:9",
+        )
+        .unwrap();
+        async move {
+            client
+                .register(request)
+                .await
+                .map(|_| ())
+                .map_err(|s| s.code())
+        }
+    }))
+    .await;
+    let admitted = outcomes.iter().filter(|o| o.is_ok()).count();
+    assert_eq!(admitted, 20, "{outcomes:?}");
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| o.is_ok() || *o == Err(Code::ResourceExhausted)),
+        "{outcomes:?}"
+    );
+    let (names, _) = list_all(&mut client.clone(), 0).await;
+    assert_eq!(names.len(), 20);
+    discovery.stop().await;
+}
+
 async fn list_pages_cover_every_member_once_in_name_order(store: TestStore) {
     let discovery = Discovery::start_with(store.discovery_config()).await;
     let mut client = discovery.client().await;
@@ -382,6 +431,7 @@ macro_rules! on_every_store {
 
 on_every_store!(
     members_past_the_caps_are_refused_and_nothing_is_inserted,
+    concurrent_registrations_cannot_overshoot_the_caps,
     list_pages_cover_every_member_once_in_name_order,
     a_member_watching_with_its_lease_is_never_locked_out,
 );

@@ -33,6 +33,7 @@ impl EtcdStore {
         proof_stamp: u64,
         lease: i64,
         record: &Record,
+        reserved: &mut Option<Reservation>,
     ) -> Result<i64, RegistryError> {
         let source = record.source.as_str();
         let record = record.encode_to_vec();
@@ -54,11 +55,14 @@ impl EtcdStore {
             ];
             let (condition, replaced) = match &existing {
                 None => {
-                    // A new name must fit the caps, as this replica's
-                    // mirror counts (replicas racing may overshoot by their
-                    // number of concurrent registrations).
-                    let (total, from_source) = self.follower.counts(source);
-                    admit(&self.caps, total, from_source).map_err(RegistryError::Full)?;
+                    // A new name must fit the caps: the members this
+                    // replica's mirror counts, plus the registrations it
+                    // has in flight (not in the mirror yet). Replicas
+                    // racing each other may still overshoot by their own
+                    // registrations in flight.
+                    if reserved.is_none() {
+                        *reserved = Some(self.reserve(source)?);
+                    }
                     (
                         Compare::create_revision(member_key.as_str(), CompareOp::Equal, 0),
                         None,
@@ -104,6 +108,51 @@ impl EtcdStore {
     }
 }
 
+impl EtcdStore {
+    /// A place under the caps for one new member from `source`, counting
+    /// the mirror and the registrations in flight.
+    fn reserve(&self, source: &str) -> Result<Reservation, RegistryError> {
+        let mut inflight = self.inflight.lock().expect("inflight lock");
+        let (total, from_source) = self.follower.counts(source);
+        let pending = inflight.per_source.get(source).copied().unwrap_or(0);
+        admit(&self.caps, total + inflight.total, from_source + pending)
+            .map_err(RegistryError::Full)?;
+        inflight.total += 1;
+        *inflight.per_source.entry(source.to_owned()).or_default() += 1;
+        Ok(Reservation {
+            inflight: self.inflight.clone(),
+            source: source.to_owned(),
+        })
+    }
+}
+
+/// Registrations of new names in flight on this replica.
+#[derive(Debug, Default)]
+pub(super) struct Inflight {
+    total: usize,
+    per_source: std::collections::HashMap<String, usize>,
+}
+
+/// One registration's place under the caps until the mirror counts it.
+#[derive(Debug)]
+pub(super) struct Reservation {
+    inflight: Arc<std::sync::Mutex<Inflight>>,
+    source: String,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut inflight = self.inflight.lock().expect("inflight lock");
+        inflight.total -= 1;
+        if let Some(n) = inflight.per_source.get_mut(&self.source) {
+            *n -= 1;
+            if *n == 0 {
+                inflight.per_source.remove(&self.source);
+            }
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl Store for EtcdStore {
     async fn register(
@@ -135,8 +184,17 @@ impl Store for EtcdStore {
             proof_stamp,
             source: source.to_owned(),
         };
+        // Held until the mirror has the new member (or the wait gave up).
+        let mut reserved = None;
         let revision = match self
-            .claim(name, &public_key, proof_stamp, lease, &record)
+            .claim(
+                name,
+                &public_key,
+                proof_stamp,
+                lease,
+                &record,
+                &mut reserved,
+            )
             .await
         {
             Ok(revision) => revision,
@@ -146,6 +204,7 @@ impl Store for EtcdStore {
             }
         };
         self.follower.caught_up(revision).await;
+        drop(reserved);
         Ok(Grant {
             lease_id: format!("{lease:016x}"),
             lease_token,

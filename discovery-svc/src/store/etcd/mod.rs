@@ -56,6 +56,8 @@ pub struct EtcdStore {
     prefix: String,
     ttl: Duration,
     caps: Caps,
+    /// New names being registered through this replica, for the caps.
+    inflight: Arc<std::sync::Mutex<calls::Inflight>>,
     /// This replica's view of the members, kept by an etcd watch.
     follower: Arc<Follower>,
 }
@@ -101,6 +103,7 @@ impl EtcdStore {
             prefix: prefix.to_owned(),
             ttl: config.ttl,
             caps: config.caps,
+            inflight: Arc::default(),
             follower,
         }))
     }
