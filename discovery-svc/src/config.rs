@@ -24,6 +24,9 @@ pub const DEFAULT_WATCH_LAG_LIMIT: usize = 4096;
 /// Default most concurrent `Watch` streams: each holds a backlog cursor.
 pub const DEFAULT_MAX_WATCHERS: usize = 1024;
 
+/// Default most concurrent anonymous `Watch` streams from one address.
+pub const DEFAULT_MAX_WATCHERS_PER_SOURCE: usize = 256;
+
 /// Default most live members: every list, snapshot and fan-out is bounded by it.
 pub const DEFAULT_MAX_MEMBERS: usize = 10_000;
 
@@ -95,6 +98,9 @@ pub struct Cli {
     /// their lease have slots of their own).
     #[arg(long, value_parser = chat_proto::process::at_least_one::<usize>, allow_negative_numbers = true, env = "DISCOVERY_MAX_WATCHERS", default_value_t = DEFAULT_MAX_WATCHERS)]
     pub max_watchers: usize,
+    /// Most concurrent anonymous Watch streams from one IP address.
+    #[arg(long, value_parser = chat_proto::process::at_least_one::<usize>, allow_negative_numbers = true, env = "DISCOVERY_MAX_WATCHERS_PER_SOURCE", default_value_t = DEFAULT_MAX_WATCHERS_PER_SOURCE)]
+    pub max_watchers_per_source: usize,
     /// Most live members; a Register of a new name past it is refused
     /// (RESOURCE_EXHAUSTED) and inserts nothing.
     #[arg(long, value_parser = chat_proto::process::at_least_one::<usize>, allow_negative_numbers = true, env = "DISCOVERY_MAX_MEMBERS", default_value_t = DEFAULT_MAX_MEMBERS)]
@@ -160,6 +166,7 @@ impl Cli {
             ttl: self.ttl,
             watch_lag_limit: self.watch_lag_limit.max(1),
             max_watchers: self.max_watchers,
+            max_watchers_per_source: self.max_watchers_per_source,
             caps: Caps {
                 members: self.max_members,
                 per_source: self.max_members_per_source,
@@ -210,6 +217,8 @@ pub struct Config {
     pub watch_lag_limit: usize,
     /// Most concurrent anonymous `Watch` streams.
     pub max_watchers: usize,
+    /// Most concurrent anonymous `Watch` streams from one address.
+    pub max_watchers_per_source: usize,
     /// The caps on live members.
     pub caps: Caps,
     /// Where the registry lives.
@@ -224,6 +233,7 @@ impl Default for Config {
             ttl: DEFAULT_TTL,
             watch_lag_limit: DEFAULT_WATCH_LAG_LIMIT,
             max_watchers: DEFAULT_MAX_WATCHERS,
+            max_watchers_per_source: DEFAULT_MAX_WATCHERS_PER_SOURCE,
             caps: Caps::default(),
             store: StoreConfig::Memory,
             key: StaticKeypair::generate(),

@@ -43,10 +43,23 @@ impl DiscoveryService {
         Self {
             store,
             proofs: Arc::new(Proofs::new(config.key.clone())),
-            watchers: Watchers::new(config.max_watchers, config.caps.members),
+            watchers: Watchers::new(
+                config.max_watchers,
+                config.max_watchers_per_source,
+                config.caps.members,
+            ),
             shutdown,
         }
     }
+}
+
+/// The caller's source, for the per-source caps: its IP only (an IPv6
+/// host's /64), since one host opens many connections.
+fn source_of<T>(request: &Request<T>) -> String {
+    request
+        .remote_addr()
+        .map(|a| chat_proto::conn::source_of(a.ip()).to_string())
+        .unwrap_or_default()
 }
 
 fn to_member(info: &MemberInfo) -> Member {
@@ -87,12 +100,7 @@ impl Discovery for DiscoveryService {
         &self,
         request: Request<RegisterRequest>,
     ) -> Result<Response<RegisterResponse>, Status> {
-        // The source address, for the per-source cap: the IP only (an
-        // IPv6 host's /64), since one host opens many connections.
-        let source = request
-            .remote_addr()
-            .map(|a| chat_proto::conn::source_of(a.ip()).to_string())
-            .unwrap_or_default();
+        let source = source_of(&request);
         let req = request.into_inner();
         // The request's own rules first (INVALID_ARGUMENT naming the rule),
         // then, before the store, the proof: only the key's holder gets a
@@ -179,10 +187,16 @@ impl Discovery for DiscoveryService {
         &self,
         request: Request<WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let source = source_of(&request);
         let req = request.into_inner();
         let refused = |e: Status| status::refused("Watch", e);
         let (slot, member) = if req.lease_id.is_empty() && req.lease_token.is_empty() {
-            (self.watchers.admit().map_err(|e| refused(e.into()))?, None)
+            (
+                self.watchers
+                    .admit(&source)
+                    .map_err(|e| refused(e.into()))?,
+                None,
+            )
         } else {
             let member = self
                 .store

@@ -49,9 +49,9 @@ impl From<WatchError> for Status {
     fn from(err: WatchError) -> Self {
         let msg = err.to_string();
         match err {
-            WatchError::TooMany { .. } | WatchError::FellBehind { .. } => {
-                Status::resource_exhausted(msg)
-            }
+            WatchError::TooMany { .. }
+            | WatchError::TooManyFromSource { .. }
+            | WatchError::FellBehind { .. } => Status::resource_exhausted(msg),
         }
     }
 }

@@ -33,6 +33,15 @@ pub enum WatchError {
         /// The most concurrent watchers.
         limit: usize,
     },
+    /// The caller's address holds its share of the anonymous slots.
+    #[error(
+        "too many watchers from this address (limit {limit}, --max-watchers-per-source); \
+         watch with your lease, or try again later"
+    )]
+    TooManyFromSource {
+        /// The most anonymous watchers from one address.
+        limit: usize,
+    },
     /// The watcher fell more than the lag limit behind the feed.
     #[error("watch fell {missed} events behind; call Watch again")]
     FellBehind {
@@ -49,6 +58,9 @@ type MemberSlots = Arc<Mutex<HashMap<String, (u64, CancellationToken)>>>;
 pub struct Watchers {
     anonymous: Arc<Semaphore>,
     limit: usize,
+    /// Anonymous watchers per source address, and the most each may hold.
+    per_source: Arc<Mutex<HashMap<String, usize>>>,
+    per_source_limit: usize,
     /// Member watches, however many names come and go: a stream whose
     /// client stopped reading outlives its member until the client resets
     /// it, so slots are bounded here too (by the member cap).
@@ -70,6 +82,8 @@ pub struct Slot {
 enum SlotKind {
     Anonymous {
         _permit: OwnedSemaphorePermit,
+        source: String,
+        per_source: Arc<Mutex<HashMap<String, usize>>>,
     },
     Member {
         name: String,
@@ -81,13 +95,25 @@ enum SlotKind {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if let SlotKind::Member {
-            name, id, slots, ..
-        } = &self.kind
-        {
-            let mut slots = slots.lock().expect("member slots lock");
-            if slots.get(name).is_some_and(|(held, _)| held == id) {
-                slots.remove(name);
+        match &self.kind {
+            SlotKind::Member {
+                name, id, slots, ..
+            } => {
+                let mut slots = slots.lock().expect("member slots lock");
+                if slots.get(name).is_some_and(|(held, _)| held == id) {
+                    slots.remove(name);
+                }
+            }
+            SlotKind::Anonymous {
+                source, per_source, ..
+            } => {
+                let mut counts = per_source.lock().expect("watchers per source lock");
+                if let Some(n) = counts.get_mut(source) {
+                    *n -= 1;
+                    if *n == 0 {
+                        counts.remove(source);
+                    }
+                }
             }
         }
     }
@@ -102,13 +128,16 @@ impl Slot {
 }
 
 impl Watchers {
-    /// Room for `limit` concurrent anonymous watchers and `member_limit`
-    /// members' watches.
-    pub fn new(limit: usize, member_limit: usize) -> Self {
+    /// Room for `limit` concurrent anonymous watchers (at most
+    /// `per_source_limit` from one address) and `member_limit` members'
+    /// watches.
+    pub fn new(limit: usize, per_source_limit: usize, member_limit: usize) -> Self {
         let member_limit = member_limit.min(Semaphore::MAX_PERMITS);
         Self {
             anonymous: Arc::new(Semaphore::new(limit)),
             limit,
+            per_source: Arc::default(),
+            per_source_limit,
             member_permits: Arc::new(Semaphore::new(member_limit)),
             member_limit,
             members: Arc::default(),
@@ -116,16 +145,27 @@ impl Watchers {
         }
     }
 
-    /// A slot for one more anonymous watcher.
-    pub fn admit(&self) -> Result<Slot, WatchError> {
+    /// A slot for one more anonymous watcher, from `source`.
+    pub fn admit(&self, source: &str) -> Result<Slot, WatchError> {
+        let mut counts = self.per_source.lock().expect("watchers per source lock");
+        if counts.get(source).copied().unwrap_or(0) >= self.per_source_limit {
+            return Err(WatchError::TooManyFromSource {
+                limit: self.per_source_limit,
+            });
+        }
         let permit = self
             .anonymous
             .clone()
             .try_acquire_owned()
             .map_err(|_| WatchError::TooMany { limit: self.limit })?;
+        *counts.entry(source.to_owned()).or_default() += 1;
         Ok(Slot {
             ended: CancellationToken::new(),
-            kind: SlotKind::Anonymous { _permit: permit },
+            kind: SlotKind::Anonymous {
+                _permit: permit,
+                source: source.to_owned(),
+                per_source: self.per_source.clone(),
+            },
         })
     }
 

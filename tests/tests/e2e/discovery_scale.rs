@@ -166,10 +166,14 @@ async fn list_pages_cover_every_member_once_in_name_order(store: TestStore) {
 
 async fn a_member_watching_with_its_lease_is_never_locked_out(store: TestStore) {
     let discovery = Discovery::start_with(discovery_svc::Config {
-        max_watchers: 2,
+        max_watchers: 3,
+        max_watchers_per_source: 2,
         ..store.discovery_config()
     })
     .await;
+    // Another host keeps its share of the anonymous slots.
+    let mut elsewhere = client_from(&discovery, "127.0.0.3").await;
+    let _theirs = elsewhere.watch(WatchRequest::default()).await.unwrap();
     // Someone holds every anonymous slot and keeps asking for more.
     let mut flooder = discovery.client().await;
     let _held = [
@@ -179,6 +183,11 @@ async fn a_member_watching_with_its_lease_is_never_locked_out(store: TestStore) 
     for _ in 0..20 {
         let err = flooder.watch(WatchRequest::default()).await.unwrap_err();
         assert_eq!(err.code(), Code::ResourceExhausted);
+        assert!(
+            err.message().contains("--max-watchers-per-source"),
+            "{}",
+            err.message()
+        );
     }
 
     let mut client = discovery.client().await;
