@@ -298,7 +298,7 @@ impl Admission {
             return Err(not_member(CredentialError::Missing));
         }
         let digest: [u8; 32] = Sha256::digest(credential::to_be_signed(
-            b"p2p-chat/1 verified credential",
+            b"p2p-chat/2 verified credential",
             &[encoded, static_key, name.as_bytes()],
         ))
         .into();

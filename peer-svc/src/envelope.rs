@@ -61,7 +61,8 @@ pub enum EnvelopeError {
 /// once and shared by every recipient's copy.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
-    /// The message id (bound by the AAD, carried in the envelope).
+    /// The message id (inside the sealed plaintext; kept here for logs and
+    /// bookkeeping, never sent in clear).
     pub id: String,
     /// The encoded `SealedMessage`.
     pub plaintext: Arc<[u8]>,

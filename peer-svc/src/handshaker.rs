@@ -35,7 +35,7 @@ use crate::{
 
 /// The Noise prologue: names this protocol and its version, so a peer of
 /// another version fails the handshake instead of misreading messages.
-pub const PROLOGUE: &[u8] = b"p2p-chat/1 Noise_IK_25519_ChaChaPoly_SHA256";
+pub const PROLOGUE: &[u8] = b"p2p-chat/2 Noise_IK_25519_ChaChaPoly_SHA256";
 
 /// Least time between two member-list refreshes caused by handshakes from
 /// names we do not know.

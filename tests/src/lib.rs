@@ -74,6 +74,24 @@ impl Discovery {
             .expect("connect to discovery")
     }
 
+    /// The static key Discovery lists for `name` (the first page of List).
+    pub async fn listed_key(&self, name: &str) -> [u8; 32] {
+        let members = self
+            .client()
+            .await
+            .list(chat_proto::v1::ListRequest::default())
+            .await
+            .expect("List")
+            .into_inner()
+            .members;
+        let member = members.iter().find(|m| m.name == name).expect("listed");
+        member
+            .public_key
+            .as_slice()
+            .try_into()
+            .expect("a 32-byte key")
+    }
+
     /// Shuts down gracefully and checks that the server stopped cleanly.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
@@ -206,8 +224,7 @@ pub fn handshake_request(
     responder: &[u8; 32],
     message: Vec<u8>,
 ) -> chat_proto::v1::PeerHandshakeRequest {
-    let network = test_network().0.verifying_key().to_bytes();
-    let key = peer_svc::handshake_mac::key(&network, responder);
+    let key = peer_svc::handshake_mac::key(&test_network_key(), responder);
     chat_proto::v1::PeerHandshakeRequest {
         mac1: peer_svc::handshake_mac::mac1(&key, &message).to_vec(),
         message,
@@ -226,6 +243,18 @@ pub fn invitation(name: &str) -> String {
 /// `name` with `keypair`'s static key into the test network: what a test's
 /// own gRPC client shows to act as a member (a malicious one, say).
 pub fn credential(name: &str, keypair: &chat_noise::StaticKeypair) -> Vec<u8> {
+    credential_for_key(name, &keypair.public_key())
+}
+
+/// The test network's key (its founder's Ed25519 public key): what mac1s
+/// to its members are keyed with.
+pub fn test_network_key() -> [u8; 32] {
+    test_network().0.verifying_key().to_bytes()
+}
+
+/// Like [`credential`], for a static public key held elsewhere (by another
+/// implementation of the protocol).
+pub fn credential_for_key(name: &str, static_key: &[u8; 32]) -> Vec<u8> {
     use prost::Message;
     use sha2::Digest;
     // One identity per name in a test process, as a real member keeps its
@@ -234,7 +263,7 @@ pub fn credential(name: &str, keypair: &chat_noise::StaticKeypair) -> Vec<u8> {
     let identity = ed25519_dalek::SigningKey::from_bytes(&seed);
     let token = invitation(name);
     let invitation = peer_svc::credential::decode_token(&token).expect("a token");
-    peer_svc::credential::join(&invitation, &identity, name, &keypair.public_key())
+    peer_svc::credential::join(&invitation, &identity, name, static_key)
         .expect("joined")
         .encode_to_vec()
 }
@@ -350,6 +379,32 @@ impl Process {
 pub mod etcd;
 mod peers;
 mod relay;
+
+/// Runs each named suite function (`async fn NAME(store: TestStore)`)
+/// once per registry store, as `memory::NAME` and (with the `etcd`
+/// feature) `etcd::NAME`.
+#[macro_export]
+macro_rules! on_every_store {
+    ($($test:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test($crate::TestStore::Memory).await
+                }
+            )*
+        }
+        #[cfg(feature = "etcd")]
+        mod etcd {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test($crate::TestStore::Etcd).await
+                }
+            )*
+        }
+    };
+}
 
 /// The registry stores the Discovery suite runs on: memory always, etcd
 /// when the `etcd` feature is on.

@@ -6,23 +6,9 @@ use std::sync::{
     atomic::{AtomicBool, AtomicU64, Ordering},
 };
 
-use chat_proto::v1::{ListRequest, PeerHandshakeRequest, peer_client::PeerClient};
+use chat_proto::v1::{PeerHandshakeRequest, peer_client::PeerClient};
 use chat_tests::{Discovery, PeerProcess, eventually, full_history, wait_for_message};
 use tonic::Code;
-
-/// bob's static key, as Discovery lists it.
-async fn listed_key(discovery: &Discovery, name: &str) -> [u8; 32] {
-    let members = discovery
-        .client()
-        .await
-        .list(ListRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .members;
-    let member = members.iter().find(|m| m.name == name).expect("listed");
-    member.public_key.as_slice().try_into().unwrap()
-}
 
 /// Floods `bob` with first handshake messages of 200 zero bytes until
 /// `flooding` is cleared; `mac1` says whether they carry a right mac1 (an
@@ -82,7 +68,7 @@ async fn a_junk_handshake_flood_costs_members_nothing() {
     let discovery = Discovery::start().await;
     let dir = tempfile::tempdir().unwrap();
     let (alice, bob) = alice_and_a_strict_bob(&discovery, dir.path()).await;
-    let key = listed_key(&discovery, "bob").await;
+    let key = discovery.listed_key("bob").await;
     let flooding = Arc::new(AtomicBool::new(true));
     let refused: Arc<[AtomicU64; 17]> = Arc::new(Default::default());
     let flooder = flood(&bob, key, false, flooding.clone(), refused.clone());
@@ -118,7 +104,7 @@ async fn a_send_during_a_handshake_flood_is_delivered_once_the_flood_stops() {
     let discovery = Discovery::start().await;
     let dir = tempfile::tempdir().unwrap();
     let (alice, bob) = alice_and_a_strict_bob(&discovery, dir.path()).await;
-    let key = listed_key(&discovery, "bob").await;
+    let key = discovery.listed_key("bob").await;
     let flooding = Arc::new(AtomicBool::new(true));
     let refused: Arc<[AtomicU64; 17]> = Arc::new(Default::default());
     let flooder = flood(&bob, key, true, flooding.clone(), refused.clone());

@@ -647,31 +647,7 @@ async fn only_the_holder_of_a_key_can_register_it(store: TestStore) {
     discovery.stop().await;
 }
 
-/// Runs each named suite function once per store, as `memory::NAME` and
-/// (with the `etcd` feature) `etcd::NAME`.
-macro_rules! on_every_store {
-    ($($test:ident),* $(,)?) => {
-        mod memory {
-            $(
-                #[tokio::test]
-                async fn $test() {
-                    super::$test(chat_tests::TestStore::Memory).await
-                }
-            )*
-        }
-        #[cfg(feature = "etcd")]
-        mod etcd {
-            $(
-                #[tokio::test]
-                async fn $test() {
-                    super::$test(chat_tests::TestStore::Etcd).await
-                }
-            )*
-        }
-    };
-}
-
-on_every_store!(
+chat_tests::on_every_store!(
     watch_sees_join_leave_and_expiry_in_order,
     only_the_holder_of_a_key_can_register_it,
     a_live_name_with_another_key_is_already_taken,

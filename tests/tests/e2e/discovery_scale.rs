@@ -416,29 +416,7 @@ async fn health_watches_are_capped_and_check_still_answers() {
     discovery.stop().await;
 }
 
-macro_rules! on_every_store {
-    ($($test:ident),* $(,)?) => {
-        mod memory {
-            $(
-                #[tokio::test]
-                async fn $test() {
-                    super::$test(chat_tests::TestStore::Memory).await
-                }
-            )*
-        }
-        #[cfg(feature = "etcd")]
-        mod etcd {
-            $(
-                #[tokio::test]
-                async fn $test() {
-                    super::$test(chat_tests::TestStore::Etcd).await
-                }
-            )*
-        }
-    };
-}
-
-on_every_store!(
+chat_tests::on_every_store!(
     members_past_the_caps_are_refused_and_nothing_is_inserted,
     concurrent_registrations_cannot_overshoot_the_caps,
     list_pages_cover_every_member_once_in_name_order,

@@ -21,6 +21,7 @@ mod private_and_replay;
 mod readme;
 #[cfg(feature = "etcd")]
 mod replicas;
+mod second_implementation;
 mod secrets;
 mod stopping;
 mod streaming;

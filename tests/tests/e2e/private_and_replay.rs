@@ -5,7 +5,7 @@
 use std::os::unix::fs::PermissionsExt;
 
 use chat_noise::{Initiator, StaticKeypair};
-use chat_proto::v1::{HandshakePayload, LeaveRequest, ListRequest, peer_client::PeerClient};
+use chat_proto::v1::{HandshakePayload, LeaveRequest, peer_client::PeerClient};
 use chat_tests::{Discovery, PeerProcess, binary, eventually};
 use peer_svc::handshaker::PROLOGUE;
 use prost::Message;
@@ -62,22 +62,7 @@ async fn a_captured_initiation_replayed_after_a_restart_is_refused_and_moves_not
     let alice = StaticKeypair::generate();
     let (lease_id, lease_token) = register_alice(&discovery, &alice, "127.0.0.1:9").await;
     bob.wait_connections(&["alice"]).await;
-    let members = discovery
-        .client()
-        .await
-        .list(ListRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .members;
-    let bob_key: [u8; 32] = members
-        .iter()
-        .find(|m| m.name == "bob")
-        .unwrap()
-        .public_key
-        .as_slice()
-        .try_into()
-        .unwrap();
+    let bob_key = discovery.listed_key("bob").await;
 
     // Alice handshakes with bob; an attacker on the wire keeps a copy.
     let captured = initiation(&alice, bob_key, "127.0.0.1:9");

@@ -1,0 +1,452 @@
+//! Issue 17: a second implementation of the peer protocol (version 2),
+//! written from docs/protocol.md, that shares none of the project's Noise code: the
+//! handshakes are `snow`'s, the envelopes are sealed and opened with the
+//! `chacha20poly1305` crate under the keys `snow` splits, mac1 is computed
+//! with `hmac`/`sha2`, and the wire is the generated gRPC stubs. It
+//! registers at a real Discovery (with a proof of possession made by
+//! `snow`), handshakes with a real `peer-svc` process, delivers to it,
+//! serves `chat.v1.Peer` itself and receives from it (the real peer falls
+//! back from `DeliverStream` to `Deliver`), and checks that tampered,
+//! replayed and forged input gets the documented codes.
+//!
+//! Only the admission credential (Ed25519 signatures over the documented
+//! bytes) comes from the test harness, which signs for the test network.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{Arc, Mutex},
+};
+
+use chacha20poly1305::{
+    ChaCha20Poly1305, Key, KeyInit, Nonce,
+    aead::{Aead, Payload},
+};
+use chat_proto::v1::{
+    ChatMessage, DeliverBatch, DeliverBatchAck, DeliverRequest, DeliverResponse, Envelope,
+    HandshakePayload, InfoRequest, ListRequest, PeerHandshakeRequest, PeerHandshakeResponse,
+    PeerHistoryRequest, PeerHistoryResponse, RegisterRequest, RegistrationProof, SealedMessage,
+    discovery_client::DiscoveryClient,
+    peer_client::PeerClient,
+    peer_server::{Peer, PeerServer},
+};
+use chat_tests::{Discovery, PeerProcess, wait_for_message, within};
+use hmac::Mac;
+use prost::Message;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tonic::{Code, Request, Response, Status, Streaming};
+
+/// The protocol names and prologues, as docs/protocol.md gives them.
+const NOISE: &str = "Noise_IK_25519_ChaChaPoly_SHA256";
+const PEER_PROLOGUE: &[u8] = b"p2p-chat/2 Noise_IK_25519_ChaChaPoly_SHA256";
+const MAC1_LABEL: &[u8] = b"p2p-chat/2 mac1";
+
+fn builder() -> snow::Builder<'static> {
+    snow::Builder::new(NOISE.parse().expect("snow knows IK"))
+}
+
+fn now_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
+}
+
+/// mac1 = HMAC-SHA-256(SHA-256(label || len(network) || network || responder), message)[..16].
+fn mac1(network: &[u8], responder: &[u8], message: &[u8]) -> Vec<u8> {
+    let mut key = Sha256::new();
+    key.update(MAC1_LABEL);
+    key.update([network.len() as u8]);
+    key.update(network);
+    key.update(responder);
+    let key: [u8; 32] = key.finalize().into();
+    let mut mac = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(&key).unwrap();
+    mac.update(message);
+    mac.finalize().into_bytes()[..16].to_vec()
+}
+
+/// The AAD of an envelope: the 4-byte big-endian length of the session id, then it.
+fn aad(session_id: &[u8]) -> Vec<u8> {
+    let mut aad = (session_id.len() as u32).to_be_bytes().to_vec();
+    aad.extend_from_slice(session_id);
+    aad
+}
+
+/// Noise's ChaChaPoly nonce: 4 zero bytes, then the counter little-endian.
+fn nonce(counter: u64) -> Nonce {
+    let mut n = [0u8; 12];
+    n[4..].copy_from_slice(&counter.to_le_bytes());
+    Nonce::from(n)
+}
+
+/// One direction of a session: its key and the session id.
+#[derive(Clone)]
+struct Direction {
+    session_id: Vec<u8>,
+    key: [u8; 32],
+}
+
+impl Direction {
+    fn cipher(&self) -> ChaCha20Poly1305 {
+        ChaCha20Poly1305::new(&Key::from(self.key))
+    }
+
+    fn seal(&self, counter: u64, plaintext: &[u8]) -> Envelope {
+        let ciphertext = self
+            .cipher()
+            .encrypt(
+                &nonce(counter),
+                Payload {
+                    msg: plaintext,
+                    aad: &aad(&self.session_id),
+                },
+            )
+            .unwrap();
+        Envelope {
+            session_id: self.session_id.clone(),
+            counter,
+            ciphertext,
+        }
+    }
+
+    fn open(&self, envelope: &Envelope) -> Option<Vec<u8>> {
+        self.cipher()
+            .decrypt(
+                &nonce(envelope.counter),
+                Payload {
+                    msg: &envelope.ciphertext,
+                    aad: &aad(&envelope.session_id),
+                },
+            )
+            .ok()
+    }
+}
+
+/// Session id and the two directions' keys from a finished `snow`
+/// handshake: the first 16 bytes of the handshake hash; the initiator
+/// sends with the first split key.
+fn split(mut state: snow::HandshakeState, initiator: bool) -> (Direction, Direction) {
+    let session_id = state.get_handshake_hash()[..16].to_vec();
+    let (k1, k2) = state.dangerously_get_raw_split();
+    let (send, recv) = if initiator { (k1, k2) } else { (k2, k1) };
+    (
+        Direction {
+            session_id: session_id.clone(),
+            key: send,
+        },
+        Direction {
+            session_id,
+            key: recv,
+        },
+    )
+}
+
+/// The second implementation's own `chat.v1.Peer` service: answers
+/// handshakes as the IK responder and takes unary deliveries.
+struct SnowPeer {
+    name: String,
+    address: String,
+    private: Vec<u8>,
+    public: Vec<u8>,
+    network: Vec<u8>,
+    credential: Vec<u8>,
+    /// Receiving directions by session id.
+    sessions: Mutex<HashMap<Vec<u8>, Direction>>,
+    received: mpsc::UnboundedSender<ChatMessage>,
+}
+
+type Acks = Pin<Box<dyn futures::Stream<Item = Result<DeliverBatchAck, Status>> + Send>>;
+type Items = Pin<Box<dyn futures::Stream<Item = Result<PeerHistoryResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Peer for SnowPeer {
+    async fn handshake(
+        &self,
+        request: Request<PeerHandshakeRequest>,
+    ) -> Result<Response<PeerHandshakeResponse>, Status> {
+        let request = request.into_inner();
+        if request.mac1 != mac1(&self.network, &self.public, &request.message) {
+            return Err(Status::permission_denied("mac1"));
+        }
+        let mut state = builder()
+            .local_private_key(&self.private)
+            .unwrap()
+            .prologue(PEER_PROLOGUE)
+            .unwrap()
+            .build_responder()
+            .unwrap();
+        let mut payload = vec![0u8; 65_535];
+        let n = state
+            .read_message(&request.message, &mut payload)
+            .map_err(|e| Status::unauthenticated(e.to_string()))?;
+        HandshakePayload::decode(&payload[..n]).map_err(|_| Status::invalid_argument("payload"))?;
+        let answer = HandshakePayload {
+            name: self.name.clone(),
+            address: self.address.clone(),
+            credential: self.credential.clone(),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let mut message = vec![0u8; 65_535];
+        let n = state.write_message(&answer, &mut message).unwrap();
+        message.truncate(n);
+        let (_send, recv) = split(state, false);
+        self.sessions
+            .lock()
+            .unwrap()
+            .insert(recv.session_id.clone(), recv);
+        Ok(Response::new(PeerHandshakeResponse { message }))
+    }
+
+    async fn deliver(
+        &self,
+        request: Request<DeliverRequest>,
+    ) -> Result<Response<DeliverResponse>, Status> {
+        let envelope = request
+            .into_inner()
+            .envelope
+            .ok_or_else(|| Status::invalid_argument("no envelope"))?;
+        let direction = self
+            .sessions
+            .lock()
+            .unwrap()
+            .get(&envelope.session_id)
+            .cloned()
+            .ok_or_else(|| Status::unauthenticated("unknown session; handshake again"))?;
+        let plaintext = direction
+            .open(&envelope)
+            .ok_or_else(|| Status::unauthenticated("decryption failed"))?;
+        let message = SealedMessage::decode(plaintext.as_slice())
+            .ok()
+            .and_then(|s| s.message)
+            .ok_or_else(|| Status::invalid_argument("not a SealedMessage"))?;
+        let _ = self.received.send(message);
+        Ok(Response::new(DeliverResponse { duplicate: false }))
+    }
+
+    type DeliverStreamStream = Acks;
+
+    async fn deliver_stream(
+        &self,
+        _: Request<Streaming<DeliverBatch>>,
+    ) -> Result<Response<Acks>, Status> {
+        // Not implemented here: the documented fallback is unary Deliver.
+        Err(Status::unimplemented("DeliverStream"))
+    }
+
+    type HistoryStream = Items;
+
+    async fn history(&self, _: Request<PeerHistoryRequest>) -> Result<Response<Items>, Status> {
+        Err(Status::unimplemented("History"))
+    }
+}
+
+#[tokio::test]
+async fn a_second_implementation_on_snow_registers_handshakes_delivers_and_receives() {
+    let discovery = Discovery::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bob = PeerProcess::start("bob", &discovery.url(), &dir.path().join("bob")).await;
+
+    // Its own keys, and its own Peer server.
+    let keys = builder().generate_keypair().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let public: [u8; 32] = keys.public.as_slice().try_into().unwrap();
+    let (received, mut inbox) = mpsc::unbounded_channel();
+    let me = Arc::new(SnowPeer {
+        name: "snowy".into(),
+        address: addr.to_string(),
+        private: keys.private.clone(),
+        public: keys.public.clone(),
+        network: chat_tests::test_network_key().to_vec(),
+        credential: chat_tests::credential_for_key("snowy", &public),
+        sessions: Mutex::default(),
+        received,
+    });
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(PeerServer::from_arc(me.clone()))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+
+    // Register, with the proof: IK message 1 from our key to Discovery's.
+    let mut disco = DiscoveryClient::connect(discovery.url()).await.unwrap();
+    let info = disco.info(InfoRequest {}).await.unwrap().into_inner();
+    let proof_payload = RegistrationProof {
+        name: me.name.clone(),
+        address: me.address.clone(),
+        timestamp_micros: now_micros(),
+    }
+    .encode_to_vec();
+    let mut state = builder()
+        .local_private_key(&keys.private)
+        .unwrap()
+        .remote_public_key(&info.public_key)
+        .unwrap()
+        .prologue(info.proof_prologue.as_bytes())
+        .unwrap()
+        .build_initiator()
+        .unwrap();
+    let mut proof = vec![0u8; 65_535];
+    let n = state.write_message(&proof_payload, &mut proof).unwrap();
+    proof.truncate(n);
+    disco
+        .register(RegisterRequest {
+            name: me.name.clone(),
+            address: me.address.clone(),
+            public_key: keys.public.clone(),
+            proof,
+        })
+        .await
+        .expect("registered with a snow-made proof");
+
+    // Handshake with bob, whose key Discovery lists.
+    let members = disco
+        .list(ListRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .members;
+    let bob_key = members
+        .iter()
+        .find(|m| m.name == "bob")
+        .expect("bob listed")
+        .public_key
+        .clone();
+    let mut peer = PeerClient::connect(format!("http://{}", bob.process.addr))
+        .await
+        .unwrap();
+    let mut initiator = builder()
+        .local_private_key(&keys.private)
+        .unwrap()
+        .remote_public_key(&bob_key)
+        .unwrap()
+        .prologue(PEER_PROLOGUE)
+        .unwrap()
+        .build_initiator()
+        .unwrap();
+    let hello = HandshakePayload {
+        name: me.name.clone(),
+        address: me.address.clone(),
+        timestamp_micros: now_micros(),
+        credential: me.credential.clone(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let mut message = vec![0u8; 65_535];
+    let n = initiator.write_message(&hello, &mut message).unwrap();
+    message.truncate(n);
+    // Without the right mac1: refused before any Diffie-Hellman.
+    let err = peer
+        .handshake(PeerHandshakeRequest {
+            message: message.clone(),
+            mac1: vec![0; 16],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    let answer = peer
+        .handshake(PeerHandshakeRequest {
+            mac1: mac1(me.network.as_slice(), &bob_key, &message),
+            message,
+        })
+        .await
+        .expect("bob answers the snow handshake")
+        .into_inner();
+    let mut payload = vec![0u8; 65_535];
+    let n = initiator
+        .read_message(&answer.message, &mut payload)
+        .expect("bob's answer reads");
+    let bobs = HandshakePayload::decode(&payload[..n]).unwrap();
+    assert_eq!(bobs.name, "bob");
+    let (send, _recv) = split(initiator, true);
+
+    // Deliver to bob.
+    let text = "hello from a second implementation";
+    let sealed = SealedMessage {
+        message: Some(ChatMessage {
+            id: "snow-1".into(),
+            sender: me.name.clone(),
+            text: text.into(),
+            hlc: (now_micros() / 1000) << 16,
+            ..Default::default()
+        }),
+    }
+    .encode_to_vec();
+    let envelope = send.seal(0, &sealed);
+    let first = peer
+        .deliver(DeliverRequest {
+            envelope: Some(envelope.clone()),
+        })
+        .await
+        .expect("bob takes the envelope")
+        .into_inner();
+    assert!(!first.duplicate);
+    wait_for_message(&bob.data_dir, text).await;
+    // The same envelope again (a lost answer): stored, once.
+    let again = peer
+        .deliver(DeliverRequest {
+            envelope: Some(envelope.clone()),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(again.duplicate);
+    // Tampered: unauthenticated. Under another session: handshake again.
+    let mut tampered = send.seal(1, &sealed);
+    tampered.ciphertext[5] ^= 1;
+    let err = peer
+        .deliver(DeliverRequest {
+            envelope: Some(tampered),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    let mut elsewhere = send.seal(2, &sealed);
+    elsewhere.session_id = vec![9; 16];
+    let err = peer
+        .deliver(DeliverRequest {
+            envelope: Some(elsewhere),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    // Forged: a message in someone else's name, on our own session.
+    let forged = SealedMessage {
+        message: Some(ChatMessage {
+            id: "snow-2".into(),
+            sender: "bob".into(),
+            text: "not mine".into(),
+            hlc: (now_micros() / 1000) << 16,
+            ..Default::default()
+        }),
+    }
+    .encode_to_vec();
+    let err = peer
+        .deliver(DeliverRequest {
+            envelope: Some(send.seal(3, &forged)),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+
+    // Receive from bob: it handshakes with us (snow answers) and, finding
+    // no DeliverStream here, delivers with unary Deliver.
+    bob.wait_connections(&["snowy"]).await;
+    let (ok, report, err) = bob.chat(&["send", "hello snowy"]).await;
+    assert!(ok, "{err}");
+    let line = report.lines().find(|l| l.contains("snowy")).unwrap_or("");
+    assert!(line.contains("delivered"), "{report}");
+    let got = within("bob's message at the second implementation", async {
+        loop {
+            let m = inbox.recv().await.expect("inbox open");
+            if m.text == "hello snowy" {
+                return m;
+            }
+        }
+    })
+    .await;
+    assert_eq!(got.sender, "bob");
+}
