@@ -10,6 +10,9 @@ use chat_proto::registration::ProofError;
 use crate::registry::RegistryError;
 use crate::watchers::WatchError;
 
+/// How long a caller refused for a full cap is asked to wait.
+const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The status a refused `rpc` answers with, logged once here.
 pub fn refused(rpc: &'static str, err: impl Into<Status>) -> Status {
     let status = err.into();
@@ -29,7 +32,8 @@ impl From<RegistryError> for Status {
             RegistryError::UnknownLease => Status::not_found(msg),
             RegistryError::WrongToken | RegistryError::StaleProof => Status::permission_denied(msg),
             RegistryError::Unavailable(_) => Status::unavailable(msg),
-            RegistryError::Full(_) => Status::resource_exhausted(msg),
+            // "Not now": room comes back as leases end.
+            RegistryError::Full(_) => chat_proto::limits::not_now(msg, RETRY_AFTER),
         }
     }
 }
@@ -42,16 +46,20 @@ pub fn unproven(err: ProofError) -> Status {
 
 /// A List page token that no List handed out.
 pub fn bad_page_token() -> Status {
-    Status::invalid_argument("page_token is not one a List answer gave; start from an empty token")
+    Status::invalid_argument(
+        "page_token must be empty or the next_page_token of a List answer (a member name)",
+    )
 }
 
 impl From<WatchError> for Status {
     fn from(err: WatchError) -> Self {
         let msg = err.to_string();
         match err {
-            WatchError::TooMany { .. }
-            | WatchError::TooManyFromSource { .. }
-            | WatchError::FellBehind { .. } => Status::resource_exhausted(msg),
+            // "Not now": slots come back as watchers leave.
+            WatchError::TooMany { .. } | WatchError::TooManyFromSource { .. } => {
+                chat_proto::limits::not_now(msg, RETRY_AFTER)
+            }
+            WatchError::FellBehind { .. } => Status::resource_exhausted(msg),
         }
     }
 }

@@ -37,6 +37,10 @@ use crate::{
 /// another version fails the handshake instead of misreading messages.
 pub const PROLOGUE: &[u8] = b"p2p-chat/2 Noise_IK_25519_ChaChaPoly_SHA256";
 
+/// Most bytes of members a handshake answer carries (the answer is one
+/// Noise message; the credential and up to 16 KiB of removals share it).
+const MEMBERS_IN_ANSWER_BYTES: usize = 32 * 1024;
+
 /// Least time between two member-list refreshes caused by handshakes from
 /// names we do not know.
 const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
@@ -87,6 +91,9 @@ pub enum HandshakeError {
     /// Not a member of this network, or removed from it.
     #[error("{0}")]
     NotMember(AdmissionError),
+    /// Stamped further ahead of this peer's clock than clocks may differ.
+    #[error("handshake timestamp is too far ahead of this peer's clock; check the clock")]
+    StampAhead,
     /// Not newer than the last handshake accepted from this peer.
     #[error("handshake is not newer than the last one from this peer (a replay?); start a new one")]
     Replayed,
@@ -310,6 +317,13 @@ impl Handshaker {
         let hello =
             HandshakePayload::decode(pending.payload()).map_err(|_| HandshakeError::BadPayload)?;
         let contact = self.verify(&hello, &key).await?;
+        // A stamp far ahead of our clock would make every honest handshake
+        // of this peer "not newer" until our clock caught up.
+        let latest = chat_proto::registration::now_micros()
+            .saturating_add(crate::config::MAX_CLOCK_AHEAD.as_micros() as u64);
+        if hello.timestamp_micros > latest {
+            return Err(HandshakeError::StampAhead);
+        }
         // A replayed first message carries an old timestamp; only a newer
         // one than the last accepted from this (authenticated) peer counts,
         // and nothing in a replay is acted on.
@@ -401,6 +415,10 @@ impl Handshaker {
         if !hello.want_members {
             return Vec::new();
         }
+        // Whatever fits the answer, which is one Noise message (65,535
+        // bytes) along with the credential and removals: the asker learns
+        // the rest from Discovery once it is back.
+        let mut budget = MEMBERS_IN_ANSWER_BYTES;
         self.directory
             .all()
             .into_iter()
@@ -411,6 +429,11 @@ impl Handshaker {
                 public_key: c.public_key.to_vec(),
                 fingerprint: c.fingerprint,
                 joined_at: None,
+            })
+            .take_while(|m| {
+                let size = m.encoded_len() + 4;
+                budget = budget.saturating_sub(size);
+                budget > 0
             })
             .collect()
     }
@@ -514,6 +537,25 @@ mod tests {
             .offer(&first)
             .await
             .expect("alice's handshake");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stamp_far_ahead_of_our_clock_is_refused_and_locks_nobody_out() {
+        let alice = StaticKeypair::generate();
+        let bob = bob_knowing(&alice, 100);
+        let hour_ahead = chat_proto::registration::now_micros() + 3_600_000_000;
+        let err = bob
+            .handshaker
+            .offer(&initiation(&alice, &bob, hour_ahead))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, HandshakeError::StampAhead), "{err}");
+        // Nothing was recorded: an honest stamp is still newer.
+        let now = chat_proto::registration::now_micros();
+        bob.handshaker
+            .offer(&initiation(&alice, &bob, now))
+            .await
+            .expect("a handshake stamped now");
     }
 
     #[tokio::test(start_paused = true)]

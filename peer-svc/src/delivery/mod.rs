@@ -5,9 +5,12 @@
 //! one fresh handshake and retry if the peer no longer knows the session.
 //! What cannot be delivered is queued and redelivered by the outbox worker.
 //!
-//! A peer's answer is a `tonic::Status`: a refusal (INVALID_ARGUMENT,
-//! RESOURCE_EXHAUSTED, OUT_OF_RANGE) ends delivery of that message, any
-//! other failure queues it.
+//! A peer's answer is a `tonic::Status`: a definitive refusal ends delivery
+//! of that message (INVALID_ARGUMENT, OUT_OF_RANGE, a RESOURCE_EXHAUSTED
+//! without `retry-after-ms`, and PERMISSION_DENIED from a peer that is not a
+//! known member or is removed); anything else — "not now" (a
+//! RESOURCE_EXHAUSTED with `retry-after-ms`), UNAVAILABLE, DEADLINE_EXCEEDED,
+//! a failed handshake — queues it (see `Delivery::retryable`).
 
 pub mod outbox_worker;
 pub mod stream;

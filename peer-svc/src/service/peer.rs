@@ -90,7 +90,11 @@ impl Peer for PeerService {
         &self,
         request: Request<PeerHandshakeRequest>,
     ) -> Result<Response<PeerHandshakeResponse>, Status> {
-        let remote = request.remote_addr().map(|a| a.ip());
+        // Budgeted per source as the connection caps count it (an IPv6
+        // host's /64).
+        let remote = request
+            .remote_addr()
+            .map(|a| chat_proto::conn::source_of(a.ip()));
         let request = request.into_inner();
         let message = self
             .handshaker

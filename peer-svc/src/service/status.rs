@@ -112,7 +112,8 @@ impl From<HandshakeError> for Status {
             }
             HandshakeError::Truncated { .. }
             | HandshakeError::Malformed(_)
-            | HandshakeError::BadPayload => Status::invalid_argument(message),
+            | HandshakeError::BadPayload
+            | HandshakeError::StampAhead => Status::invalid_argument(message),
             HandshakeError::Failed(_) | HandshakeError::Replayed | HandshakeError::Answer(_) => {
                 Status::unauthenticated(message)
             }
