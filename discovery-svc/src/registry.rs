@@ -483,6 +483,24 @@ mod tests {
         Utc::now()
     }
 
+    /// Registers `name` with `k` at a made-up address, proven at `stamp`.
+    fn try_join(
+        r: &mut Registry,
+        name: &str,
+        k: &[u8; 32],
+        stamp: u64,
+    ) -> Result<(Grant, Vec<Event>), RegistryError> {
+        r.register(
+            name,
+            "127.0.0.1:1",
+            k,
+            stamp,
+            SOURCE,
+            Instant::now(),
+            wall(),
+        )
+    }
+
     fn join(r: &mut Registry, name: &str, k: [u8; 32]) -> Grant {
         r.register(
             name,
@@ -536,17 +554,7 @@ mod tests {
         let mut r = Registry::new(TTL);
         join(&mut r, "alice", key());
         tokio::time::advance(TTL).await;
-        let (_, events) = r
-            .register(
-                "alice",
-                "127.0.0.1:1",
-                &key(),
-                1,
-                SOURCE,
-                Instant::now(),
-                wall(),
-            )
-            .unwrap();
+        let (_, events) = try_join(&mut r, "alice", &key(), 1).unwrap();
         let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
         assert_eq!(kinds, [EventKind::Expired, EventKind::Joined]);
     }
@@ -555,17 +563,7 @@ mod tests {
     async fn live_name_with_other_key_is_taken() {
         let mut r = Registry::new(TTL);
         join(&mut r, "alice", key());
-        let err = r
-            .register(
-                "alice",
-                "127.0.0.1:1",
-                &key(),
-                1,
-                SOURCE,
-                Instant::now(),
-                wall(),
-            )
-            .unwrap_err();
+        let err = try_join(&mut r, "alice", &key(), 1).unwrap_err();
         assert_eq!(err, RegistryError::NameTaken("alice".into()));
         assert_eq!(r.len(), 1);
     }

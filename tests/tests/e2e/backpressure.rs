@@ -10,33 +10,65 @@ use chat_proto::v1::{PeerHandshakeRequest, peer_client::PeerClient};
 use chat_tests::{Discovery, PeerProcess, eventually, full_history, wait_for_message};
 use tonic::Code;
 
-/// Floods `bob` with first handshake messages of 200 zero bytes until
-/// `flooding` is cleared; `mac1` says whether they carry a right mac1 (an
-/// insider, who knows the network) or none (anyone). Counts refusals by code.
-fn flood(
-    bob: &PeerProcess,
-    key: [u8; 32],
-    mac1: bool,
+/// A flood of first handshake messages of 200 zero bytes on one peer,
+/// running until [`Flood::stop`], counting refusals by code.
+struct Flood {
     flooding: Arc<AtomicBool>,
     refused: Arc<[AtomicU64; 17]>,
-) -> tokio::task::JoinHandle<()> {
-    let url = format!("http://{}", bob.process.addr);
-    tokio::spawn(async move {
-        let mut junk = PeerClient::connect(url).await.unwrap();
-        while flooding.load(Ordering::Relaxed) {
-            let request = if mac1 {
-                chat_tests::handshake_request(&key, vec![0; 200])
-            } else {
-                PeerHandshakeRequest {
-                    message: vec![0; 200],
-                    mac1: vec![0; 16],
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Flood {
+    /// Floods `bob`, whose key is `key`: with a right mac1 (an insider, who
+    /// knows the network) or with a wrong one (anyone).
+    fn start(bob: &PeerProcess, key: [u8; 32], mac1: bool) -> Self {
+        let url = format!("http://{}", bob.process.addr);
+        let flooding = Arc::new(AtomicBool::new(true));
+        let refused: Arc<[AtomicU64; 17]> = Arc::new(Default::default());
+        let (on, counts) = (flooding.clone(), refused.clone());
+        let task = tokio::spawn(async move {
+            let mut junk = PeerClient::connect(url).await.unwrap();
+            while on.load(Ordering::Relaxed) {
+                let request = if mac1 {
+                    chat_tests::handshake_request(&key, vec![0; 200])
+                } else {
+                    PeerHandshakeRequest {
+                        message: vec![0; 200],
+                        mac1: vec![0; 16],
+                    }
+                };
+                if let Err(s) = junk.handshake(request).await {
+                    counts[s.code() as usize].fetch_add(1, Ordering::Relaxed);
                 }
-            };
-            if let Err(s) = junk.handshake(request).await {
-                refused[s.code() as usize].fetch_add(1, Ordering::Relaxed);
             }
+        });
+        Self {
+            flooding,
+            refused,
+            task,
         }
-    })
+    }
+
+    /// Refusals so far with `code`.
+    fn refused(&self, code: Code) -> u64 {
+        self.refused[code as usize].load(Ordering::Relaxed)
+    }
+
+    /// Waits until more than `n` refusals with `code` have come back.
+    async fn until_refused(&self, code: Code, n: u64) {
+        eventually("the flood's refusals", || {
+            let seen = self.refused(code);
+            async move { seen > n }
+        })
+        .await;
+    }
+
+    /// Stops the flood; returns the refusals by code.
+    async fn stop(self) -> [u64; 17] {
+        self.flooding.store(false, Ordering::Relaxed);
+        self.task.await.unwrap();
+        std::array::from_fn(|code| self.refused[code].load(Ordering::Relaxed))
+    }
 }
 
 /// Two peers, bob allowing 1 handshake/s per address (a burst of 2), on the
@@ -68,15 +100,8 @@ async fn a_junk_handshake_flood_costs_members_nothing() {
     let discovery = Discovery::start().await;
     let dir = tempfile::tempdir().unwrap();
     let (alice, bob) = alice_and_a_strict_bob(&discovery, dir.path()).await;
-    let key = discovery.listed_key("bob").await;
-    let flooding = Arc::new(AtomicBool::new(true));
-    let refused: Arc<[AtomicU64; 17]> = Arc::new(Default::default());
-    let flooder = flood(&bob, key, false, flooding.clone(), refused.clone());
-    eventually("the junk flood to be refused", || {
-        let n = refused[Code::PermissionDenied as usize].load(Ordering::Relaxed);
-        async move { n > 1000 }
-    })
-    .await;
+    let flood = Flood::start(&bob, discovery.listed_key("bob").await, false);
+    flood.until_refused(Code::PermissionDenied, 1000).await;
 
     let (ok, out, err) = alice.chat(&["handshake", "bob"]).await;
     assert!(ok, "a member's handshake during the flood: {err}");
@@ -84,12 +109,10 @@ async fn a_junk_handshake_flood_costs_members_nothing() {
     let (ok, report, err) = alice.chat(&["send", "through the junk"]).await;
     assert!(ok, "{err}");
     assert!(report.contains("delivered"), "{report}");
-    flooding.store(false, Ordering::Relaxed);
-    flooder.await.unwrap();
-    let total: u64 = refused.iter().map(|n| n.load(Ordering::Relaxed)).sum();
+    let refused = flood.stop().await;
     assert_eq!(
-        refused[Code::PermissionDenied as usize].load(Ordering::Relaxed),
-        total,
+        refused[Code::PermissionDenied as usize],
+        refused.iter().sum::<u64>(),
         "all junk is refused for its mac1, none for the rate limit"
     );
     wait_for_message(&bob.data_dir, "through the junk").await;
@@ -104,15 +127,8 @@ async fn a_send_during_a_handshake_flood_is_delivered_once_the_flood_stops() {
     let discovery = Discovery::start().await;
     let dir = tempfile::tempdir().unwrap();
     let (alice, bob) = alice_and_a_strict_bob(&discovery, dir.path()).await;
-    let key = discovery.listed_key("bob").await;
-    let flooding = Arc::new(AtomicBool::new(true));
-    let refused: Arc<[AtomicU64; 17]> = Arc::new(Default::default());
-    let flooder = flood(&bob, key, true, flooding.clone(), refused.clone());
-    eventually("the flood to use up bob's handshake budget", || {
-        let n = refused[Code::ResourceExhausted as usize].load(Ordering::Relaxed);
-        async move { n > 10 }
-    })
-    .await;
+    let flood = Flood::start(&bob, discovery.listed_key("bob").await, true);
+    flood.until_refused(Code::ResourceExhausted, 10).await;
 
     let (ok, report, err) = alice.chat(&["send", "through the flood"]).await;
     assert!(ok, "{err}");
@@ -125,8 +141,7 @@ async fn a_send_during_a_handshake_flood_is_delivered_once_the_flood_stops() {
         "a refusal under load is 'not now': {report}"
     );
 
-    flooding.store(false, Ordering::Relaxed);
-    flooder.await.unwrap();
+    flood.stop().await;
     wait_for_message(&bob.data_dir, "through the flood").await;
     let mut control = bob.control().await;
     let copies = full_history(&mut control)
