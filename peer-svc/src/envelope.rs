@@ -55,6 +55,17 @@ pub enum EnvelopeError {
     /// The session cannot seal any more (its nonces ran out).
     #[error("cannot seal: {0}")]
     Seal(String),
+    /// The message does not fit one Noise transport message (stored under
+    /// an older, larger limit): it can never be sent.
+    #[error(
+        "the message is {len} bytes sealed, more than one Noise message carries ({max}); it was stored under an older limit and cannot be sent"
+    )]
+    TooLargeToSeal {
+        /// Its sealed length.
+        len: usize,
+        /// The most a transport message holds.
+        max: usize,
+    },
 }
 
 /// A message ready to seal: its id and its encoded `SealedMessage`, made
@@ -84,6 +95,13 @@ impl Outgoing {
 
 /// Seals `plaintext` under `session`, as the next message on it.
 pub fn seal(session: &Session, plaintext: &[u8]) -> Result<Envelope, EnvelopeError> {
+    let len = plaintext.len() + chat_noise::TAG_LEN;
+    if len > chat_noise::MAX_TRANSPORT_MESSAGE_LEN {
+        return Err(EnvelopeError::TooLargeToSeal {
+            len,
+            max: chat_noise::MAX_TRANSPORT_MESSAGE_LEN,
+        });
+    }
     let session_id = session.id();
     let (counter, ciphertext) = session
         .transport
@@ -192,6 +210,15 @@ mod tests {
         );
         let envelope = seal_outgoing(&alice, &Outgoing::of(&largest)).unwrap();
         assert!(envelope.ciphertext.len() <= chat_noise::MAX_MESSAGE_LEN);
+        // A message stored under an older, larger limit cannot be sent, for good.
+        let stored_before = ChatMessage {
+            text: "t".repeat(70_000),
+            ..largest
+        };
+        assert!(matches!(
+            seal_outgoing(&alice, &Outgoing::of(&stored_before)),
+            Err(EnvelopeError::TooLargeToSeal { .. })
+        ));
     }
 
     #[test]

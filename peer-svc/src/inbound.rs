@@ -25,6 +25,11 @@ use crate::{
 /// falls further behind misses live lines (history still has them).
 const SUBSCRIBE_BUFFER: usize = 1024;
 
+/// Envelopes sent again per second on one session that are re-opened to
+/// answer "already stored" (a sender retries only after a lost answer);
+/// past it, a resent envelope is refused as a replay, as it always was.
+const RETRIES_PER_SEC: u32 = 100;
+
 /// Why a delivered envelope was not taken.
 #[derive(Debug, thiserror::Error)]
 pub enum InboundError {
@@ -70,6 +75,8 @@ pub struct Inbound {
     hlc: Arc<Hlc>,
     /// Envelopes per session.
     limiter: Limiter<chat_noise::SessionId>,
+    /// Envelopes re-opened as possible retries, per session id.
+    replays: Limiter<Vec<u8>>,
     /// The live console on stdout, when printing messages.
     console: Option<Console>,
     incoming: broadcast::Sender<ChatMessage>,
@@ -84,6 +91,7 @@ impl Inbound {
             store,
             hlc,
             limiter: Limiter::per_second(config.deliveries_per_sec),
+            replays: Limiter::per_second(RETRIES_PER_SEC),
             console: config.print_messages.then(Console::start),
             incoming: broadcast::channel(SUBSCRIBE_BUFFER).0,
         }
@@ -163,11 +171,17 @@ impl Inbound {
     fn check(&self, envelope: &Envelope) -> Result<Checked, InboundError> {
         let (session, plaintext) = match self.open(envelope) {
             Ok(opened) => opened,
-            Err(EnvelopeError::Replayed(replayed)) => {
-                // A counter seen before. If the envelope is authentic and
-                // its message is stored, this is the sender retrying after
-                // our answer was lost: answer as the first time did
-                // (stored, nothing new). Anything else stays a replay.
+            Err(EnvelopeError::Replayed(replayed @ chat_noise::ReplayError::Duplicate)) => {
+                // A counter seen before, still in the window. If the
+                // envelope is authentic and its message is stored, this is
+                // the sender retrying after our answer was lost: answer as
+                // the first time did (stored, nothing new). Anything else
+                // stays a replay. Re-opening costs a decryption and a
+                // lookup, so it has a budget of its own per session: a
+                // replay flood spends that, never the sender's deliveries.
+                if !self.replays.allow(&envelope.session_id) {
+                    return Err(EnvelopeError::Replayed(replayed).into());
+                }
                 let Ok((session, plaintext)) = envelope::reopen(&self.peers, envelope) else {
                     return Err(EnvelopeError::Replayed(replayed).into());
                 };

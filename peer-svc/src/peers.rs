@@ -90,8 +90,13 @@ impl Peers {
     /// Restores the newest handshake stamps accepted before a restart, so a
     /// replayed first message is refused as it was before.
     pub fn restore_stamps(&self, stamps: impl IntoIterator<Item = (String, u64)>) {
+        // A stamp saved from a clock far ahead (before such stamps were
+        // refused) must not lock its peer out: at most as far ahead as a
+        // handshake may be now.
+        let latest = chat_proto::registration::now_micros()
+            .saturating_add(crate::config::MAX_CLOCK_AHEAD.as_micros() as u64);
         for (peer, stamp) in stamps {
-            self.record(&peer).accept_stamp(stamp);
+            self.record(&peer).accept_stamp(stamp.min(latest));
         }
     }
 

@@ -77,6 +77,8 @@ impl From<EnvelopeError> for Status {
                 Status::unauthenticated(message)
             }
             EnvelopeError::Seal(_) => Status::internal(message),
+            // Final: the outbox drops it rather than retry forever.
+            EnvelopeError::TooLargeToSeal { .. } => Status::out_of_range(message),
         }
     }
 }

@@ -431,6 +431,14 @@ async fn a_second_implementation_on_snow_registers_handshakes_delivers_and_recei
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    // Its counter is spent and nothing was stored: sent again, a replay.
+    let err = peer
+        .deliver(DeliverRequest {
+            envelope: Some(send.seal(3, &forged)),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
 
     // Receive from bob: it handshakes with us (snow answers) and, finding
     // no DeliverStream here, delivers with unary Deliver.
@@ -438,7 +446,11 @@ async fn a_second_implementation_on_snow_registers_handshakes_delivers_and_recei
     let (ok, report, err) = bob.chat(&["send", "hello snowy"]).await;
     assert!(ok, "{err}");
     let line = report.lines().find(|l| l.contains("snowy")).unwrap_or("");
-    assert!(line.contains("delivered"), "{report}");
+    assert_eq!(
+        line.split_whitespace().nth(1),
+        Some("delivered"),
+        "{report}"
+    );
     let got = within("bob's message at the second implementation", async {
         loop {
             let m = inbox.recv().await.expect("inbox open");
