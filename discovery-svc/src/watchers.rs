@@ -22,6 +22,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use chat_proto::tally::{Held, Tally};
+
 use crate::registry::{Event, EventKind};
 
 /// Why a watch was refused or ended early.
@@ -59,7 +61,7 @@ pub struct Watchers {
     anonymous: Arc<Semaphore>,
     limit: usize,
     /// Anonymous watchers per source address, and the most each may hold.
-    per_source: Arc<Mutex<HashMap<String, usize>>>,
+    per_source: Tally<String>,
     per_source_limit: usize,
     /// Member watches, however many names come and go: a stream whose
     /// client stopped reading outlives its member until the client resets
@@ -82,8 +84,7 @@ pub struct Slot {
 enum SlotKind {
     Anonymous {
         _permit: OwnedSemaphorePermit,
-        source: String,
-        per_source: Arc<Mutex<HashMap<String, usize>>>,
+        _source: Held<String>,
     },
     Member {
         name: String,
@@ -95,25 +96,13 @@ enum SlotKind {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        match &self.kind {
-            SlotKind::Member {
-                name, id, slots, ..
-            } => {
-                let mut slots = slots.lock().expect("member slots lock");
-                if slots.get(name).is_some_and(|(held, _)| held == id) {
-                    slots.remove(name);
-                }
-            }
-            SlotKind::Anonymous {
-                source, per_source, ..
-            } => {
-                let mut counts = per_source.lock().expect("watchers per source lock");
-                if let Some(n) = counts.get_mut(source) {
-                    *n -= 1;
-                    if *n == 0 {
-                        counts.remove(source);
-                    }
-                }
+        if let SlotKind::Member {
+            name, id, slots, ..
+        } = &self.kind
+        {
+            let mut slots = slots.lock().expect("member slots lock");
+            if slots.get(name).is_some_and(|(held, _)| held == id) {
+                slots.remove(name);
             }
         }
     }
@@ -136,7 +125,7 @@ impl Watchers {
         Self {
             anonymous: Arc::new(Semaphore::new(limit)),
             limit,
-            per_source: Arc::default(),
+            per_source: Tally::default(),
             per_source_limit,
             member_permits: Arc::new(Semaphore::new(member_limit)),
             member_limit,
@@ -147,24 +136,25 @@ impl Watchers {
 
     /// A slot for one more anonymous watcher, from `source`.
     pub fn admit(&self, source: &str) -> Result<Slot, WatchError> {
-        let mut counts = self.per_source.lock().expect("watchers per source lock");
-        if counts.get(source).copied().unwrap_or(0) >= self.per_source_limit {
-            return Err(WatchError::TooManyFromSource {
-                limit: self.per_source_limit,
-            });
-        }
+        let limit = self.per_source_limit;
+        let held = self.per_source.take(&source.to_owned(), |_, from_source| {
+            if from_source >= limit {
+                Err(WatchError::TooManyFromSource { limit })
+            } else {
+                Ok(())
+            }
+        })?;
+        // Over the shared cap, `held` drops and gives its count back.
         let permit = self
             .anonymous
             .clone()
             .try_acquire_owned()
             .map_err(|_| WatchError::TooMany { limit: self.limit })?;
-        *counts.entry(source.to_owned()).or_default() += 1;
         Ok(Slot {
             ended: CancellationToken::new(),
             kind: SlotKind::Anonymous {
                 _permit: permit,
-                source: source.to_owned(),
-                per_source: self.per_source.clone(),
+                _source: held,
             },
         })
     }

@@ -10,11 +10,9 @@
 //! the memory of an HTTP/2 connection are never spent on it.
 
 use std::{
-    collections::HashMap,
     io,
     net::{IpAddr, SocketAddr},
     pin::Pin,
-    sync::{Arc, Mutex},
     task::{Context, Poll, ready},
     time::Duration,
 };
@@ -27,6 +25,8 @@ use tokio::{
 };
 use tonic::transport::server::{Connected, TcpConnectInfo};
 use tracing::{debug, warn};
+
+use crate::tally::{Held, Tally};
 
 /// Default most concurrent connections on one listener (lowered to half
 /// the open-files limit, so that the rest of the process keeps room).
@@ -83,33 +83,6 @@ impl Default for ConnLimits {
     }
 }
 
-/// Open connections per IP address and in total.
-#[derive(Debug, Default)]
-struct Counts {
-    total: usize,
-    per_ip: HashMap<IpAddr, usize>,
-}
-
-/// Releases a connection's place in the counts when it closes.
-#[derive(Debug)]
-struct Place {
-    counts: Arc<Mutex<Counts>>,
-    ip: IpAddr,
-}
-
-impl Drop for Place {
-    fn drop(&mut self) {
-        let mut counts = self.counts.lock().expect("connection counts lock");
-        counts.total -= 1;
-        if let Some(n) = counts.per_ip.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                counts.per_ip.remove(&self.ip);
-            }
-        }
-    }
-}
-
 /// The source a per-address cap counts `ip` under: the address itself for
 /// IPv4, its /64 for IPv6 (one host is usually given a whole /64), and the
 /// IPv4 address inside an IPv4-mapped IPv6 one.
@@ -128,23 +101,18 @@ pub fn source_of(ip: IpAddr) -> IpAddr {
 
 /// Takes a place for a connection from `ip`, or says which cap is full.
 fn take_place(
-    counts: &Arc<Mutex<Counts>>,
+    counts: &Tally<IpAddr>,
     limits: &ConnLimits,
     ip: IpAddr,
-) -> Result<Place, &'static str> {
-    let mut c = counts.lock().expect("connection counts lock");
-    if c.total >= limits.max_total {
-        return Err("the listener's connection cap");
-    }
-    let from_ip = c.per_ip.entry(ip).or_default();
-    if *from_ip >= limits.max_per_ip {
-        return Err("the per-address connection cap");
-    }
-    *from_ip += 1;
-    c.total += 1;
-    Ok(Place {
-        counts: counts.clone(),
-        ip,
+) -> Result<Held<IpAddr>, &'static str> {
+    counts.take(&ip, |total, from_ip| {
+        if total >= limits.max_total {
+            Err("the listener's connection cap")
+        } else if from_ip >= limits.max_per_ip {
+            Err("the per-address connection cap")
+        } else {
+            Ok(())
+        }
     })
 }
 
@@ -155,7 +123,7 @@ pub fn incoming(
     listener: TcpListener,
     limits: ConnLimits,
 ) -> impl Stream<Item = io::Result<LimitedConn>> + Send + 'static {
-    let counts = Arc::new(Mutex::new(Counts::default()));
+    let counts = Tally::default();
     futures::stream::unfold(
         (listener, counts, 0u64),
         move |(listener, counts, mut refused)| async move {
@@ -198,7 +166,7 @@ pub fn incoming(
 pub struct LimitedConn {
     inner: TcpStream,
     info: TcpConnectInfo,
-    _place: Place,
+    _place: Held<IpAddr>,
     idle: Duration,
     /// Set once any byte has arrived; until then the first-bytes deadline applies.
     heard: bool,
@@ -207,7 +175,7 @@ pub struct LimitedConn {
 }
 
 impl LimitedConn {
-    fn new(inner: TcpStream, remote: SocketAddr, place: Place, limits: &ConnLimits) -> Self {
+    fn new(inner: TcpStream, remote: SocketAddr, place: Held<IpAddr>, limits: &ConnLimits) -> Self {
         let info = TcpConnectInfo {
             local_addr: inner.local_addr().ok(),
             remote_addr: Some(remote),

@@ -11,6 +11,7 @@ pub mod limits;
 pub mod process;
 pub mod reflection;
 pub mod registration;
+pub mod tally;
 pub mod validate;
 
 /// Generated code of package `chat.v1`.

@@ -15,6 +15,8 @@ use super::{EtcdStore, unavailable};
 use crate::registry::{
     Event, Grant, MemberInfo, RegistryError, admit, check_registration, hash_token, new_lease_token,
 };
+use chat_proto::tally::Held;
+
 use crate::store::Store;
 
 /// Attempts at the register transaction when other writers race for the name.
@@ -33,7 +35,7 @@ impl EtcdStore {
         proof_stamp: u64,
         lease: i64,
         record: &Record,
-        reserved: &mut Option<Reservation>,
+        reserved: &mut Option<Held<String>>,
     ) -> Result<i64, RegistryError> {
         let source = record.source.as_str();
         let record = record.encode_to_vec();
@@ -110,46 +112,15 @@ impl EtcdStore {
 
 impl EtcdStore {
     /// A place under the caps for one new member from `source`, counting
-    /// the mirror and the registrations in flight.
-    fn reserve(&self, source: &str) -> Result<Reservation, RegistryError> {
-        let mut inflight = self.inflight.lock().expect("inflight lock");
-        let (total, from_source) = self.follower.counts(source);
-        let pending = inflight.per_source.get(source).copied().unwrap_or(0);
-        admit(&self.caps, total + inflight.total, from_source + pending)
-            .map_err(RegistryError::Full)?;
-        inflight.total += 1;
-        *inflight.per_source.entry(source.to_owned()).or_default() += 1;
-        Ok(Reservation {
-            inflight: self.inflight.clone(),
-            source: source.to_owned(),
-        })
-    }
-}
-
-/// Registrations of new names in flight on this replica.
-#[derive(Debug, Default)]
-pub(super) struct Inflight {
-    total: usize,
-    per_source: std::collections::HashMap<String, usize>,
-}
-
-/// One registration's place under the caps until the mirror counts it.
-#[derive(Debug)]
-pub(super) struct Reservation {
-    inflight: Arc<std::sync::Mutex<Inflight>>,
-    source: String,
-}
-
-impl Drop for Reservation {
-    fn drop(&mut self) {
-        let mut inflight = self.inflight.lock().expect("inflight lock");
-        inflight.total -= 1;
-        if let Some(n) = inflight.per_source.get_mut(&self.source) {
-            *n -= 1;
-            if *n == 0 {
-                inflight.per_source.remove(&self.source);
-            }
-        }
+    /// the mirror and the registrations in flight; held until the mirror
+    /// counts the member.
+    fn reserve(&self, source: &str) -> Result<Held<String>, RegistryError> {
+        self.inflight
+            .take(&source.to_owned(), |pending, pending_here| {
+                let (total, from_source) = self.follower.counts(source);
+                admit(&self.caps, total + pending, from_source + pending_here)
+                    .map_err(RegistryError::Full)
+            })
     }
 }
 

@@ -57,7 +57,7 @@ pub struct EtcdStore {
     ttl: Duration,
     caps: Caps,
     /// New names being registered through this replica, for the caps.
-    inflight: Arc<std::sync::Mutex<calls::Inflight>>,
+    inflight: chat_proto::tally::Tally<String>,
     /// This replica's view of the members, kept by an etcd watch.
     follower: Arc<Follower>,
 }
@@ -103,7 +103,7 @@ impl EtcdStore {
             prefix: prefix.to_owned(),
             ttl: config.ttl,
             caps: config.caps,
-            inflight: Arc::default(),
+            inflight: Default::default(),
             follower,
         }))
     }
