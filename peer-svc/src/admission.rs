@@ -75,7 +75,8 @@ struct Own {
 #[derive(Default)]
 struct State {
     /// Revoked invitation keys.
-    revoked: HashSet<[u8; 32]>,
+    /// Revoked invitation keys, with when they were removed (ms since the epoch).
+    revoked: HashMap<[u8; 32], u64>,
     /// Every removal known (time, encoded), newest first: what handshakes carry.
     removals: Vec<(u64, Vec<u8>)>,
     /// Hashes of removals that did not verify (not checked again).
@@ -240,7 +241,7 @@ impl Admission {
                             .lock()
                             .expect("admission lock")
                             .revoked
-                            .contains(&k)
+                            .contains_key(&k)
                     });
                     if known {
                         return Ok(None);
@@ -265,7 +266,7 @@ impl Admission {
                 warn!(error = %e, "cannot record a removal");
             }
             let mut state = self.state.lock().expect("admission lock");
-            state.revoked.insert(key);
+            state.revoked.insert(key, at);
             let position = state.removals.partition_point(|(t, _)| *t > at);
             state.removals.insert(position, (at, bytes.clone()));
             for (name, (_, member)) in &state.chains {
@@ -298,7 +299,7 @@ impl Admission {
             return Err(not_member(CredentialError::Missing));
         }
         let digest: [u8; 32] = Sha256::digest(credential::to_be_signed(
-            b"p2p-chat/2 verified credential",
+            b"p2p-chat/3 verified credential",
             &[encoded, static_key, name.as_bytes()],
         ))
         .into();
@@ -321,7 +322,11 @@ impl Admission {
             }
         };
         let mut state = self.state.lock().expect("admission lock");
-        if member.invite_keys.iter().any(|k| state.revoked.contains(k)) {
+        if member
+            .invite_keys
+            .iter()
+            .any(|k| state.revoked.contains_key(k))
+        {
             return Err(AdmissionError::Removed(name.to_owned()));
         }
         // A name keeps the identity it was first seen with here, unless that
@@ -330,7 +335,10 @@ impl Admission {
         if let Some((_, known)) = state.chains.get(name)
             && known.identity != [0; 32]
             && known.identity != member.identity
-            && !known.invite_keys.iter().any(|k| state.revoked.contains(k))
+            && !known
+                .invite_keys
+                .iter()
+                .any(|k| state.revoked.contains_key(k))
         {
             return Err(AdmissionError::OtherIdentity(name.to_owned()));
         }
@@ -360,10 +368,49 @@ impl Admission {
     /// whose admission is not known here is checked at its handshake).
     pub fn is_removed(&self, name: &str) -> bool {
         let state = self.state.lock().expect("admission lock");
-        state
+        state.chains.get(name).is_some_and(|(_, member)| {
+            member
+                .invite_keys
+                .iter()
+                .any(|k| state.revoked.contains_key(k))
+        })
+    }
+
+    /// When the earliest of `invite_keys` was revoked (ms since the epoch),
+    /// if any was: a member admitted through it was removed then.
+    pub fn removed_at(&self, invite_keys: &[[u8; 32]]) -> Option<u64> {
+        let state = self.state.lock().expect("admission lock");
+        invite_keys
+            .iter()
+            .filter_map(|k| state.revoked.get(k).copied())
+            .min()
+    }
+
+    /// The admission chain `name` last showed here, with what it admits.
+    pub fn member_chain(&self, name: &str) -> Option<(Vec<AdmissionLink>, Member)> {
+        self.state
+            .lock()
+            .expect("admission lock")
             .chains
             .get(name)
-            .is_some_and(|(_, member)| member.invite_keys.iter().any(|k| state.revoked.contains(k)))
+            .cloned()
+    }
+
+    /// This peer's own admission chain and identity key, if a member.
+    pub fn own_chain(&self) -> Option<(Vec<AdmissionLink>, [u8; 32])> {
+        self.own.as_ref().map(|o| {
+            (
+                o.credential.chain.clone(),
+                o.identity.verifying_key().to_bytes(),
+            )
+        })
+    }
+
+    /// What an admission chain relayed by another peer admits, if it
+    /// verifies from this network's founder (revocations not applied).
+    pub fn verify_chain(&self, chain: &[AdmissionLink]) -> Result<Member, CredentialError> {
+        let own = self.own.as_ref().ok_or(CredentialError::Missing)?;
+        credential::verify_links(&own.network, chain)
     }
 
     /// True if `name` showed (or was invited with) an admission here: a

@@ -2,9 +2,6 @@
 //! a receiver accepts inside a sealed envelope, and how far ahead of ours a
 //! clock may run. Sending, delivery and history sync apply the same rules.
 
-use chat_proto::v1::{ChatMessage, SealedMessage};
-use prost::Message;
-
 use crate::{
     config::{MAX_CLOCK_AHEAD, MAX_ID_BYTES},
     hlc::Hlc,
@@ -35,6 +32,9 @@ pub enum CheckError {
     /// The sealed bytes are not a message.
     #[error("sealed content is not a message")]
     NotAMessage,
+    /// The signed message is malformed.
+    #[error("{0}")]
+    BadSigned(String),
     /// A peer delivered someone else's message.
     #[error("a peer may deliver only its own messages")]
     NotItsOwn,
@@ -72,29 +72,6 @@ pub fn own_id(id: &str) -> Result<(), CheckError> {
     Ok(())
 }
 
-/// The message inside a delivered envelope from `peer` (the session's):
-/// decoded, and held to the rules a sender must keep.
-pub fn delivered(plaintext: &[u8], peer: &str, max_text: usize) -> Result<ChatMessage, CheckError> {
-    let message = SealedMessage::decode(plaintext)
-        .ok()
-        .and_then(|s| s.message)
-        .ok_or(CheckError::NotAMessage)?;
-    if message.sender != peer {
-        return Err(CheckError::NotItsOwn);
-    }
-    if message.id.is_empty() || message.id.len() > MAX_ID_BYTES {
-        return Err(CheckError::BadId);
-    }
-    if message.text.len() > max_text {
-        return Err(CheckError::TextTooLong {
-            len: message.text.len(),
-            limit: max_text,
-            flag: "",
-        });
-    }
-    Ok(message)
-}
-
 /// Refuses a clock stamp too far ahead of `now_ms`: accepting it would drag
 /// this peer's clock (and its next message ids) into the future.
 pub fn clock(hlc: u64, now_ms: u64) -> Result<(), CheckError> {
@@ -116,18 +93,6 @@ pub fn now_ms() -> u64 {
 mod tests {
     use super::*;
 
-    fn sealed(sender: &str, id: &str, text: &str) -> Vec<u8> {
-        SealedMessage {
-            message: Some(ChatMessage {
-                id: id.into(),
-                sender: sender.into(),
-                text: text.into(),
-                ..Default::default()
-            }),
-        }
-        .encode_to_vec()
-    }
-
     #[test]
     fn texts_to_send_are_not_empty_and_within_the_limit() {
         assert_eq!(text_to_send("", 5), Err(CheckError::EmptyText));
@@ -139,27 +104,6 @@ mod tests {
         assert_eq!(
             own_id(&"x".repeat(MAX_ID_BYTES + 1)),
             Err(CheckError::BadOwnId)
-        );
-    }
-
-    #[test]
-    fn a_peer_delivers_only_its_own_messages() {
-        assert!(delivered(&sealed("bob", "m1", "hi"), "bob", 10).is_ok());
-        assert_eq!(
-            delivered(&sealed("carol", "m1", "hi"), "bob", 10),
-            Err(CheckError::NotItsOwn)
-        );
-        assert_eq!(
-            delivered(&sealed("bob", "", "hi"), "bob", 10),
-            Err(CheckError::BadId)
-        );
-        assert!(matches!(
-            delivered(&sealed("bob", "m1", "too long"), "bob", 3),
-            Err(CheckError::TextTooLong { limit: 3, .. })
-        ));
-        assert_eq!(
-            delivered(b"\xff\xff", "bob", 10),
-            Err(CheckError::NotAMessage)
         );
     }
 

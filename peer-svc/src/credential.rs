@@ -27,10 +27,10 @@ pub const TOKEN_PREFIX: &str = "p2pchat-invite:";
 /// The longest chain accepted: admissions through at most this many members.
 pub const MAX_CHAIN: usize = 8;
 
-const INVITATION_CONTEXT: &[u8] = b"p2p-chat/2 admission invitation";
-const ACCEPTANCE_CONTEXT: &[u8] = b"p2p-chat/2 admission acceptance";
-const STATIC_KEY_CONTEXT: &[u8] = b"p2p-chat/2 static key";
-const REMOVAL_CONTEXT: &[u8] = b"p2p-chat/2 removal";
+const INVITATION_CONTEXT: &[u8] = b"p2p-chat/3 admission invitation";
+const ACCEPTANCE_CONTEXT: &[u8] = b"p2p-chat/3 admission acceptance";
+const STATIC_KEY_CONTEXT: &[u8] = b"p2p-chat/3 static key";
+const REMOVAL_CONTEXT: &[u8] = b"p2p-chat/3 removal";
 
 /// Why a credential, invitation or removal was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

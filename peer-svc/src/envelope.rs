@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use chat_noise::ReplayError;
-use chat_proto::v1::{ChatMessage, Envelope, SealedMessage};
+use chat_proto::v1::{ChatMessage, Envelope};
 use prost::Message;
 
 use crate::{peers::Peers, session::Session};
@@ -84,11 +84,7 @@ impl Outgoing {
     pub fn of(message: &ChatMessage) -> Self {
         Self {
             id: message.id.clone(),
-            plaintext: SealedMessage {
-                message: Some(message.clone()),
-            }
-            .encode_to_vec()
-            .into(),
+            plaintext: crate::authorship::sealed(message).encode_to_vec().into(),
         }
     }
 }
@@ -185,36 +181,47 @@ mod tests {
     }
 
     /// The largest message any peer may send (the longest text, id, sender
-    /// name in 4-byte characters, fingerprint and clocks) seals to one
+    /// name in 4-byte characters, fingerprint, clocks and sequence number,
+    /// with its author key, network key, link and signature) seals to one
     /// conformant Noise transport message, with room to spare.
     #[test]
     fn the_largest_message_seals_to_one_noise_message() {
         use crate::config::{ENVELOPE_OVERHEAD_BYTES, MAX_ID_BYTES, MAX_MESSAGE_BYTES_LIMIT};
         let (alice_end, _) = transports();
         let alice = Session::new(alice_end, "bob".into(), Role::Initiator);
-        let largest = ChatMessage {
-            id: "i".repeat(MAX_ID_BYTES),
-            sender: "\u{10FFFF}".repeat(chat_proto::validate::MAX_NAME_CHARS),
-            sender_fingerprint: "f".repeat(64),
-            text: "t".repeat(MAX_MESSAGE_BYTES_LIMIT),
-            hlc: u64::MAX,
-            sent_at: Some(prost_types::Timestamp {
-                seconds: i64::MIN,
-                nanos: -999_999_999,
-            }),
+        let sign = |text: String| {
+            let author = crate::authorship::Author::new(
+                ed25519_dalek::SigningKey::from_bytes(&[1; 32]),
+                vec![7; 32],
+                &"\u{10FFFF}".repeat(chat_proto::validate::MAX_NAME_CHARS),
+                &"f".repeat(64),
+                Some((u64::MAX - 1, [0xff; 32])),
+            );
+            author.sign(
+                || {
+                    (
+                        "i".repeat(MAX_ID_BYTES),
+                        u64::MAX,
+                        prost_types::Timestamp {
+                            seconds: i64::MIN,
+                            nanos: -999_999_999,
+                        },
+                    )
+                },
+                text,
+            )
         };
+        let largest = sign("t".repeat(MAX_MESSAGE_BYTES_LIMIT));
+        assert_eq!(largest.seq, u64::MAX);
         let sealed_around_text = Outgoing::of(&largest).plaintext.len() - largest.text.len();
         assert!(
-            sealed_around_text + chat_noise::TAG_LEN < 600 && 600 < ENVELOPE_OVERHEAD_BYTES,
+            sealed_around_text + chat_noise::TAG_LEN < 800 && 800 < ENVELOPE_OVERHEAD_BYTES,
             "{sealed_around_text} bytes around the text"
         );
         let envelope = seal_outgoing(&alice, &Outgoing::of(&largest)).unwrap();
         assert!(envelope.ciphertext.len() <= chat_noise::MAX_MESSAGE_LEN);
         // A message stored under an older, larger limit cannot be sent, for good.
-        let stored_before = ChatMessage {
-            text: "t".repeat(70_000),
-            ..largest
-        };
+        let stored_before = sign("t".repeat(70_000));
         assert!(matches!(
             seal_outgoing(&alice, &Outgoing::of(&stored_before)),
             Err(EnvelopeError::TooLargeToSeal { .. })

@@ -11,7 +11,7 @@
 //! network part is empty: mac1 then stops only blind junk.
 //!
 //! ```text
-//! key  = SHA-256("p2p-chat/2 mac1" || len(network) as one byte || network || responder_static)
+//! key  = SHA-256("p2p-chat/3 mac1" || len(network) as one byte || network || responder_static)
 //! mac1 = first 16 bytes of HMAC-SHA-256(key, noise_message)
 //! ```
 
@@ -23,7 +23,7 @@ use subtle::ConstantTimeEq;
 pub const MAC_LEN: usize = 16;
 
 /// Domain separation for the mac1 key.
-const LABEL: &[u8] = b"p2p-chat/2 mac1";
+const LABEL: &[u8] = b"p2p-chat/3 mac1";
 
 /// The mac1 key for handshakes to `responder` in `network` (empty when open).
 pub fn key(network: &[u8], responder: &[u8; 32]) -> [u8; 32] {
@@ -69,7 +69,7 @@ mod tests {
     }
 
     /// A known answer, computed independently with Python's hashlib/hmac:
-    /// key = sha256(b"p2p-chat/2 mac1" + b"\x20" + bytes([7])*32 + bytes([9])*32),
+    /// key = sha256(b"p2p-chat/3 mac1" + b"\x20" + bytes([7])*32 + bytes([9])*32),
     /// hmac.new(key, b"message", "sha256").hexdigest()[:32].
     #[test]
     fn known_answer() {
@@ -77,5 +77,5 @@ mod tests {
         assert_eq!(hex::encode(mac1(&k, b"message")), KNOWN);
     }
 
-    const KNOWN: &str = "83377a1dc7558d9da08eda290e3c3238";
+    const KNOWN: &str = "6134106494b5de4aae70e01ea2d82177";
 }

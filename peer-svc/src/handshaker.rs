@@ -35,7 +35,7 @@ use crate::{
 
 /// The Noise prologue: names this protocol and its version, so a peer of
 /// another version fails the handshake instead of misreading messages.
-pub const PROLOGUE: &[u8] = b"p2p-chat/2 Noise_IK_25519_ChaChaPoly_SHA256";
+pub const PROLOGUE: &[u8] = b"p2p-chat/3 Noise_IK_25519_ChaChaPoly_SHA256";
 
 /// Most bytes of members a handshake answer carries (the answer is one
 /// Noise message; the credential and up to 16 KiB of removals share it).

@@ -2,12 +2,21 @@
 //! missed from a live peer over `Peer/History` — sealed to it inside its own
 //! session, streamed in pages, resumable from the last item received — and
 //! serves its own history to the peers that ask.
+//!
+//! Every item is a message exactly as its author signed it, preceded (once
+//! per author key in a stream) by the author's admission chain. The puller
+//! verifies each signature (a batch verification per batch stored) and
+//! that the key was admitted under the name it signs as, refuses what does
+//! not verify (a relay's forgery or alteration) with a warning naming the
+//! relay, and reports gaps in an author's numbering (a message the relay
+//! dropped, or one that has not reached it yet). A peer that lost its data
+//! dir gets its own signed messages back this way.
 
-use std::sync::Arc;
+use std::{collections::HashSet, sync::Arc};
 
 use chat_proto::v1::{
-    ChatMessage, HistoryCursor, PeerHistoryRequest, PeerHistoryResponse, SealedMessage,
-    peer_client::PeerClient,
+    AuthorFeed, ChatMessage, HistoryCursor, PeerHistoryRequest, PeerHistoryResponse, SealedMessage,
+    SeqRange, VerifyHistoryResponse, peer_client::PeerClient,
 };
 use prost::Message;
 use tokio::sync::mpsc;
@@ -15,6 +24,8 @@ use tonic::{Status, Streaming};
 use tracing::{debug, info, warn};
 
 use crate::{
+    authors::{Authors, Via},
+    authorship::{self, Author},
     config::Config,
     directory::{Contact, Directory},
     envelope::{self, EnvelopeError},
@@ -24,7 +35,7 @@ use crate::{
     net::Channels,
     session::Session,
     store::{
-        Store,
+        Store, StoreError,
         history::{Query, QueryError, cursor_of},
     },
 };
@@ -71,6 +82,22 @@ struct Progress {
     added: usize,
     /// Items refused (see [`HistorySync::acceptable`]).
     refused: usize,
+    /// Why, for the first few refused.
+    reasons: Vec<String>,
+    /// The author keys of the messages received.
+    authors: HashSet<Vec<u8>>,
+}
+
+/// Refusal reasons kept per pull for the warning at its end.
+const REASONS_KEPT: usize = 5;
+
+impl Progress {
+    fn refuse(&mut self, why: String) {
+        self.refused += 1;
+        if self.reasons.len() < REASONS_KEPT {
+            self.reasons.push(why);
+        }
+    }
 }
 
 /// Both sides of history sync.
@@ -85,6 +112,11 @@ pub struct HistorySync {
     inbound: Arc<Inbound>,
     store: Arc<Store>,
     hlc: Arc<Hlc>,
+    authors: Arc<Authors>,
+    /// This peer as an author: its own messages recovered move its feed on.
+    author: Arc<Author>,
+    /// The network key relayed messages must be signed for.
+    network: Vec<u8>,
     /// The clock when this peer started: history synced from others that
     /// is newer than this was sent while we were up, and is shown live.
     started_hlc: u64,
@@ -102,7 +134,10 @@ impl HistorySync {
         store: Arc<Store>,
         hlc: Arc<Hlc>,
         started_hlc: u64,
+        authors: Arc<Authors>,
+        author: Arc<Author>,
     ) -> Self {
+        let network = handshaker.admission().network_key();
         Self {
             name: config.name.clone(),
             max_message_bytes: config.max_message_bytes,
@@ -113,6 +148,9 @@ impl HistorySync {
             inbound,
             store,
             hlc,
+            authors,
+            author,
+            network,
             started_hlc,
         }
     }
@@ -207,9 +245,13 @@ impl HistorySync {
             match self.receive(&mut stream, &session, &mut progress).await? {
                 None => {
                     if progress.refused > 0 {
-                        warn!(from = %contact.name, refused = progress.refused, "history items refused (claimed our name, a wrong fingerprint, a future clock or an oversize text)");
+                        warn!(from = %contact.name, refused = progress.refused, "history items refused: the relay sent messages that do not verify (forged or altered), from keys not admitted under their names, from the future or oversize");
+                        for reason in &progress.reasons {
+                            warn!(from = %contact.name, "history item refused: {reason}");
+                        }
                     }
                     info!(from = %contact.name, received = progress.seen, new = progress.added, "history synced");
+                    self.report_gaps(&contact.name, &progress.authors);
                     return Ok(progress.added);
                 }
                 Some(s) => {
@@ -268,12 +310,13 @@ impl HistorySync {
                 Err(s) => break Some(s),
             }
         };
-        progress.added += self.store_batch(&mut batch)?;
+        progress.added += self.store_batch(&mut batch, progress)?;
         Ok(broke)
     }
 
     /// One history item: opened, checked, and stored (live-shown if it was
-    /// sent while this peer was up) or batched.
+    /// sent while this peer was up) or batched; or an author's admission
+    /// chain, taken in for the items that follow.
     async fn take(
         &self,
         item: PeerHistoryResponse,
@@ -295,23 +338,44 @@ impl HistorySync {
             .inbound
             .open(&envelope)
             .map_err(|e| Status::unauthenticated(e.to_string()))?;
-        let message = SealedMessage::decode(plaintext.as_slice())
-            .ok()
-            .and_then(|s| s.message)
-            .filter(|m| !m.id.is_empty())
-            .ok_or_else(|| Status::invalid_argument("malformed history item"))?;
+        let sealed = SealedMessage::decode(plaintext.as_slice())
+            .map_err(|_| Status::invalid_argument("malformed history item"))?;
+        if sealed.authored.is_empty() {
+            if sealed.author_chain.is_empty() {
+                return Err(Status::invalid_argument(
+                    "history item with neither a message nor an author",
+                ));
+            }
+            if let Err(e) = self.authors.learn(sealed.author_chain) {
+                progress.refuse(e.to_string());
+            }
+            return Ok(None);
+        }
+        let message = match authorship::decode(sealed.authored, sealed.signature, &self.network) {
+            Ok(message) => message,
+            Err(e) => {
+                progress.seen += 1;
+                progress.refuse(e.to_string());
+                return Ok(None);
+            }
+        };
         // Resume after what was really received, not what the
         // unauthenticated cursor field says.
         progress.after = cursor_of(&message);
         progress.seen += 1;
-        if !self.acceptable(&message) {
-            progress.refused += 1;
+        if let Err(why) = self.acceptable(&message) {
+            progress.refuse(why);
             return Ok(None);
         }
-        self.hlc.observe(message.hlc);
+        progress.authors.insert(message.author_key.clone());
         if message.hlc >= self.started_hlc {
             // Sent while we were up, and it won the race with its direct
             // delivery: show it live like that would have.
+            if let Err(why) = self.authentic(&message) {
+                progress.refuse(why);
+                return Ok(None);
+            }
+            self.hlc.observe(message.hlc);
             let new = self
                 .inbound
                 .store_received(message)
@@ -322,39 +386,108 @@ impl HistorySync {
         }
         batch.push(message);
         if batch.len() == SYNC_BATCH {
-            progress.added += self.store_batch(batch)?;
+            progress.added += self.store_batch(batch, progress)?;
         }
         Ok(None)
     }
 
-    /// Whether a history item relayed by another peer may be stored. Without
-    /// per-author signatures a relaying peer could invent messages; these checks
-    /// bound what it can invent: never in our name, never under a fingerprint
-    /// other than the one we know for that sender, never from the future.
-    fn acceptable(&self, message: &ChatMessage) -> bool {
-        let node = self;
-        if message.sender == node.name || message.text.len() > node.max_message_bytes {
-            return false;
+    /// Whether a relayed message's size and clock may be stored (its
+    /// signature and author are checked by [`HistorySync::authentic`]).
+    fn acceptable(&self, message: &ChatMessage) -> Result<(), String> {
+        if message.text.len() > self.max_message_bytes {
+            return Err(format!(
+                "{}'s message {} has a {}-byte text, over this peer's limit",
+                message.sender,
+                message.id,
+                message.text.len()
+            ));
         }
-        if let Some(known) = node.directory.get(&message.sender)
-            && !known.key_changed
-            && known.fingerprint != message.sender_fingerprint
-        {
-            return false;
+        if message.id.is_empty() || message.id.len() > crate::config::MAX_ID_BYTES {
+            return Err(format!("{}'s message has a malformed id", message.sender));
         }
-        node.inbound.check_clock(message.hlc).is_ok()
+        self.inbound
+            .check_clock(message.hlc)
+            .map_err(|e| format!("{}'s message {}: {e}", message.sender, message.id))
     }
 
-    fn store_batch(&self, batch: &mut Vec<ChatMessage>) -> Result<usize, Status> {
+    /// Whether a relayed message's author key may sign as its sender; for
+    /// one of this peer's own (recovered), its feed moves on past it.
+    fn admitted(&self, message: &ChatMessage) -> Result<(), String> {
+        self.authors
+            .check(
+                &message.sender,
+                &message.author_key,
+                message.hlc,
+                Via::Relay,
+            )
+            .map_err(|e| format!("message {}: {e}", message.id))?;
+        self.author.observe(message);
+        Ok(())
+    }
+
+    /// One relayed message's signature and author.
+    fn authentic(&self, message: &ChatMessage) -> Result<(), String> {
+        authorship::verify(message).map_err(|e| e.to_string())?;
+        self.admitted(message)
+    }
+
+    /// Stores a batch of relayed messages: their signatures checked in one
+    /// batch verification, their authors checked; what fails is refused.
+    fn store_batch(
+        &self,
+        batch: &mut Vec<ChatMessage>,
+        progress: &mut Progress,
+    ) -> Result<usize, Status> {
         if batch.is_empty() {
             return Ok(0);
         }
-        let added = self
-            .store
-            .insert_many(batch)
-            .map_err(|e| Status::internal(e.to_string()))?;
-        batch.clear();
-        Ok(added)
+        let verified = authorship::verify_all(batch);
+        let mut good = Vec::with_capacity(batch.len());
+        for (message, verified) in batch.drain(..).zip(verified) {
+            match verified
+                .map_err(|e| e.to_string())
+                .and_then(|()| self.admitted(&message))
+            {
+                Ok(()) => {
+                    self.hlc.observe(message.hlc);
+                    good.push(message);
+                }
+                Err(why) => progress.refuse(why),
+            }
+        }
+        self.store
+            .insert_many(&good)
+            .map_err(|e| Status::internal(e.to_string()))
+    }
+
+    /// Warns about gaps in the numbering of the authors whose messages a
+    /// pull from `relay` brought.
+    fn report_gaps(&self, relay: &str, authors: &HashSet<Vec<u8>>) {
+        for key in authors {
+            let seqs = match self.store.feed_seqs(key) {
+                Ok(seqs) => seqs,
+                Err(e) => {
+                    warn!(error = %e, "cannot read an author's messages to check for gaps");
+                    return;
+                }
+            };
+            let missing = authorship::missing(&seqs);
+            if missing.is_empty() {
+                continue;
+            }
+            let name = self.authors.name_of(key).unwrap_or_default();
+            let ranges: Vec<String> = missing
+                .iter()
+                .map(|(from, to)| {
+                    if from == to {
+                        from.to_string()
+                    } else {
+                        format!("{from}-{to}")
+                    }
+                })
+                .collect();
+            warn!(author = %name, missing = %ranges.join(","), from = %relay, "an author's messages are missing after history sync (the relay dropped them, or they have not reached it yet); `chat history --verify` lists every gap");
+        }
     }
 
     /// Opens a `Peer/History` request: the session it came on and the cursor
@@ -394,6 +527,7 @@ impl HistorySync {
             since_hlc: (since_hlc > 0).then_some(since_hlc),
             ..Default::default()
         };
+        let mut introduced = HashSet::new();
         let mut remaining = if cursor.limit == 0 {
             usize::MAX
         } else {
@@ -411,12 +545,32 @@ impl HistorySync {
                 if remaining == 0 {
                     return;
                 }
-                remaining -= 1;
-                let cursor = cursor_of(&message);
-                let plaintext = SealedMessage {
-                    message: Some(message),
+                if message.authored.is_empty() {
+                    // Stored before protocol 3: nobody could verify it.
+                    debug!(id = %message.id, "unsigned history item not served");
+                    continue;
                 }
-                .encode_to_vec();
+                remaining -= 1;
+                if introduced.insert(message.author_key.clone())
+                    && let Some(chain) = self.authors.chain(&message.author_key)
+                {
+                    let plaintext = SealedMessage {
+                        author_chain: chain,
+                        ..Default::default()
+                    }
+                    .encode_to_vec();
+                    let item = envelope::seal(&session, &plaintext)
+                        .map(|envelope| PeerHistoryResponse {
+                            envelope: Some(envelope),
+                            cursor: String::new(),
+                        })
+                        .map_err(ServeError::from);
+                    if items.send(item).await.is_err() {
+                        return;
+                    }
+                }
+                let cursor = cursor_of(&message);
+                let plaintext = authorship::sealed(&message).encode_to_vec();
                 let item = match envelope::seal(&session, &plaintext) {
                     Ok(envelope) => Ok(PeerHistoryResponse {
                         envelope: Some(envelope),
@@ -440,4 +594,70 @@ impl HistorySync {
             }
         }
     }
+}
+
+/// Messages read and verified at a time by [`verify_stored`].
+const VERIFY_PAGE: usize = 1000;
+
+/// `chat history --verify`: checks every signed message stored, author by
+/// author in sequence order: its signature (a batch verification per
+/// page), and the author's numbering and hash links (gaps, broken links,
+/// forks). Reads the store a page at a time.
+pub fn verify_stored(store: &Store) -> Result<VerifyHistoryResponse, StoreError> {
+    let mut response = VerifyHistoryResponse {
+        unsigned: store.unsigned_count()?,
+        ..Default::default()
+    };
+    response.messages = response.unsigned;
+    for (key, name) in store.feed_keys()? {
+        let mut feed = AuthorFeed {
+            key_fingerprint: chat_proto::keys::fingerprint(&key),
+            ..Default::default()
+        };
+        let mut report = authorship::FeedReport::default();
+        let mut last: Option<ChatMessage> = None;
+        let mut after = (0, String::new());
+        loop {
+            let page = store.feed(&key, (after.0, &after.1), VERIFY_PAGE)?;
+            let Some(end) = page.last() else { break };
+            after = (end.seq, end.id.clone());
+            for (message, verified) in page.iter().zip(authorship::verify_all(&page)) {
+                if let Err(e) = verified {
+                    feed.problems.push(e.to_string());
+                }
+                if message.sender != name {
+                    feed.problems.push(format!(
+                        "message {} is signed by this key as {}, not {name}",
+                        message.id, message.sender
+                    ));
+                }
+            }
+            // The feed check runs across page boundaries: carry the last.
+            let items = last.iter().chain(page.iter());
+            let part = authorship::check_feed(
+                items.map(|m| (m.seq, m.id.as_str(), m.authored.as_slice())),
+            );
+            report.messages += part.messages - u64::from(last.is_some());
+            if report.first_seq == 0 {
+                report.first_seq = part.first_seq;
+            }
+            report.last_seq = part.last_seq;
+            report.missing.extend(part.missing);
+            report.problems.extend(part.problems);
+            last = page.into_iter().last();
+        }
+        response.messages += report.messages;
+        feed.name = name;
+        feed.messages = report.messages;
+        feed.first_seq = report.first_seq;
+        feed.last_seq = report.last_seq;
+        feed.missing = report
+            .missing
+            .into_iter()
+            .map(|(from, to)| SeqRange { from, to })
+            .collect();
+        feed.problems.extend(report.problems);
+        response.authors.push(feed);
+    }
+    Ok(response)
 }

@@ -1,7 +1,10 @@
 //! What arrives from other peers: an envelope is opened on its session,
 //! the message inside checked (its own, under its own id, within limits, a
-//! sane clock, within the session's rate), stored — committed before it is
-//! acknowledged — and, if new, shown on the console and to subscribers.
+//! sane clock, within the session's rate, signed by the identity its
+//! author was admitted with), stored with its signature — committed before
+//! it is acknowledged — and, if new, shown on the console and to
+//! subscribers. A batch from `DeliverStream` has its signatures verified
+//! in one batch verification.
 
 use std::sync::Arc;
 
@@ -10,6 +13,8 @@ use tokio::sync::broadcast;
 use tracing::{debug, warn};
 
 use crate::{
+    authors::{AuthorError, Authors, Via},
+    authorship::{self, SignatureError},
     checks::{self, CheckError},
     config::{Config, ENVELOPE_OVERHEAD_BYTES},
     console::{self, Console},
@@ -39,6 +44,12 @@ pub enum InboundError {
     /// The message inside breaks a rule.
     #[error(transparent)]
     Check(#[from] CheckError),
+    /// The signature does not verify.
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
+    /// The signing key is not the author's admitted identity.
+    #[error(transparent)]
+    Author(#[from] AuthorError),
     /// The session sent faster than it may.
     #[error(
         "delivery rate limit ({rate}/s per session, --deliveries-per-sec) exceeded; retry in a moment"
@@ -61,7 +72,7 @@ impl From<StoreError> for InboundError {
 /// A delivered envelope that passed every check.
 enum Checked {
     /// A message to store.
-    New(ChatMessage),
+    New(Box<ChatMessage>),
     /// The envelope of a message already stored, sent again (a retry).
     Stored,
 }
@@ -73,6 +84,9 @@ pub struct Inbound {
     peers: Arc<Peers>,
     store: Arc<Store>,
     hlc: Arc<Hlc>,
+    authors: Arc<Authors>,
+    /// The network key messages must be signed for (empty when open).
+    network: Vec<u8>,
     /// Envelopes per session.
     limiter: Limiter<chat_noise::SessionId>,
     /// Envelopes re-opened as possible retries, per session id.
@@ -83,13 +97,23 @@ pub struct Inbound {
 }
 
 impl Inbound {
-    /// Receives into `store`, opening envelopes on the sessions in `peers`.
-    pub fn new(config: &Config, peers: Arc<Peers>, store: Arc<Store>, hlc: Arc<Hlc>) -> Self {
+    /// Receives into `store`, opening envelopes on the sessions in `peers`,
+    /// taking messages signed for `network` by the keys `authors` accepts.
+    pub fn new(
+        config: &Config,
+        peers: Arc<Peers>,
+        store: Arc<Store>,
+        hlc: Arc<Hlc>,
+        authors: Arc<Authors>,
+        network: Vec<u8>,
+    ) -> Self {
         Self {
             max_message_bytes: config.max_message_bytes,
             peers,
             store,
             hlc,
+            authors,
+            network,
             limiter: Limiter::per_second(config.deliveries_per_sec),
             replays: Limiter::per_second(RETRIES_PER_SEC),
             console: config.print_messages.then(Console::start),
@@ -122,7 +146,11 @@ impl Inbound {
     pub async fn accept(&self, envelope: Option<Envelope>) -> Result<bool, InboundError> {
         let envelope = envelope.ok_or(EnvelopeError::Missing)?;
         match self.check(&envelope)? {
-            Checked::New(message) => Ok(self.store_received(message).await?),
+            Checked::New(message) => {
+                authorship::verify(&message)?;
+                self.hlc.observe(message.hlc);
+                Ok(self.store_received(*message).await?)
+            }
             Checked::Stored => Ok(false),
         }
     }
@@ -137,13 +165,30 @@ impl Inbound {
         for (i, envelope) in envelopes.iter().enumerate() {
             match self.check(envelope) {
                 Ok(Checked::New(message)) => {
-                    accepted.push((i, message));
+                    accepted.push((i, *message));
                     results.push(Ok(true));
                 }
                 Ok(Checked::Stored) => results.push(Ok(false)),
                 Err(e) => results.push(Err(e)),
             }
         }
+        // One batch verification for the whole batch.
+        let verified =
+            authorship::verify_all(&accepted.iter().map(|(_, m)| m.clone()).collect::<Vec<_>>());
+        let accepted: Vec<(usize, ChatMessage)> = accepted
+            .into_iter()
+            .zip(verified)
+            .filter_map(|((i, message), verified)| match verified {
+                Ok(()) => {
+                    self.hlc.observe(message.hlc);
+                    Some((i, message))
+                }
+                Err(e) => {
+                    results[i] = Err(e.into());
+                    None
+                }
+            })
+            .collect();
         let (positions, messages): (Vec<usize>, Vec<ChatMessage>) = accepted.into_iter().unzip();
         match self.store.insert_batch_grouped(messages.clone()).await {
             Ok(new) => {
@@ -185,11 +230,15 @@ impl Inbound {
                 let Ok((session, plaintext)) = envelope::reopen(&self.peers, envelope) else {
                     return Err(EnvelopeError::Replayed(replayed).into());
                 };
-                let stored =
-                    match checks::delivered(&plaintext, &session.peer, self.max_message_bytes) {
-                        Ok(message) => self.store.get(&message.sender, &message.id)?.is_some(),
-                        Err(_) => false,
-                    };
+                let stored = match authorship::delivered(
+                    &plaintext,
+                    &session.peer,
+                    self.max_message_bytes,
+                    &self.network,
+                ) {
+                    Ok(message) => self.store.get(&message.sender, &message.id)?.is_some(),
+                    Err(_) => false,
+                };
                 return if stored {
                     Ok(Checked::Stored)
                 } else {
@@ -198,7 +247,12 @@ impl Inbound {
             }
             Err(e) => return Err(e.into()),
         };
-        let mut message = checks::delivered(&plaintext, &session.peer, self.max_message_bytes)?;
+        let mut message = authorship::delivered(
+            &plaintext,
+            &session.peer,
+            self.max_message_bytes,
+            &self.network,
+        )?;
         self.check_clock(message.hlc)?;
         // Charged after authentication, per session: an outsider who copies
         // a session id off the wire cannot spend the peer's allowance.
@@ -207,11 +261,18 @@ impl Inbound {
                 rate: self.limiter.rate(),
             });
         }
-        // The fingerprint shown is the one the handshake authenticated, not
-        // what the sender wrote.
+        // Signed by the identity the session's peer was admitted with (its
+        // signature is verified by the caller, in a batch where it can).
+        self.authors.check(
+            &message.sender,
+            &message.author_key,
+            message.hlc,
+            Via::Session,
+        )?;
+        // The fingerprint shown is the one the handshake authenticated (the
+        // signed bytes keep what the author wrote).
         message.sender_fingerprint = session.fingerprint.clone();
-        self.hlc.observe(message.hlc);
-        Ok(Checked::New(message))
+        Ok(Checked::New(Box::new(message)))
     }
 
     /// Stores a received message (committed before this returns, so before

@@ -12,6 +12,8 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+pub mod authors;
+pub mod authorship;
 pub mod backoff;
 pub mod checks;
 pub mod config;
@@ -57,6 +59,8 @@ use tonic::Status;
 use tracing::{info, warn};
 
 use admission::Admission;
+use authors::Authors;
+use authorship::Author;
 use chat_proto::v1::Credential;
 use config::Joining;
 use config::{CONNECT_TIMEOUT, ENVELOPE_OVERHEAD_BYTES};
@@ -210,6 +214,8 @@ struct Opened {
     control_socket: PathBuf,
     store: Arc<Store>,
     admission: Admission,
+    /// The Ed25519 identity key: signs admissions and every message sent.
+    identity: ed25519_dalek::SigningKey,
 }
 
 /// Like [`start`], calling `announce` with the address once the peer is set
@@ -290,7 +296,8 @@ async fn open(
         ))
     })?;
     let store = Arc::new(store);
-    let admission = admit(config, &keypair, store.clone())?;
+    let identity = identity::load_or_create_signing_key(&config.data_dir)?;
+    let admission = admit(config, &keypair, identity.clone(), store.clone())?;
     let opened = Opened {
         keypair,
         address,
@@ -299,6 +306,7 @@ async fn open(
         control_socket,
         store,
         admission,
+        identity,
     };
     Ok((opened, uds))
 }
@@ -308,6 +316,7 @@ async fn open(
 fn admit(
     config: &Config,
     keypair: &StaticKeypair,
+    identity: ed25519_dalek::SigningKey,
     store: Arc<Store>,
 ) -> Result<Admission, StartError> {
     let refused = |e: &dyn std::fmt::Display| StartError::Admission(e.to_string());
@@ -327,7 +336,6 @@ fn admit(
         }
         (kept, false) => kept,
     };
-    let identity = identity::load_or_create_signing_key(&config.data_dir)?;
     let mut credential = match (kept, &config.admission) {
         (Some(kept), joining) => {
             let credential = Credential::decode(kept.as_slice()).map_err(|e| refused(&e))?;
@@ -409,7 +417,7 @@ fn compose(config: Config, opened: Opened, shutdown: CancellationToken) -> Parts
         store.clone(),
         channels.clone(),
         membership.clone(),
-        admission,
+        admission.clone(),
     ));
     let delivery = Arc::new(Delivery::new(
         crate::store::outbox::OutboxLimits {
@@ -423,15 +431,38 @@ fn compose(config: Config, opened: Opened, shutdown: CancellationToken) -> Parts
         channels.clone(),
     ));
     route_events(&membership, &delivery, &peers, &store, &directory);
+    let own_key = opened.identity.verifying_key().to_bytes();
+    let authors = Arc::new(Authors::new(
+        admission.clone(),
+        store.clone(),
+        &config.name,
+        own_key,
+    ));
+    let head = match store.feed_head(&own_key) {
+        Ok(head) => head.map(|(seq, authored)| (seq, authorship::hash(&authored))),
+        Err(e) => {
+            warn!(error = %e, "cannot read this peer's last message; its numbering starts again");
+            None
+        }
+    };
+    let author = Arc::new(Author::new(
+        opened.identity,
+        admission.network_key(),
+        &config.name,
+        &fingerprint,
+        head,
+    ));
     let inbound = Arc::new(Inbound::new(
         &config,
         peers.clone(),
         store.clone(),
         hlc.clone(),
+        authors.clone(),
+        admission.network_key(),
     ));
     let outbound = Arc::new(Outbound::new(
         &config,
-        &fingerprint,
+        author.clone(),
         hlc.clone(),
         store.clone(),
         delivery.clone(),
@@ -445,6 +476,8 @@ fn compose(config: Config, opened: Opened, shutdown: CancellationToken) -> Parts
         store.clone(),
         hlc,
         started_hlc,
+        authors,
+        author,
     ));
     Parts {
         config,

@@ -1,12 +1,14 @@
 //! What this peer sends: a text is checked, stamped with the next clock
-//! value and an id, stored (committed before anything leaves), and handed
-//! to delivery, which reports per peer.
+//! value and an id, signed by this peer's identity key as the next message
+//! of its feed, stored (committed before anything leaves), and handed to
+//! delivery, which reports per peer.
 
 use std::sync::Arc;
 
 use chat_proto::v1::{ChatMessage, SendResponse};
 
 use crate::{
+    authorship::Author,
     checks::{self, CheckError},
     config::Config,
     delivery::Delivery,
@@ -37,7 +39,7 @@ pub struct Prepared {
 #[derive(Debug)]
 pub struct Outbound {
     name: String,
-    fingerprint: String,
+    author: Arc<Author>,
     max_message_bytes: usize,
     hlc: Arc<Hlc>,
     store: Arc<Store>,
@@ -45,17 +47,17 @@ pub struct Outbound {
 }
 
 impl Outbound {
-    /// Sends as `config.name` (whose key has `fingerprint`), through `delivery`.
+    /// Sends as `config.name`, signed by `author`, through `delivery`.
     pub fn new(
         config: &Config,
-        fingerprint: &str,
+        author: Arc<Author>,
         hlc: Arc<Hlc>,
         store: Arc<Store>,
         delivery: Arc<Delivery>,
     ) -> Self {
         Self {
             name: config.name.clone(),
-            fingerprint: fingerprint.to_owned(),
+            author,
             max_message_bytes: config.max_message_bytes,
             hlc,
             store,
@@ -85,24 +87,24 @@ impl Outbound {
                 stored: true,
             });
         }
-        let now = chrono::Utc::now();
-        let hlc = self.hlc.tick(now.timestamp_millis().max(0) as u64);
-        let id = if id.is_empty() {
-            format!("{}-{hlc:016x}", &self.fingerprint.replace(' ', "")[..8])
-        } else {
-            id
-        };
-        let message = ChatMessage {
-            id,
-            sender: self.name.clone(),
-            sender_fingerprint: self.fingerprint.clone(),
-            sent_at: Some(prost_types::Timestamp {
-                seconds: now.timestamp(),
-                nanos: (now.timestamp_subsec_millis() * 1_000_000) as i32,
-            }),
+        let message = self.author.sign(
+            || {
+                let now = chrono::Utc::now();
+                let hlc = self.hlc.tick(now.timestamp_millis().max(0) as u64);
+                let id = if id.is_empty() {
+                    let fingerprint = self.author.fingerprint().replace(' ', "");
+                    format!("{}-{hlc:016x}", &fingerprint[..8])
+                } else {
+                    id
+                };
+                let sent_at = prost_types::Timestamp {
+                    seconds: now.timestamp(),
+                    nanos: (now.timestamp_subsec_millis() * 1_000_000) as i32,
+                };
+                (id, hlc, sent_at)
+            },
             text,
-            hlc,
-        };
+        );
         Ok(Prepared {
             message,
             stored: false,

@@ -23,11 +23,12 @@ const LAYERS: &[&[&str]] = &[
         "console",
         "identity",
         "credential",
+        "authorship",
         "discovery_client",
         "control_socket",
         "control_client",
     ],
-    &["membership", "admission"],
+    &["membership", "admission", "authors"],
     &[
         "session",
         "peers",

@@ -18,7 +18,7 @@ use prost::Message;
 use crate::v1::{InfoResponse, RegisterRequest, RegistrationProof};
 
 /// The Noise prologue of a registration proof.
-pub const PROLOGUE: &str = "p2p-chat/2 discovery-register Noise_IK_25519_ChaChaPoly_SHA256";
+pub const PROLOGUE: &str = "p2p-chat/3 discovery-register Noise_IK_25519_ChaChaPoly_SHA256";
 
 /// How far a proof's timestamp may be from Discovery's clock, either way.
 pub const MAX_SKEW: Duration = Duration::from_secs(60);

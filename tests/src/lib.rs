@@ -252,15 +252,73 @@ pub fn test_network_key() -> [u8; 32] {
     test_network().0.verifying_key().to_bytes()
 }
 
+/// The Ed25519 identity a test's own client has as `name` in the test
+/// network: one per name in a test process, as a real member keeps its
+/// identity across handshakes. [`credential_for_key`] admits it.
+pub fn test_identity(name: &str) -> ed25519_dalek::SigningKey {
+    use sha2::Digest;
+    let seed: [u8; 32] = sha2::Sha256::digest(format!("test identity of {name}")).into();
+    ed25519_dalek::SigningKey::from_bytes(&seed)
+}
+
+/// An author signing as `name` with [`test_identity`] in the test network,
+/// numbering from 1: what a test's own client signs its messages with.
+pub fn test_author(name: &str) -> peer_svc::authorship::Author {
+    peer_svc::authorship::Author::new(
+        test_identity(name),
+        test_network_key().to_vec(),
+        name,
+        "",
+        None,
+    )
+}
+
+/// A message `author` signs, with clock `hlc`.
+pub fn signed_message(
+    author: &peer_svc::authorship::Author,
+    id: &str,
+    text: &str,
+    hlc: u64,
+) -> chat_proto::v1::ChatMessage {
+    let sent_at = prost_types::Timestamp {
+        seconds: (hlc >> 16) as i64 / 1000,
+        nanos: 0,
+    };
+    author.sign(|| (id.to_owned(), hlc, sent_at), text.to_owned())
+}
+
+/// The plaintext of a Deliver envelope carrying a message `author` signs:
+/// an encoded `SealedMessage`.
+pub fn sealed_message(
+    author: &peer_svc::authorship::Author,
+    id: &str,
+    text: &str,
+    hlc: u64,
+) -> Vec<u8> {
+    use prost::Message;
+    peer_svc::authorship::sealed(&signed_message(author, id, text, hlc)).encode_to_vec()
+}
+
+/// `name`'s admission chain into the test network (for [`test_identity`]),
+/// encoded as a `Credential` holding the chain only: what a peer's authors
+/// table keeps to introduce `name`'s messages when it relays them.
+pub fn admission_chain(name: &str) -> Vec<u8> {
+    use prost::Message;
+    let credential =
+        chat_proto::v1::Credential::decode(credential_for_key(name, &[9; 32]).as_slice())
+            .expect("a credential");
+    chat_proto::v1::Credential {
+        chain: credential.chain,
+        static_key_signature: Vec::new(),
+    }
+    .encode_to_vec()
+}
+
 /// Like [`credential`], for a static public key held elsewhere (by another
 /// implementation of the protocol).
 pub fn credential_for_key(name: &str, static_key: &[u8; 32]) -> Vec<u8> {
     use prost::Message;
-    use sha2::Digest;
-    // One identity per name in a test process, as a real member keeps its
-    // identity across handshakes.
-    let seed: [u8; 32] = sha2::Sha256::digest(format!("test identity of {name}")).into();
-    let identity = ed25519_dalek::SigningKey::from_bytes(&seed);
+    let identity = test_identity(name);
     let token = invitation(name);
     let invitation = peer_svc::credential::decode_token(&token).expect("a token");
     peer_svc::credential::join(&invitation, &identity, name, static_key)

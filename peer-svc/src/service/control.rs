@@ -8,8 +8,8 @@ use chat_proto::v1::{
     HandshakeRequest, HandshakeResponse, HistoryRequest, HistoryResponse, InviteRequest,
     InviteResponse, RefreshConnectionsRequest, RefreshConnectionsResponse, RemoveRequest,
     RemoveResponse, SendRequest, SendResponse, SendStreamResponse, SubscribeRequest,
-    SubscribeResponse, TrustRequest, TrustResponse, connection::SessionState,
-    control_server::Control,
+    SubscribeResponse, TrustRequest, TrustResponse, VerifyHistoryRequest, VerifyHistoryResponse,
+    connection::SessionState, control_server::Control,
 };
 use futures::{Stream, StreamExt};
 use tokio::sync::broadcast;
@@ -29,7 +29,10 @@ use crate::{
         send_stream,
         status::{ServiceError, refused},
     },
-    store::{Store, history::Query},
+    store::{
+        Store,
+        history::{Query, QueryError},
+    },
 };
 
 /// Most peers in one Connections answer: 1000 of the longest name and
@@ -207,10 +210,27 @@ impl Control for ControlService {
             .store
             .query(&query)
             .map_err(|e| refused("Control/History", e))?;
+        let mut messages = page.messages;
+        for message in &mut messages {
+            // The fields are what the owner reads; the signed bytes repeat them.
+            message.authored.clear();
+        }
         Ok(Response::new(HistoryResponse {
-            messages: page.messages,
+            messages,
             next_cursor: page.next_cursor.unwrap_or_default(),
         }))
+    }
+
+    async fn verify_history(
+        &self,
+        _request: Request<VerifyHistoryRequest>,
+    ) -> Result<Response<VerifyHistoryResponse>, Status> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || crate::history_sync::verify_stored(&store))
+            .await
+            .map_err(|e| Status::internal(format!("verification task failed: {e}")))?
+            .map(Response::new)
+            .map_err(|e| refused("Control/VerifyHistory", QueryError::Store(e)))
     }
 
     async fn connections(

@@ -91,6 +91,7 @@ impl From<CheckError> for Status {
             | CheckError::BadOwnId
             | CheckError::BadId
             | CheckError::NotAMessage
+            | CheckError::BadSigned(_)
             | CheckError::ClockAhead { .. } => Status::invalid_argument(message),
             CheckError::TextTooLong { .. } => Status::resource_exhausted(message),
             CheckError::NotItsOwn => Status::permission_denied(message),
@@ -134,6 +135,9 @@ impl From<InboundError> for Status {
         match e {
             InboundError::Envelope(e) => e.into(),
             InboundError::Check(e) => e.into(),
+            InboundError::Signature(_) | InboundError::Author(_) => {
+                Status::permission_denied(e.to_string())
+            }
             InboundError::RateLimited { rate } => not_now(e.to_string(), rate),
             InboundError::Store(_) => Status::internal(e.to_string()),
         }

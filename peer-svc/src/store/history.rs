@@ -94,7 +94,8 @@ pub fn sent_at_ms(message: &ChatMessage) -> i64 {
         .unwrap_or(0)
 }
 
-const COLUMNS: &str = "id, hlc, sender, sender_fingerprint, sent_at_ms, text";
+pub(crate) const COLUMNS: &str =
+    "id, hlc, sender, sender_fingerprint, sent_at_ms, text, authored, signature, seq, author_key";
 
 pub(crate) fn message_from_row(row: &Row<'_>) -> rusqlite::Result<ChatMessage> {
     let ms: i64 = row.get(4)?;
@@ -108,7 +109,16 @@ pub(crate) fn message_from_row(row: &Row<'_>) -> rusqlite::Result<ChatMessage> {
             nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
         }),
         text: row.get(5)?,
+        authored: row.get::<_, Option<Vec<u8>>>(6)?.unwrap_or_default(),
+        signature: row.get::<_, Option<Vec<u8>>>(7)?.unwrap_or_default(),
+        seq: row.get::<_, Option<i64>>(8)?.unwrap_or(0) as u64,
+        author_key: row.get::<_, Option<Vec<u8>>>(9)?.unwrap_or_default(),
     })
+}
+
+/// An empty byte string as NULL (a message stored unsigned).
+fn blob(bytes: &[u8]) -> Option<&[u8]> {
+    (!bytes.is_empty()).then_some(bytes)
 }
 
 impl Store {
@@ -196,8 +206,9 @@ impl Store {
         let mut added = Vec::with_capacity(messages.len());
         {
             let mut insert = tx.prepare_cached(
-                "INSERT INTO messages (id, hlc, sender, sender_fingerprint, sent_at_ms, text)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+                "INSERT INTO messages (id, hlc, sender, sender_fingerprint, sent_at_ms, text,
+                                       authored, signature, seq, author_key)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT DO NOTHING",
             )?;
             for m in messages {
                 let rows = insert.execute(params![
@@ -206,7 +217,11 @@ impl Store {
                     m.sender,
                     m.sender_fingerprint,
                     sent_at_ms(m),
-                    m.text
+                    m.text,
+                    blob(&m.authored),
+                    blob(&m.signature),
+                    (m.seq > 0).then_some(m.seq as i64),
+                    blob(&m.author_key),
                 ])?;
                 added.push(rows == 1);
             }

@@ -5,6 +5,7 @@
 //! and migrated forward on open.
 
 mod admission;
+mod authors;
 pub mod history;
 pub mod outbox;
 mod stamps;
@@ -144,6 +145,23 @@ const MIGRATIONS: &[&str] = &[
         invite_key BLOB PRIMARY KEY,
         at_millis  INTEGER NOT NULL,
         removal    BLOB NOT NULL
+     ) WITHOUT ROWID;",
+    // 6: signed messages (protocol 3): the exact bytes the author signed,
+    // the signature, and the author's key and sequence number (each
+    // author's feed is read in seq order by `feed`); NULL for messages
+    // stored before. And every author key this peer accepted messages
+    // from, with the admission chain that binds it to its name, kept after
+    // the member is re-admitted under another key, so its old messages can
+    // still be relayed with their proof.
+    "ALTER TABLE messages ADD COLUMN authored BLOB;
+     ALTER TABLE messages ADD COLUMN signature BLOB;
+     ALTER TABLE messages ADD COLUMN seq INTEGER;
+     ALTER TABLE messages ADD COLUMN author_key BLOB;
+     CREATE INDEX messages_feed ON messages (author_key, seq) WHERE author_key IS NOT NULL;
+     CREATE TABLE authors (
+        author_key BLOB PRIMARY KEY,
+        name       TEXT NOT NULL,
+        chain      BLOB NOT NULL
      ) WITHOUT ROWID;",
 ];
 
@@ -456,6 +474,7 @@ mod tests {
             sent_at: None,
             text: "x".repeat(1024),
             hlc: n as u64 + 1,
+            ..Default::default()
         }
     }
 

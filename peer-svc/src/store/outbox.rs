@@ -99,7 +99,8 @@ impl Store {
     pub fn pending(&self, peer: &str, max: usize) -> Result<Vec<ChatMessage>, StoreError> {
         let conn = self.conn.lock().expect("store lock");
         let mut statement = conn.prepare_cached(
-            "SELECT m.id, m.hlc, m.sender, m.sender_fingerprint, m.sent_at_ms, m.text
+            "SELECT m.id, m.hlc, m.sender, m.sender_fingerprint, m.sent_at_ms, m.text,
+                    m.authored, m.signature, m.seq, m.author_key
              FROM outbox o JOIN messages m ON m.sender = o.sender AND m.id = o.message_id
              WHERE o.peer = ?1 ORDER BY m.hlc, m.sender, m.id LIMIT ?2",
         )?;

@@ -211,25 +211,40 @@ async fn a_newcomer_gets_all_ten_thousand_messages_of_history() {
     const N: u64 = 10_000;
     let discovery = Discovery::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let alice = InProcessPeer::start("alice", &discovery.url(), &dir.path().join("alice")).await;
-    let history: Vec<ChatMessage> = (0..N)
-        .map(|i| ChatMessage {
-            id: format!("old-{i}"),
-            sender: if i % 3 == 0 { "alice" } else { "someone-gone" }.into(),
-            sender_fingerprint: if i % 3 == 0 {
-                alice.node.fingerprint.clone()
-            } else {
-                String::new()
-            },
-            sent_at: Some(prost_types::Timestamp {
-                seconds: 1_700_000_000 + i as i64,
-                nanos: 0,
-            }),
-            text: format!("message number {i}"),
-            hlc: (1_700_000_000_000 + i) << 16,
-        })
-        .collect();
-    assert_eq!(alice.node.store.insert_many(&history).unwrap(), N as usize);
+    // History alice holds from two members long gone, signed by them, and
+    // the admission chains that let her introduce them to a newcomer.
+    let alice_dir = dir.path().join("alice");
+    std::fs::create_dir_all(&alice_dir).unwrap();
+    std::fs::set_permissions(
+        &alice_dir,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    {
+        let store = peer_svc::store::Store::open(&alice_dir).unwrap();
+        let gone = [
+            chat_tests::test_author("someone-gone"),
+            chat_tests::test_author("another-gone"),
+        ];
+        let history: Vec<ChatMessage> = (0..N)
+            .map(|i| {
+                chat_tests::signed_message(
+                    &gone[(i % 3 == 0) as usize],
+                    &format!("old-{i}"),
+                    &format!("message number {i}"),
+                    (1_700_000_000_000 + i) << 16,
+                )
+            })
+            .collect();
+        assert_eq!(store.insert_many(&history).unwrap(), N as usize);
+        for name in ["someone-gone", "another-gone"] {
+            let key = chat_tests::test_identity(name).verifying_key().to_bytes();
+            store
+                .save_author(&key, name, &chat_tests::admission_chain(name))
+                .unwrap();
+        }
+    }
+    let alice = InProcessPeer::start("alice", &discovery.url(), &alice_dir).await;
 
     let carol = InProcessPeer::start("carol", &discovery.url(), &dir.path().join("carol")).await;
     let node = carol.node.clone();

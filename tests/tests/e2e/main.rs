@@ -23,5 +23,6 @@ mod readme;
 mod replicas;
 mod second_implementation;
 mod secrets;
+mod signed_history;
 mod stopping;
 mod streaming;

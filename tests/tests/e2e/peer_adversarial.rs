@@ -4,8 +4,8 @@
 
 use chat_noise::{Initiator, StaticKeypair};
 use chat_proto::v1::{
-    ChatMessage, DeliverBatch, DeliverRequest, Envelope, HandshakePayload, PeerHistoryRequest,
-    SealedMessage, peer_client::PeerClient,
+    DeliverBatch, DeliverRequest, Envelope, HandshakePayload, PeerHistoryRequest,
+    peer_client::PeerClient,
 };
 use chat_tests::{Discovery, InProcessPeer};
 use peer_svc::{envelope::aad as envelope_aad, handshaker::PROLOGUE};
@@ -17,6 +17,8 @@ use tonic::{Code, transport::Channel};
 /// peer protocol by hand.
 struct Mallory {
     name: String,
+    /// Signs Mallory's messages with the identity its credential admits.
+    author: peer_svc::authorship::Author,
     keypair: StaticKeypair,
     channel: Channel,
     client: PeerClient<Channel>,
@@ -63,6 +65,7 @@ impl Mallory {
         let client = PeerClient::new(channel.clone());
         Self {
             name: name.into(),
+            author: chat_tests::test_author(name),
             keypair,
             channel,
             client,
@@ -105,17 +108,7 @@ impl Mallory {
     }
 
     fn envelope(&self, s: &Handshaken, counter: u64, id: &str, text: &str) -> Envelope {
-        let message = ChatMessage {
-            id: id.into(),
-            sender: self.name.clone(),
-            text: text.into(),
-            hlc: 1,
-            ..Default::default()
-        };
-        let plaintext = SealedMessage {
-            message: Some(message),
-        }
-        .encode_to_vec();
+        let plaintext = chat_tests::sealed_message(&self.author, id, text, 1);
         let aad = envelope_aad(&s.session_id);
         Envelope {
             session_id: s.session_id.clone(),
@@ -512,17 +505,7 @@ async fn a_message_from_the_future_or_under_a_shadowed_id_changes_nothing() {
     let mut envelope = mallory.envelope(&s, 0, "t1", "from the future");
     // Re-seal with a clock an hour ahead.
     let future_ms = (chrono_now_ms() + 3_600_000) << 16;
-    let message = ChatMessage {
-        id: "t1".into(),
-        sender: mallory.name.clone(),
-        text: "from the future".into(),
-        hlc: future_ms,
-        ..Default::default()
-    };
-    let plaintext = SealedMessage {
-        message: Some(message),
-    }
-    .encode_to_vec();
+    let plaintext = chat_tests::sealed_message(&mallory.author, "t1", "from the future", future_ms);
     let aad = envelope_aad(&s.session_id);
     envelope.ciphertext = s.transport.seal(0, &aad, &plaintext).unwrap();
     let err = mallory.deliver(envelope.clone()).await.unwrap_err();

@@ -1,4 +1,4 @@
-//! Issue 17: a second implementation of the peer protocol (version 2),
+//! Issue 17: a second implementation of the peer protocol (version 3),
 //! written from docs/protocol.md, that shares none of the project's Noise code: the
 //! handshakes are `snow`'s, the envelopes are sealed and opened with the
 //! `chacha20poly1305` crate under the keys `snow` splits, mac1 is computed
@@ -9,8 +9,10 @@
 //! back from `DeliverStream` to `Deliver`), and checks that tampered,
 //! replayed and forged input gets the documented codes.
 //!
-//! Only the admission credential (Ed25519 signatures over the documented
-//! bytes) comes from the test harness, which signs for the test network.
+//! Messages are signed and verified here too, with `ed25519-dalek` over the
+//! documented bytes (an encoded `AuthoredMessage`, framed with its context
+//! string). Only the admission credential and the identity key it admits
+//! come from the test harness, which signs for the test network.
 
 use std::{
     collections::HashMap,
@@ -24,7 +26,7 @@ use chacha20poly1305::{
     aead::{Aead, Payload},
 };
 use chat_proto::v1::{
-    ChatMessage, DeliverBatch, DeliverBatchAck, DeliverRequest, DeliverResponse, Envelope,
+    AuthoredMessage, DeliverBatch, DeliverBatchAck, DeliverRequest, DeliverResponse, Envelope,
     HandshakePayload, InfoRequest, ListRequest, PeerHandshakeRequest, PeerHandshakeResponse,
     PeerHistoryRequest, PeerHistoryResponse, RegisterRequest, RegistrationProof, SealedMessage,
     discovery_client::DiscoveryClient,
@@ -40,8 +42,52 @@ use tonic::{Code, Request, Response, Status, Streaming};
 
 /// The protocol names and prologues, as docs/protocol.md gives them.
 const NOISE: &str = "Noise_IK_25519_ChaChaPoly_SHA256";
-const PEER_PROLOGUE: &[u8] = b"p2p-chat/2 Noise_IK_25519_ChaChaPoly_SHA256";
-const MAC1_LABEL: &[u8] = b"p2p-chat/2 mac1";
+const PEER_PROLOGUE: &[u8] = b"p2p-chat/3 Noise_IK_25519_ChaChaPoly_SHA256";
+const MAC1_LABEL: &[u8] = b"p2p-chat/3 mac1";
+const MESSAGE_CONTEXT: &[u8] = b"p2p-chat/3 message";
+
+/// What a message signature covers: u32be(len(context)) || context ||
+/// u32be(len(authored)) || authored.
+fn signed(authored: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for part in [MESSAGE_CONTEXT, authored] {
+        out.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        out.extend_from_slice(part);
+    }
+    out
+}
+
+/// A message signed by `identity` as `sender`: an encoded SealedMessage.
+fn sign(
+    identity: &ed25519_dalek::SigningKey,
+    sender: &str,
+    seq: u64,
+    prev: &[u8],
+    id: &str,
+    text: &str,
+) -> (Vec<u8>, Vec<u8>) {
+    use ed25519_dalek::Signer;
+    let authored = AuthoredMessage {
+        network: chat_tests::test_network_key().to_vec(),
+        author_key: identity.verifying_key().to_bytes().to_vec(),
+        sender: sender.into(),
+        sender_fingerprint: String::new(),
+        id: id.into(),
+        seq,
+        prev: prev.to_vec(),
+        hlc: (now_micros() / 1000) << 16,
+        sent_at: None,
+        text: text.into(),
+    }
+    .encode_to_vec();
+    let sealed = SealedMessage {
+        signature: identity.sign(&signed(&authored)).to_bytes().to_vec(),
+        authored: authored.clone(),
+        author_chain: Vec::new(),
+    }
+    .encode_to_vec();
+    (sealed, authored)
+}
 
 fn builder() -> snow::Builder<'static> {
     snow::Builder::new(NOISE.parse().expect("snow knows IK"))
@@ -154,7 +200,7 @@ struct SnowPeer {
     credential: Vec<u8>,
     /// Receiving directions by session id.
     sessions: Mutex<HashMap<Vec<u8>, Direction>>,
-    received: mpsc::UnboundedSender<ChatMessage>,
+    received: mpsc::UnboundedSender<AuthoredMessage>,
 }
 
 type Acks = Pin<Box<dyn futures::Stream<Item = Result<DeliverBatchAck, Status>> + Send>>;
@@ -218,10 +264,21 @@ impl Peer for SnowPeer {
         let plaintext = direction
             .open(&envelope)
             .ok_or_else(|| Status::unauthenticated("decryption failed"))?;
-        let message = SealedMessage::decode(plaintext.as_slice())
-            .ok()
-            .and_then(|s| s.message)
-            .ok_or_else(|| Status::invalid_argument("not a SealedMessage"))?;
+        let sealed = SealedMessage::decode(plaintext.as_slice())
+            .map_err(|_| Status::invalid_argument("not a SealedMessage"))?;
+        let message = AuthoredMessage::decode(sealed.authored.as_slice())
+            .map_err(|_| Status::invalid_argument("not an AuthoredMessage"))?;
+        // The author's signature over the exact bytes received.
+        let key: [u8; 32] = message
+            .author_key
+            .as_slice()
+            .try_into()
+            .map_err(|_| Status::invalid_argument("author_key is not 32 bytes"))?;
+        let signature = ed25519_dalek::Signature::from_slice(&sealed.signature)
+            .map_err(|_| Status::invalid_argument("signature is not 64 bytes"))?;
+        ed25519_dalek::VerifyingKey::from_bytes(&key)
+            .and_then(|k| k.verify_strict(&signed(&sealed.authored), &signature))
+            .map_err(|_| Status::permission_denied("signature does not verify"))?;
         let _ = self.received.send(message);
         Ok(Response::new(DeliverResponse { duplicate: false }))
     }
@@ -365,16 +422,8 @@ async fn a_second_implementation_on_snow_registers_handshakes_delivers_and_recei
 
     // Deliver to bob.
     let text = "hello from a second implementation";
-    let sealed = SealedMessage {
-        message: Some(ChatMessage {
-            id: "snow-1".into(),
-            sender: me.name.clone(),
-            text: text.into(),
-            hlc: (now_micros() / 1000) << 16,
-            ..Default::default()
-        }),
-    }
-    .encode_to_vec();
+    let identity = chat_tests::test_identity("snowy");
+    let (sealed, first_authored) = sign(&identity, &me.name, 1, &[], "snow-1", text);
     let envelope = send.seal(0, &sealed);
     let first = peer
         .deliver(DeliverRequest {
@@ -413,17 +462,46 @@ async fn a_second_implementation_on_snow_registers_handshakes_delivers_and_recei
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    // Signed by a key the credential does not admit: refused, as is a
+    // signed message whose bytes were changed after signing.
+    let stranger = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+    let (unadmitted, _) = sign(&stranger, &me.name, 1, &[], "snow-x", "not my key");
+    let err = peer
+        .deliver(DeliverRequest {
+            envelope: Some(send.seal(4, &unadmitted)),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    let prev: [u8; 32] = Sha256::digest(&first_authored).into();
+    let (good, _) = sign(
+        &identity,
+        &me.name,
+        2,
+        &prev,
+        "snow-y",
+        "altered after signing",
+    );
+    let mut altered = SealedMessage::decode(good.as_slice()).unwrap();
+    let mut body = AuthoredMessage::decode(altered.authored.as_slice()).unwrap();
+    body.text = "ALTERED after signing".into();
+    altered.authored = body.encode_to_vec();
+    let err = peer
+        .deliver(DeliverRequest {
+            envelope: Some(send.seal(5, &altered.encode_to_vec())),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    // The same message unaltered, the next in our feed: stored.
+    peer.deliver(DeliverRequest {
+        envelope: Some(send.seal(6, &good)),
+    })
+    .await
+    .expect("a signed, linked second message is taken");
+    wait_for_message(&bob.data_dir, "altered after signing").await;
     // Forged: a message in someone else's name, on our own session.
-    let forged = SealedMessage {
-        message: Some(ChatMessage {
-            id: "snow-2".into(),
-            sender: "bob".into(),
-            text: "not mine".into(),
-            hlc: (now_micros() / 1000) << 16,
-            ..Default::default()
-        }),
-    }
-    .encode_to_vec();
+    let (forged, _) = sign(&identity, "bob", 3, &prev, "snow-2", "not mine");
     let err = peer
         .deliver(DeliverRequest {
             envelope: Some(send.seal(3, &forged)),

@@ -5,8 +5,9 @@ use std::{path::PathBuf, process::ExitCode};
 
 use chat_proto::v1::{
     ChatMessage, ConnectionsRequest, ControlLeaveRequest, HandshakeRequest, HistoryRequest,
-    RefreshConnectionsRequest, SendRequest, SubscribeRequest, TrustRequest,
-    connection::SessionState, control_client::ControlClient, delivery::Status as DeliveryStatus,
+    RefreshConnectionsRequest, SendRequest, SeqRange, SubscribeRequest, TrustRequest,
+    VerifyHistoryRequest, connection::SessionState, control_client::ControlClient,
+    delivery::Status as DeliveryStatus,
 };
 use clap::{Parser, Subcommand};
 use peer_svc::console;
@@ -56,6 +57,11 @@ enum Verb {
         /// Only messages containing TEXT.
         #[arg(long)]
         grep: Option<String>,
+        /// Check the stored history instead: every signature, and each
+        /// author's numbering (gaps: messages dropped by a relay or not
+        /// received yet; broken links; forks). Exits 1 if anything is wrong.
+        #[arg(long, conflicts_with_all = ["limit", "since", "from", "grep"])]
+        verify: bool,
         /// One JSON object per line, for scripts.
         #[arg(long)]
         json: bool,
@@ -159,7 +165,10 @@ mod sending;
 mod views;
 
 use sending::{attach, send, send_lines};
-use views::{connections, handshake, history, invite, leave, parse_since, refresh, remove, trust};
+use views::{
+    connections, handshake, history, invite, leave, parse_since, refresh, remove, trust,
+    verify_history,
+};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
@@ -203,11 +212,15 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         } => send(&mut client, text, id.unwrap_or_default()).await,
         Verb::Send { .. } => send_lines(&mut client).await,
         Verb::History {
+            verify: true, json, ..
+        } => verify_history(&mut client, json).await,
+        Verb::History {
             limit,
             since,
             from,
             grep,
             json,
+            ..
         } => {
             let since = since.map(|s| parse_since(&s)).transpose()?;
             let request = HistoryRequest {

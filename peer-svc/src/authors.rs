@@ -1,0 +1,327 @@
+//! Which key may sign messages under which name (docs/protocol.md §9). A
+//! signature proves only that a key signed; this binds the key to a member:
+//!
+//! - In a network, a key speaks as NAME when an admission chain from the
+//!   founder admits it as NAME: the chain NAME showed in its handshake (a
+//!   message delivered on NAME's own session), or one a history relay
+//!   introduced (verified here, from the founder down). A second, unremoved
+//!   key for a name already known is refused, as at handshakes. A removed
+//!   member's messages are accepted only from before its removal: that is
+//!   how a member that lost its data dir, removed and admitted again under
+//!   a new key, recovers the messages it signed with the old one.
+//! - In open mode nobody admits anyone: the first key seen for a name is
+//!   kept for it (trust on first use), and a session speaks for itself.
+//!
+//! Every key accepted is recorded with its chain, so this peer can
+//! introduce it when it relays the author's messages later, even after the
+//! member is admitted again under another key.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use chat_proto::v1::{Admission as AdmissionLink, Credential};
+use prost::Message;
+use tracing::warn;
+
+use crate::{admission::Admission, credential::CredentialError, hlc::Hlc, store::Store};
+
+/// How a message reached this peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// Delivered by its author on the author's own session.
+    Session,
+    /// Relayed by another peer (history sync).
+    Relay,
+}
+
+/// Why a key may not sign as a name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthorError {
+    /// Delivered on NAME's session, signed by a key NAME was not admitted with.
+    #[error(
+        "{name}'s message is signed by key {key}, not by the identity {name} was admitted with"
+    )]
+    NotAdmitted {
+        /// The name.
+        name: String,
+        /// The key's fingerprint.
+        key: String,
+    },
+    /// Relayed, by a key no admission chain introduced.
+    #[error(
+        "{name}'s message is signed by key {key}, which no admission chain known here admits (the relay did not introduce it)"
+    )]
+    Unknown {
+        /// The name.
+        name: String,
+        /// The key's fingerprint.
+        key: String,
+    },
+    /// The key was admitted under another name.
+    #[error("key {key} speaks as {admitted}, not {name}")]
+    WrongName {
+        /// The name claimed.
+        name: String,
+        /// The name the key was admitted as.
+        admitted: String,
+        /// The key's fingerprint.
+        key: String,
+    },
+    /// The key's admission was removed before the message's clock.
+    #[error("{name} (key {key}) was removed from the network before this message was sent")]
+    RemovedBefore {
+        /// The name.
+        name: String,
+        /// The key's fingerprint.
+        key: String,
+    },
+    /// The name already speaks here with another key, not removed.
+    #[error("{name} speaks here with another key, not removed; key {key} is refused for it")]
+    OtherIdentity {
+        /// The name.
+        name: String,
+        /// The refused key's fingerprint.
+        key: String,
+    },
+    /// A relayed admission chain does not verify.
+    #[error("an author's admission chain does not verify: {0}")]
+    Chain(CredentialError),
+}
+
+/// A key accepted for a name.
+#[derive(Debug, Clone)]
+struct Known {
+    name: String,
+    /// Its chain's invitation keys (revoking any removes it); none when open.
+    invite_keys: Vec<[u8; 32]>,
+    /// Its admission chain, founder's first; empty when open.
+    chain: Vec<AdmissionLink>,
+}
+
+/// The keys this peer accepts messages from, by key.
+#[derive(Debug)]
+pub struct Authors {
+    admission: Arc<Admission>,
+    store: Arc<Store>,
+    known: Mutex<HashMap<[u8; 32], Known>>,
+}
+
+fn fingerprint(key: &[u8]) -> String {
+    chat_proto::keys::fingerprint(key)
+}
+
+impl Authors {
+    /// The authors `store` recorded, and this peer itself (`name`, with
+    /// identity `own_key`).
+    pub fn new(
+        admission: Arc<Admission>,
+        store: Arc<Store>,
+        name: &str,
+        own_key: [u8; 32],
+    ) -> Self {
+        let authors = Self {
+            admission,
+            store,
+            known: Mutex::default(),
+        };
+        match authors.store.authors() {
+            Ok(rows) => {
+                let mut known = authors.known.lock().expect("authors lock");
+                for (key, name, chain) in rows {
+                    let Ok(key) = <[u8; 32]>::try_from(key.as_slice()) else {
+                        continue;
+                    };
+                    let chain = Credential::decode(chain.as_slice())
+                        .map(|c| c.chain)
+                        .unwrap_or_default();
+                    let invite_keys = if authors.admission.is_open() {
+                        Vec::new()
+                    } else {
+                        match authors.admission.verify_chain(&chain) {
+                            Ok(member) if member.identity == key && member.name == name => {
+                                member.invite_keys
+                            }
+                            _ => continue,
+                        }
+                    };
+                    known.insert(
+                        key,
+                        Known {
+                            name,
+                            invite_keys,
+                            chain,
+                        },
+                    );
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot read the authors kept"),
+        }
+        match authors.admission.own_chain() {
+            Some((chain, identity)) => {
+                if let Ok(member) = authors.admission.verify_chain(&chain) {
+                    authors.record(identity, name, member.invite_keys, chain);
+                }
+            }
+            None => authors.record(own_key, name, Vec::new(), Vec::new()),
+        }
+        authors
+    }
+
+    fn record(
+        &self,
+        key: [u8; 32],
+        name: &str,
+        invite_keys: Vec<[u8; 32]>,
+        chain: Vec<AdmissionLink>,
+    ) {
+        let mut known = self.known.lock().expect("authors lock");
+        if known.contains_key(&key) {
+            return;
+        }
+        let encoded = Credential {
+            chain: chain.clone(),
+            static_key_signature: Vec::new(),
+        }
+        .encode_to_vec();
+        known.insert(
+            key,
+            Known {
+                name: name.to_owned(),
+                invite_keys,
+                chain,
+            },
+        );
+        drop(known);
+        if let Err(e) = self.store.save_author(&key, name, &encoded) {
+            warn!(author = %name, error = %e, "cannot record an author key");
+        }
+    }
+
+    /// Whether `key` may sign as `name` a message with clock `hlc` that came
+    /// `via` a session or a relay. A key accepted is recorded.
+    pub fn check(&self, name: &str, key: &[u8], hlc: u64, via: Via) -> Result<(), AuthorError> {
+        let fp = || fingerprint(key);
+        let key: [u8; 32] = key.try_into().map_err(|_| AuthorError::Unknown {
+            name: name.to_owned(),
+            key: fp(),
+        })?;
+        let found = self.known.lock().expect("authors lock").get(&key).cloned();
+        let known = match found {
+            Some(known) => known,
+            None if self.admission.is_open() => {
+                let taken = self
+                    .known
+                    .lock()
+                    .expect("authors lock")
+                    .values()
+                    .any(|k| k.name == name);
+                if taken && via == Via::Relay {
+                    return Err(AuthorError::OtherIdentity {
+                        name: name.to_owned(),
+                        key: fp(),
+                    });
+                }
+                self.record(key, name, Vec::new(), Vec::new());
+                return Ok(());
+            }
+            None => match self.admission.member_chain(name) {
+                Some((chain, member)) if member.identity == key => {
+                    self.record(key, name, member.invite_keys.clone(), chain);
+                    Known {
+                        name: name.to_owned(),
+                        invite_keys: member.invite_keys,
+                        chain: Vec::new(),
+                    }
+                }
+                _ if via == Via::Session => {
+                    return Err(AuthorError::NotAdmitted {
+                        name: name.to_owned(),
+                        key: fp(),
+                    });
+                }
+                _ => {
+                    return Err(AuthorError::Unknown {
+                        name: name.to_owned(),
+                        key: fp(),
+                    });
+                }
+            },
+        };
+        if known.name != name {
+            return Err(AuthorError::WrongName {
+                name: name.to_owned(),
+                admitted: known.name,
+                key: fp(),
+            });
+        }
+        if let Some(removed) = self.admission.removed_at(&known.invite_keys)
+            && Hlc::millis(hlc) >= removed
+        {
+            return Err(AuthorError::RemovedBefore {
+                name: name.to_owned(),
+                key: fp(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Takes in an author's admission chain introduced by a history relay:
+    /// verified from the founder down, and refused when it would give a
+    /// name known here a second key while neither was removed.
+    pub fn learn(&self, chain: Vec<AdmissionLink>) -> Result<(), AuthorError> {
+        let member = self
+            .admission
+            .verify_chain(&chain)
+            .map_err(AuthorError::Chain)?;
+        let removed = |keys: &[[u8; 32]]| self.admission.removed_at(keys).is_some();
+        {
+            let known = self.known.lock().expect("authors lock");
+            if let Some(k) = known.get(&member.identity) {
+                return if k.name == member.name {
+                    Ok(())
+                } else {
+                    Err(AuthorError::WrongName {
+                        name: member.name.clone(),
+                        admitted: k.name.clone(),
+                        key: fingerprint(&member.identity),
+                    })
+                };
+            }
+            let clash = known
+                .values()
+                .any(|k| k.name == member.name && !removed(&k.invite_keys));
+            if clash && !removed(&member.invite_keys) {
+                return Err(AuthorError::OtherIdentity {
+                    name: member.name.clone(),
+                    key: fingerprint(&member.identity),
+                });
+            }
+        }
+        self.record(member.identity, &member.name, member.invite_keys, chain);
+        Ok(())
+    }
+
+    /// The admission chain that introduces `key` to a peer this one relays
+    /// its messages to (None when open or unknown).
+    pub fn chain(&self, key: &[u8]) -> Option<Vec<AdmissionLink>> {
+        let key: [u8; 32] = key.try_into().ok()?;
+        self.known
+            .lock()
+            .expect("authors lock")
+            .get(&key)
+            .map(|k| k.chain.clone())
+            .filter(|c| !c.is_empty())
+    }
+
+    /// The name `key` was accepted for, if it was.
+    pub fn name_of(&self, key: &[u8]) -> Option<String> {
+        let key: [u8; 32] = key.try_into().ok()?;
+        self.known
+            .lock()
+            .expect("authors lock")
+            .get(&key)
+            .map(|k| k.name.clone())
+    }
+}

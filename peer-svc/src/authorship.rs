@@ -1,0 +1,511 @@
+//! Authorship (protocol 3, docs/protocol.md §9): every chat message is
+//! signed by its author's Ed25519 identity key, the key its credential
+//! admits, over the exact bytes that travel (an encoded `AuthoredMessage`),
+//! never over a re-serialisation. Receivers store those bytes and the
+//! signature verbatim and relay them unchanged, so a peer that serves
+//! history cannot invent, alter or re-attribute a third party's message.
+//!
+//! Each author numbers its messages 1, 2, 3, … per identity key and puts
+//! the SHA-256 of its previous message's authored bytes into the next (a
+//! feed, as Secure Scuttlebutt's): a relay that drops or reorders an
+//! author's messages leaves a gap or a broken link that [`check_feed`]
+//! finds. No I/O here; binding a key to a name is `authors`' job.
+
+use std::sync::Mutex;
+
+use chat_proto::v1::{AuthoredMessage, ChatMessage, SealedMessage};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use prost::Message;
+use sha2::{Digest, Sha256};
+
+use crate::{
+    checks::CheckError,
+    config::MAX_ID_BYTES,
+    credential::{self},
+};
+
+/// The signature's context string (the first length-prefixed part of the
+/// signed bytes).
+pub const MESSAGE_CONTEXT: &[u8] = b"p2p-chat/3 message";
+
+/// Why a signed message was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    /// No authored bytes: a message stored before protocol 3.
+    #[error("message {id} has no signature (stored before protocol 3)")]
+    Unsigned {
+        /// Its id.
+        id: String,
+    },
+    /// The authored bytes are not an `AuthoredMessage` of the right shape.
+    #[error("malformed signed message: {0}")]
+    Malformed(&'static str),
+    /// The signature does not verify under the author key.
+    #[error(
+        "{sender}'s message {id} (seq {seq}) does not verify under its author key: forged or altered"
+    )]
+    BadSignature {
+        /// The claimed author.
+        sender: String,
+        /// The message id.
+        id: String,
+        /// Its sequence number.
+        seq: u64,
+    },
+}
+
+/// The bytes a message signature covers: the context and the authored
+/// bytes, each preceded by its length as 4 bytes big-endian.
+pub fn signed_bytes(authored: &[u8]) -> Vec<u8> {
+    credential::to_be_signed(MESSAGE_CONTEXT, &[authored])
+}
+
+/// What the next message's `prev` holds: SHA-256 of these authored bytes.
+pub fn hash(authored: &[u8]) -> [u8; 32] {
+    Sha256::digest(authored).into()
+}
+
+/// The author's side: its identity key and the head of its own feed.
+#[derive(Debug)]
+pub struct Author {
+    key: SigningKey,
+    network: Vec<u8>,
+    name: String,
+    fingerprint: String,
+    /// The last message signed (or recovered): seq and hash.
+    head: Mutex<(u64, [u8; 32])>,
+}
+
+impl Author {
+    /// `name` with identity `key` in `network` (empty when open), whose
+    /// static key has `fingerprint`, continuing after `head` (seq, hash) of
+    /// the newest own message stored.
+    pub fn new(
+        key: SigningKey,
+        network: Vec<u8>,
+        name: &str,
+        fingerprint: &str,
+        head: Option<(u64, [u8; 32])>,
+    ) -> Self {
+        Self {
+            key,
+            network,
+            name: name.to_owned(),
+            fingerprint: fingerprint.to_owned(),
+            head: Mutex::new(head.unwrap_or((0, [0; 32]))),
+        }
+    }
+
+    /// The identity key's public half.
+    pub fn key(&self) -> [u8; 32] {
+        self.key.verifying_key().to_bytes()
+    }
+
+    /// The static key's fingerprint the messages carry.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// Signs a new message, numbered after the last and linked to it;
+    /// `stamp` gives its (id, clock, time), taken under the feed's lock so
+    /// sequence numbers and clocks rise together.
+    pub fn sign(
+        &self,
+        stamp: impl FnOnce() -> (String, u64, prost_types::Timestamp),
+        text: String,
+    ) -> ChatMessage {
+        let mut head = self.head.lock().expect("feed head lock");
+        let (id, hlc, sent_at) = stamp();
+        let (last, prev) = *head;
+        let seq = last + 1;
+        let authored = AuthoredMessage {
+            network: self.network.clone(),
+            author_key: self.key().to_vec(),
+            sender: self.name.clone(),
+            sender_fingerprint: self.fingerprint.clone(),
+            id,
+            seq,
+            prev: if last == 0 { Vec::new() } else { prev.to_vec() },
+            hlc,
+            sent_at: Some(sent_at),
+            text,
+        };
+        let bytes = authored.encode_to_vec();
+        let signature = self.key.sign(&signed_bytes(&bytes)).to_bytes().to_vec();
+        *head = (seq, hash(&bytes));
+        drop(head);
+        message_of(authored, bytes, signature)
+    }
+
+    /// One of this author's own messages, recovered from another peer (its
+    /// store was lost): the feed continues after it if it is the newest.
+    pub fn observe(&self, message: &ChatMessage) {
+        if message.author_key != self.key() {
+            return;
+        }
+        let mut head = self.head.lock().expect("feed head lock");
+        if message.seq > head.0 {
+            *head = (message.seq, hash(&message.authored));
+        }
+    }
+}
+
+fn message_of(authored: AuthoredMessage, bytes: Vec<u8>, signature: Vec<u8>) -> ChatMessage {
+    ChatMessage {
+        id: authored.id,
+        sender: authored.sender,
+        sender_fingerprint: authored.sender_fingerprint,
+        sent_at: authored.sent_at,
+        text: authored.text,
+        hlc: authored.hlc,
+        authored: bytes,
+        signature,
+        seq: authored.seq,
+        author_key: authored.author_key,
+    }
+}
+
+/// Reads a signed message from its authored bytes and signature: decoded
+/// and held to its shape (a 32-byte key, a 64-byte signature, seq ≥ 1 with
+/// a 32-byte `prev` after the first), in `network`. The signature itself is
+/// checked by [`verify`] or [`verify_all`].
+pub fn decode(
+    authored: Vec<u8>,
+    signature: Vec<u8>,
+    network: &[u8],
+) -> Result<ChatMessage, SignatureError> {
+    let decoded = AuthoredMessage::decode(authored.as_slice())
+        .map_err(|_| SignatureError::Malformed("not an AuthoredMessage"))?;
+    if decoded.author_key.len() != 32 {
+        return Err(SignatureError::Malformed("author_key must be 32 bytes"));
+    }
+    if signature.len() != Signature::BYTE_SIZE {
+        return Err(SignatureError::Malformed("signature must be 64 bytes"));
+    }
+    let linked = match decoded.seq {
+        0 => false,
+        1 => decoded.prev.is_empty(),
+        _ => decoded.prev.len() == 32,
+    };
+    if !linked {
+        return Err(SignatureError::Malformed(
+            "seq must be 1 with no prev, or more with a 32-byte prev",
+        ));
+    }
+    if decoded.network != network {
+        return Err(SignatureError::Malformed("signed for another network"));
+    }
+    Ok(message_of(decoded, authored, signature))
+}
+
+/// The message inside a delivered envelope from `peer` (the session's):
+/// decoded from its signed bytes, and held to the rules a sender must keep
+/// (its own message, an id of 1 to 128 bytes, a text within `max_text`).
+/// The signature is checked separately.
+pub fn delivered(
+    plaintext: &[u8],
+    peer: &str,
+    max_text: usize,
+    network: &[u8],
+) -> Result<ChatMessage, CheckError> {
+    let sealed = SealedMessage::decode(plaintext).map_err(|_| CheckError::NotAMessage)?;
+    if sealed.authored.is_empty() {
+        return Err(CheckError::NotAMessage);
+    }
+    let message = decode(sealed.authored, sealed.signature, network)
+        .map_err(|e| CheckError::BadSigned(e.to_string()))?;
+    if message.sender != peer {
+        return Err(CheckError::NotItsOwn);
+    }
+    if message.id.is_empty() || message.id.len() > MAX_ID_BYTES {
+        return Err(CheckError::BadId);
+    }
+    if message.text.len() > max_text {
+        return Err(CheckError::TextTooLong {
+            len: message.text.len(),
+            limit: max_text,
+            flag: "",
+        });
+    }
+    Ok(message)
+}
+
+/// What a message carries to be sent or relayed: its authored bytes and signature.
+pub fn sealed(message: &ChatMessage) -> SealedMessage {
+    SealedMessage {
+        authored: message.authored.clone(),
+        signature: message.signature.clone(),
+        author_chain: Vec::new(),
+    }
+}
+
+fn parts(message: &ChatMessage) -> Result<(VerifyingKey, Signature), SignatureError> {
+    if message.authored.is_empty() {
+        return Err(SignatureError::Unsigned {
+            id: message.id.clone(),
+        });
+    }
+    let bad = || SignatureError::BadSignature {
+        sender: message.sender.clone(),
+        id: message.id.clone(),
+        seq: message.seq,
+    };
+    let key: [u8; 32] = message
+        .author_key
+        .as_slice()
+        .try_into()
+        .map_err(|_| bad())?;
+    let key = VerifyingKey::from_bytes(&key).map_err(|_| bad())?;
+    let signature = Signature::from_slice(&message.signature).map_err(|_| bad())?;
+    Ok((key, signature))
+}
+
+/// Verifies one message's signature (strictly: no weak keys, no
+/// malleable signatures).
+pub fn verify(message: &ChatMessage) -> Result<(), SignatureError> {
+    let (key, signature) = parts(message)?;
+    key.verify_strict(&signed_bytes(&message.authored), &signature)
+        .map_err(|_| SignatureError::BadSignature {
+            sender: message.sender.clone(),
+            id: message.id.clone(),
+            seq: message.seq,
+        })
+}
+
+/// Verifies many messages' signatures: one batch verification (about
+/// twice as fast per signature) and, only if the batch fails, each on its
+/// own to find which. For each, whether it verifies.
+pub fn verify_all(messages: &[ChatMessage]) -> Vec<Result<(), SignatureError>> {
+    if messages.len() < 2 {
+        return messages.iter().map(verify).collect();
+    }
+    let mut keys = Vec::with_capacity(messages.len());
+    let mut signatures = Vec::with_capacity(messages.len());
+    let mut signed = Vec::with_capacity(messages.len());
+    for message in messages {
+        match parts(message) {
+            Ok((key, signature)) => {
+                // Batch verification accepts what strict verification would
+                // refuse for a weak (small-order) key; such keys go alone.
+                if key.is_weak() {
+                    return messages.iter().map(verify).collect();
+                }
+                keys.push(key);
+                signatures.push(signature);
+                signed.push(signed_bytes(&message.authored));
+            }
+            Err(_) => return messages.iter().map(verify).collect(),
+        }
+    }
+    let refs: Vec<&[u8]> = signed.iter().map(Vec::as_slice).collect();
+    if ed25519_dalek::verify_batch(&refs, &signatures, &keys).is_ok() {
+        return messages.iter().map(|_| Ok(())).collect();
+    }
+    messages.iter().map(verify).collect()
+}
+
+/// The numbers missing between the lowest and highest of `seqs`
+/// (ascending), as inclusive ranges.
+pub fn missing(seqs: &[u64]) -> Vec<(u64, u64)> {
+    seqs.windows(2)
+        .filter(|w| w[1] > w[0] + 1)
+        .map(|w| (w[0] + 1, w[1] - 1))
+        .collect()
+}
+
+/// What [`check_feed`] found in one author's messages.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FeedReport {
+    /// Messages looked at.
+    pub messages: u64,
+    /// The lowest and highest seq seen (0 when none).
+    pub first_seq: u64,
+    /// The highest.
+    pub last_seq: u64,
+    /// Missing seq ranges between them (from, to), inclusive.
+    pub missing: Vec<(u64, u64)>,
+    /// Broken links and forks, one line each.
+    pub problems: Vec<String>,
+}
+
+/// Checks one author's messages (all under one author key), given as
+/// (seq, id, authored bytes) in seq order: consecutive numbers, and each
+/// message's `prev` the hash of the one before. A first seq above 1 is
+/// not a gap (history shared from some time on starts there).
+pub fn check_feed<'a>(items: impl IntoIterator<Item = (u64, &'a str, &'a [u8])>) -> FeedReport {
+    let mut report = FeedReport::default();
+    let mut last: Option<(u64, String, [u8; 32])> = None;
+    for (seq, id, authored) in items {
+        report.messages += 1;
+        let prev = AuthoredMessage::decode(authored)
+            .map(|a| a.prev)
+            .unwrap_or_default();
+        match &last {
+            None => report.first_seq = seq,
+            Some((last_seq, last_id, _)) if *last_seq == seq => {
+                report.problems.push(format!(
+                    "fork: messages {last_id} and {id} both have seq {seq} (the author signed two)"
+                ));
+            }
+            Some((last_seq, _, _)) if seq > last_seq + 1 => {
+                report.missing.push((last_seq + 1, seq - 1));
+            }
+            Some((last_seq, last_id, last_hash)) => {
+                if prev != last_hash.as_slice() {
+                    report.problems.push(format!(
+                        "broken link: message {id} (seq {seq}) does not follow {last_id} (seq {last_seq})"
+                    ));
+                }
+            }
+        }
+        report.last_seq = seq;
+        last = Some((seq, id.to_owned(), hash(authored)));
+    }
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn author(seed: u8) -> Author {
+        Author::new(
+            SigningKey::from_bytes(&[seed; 32]),
+            vec![9; 32],
+            "alice",
+            "fp",
+            None,
+        )
+    }
+
+    fn say(author: &Author, n: u64) -> ChatMessage {
+        author.sign(
+            || {
+                (
+                    format!("m{n}"),
+                    n << 16,
+                    prost_types::Timestamp {
+                        seconds: n as i64,
+                        nanos: 0,
+                    },
+                )
+            },
+            format!("text {n}"),
+        )
+    }
+
+    fn feed(messages: &[ChatMessage]) -> FeedReport {
+        check_feed(
+            messages
+                .iter()
+                .map(|m| (m.seq, m.id.as_str(), m.authored.as_slice())),
+        )
+    }
+
+    #[test]
+    fn messages_are_numbered_linked_and_verify_as_sent() {
+        let alice = author(1);
+        let messages: Vec<_> = (1..=4).map(|n| say(&alice, n)).collect();
+        assert_eq!(
+            messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+            [1, 2, 3, 4]
+        );
+        for m in &messages {
+            verify(m).unwrap();
+            let read = decode(m.authored.clone(), m.signature.clone(), &[9; 32]).unwrap();
+            assert_eq!(&read, m);
+        }
+        assert!(verify_all(&messages).iter().all(Result::is_ok));
+        let report = feed(&messages);
+        assert_eq!((report.first_seq, report.last_seq), (1, 4));
+        assert!(report.missing.is_empty() && report.problems.is_empty());
+    }
+
+    #[test]
+    fn a_changed_byte_or_another_key_does_not_verify_and_batches_find_which() {
+        let alice = author(1);
+        let mallory = author(2);
+        let mut messages: Vec<_> = (1..=6).map(|n| say(&alice, n)).collect();
+        // Altered text, re-encoded with the original signature.
+        let mut altered = AuthoredMessage::decode(messages[1].authored.as_slice()).unwrap();
+        altered.text = "altered".into();
+        messages[1].authored = altered.encode_to_vec();
+        // Mallory signs a message claiming alice's key.
+        let mut forged = say(&mallory, 3);
+        forged.author_key = alice.key().to_vec();
+        messages[3] = forged;
+        let results = verify_all(&messages);
+        let bad: Vec<usize> = (0..6).filter(|i| results[*i].is_err()).collect();
+        assert_eq!(bad, [1, 3]);
+        assert!(matches!(
+            verify(&messages[1]),
+            Err(SignatureError::BadSignature { seq: 2, .. })
+        ));
+        // Another network's message is refused before any signature check.
+        assert!(matches!(
+            decode(
+                messages[0].authored.clone(),
+                messages[0].signature.clone(),
+                &[8; 32]
+            ),
+            Err(SignatureError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn a_dropped_reordered_or_forked_message_shows_in_the_feed() {
+        let alice = author(1);
+        let messages: Vec<_> = (1..=6).map(|n| say(&alice, n)).collect();
+        let mut dropped = messages.clone();
+        dropped.remove(2);
+        dropped.remove(2);
+        let report = feed(&dropped);
+        assert_eq!(report.missing, [(3, 4)]);
+        assert!(report.problems.is_empty());
+        // Shared from seq 3 on: not a gap.
+        let report = feed(&messages[2..]);
+        assert_eq!((report.first_seq, report.missing.len()), (3, 0));
+        // A second message 4 signed by the same key (an author whose
+        // store was lost and restarted its numbering): a fork.
+        let again = Author::new(
+            SigningKey::from_bytes(&[1; 32]),
+            vec![9; 32],
+            "alice",
+            "fp",
+            Some((3, hash(&messages[2].authored))),
+        );
+        let mut forked = messages[..4].to_vec();
+        forked.push(say(&again, 44));
+        forked.sort_by_key(|m| m.seq);
+        let report = feed(&forked);
+        assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+        assert!(report.problems[0].starts_with("fork"));
+        // A link to another message than the one before.
+        let relinked = Author::new(
+            SigningKey::from_bytes(&[1; 32]),
+            vec![9; 32],
+            "alice",
+            "fp",
+            Some((4, [0; 32])),
+        );
+        let mut broken = messages[..4].to_vec();
+        broken.push(say(&relinked, 5));
+        let report = feed(&broken);
+        assert!(report.problems[0].starts_with("broken link"));
+    }
+
+    #[test]
+    fn a_recovered_own_message_moves_the_feed_on() {
+        let alice = author(1);
+        let sent: Vec<_> = (1..=3).map(|n| say(&alice, n)).collect();
+        let fresh = author(1);
+        for m in sent.iter().rev() {
+            fresh.observe(m);
+        }
+        let next = say(&fresh, 4);
+        assert_eq!(next.seq, 4);
+        let mut all = sent;
+        all.push(next);
+        assert!(feed(&all).problems.is_empty());
+    }
+}
