@@ -406,11 +406,12 @@ impl Admission {
         })
     }
 
-    /// What an admission chain relayed by another peer admits, if it
-    /// verifies from this network's founder (revocations not applied).
+    /// What an accepted admission chain relayed by another peer admits, if
+    /// it verifies from this network's founder down to the admitted
+    /// identity's own signature (revocations not applied).
     pub fn verify_chain(&self, chain: &[AdmissionLink]) -> Result<Member, CredentialError> {
         let own = self.own.as_ref().ok_or(CredentialError::Missing)?;
-        credential::verify_links(&own.network, chain)
+        credential::verify_accepted_links(&own.network, chain)
     }
 
     /// True if `name` showed (or was invited with) an admission here: a

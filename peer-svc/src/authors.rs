@@ -1,4 +1,4 @@
-//! Which key may sign messages under which name (docs/protocol.md §9). A
+//! Which key may sign messages under which name (docs/protocol.md §7.9). A
 //! signature proves only that a key signed; this binds the key to a member:
 //!
 //! - In a network, a key speaks as NAME when an admission chain from the
@@ -289,9 +289,20 @@ impl Authors {
                     })
                 };
             }
-            let clash = known
-                .values()
-                .any(|k| k.name == member.name && !removed(&k.invite_keys));
+            // Another unremoved identity of the name: one recorded here, or
+            // the one the name showed at its last handshake.
+            let shown = self
+                .admission
+                .member_chain(&member.name)
+                .is_some_and(|(_, m)| {
+                    m.identity != [0; 32]
+                        && m.identity != member.identity
+                        && !removed(&m.invite_keys)
+                });
+            let clash = shown
+                || known
+                    .values()
+                    .any(|k| k.name == member.name && !removed(&k.invite_keys));
             if clash && !removed(&member.invite_keys) {
                 return Err(AuthorError::OtherIdentity {
                     name: member.name.clone(),
@@ -323,5 +334,174 @@ impl Authors {
             .expect("authors lock")
             .get(&key)
             .map(|k| k.name.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chat_proto::v1::Credential;
+    use ed25519_dalek::SigningKey;
+
+    use super::*;
+    use crate::credential;
+
+    fn key() -> SigningKey {
+        SigningKey::from_bytes(&rand::random::<[u8; 32]>())
+    }
+
+    /// alice founds the network; the peer under test is hers.
+    struct World {
+        alice: SigningKey,
+        founder: Credential,
+        authors: Authors,
+        admission: Arc<Admission>,
+        _dir: tempfile::TempDir,
+    }
+
+    fn world() -> World {
+        let alice = key();
+        let founder = credential::found(&alice, "alice", &[9; 32], 1);
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let admission =
+            Arc::new(Admission::member(alice.clone(), founder.clone(), store.clone()).unwrap());
+        let own = alice.verifying_key().to_bytes();
+        let authors = Authors::new(admission.clone(), store, "alice", own);
+        World {
+            alice,
+            founder,
+            authors,
+            admission,
+            _dir: dir,
+        }
+    }
+
+    /// `name` admitted by the founder with a new identity: (identity, chain).
+    fn admit(
+        founder: &SigningKey,
+        own: &Credential,
+        name: &str,
+    ) -> (SigningKey, Vec<AdmissionLink>) {
+        let identity = key();
+        let invitation = credential::invite(founder, own, name, 2, 0).unwrap();
+        let credential = credential::join(&invitation, &identity, name, &[9; 32]).unwrap();
+        (identity, credential.chain)
+    }
+
+    const NOW: u64 = 1_000_000 << 16;
+
+    #[test]
+    fn a_relayed_chain_speaks_for_its_own_key_and_name_only() {
+        let w = world();
+        let (bob, chain) = admit(&w.alice, &w.founder, "bob");
+        let bob_key = bob.verifying_key().to_bytes();
+        assert!(matches!(
+            w.authors.check("bob", &bob_key, NOW, Via::Relay),
+            Err(AuthorError::Unknown { .. })
+        ));
+        // A relay puts its own key under bob's real admission: the
+        // acceptance and identity signature do not cover it.
+        let relay = key();
+        let mut stolen = chain.clone();
+        stolen.last_mut().unwrap().identity_key = relay.verifying_key().to_bytes().to_vec();
+        assert!(matches!(
+            w.authors.learn(stolen),
+            Err(AuthorError::Chain(_))
+        ));
+        // An invitation never accepted does not speak for anyone either.
+        let invitation = credential::invite(&w.alice, &w.founder, "dan", 2, 0).unwrap();
+        assert!(
+            w.authors
+                .learn(vec![invitation.admission.unwrap()])
+                .is_err()
+        );
+
+        w.authors.learn(chain).unwrap();
+        w.authors.check("bob", &bob_key, NOW, Via::Relay).unwrap();
+        assert!(matches!(
+            w.authors.check("carol", &bob_key, NOW, Via::Relay),
+            Err(AuthorError::WrongName { .. })
+        ));
+        // Alice's own key speaks for her, from the start.
+        let own = w.alice.verifying_key().to_bytes();
+        w.authors.check("alice", &own, NOW, Via::Relay).unwrap();
+        assert!(w.authors.chain(&own).is_some() && w.authors.chain(&bob_key).is_some());
+    }
+
+    #[test]
+    fn a_second_identity_for_a_name_waits_for_the_first_ones_removal() {
+        let w = world();
+        let (first, chain) = admit(&w.alice, &w.founder, "bob");
+        let (second, again) = admit(&w.alice, &w.founder, "bob");
+        let first_key = first.verifying_key().to_bytes();
+        let second_key = second.verifying_key().to_bytes();
+        w.authors.learn(chain.clone()).unwrap();
+        assert!(matches!(
+            w.authors.learn(again.clone()),
+            Err(AuthorError::OtherIdentity { .. })
+        ));
+        // Bob's first admission is removed at time 5,000 ms: the second
+        // identity is taken, and the first still speaks for what it
+        // signed before.
+        let removal = credential::remove(&w.alice, chain, 5_000).unwrap();
+        use prost::Message;
+        assert_eq!(
+            w.admission.learn_removals(&[removal.encode_to_vec()]),
+            Vec::<String>::new()
+        );
+        w.authors.learn(again).unwrap();
+        w.authors
+            .check("bob", &second_key, NOW, Via::Relay)
+            .unwrap();
+        w.authors
+            .check("bob", &first_key, 4_999 << 16, Via::Relay)
+            .unwrap();
+        assert!(matches!(
+            w.authors.check("bob", &first_key, 5_000 << 16, Via::Relay),
+            Err(AuthorError::RemovedBefore { .. })
+        ));
+    }
+
+    #[test]
+    fn authors_are_remembered_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let alice = key();
+        let founder = credential::found(&alice, "alice", &[9; 32], 1);
+        let own = alice.verifying_key().to_bytes();
+        let open = |dir: &std::path::Path| {
+            let store = Arc::new(Store::open(dir).unwrap());
+            let admission =
+                Arc::new(Admission::member(alice.clone(), founder.clone(), store.clone()).unwrap());
+            Authors::new(admission, store, "alice", own)
+        };
+        let (bob, chain) = admit(&alice, &founder, "bob");
+        open(dir.path()).learn(chain).unwrap();
+        let authors = open(dir.path());
+        let bob_key = bob.verifying_key().to_bytes();
+        authors.check("bob", &bob_key, NOW, Via::Relay).unwrap();
+        assert!(authors.chain(&bob_key).is_some());
+    }
+
+    #[test]
+    fn open_mode_keeps_the_first_key_seen_for_a_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let admission = Arc::new(Admission::open(store.clone()));
+        let authors = Authors::new(admission, store, "alice", [1; 32]);
+        let (bob, other) = (
+            key().verifying_key().to_bytes(),
+            key().verifying_key().to_bytes(),
+        );
+        authors.check("bob", &bob, NOW, Via::Session).unwrap();
+        authors.check("bob", &bob, NOW, Via::Relay).unwrap();
+        assert!(matches!(
+            authors.check("bob", &other, NOW, Via::Relay),
+            Err(AuthorError::OtherIdentity { .. })
+        ));
+        assert!(matches!(
+            authors.check("carol", &bob, NOW, Via::Session),
+            Err(AuthorError::WrongName { .. })
+        ));
+        assert!(authors.learn(Vec::new()).is_err(), "no chains when open");
     }
 }

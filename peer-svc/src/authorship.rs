@@ -1,4 +1,4 @@
-//! Authorship (protocol 3, docs/protocol.md §9): every chat message is
+//! Authorship (protocol 3, docs/protocol.md §7.9): every chat message is
 //! signed by its author's Ed25519 identity key, the key its credential
 //! admits, over the exact bytes that travel (an encoded `AuthoredMessage`),
 //! never over a re-serialisation. Receivers store those bytes and the
@@ -492,6 +492,69 @@ mod tests {
         broken.push(say(&relinked, 5));
         let report = feed(&broken);
         assert!(report.problems[0].starts_with("broken link"));
+    }
+
+    /// The example of docs/protocol.md §7.9, computed independently (with
+    /// Python's `cryptography` over the documented bytes): the encoding, the
+    /// framing, the signature and the next message's `prev`.
+    #[test]
+    fn known_answer() {
+        let key = SigningKey::from_bytes(&[1; 32]);
+        let authored = AuthoredMessage {
+            network: vec![7; 32],
+            author_key: key.verifying_key().to_bytes().to_vec(),
+            sender: "bob".into(),
+            id: "m1".into(),
+            seq: 1,
+            hlc: 0x018c_2d5e_3a00_0000,
+            text: "hi".into(),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        assert_eq!(authored.len(), 93);
+        assert_eq!(signed_bytes(&authored).len(), 119);
+        let signature = key.sign(&signed_bytes(&authored));
+        assert_eq!(
+            hex::encode(signature.to_bytes()),
+            "70aaa131fb3af39de8aa6cc2f2477928b87d13e21e8806db8a66fe94298d1b4c\
+             03bd8d4023ec2d125c845f800dde822aece30d6626671c5ae26c5fd5ce95e40d"
+        );
+        assert_eq!(
+            hex::encode(hash(&authored)),
+            "1bb84d7e460d3f7dcf5246d6e6516fbfc9e6ba5ef60135e47153dcde7cc63d8f"
+        );
+        let message = decode(authored, signature.to_bytes().to_vec(), &[7; 32]).unwrap();
+        verify(&message).unwrap();
+    }
+
+    #[test]
+    fn a_delivered_message_is_its_senders_own_and_within_the_limits() {
+        let bob = author(1);
+        let sealed = |m: &ChatMessage| sealed(m).encode_to_vec();
+        let hi = say(&bob, 1);
+        let network = [9; 32];
+        assert_eq!(delivered(&sealed(&hi), "alice", 100, &network).unwrap(), hi);
+        assert_eq!(
+            delivered(&sealed(&hi), "carol", 100, &network),
+            Err(CheckError::NotItsOwn)
+        );
+        assert!(matches!(
+            delivered(&sealed(&hi), "alice", 3, &network),
+            Err(CheckError::TextTooLong { limit: 3, .. })
+        ));
+        assert!(matches!(
+            delivered(&sealed(&hi), "alice", 100, &[1; 32]),
+            Err(CheckError::BadSigned(_))
+        ));
+        assert_eq!(
+            delivered(b"\xff\xff", "alice", 100, &network),
+            Err(CheckError::NotAMessage)
+        );
+        let unsigned = SealedMessage::default().encode_to_vec();
+        assert_eq!(
+            delivered(&unsigned, "alice", 100, &network),
+            Err(CheckError::NotAMessage)
+        );
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub const DEFAULT_DELIVERIES_PER_SEC: u32 = 200_000;
 /// Room for everything sealed around the text (the `SealedMessage` and
 /// `ChatMessage` framing, an id of at most 128 bytes, a sender name of at
 /// most 64 characters, the fingerprint, the clocks) and the AEAD tag: the
-/// largest is under 600 bytes (`envelope::tests` checks it).
+/// largest is under 800 bytes (`envelope::tests` checks it).
 pub const ENVELOPE_OVERHEAD_BYTES: usize = 1024;
 
 /// The largest `--max-message-bytes`: the text plus the envelope overhead

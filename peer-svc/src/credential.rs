@@ -294,6 +294,25 @@ pub fn verify_links(network: &[u8; 32], chain: &[Admission]) -> Result<Member, C
     })
 }
 
+/// The member an accepted chain admits into `network`: like
+/// [`verify_links`], with the last link's acceptance and identity
+/// signature checked too (what a relayed author chain must show: without
+/// them anyone could put its own key under another's admission). No static
+/// key is checked.
+pub fn verify_accepted_links(
+    network: &[u8; 32],
+    chain: &[Admission],
+) -> Result<Member, CredentialError> {
+    let invite_keys = verify_chain(network, chain, true)?;
+    let own = chain.last().expect("a verified chain is not empty");
+    Ok(Member {
+        name: own.name.clone(),
+        identity: key32(&own.identity_key, "identity_key")?,
+        invite_keys,
+        history_from_millis: history_from(chain),
+    })
+}
+
 /// A new admission of `name` into `network`, signed by `issuer`, with its
 /// one-time invitation key.
 fn issue(

@@ -148,7 +148,7 @@ impl Inbound {
         match self.check(&envelope)? {
             Checked::New(message) => {
                 authorship::verify(&message)?;
-                self.hlc.observe(message.hlc);
+                self.signed_by_its_peer(&message)?;
                 Ok(self.store_received(*message).await?)
             }
             Checked::Stored => Ok(false),
@@ -178,14 +178,16 @@ impl Inbound {
         let accepted: Vec<(usize, ChatMessage)> = accepted
             .into_iter()
             .zip(verified)
-            .filter_map(|((i, message), verified)| match verified {
-                Ok(()) => {
-                    self.hlc.observe(message.hlc);
-                    Some((i, message))
-                }
-                Err(e) => {
-                    results[i] = Err(e.into());
-                    None
+            .filter_map(|((i, message), verified)| {
+                match verified
+                    .map_err(InboundError::from)
+                    .and_then(|()| self.signed_by_its_peer(&message))
+                {
+                    Ok(()) => Some((i, message)),
+                    Err(e) => {
+                        results[i] = Err(e);
+                        None
+                    }
                 }
             })
             .collect();
@@ -261,18 +263,26 @@ impl Inbound {
                 rate: self.limiter.rate(),
             });
         }
-        // Signed by the identity the session's peer was admitted with (its
-        // signature is verified by the caller, in a batch where it can).
+        // The fingerprint shown is the one the handshake authenticated (the
+        // signed bytes keep what the author wrote).
+        message.sender_fingerprint = session.fingerprint.clone();
+        Ok(Checked::New(Box::new(message)))
+    }
+
+    /// After its signature verified: whether the key that signed a message
+    /// delivered on its author's session is the identity the author was
+    /// admitted with (checked only now, so a key is never recorded for a
+    /// name on the word of a signature that does not verify). Moves our
+    /// clock past the message's.
+    fn signed_by_its_peer(&self, message: &ChatMessage) -> Result<(), InboundError> {
         self.authors.check(
             &message.sender,
             &message.author_key,
             message.hlc,
             Via::Session,
         )?;
-        // The fingerprint shown is the one the handshake authenticated (the
-        // signed bytes keep what the author wrote).
-        message.sender_fingerprint = session.fingerprint.clone();
-        Ok(Checked::New(Box::new(message)))
+        self.hlc.observe(message.hlc);
+        Ok(())
     }
 
     /// Stores a received message (committed before this returns, so before

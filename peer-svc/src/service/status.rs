@@ -135,8 +135,10 @@ impl From<InboundError> for Status {
         match e {
             InboundError::Envelope(e) => e.into(),
             InboundError::Check(e) => e.into(),
+            // The message itself is refused, for good: resending the same
+            // signed bytes can never succeed.
             InboundError::Signature(_) | InboundError::Author(_) => {
-                Status::permission_denied(e.to_string())
+                Status::invalid_argument(e.to_string())
             }
             InboundError::RateLimited { rate } => not_now(e.to_string(), rate),
             InboundError::Store(_) => Status::internal(e.to_string()),
@@ -155,7 +157,10 @@ impl From<SendError> for Status {
 
 impl From<QueryError> for Status {
     fn from(e: QueryError) -> Self {
-        Status::invalid_argument(e.to_string())
+        match e {
+            QueryError::BadCursor => Status::invalid_argument(e.to_string()),
+            QueryError::Store(_) => Status::internal(e.to_string()),
+        }
     }
 }
 

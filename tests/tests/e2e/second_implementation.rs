@@ -462,8 +462,9 @@ async fn a_second_implementation_on_snow_registers_handshakes_delivers_and_recei
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
-    // Signed by a key the credential does not admit: refused, as is a
-    // signed message whose bytes were changed after signing.
+    // Signed by a key the credential does not admit: refused for good
+    // (INVALID_ARGUMENT: the message itself), as is a signed message whose
+    // bytes were changed after signing.
     let stranger = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
     let (unadmitted, _) = sign(&stranger, &me.name, 1, &[], "snow-x", "not my key");
     let err = peer
@@ -472,7 +473,7 @@ async fn a_second_implementation_on_snow_registers_handshakes_delivers_and_recei
         })
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     let prev: [u8; 32] = Sha256::digest(&first_authored).into();
     let (good, _) = sign(
         &identity,
@@ -492,7 +493,7 @@ async fn a_second_implementation_on_snow_registers_handshakes_delivers_and_recei
         })
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     // The same message unaltered, the next in our feed: stored.
     peer.deliver(DeliverRequest {
         envelope: Some(send.seal(6, &good)),
