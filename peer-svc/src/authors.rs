@@ -326,6 +326,12 @@ impl Authors {
             .filter(|c| !c.is_empty())
     }
 
+    /// True if `key` was accepted for some name.
+    pub fn is_known(&self, key: &[u8]) -> bool {
+        <[u8; 32]>::try_from(key)
+            .is_ok_and(|key| self.known.lock().expect("authors lock").contains_key(&key))
+    }
+
     /// The name `key` was accepted for, if it was.
     pub fn name_of(&self, key: &[u8]) -> Option<String> {
         let key: [u8; 32] = key.try_into().ok()?;

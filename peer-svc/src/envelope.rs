@@ -14,7 +14,6 @@ use std::sync::Arc;
 
 use chat_noise::ReplayError;
 use chat_proto::v1::{ChatMessage, Envelope};
-use prost::Message;
 
 use crate::{peers::Peers, session::Session};
 
@@ -84,7 +83,7 @@ impl Outgoing {
     pub fn of(message: &ChatMessage) -> Self {
         Self {
             id: message.id.clone(),
-            plaintext: crate::authorship::sealed(message).encode_to_vec().into(),
+            plaintext: crate::authorship::sealed(message).into(),
         }
     }
 }

@@ -570,7 +570,7 @@ impl HistorySync {
                     }
                 }
                 let cursor = cursor_of(&message);
-                let plaintext = authorship::sealed(&message).encode_to_vec();
+                let plaintext = authorship::sealed(&message);
                 let item = match envelope::seal(&session, &plaintext) {
                     Ok(envelope) => Ok(PeerHistoryResponse {
                         envelope: Some(envelope),

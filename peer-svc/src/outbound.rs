@@ -87,7 +87,9 @@ impl Outbound {
                 stored: true,
             });
         }
-        let message = self.author.sign(
+        // Written here, in the caller's order; signed in `send_prepared`,
+        // where many messages are signed at once on every core.
+        let message = self.author.write(
             || {
                 let now = chrono::Utc::now();
                 let hlc = self.hlc.tick(now.timestamp_millis().max(0) as u64);
@@ -111,13 +113,16 @@ impl Outbound {
         })
     }
 
-    /// The second half: stores the prepared messages in one transaction
-    /// (committed before anything is sent), then delivers each to every
-    /// peer, all at once. One answer per message, in order.
+    /// The second half: signs the prepared messages, stores them in one
+    /// transaction (committed before anything is sent), then delivers each
+    /// to every peer, all at once. One answer per message, in order.
     pub async fn send_prepared(
         &self,
-        prepared: Vec<Prepared>,
+        mut prepared: Vec<Prepared>,
     ) -> Vec<Result<SendResponse, SendError>> {
+        for p in prepared.iter_mut().filter(|p| !p.stored) {
+            self.author.sign_written(&mut p.message);
+        }
         let fresh: Vec<ChatMessage> = prepared
             .iter()
             .filter(|p| !p.stored)

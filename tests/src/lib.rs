@@ -295,8 +295,7 @@ pub fn sealed_message(
     text: &str,
     hlc: u64,
 ) -> Vec<u8> {
-    use prost::Message;
-    peer_svc::authorship::sealed(&signed_message(author, id, text, hlc)).encode_to_vec()
+    peer_svc::authorship::sealed(&signed_message(author, id, text, hlc))
 }
 
 /// `name`'s admission chain into the test network (for [`test_identity`]),

@@ -47,10 +47,11 @@ const MAC1_LABEL: &[u8] = b"p2p-chat/3 mac1";
 const MESSAGE_CONTEXT: &[u8] = b"p2p-chat/3 message";
 
 /// What a message signature covers: u32be(len(context)) || context ||
-/// u32be(len(authored)) || authored.
+/// u32be(32) || SHA-256(authored).
 fn signed(authored: &[u8]) -> Vec<u8> {
+    let digest: [u8; 32] = Sha256::digest(authored).into();
     let mut out = Vec::new();
-    for part in [MESSAGE_CONTEXT, authored] {
+    for part in [MESSAGE_CONTEXT, &digest] {
         out.extend_from_slice(&(part.len() as u32).to_be_bytes());
         out.extend_from_slice(part);
     }
@@ -463,8 +464,7 @@ async fn a_second_implementation_on_snow_registers_handshakes_delivers_and_recei
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
     // Signed by a key the credential does not admit: refused for good
-    // (INVALID_ARGUMENT: the message itself), as is a signed message whose
-    // bytes were changed after signing.
+    // (INVALID_ARGUMENT: the message itself).
     let stranger = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
     let (unadmitted, _) = sign(&stranger, &me.name, 1, &[], "snow-x", "not my key");
     let err = peer
@@ -474,33 +474,40 @@ async fn a_second_implementation_on_snow_registers_handshakes_delivers_and_recei
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    // The next message of our feed, signed and linked: stored.
     let prev: [u8; 32] = Sha256::digest(&first_authored).into();
-    let (good, _) = sign(
-        &identity,
-        &me.name,
-        2,
-        &prev,
-        "snow-y",
-        "altered after signing",
-    );
-    let mut altered = SealedMessage::decode(good.as_slice()).unwrap();
-    let mut body = AuthoredMessage::decode(altered.authored.as_slice()).unwrap();
-    body.text = "ALTERED after signing".into();
-    altered.authored = body.encode_to_vec();
-    let err = peer
-        .deliver(DeliverRequest {
-            envelope: Some(send.seal(5, &altered.encode_to_vec())),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
-    // The same message unaltered, the next in our feed: stored.
+    let (good, second_authored) = sign(&identity, &me.name, 2, &prev, "snow-y", "second");
     peer.deliver(DeliverRequest {
-        envelope: Some(send.seal(6, &good)),
+        envelope: Some(send.seal(5, &good)),
     })
     .await
     .expect("a signed, linked second message is taken");
-    wait_for_message(&bob.data_dir, "altered after signing").await;
+    wait_for_message(&bob.data_dir, "second").await;
+    let (ok, out, _) = bob.chat(&["history", "--verify"]).await;
+    assert!(ok, "{out}");
+    // Bytes changed after signing, on our own session: the session vouches
+    // for us, so bob stores what we sent (direct delivery verifies a key's
+    // first signature only, docs/protocol.md §7.4), but the signature does
+    // not hold, so his check of the history says so, and no relay could
+    // pass it on to anyone.
+    let prev: [u8; 32] = Sha256::digest(&second_authored).into();
+    let (third, _) = sign(&identity, &me.name, 3, &prev, "snow-z", "as signed");
+    let mut altered = SealedMessage::decode(third.as_slice()).unwrap();
+    let mut body = AuthoredMessage::decode(altered.authored.as_slice()).unwrap();
+    body.text = "ALTERED after signing".into();
+    altered.authored = body.encode_to_vec();
+    peer.deliver(DeliverRequest {
+        envelope: Some(send.seal(6, &altered.encode_to_vec())),
+    })
+    .await
+    .expect("taken on the session's word");
+    wait_for_message(&bob.data_dir, "ALTERED after signing").await;
+    let (ok, out, _) = bob.chat(&["history", "--verify"]).await;
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("snowy's message snow-z (seq 3) does not verify"),
+        "{out}"
+    );
     // Forged: a message in someone else's name, on our own session.
     let (forged, _) = sign(&identity, "bob", 3, &prev, "snow-2", "not mine");
     let err = peer
