@@ -271,13 +271,36 @@ impl Authors {
     /// verified from the founder down, and refused when it would give a
     /// name known here a second key while neither was removed.
     pub fn learn(&self, chain: Vec<AdmissionLink>) -> Result<(), AuthorError> {
+        // A chain already recorded, as it is, costs a comparison, not its
+        // signatures (a relay introduces every author in every stream).
+        let claimed = chain
+            .last()
+            .and_then(|l| <[u8; 32]>::try_from(l.identity_key.as_slice()).ok());
+        if let Some(key) = claimed
+            && self
+                .known
+                .lock()
+                .expect("authors lock")
+                .get(&key)
+                .is_some_and(|k| k.chain == chain)
+        {
+            return Ok(());
+        }
         let member = self
             .admission
             .verify_chain(&chain)
             .map_err(AuthorError::Chain)?;
         let removed = |keys: &[[u8; 32]]| self.admission.removed_at(keys).is_some();
+        let encoded = Credential {
+            chain: chain.clone(),
+            static_key_signature: Vec::new(),
+        }
+        .encode_to_vec();
         {
-            let known = self.known.lock().expect("authors lock");
+            // Checked and recorded under one lock, so two relays racing
+            // cannot record two keys for one name (lock order: these
+            // authors, then admission's state; admission never calls here).
+            let mut known = self.known.lock().expect("authors lock");
             if let Some(k) = known.get(&member.identity) {
                 return if k.name == member.name {
                     Ok(())
@@ -309,8 +332,21 @@ impl Authors {
                     key: fingerprint(&member.identity),
                 });
             }
+            known.insert(
+                member.identity,
+                Known {
+                    name: member.name.clone(),
+                    invite_keys: member.invite_keys,
+                    chain,
+                },
+            );
         }
-        self.record(member.identity, &member.name, member.invite_keys, chain);
+        if let Err(e) = self
+            .store
+            .save_author(&member.identity, &member.name, &encoded)
+        {
+            warn!(author = %member.name, error = %e, "cannot record an author key");
+        }
         Ok(())
     }
 
@@ -326,10 +362,23 @@ impl Authors {
             .filter(|c| !c.is_empty())
     }
 
-    /// True if `key` was accepted for some name.
-    pub fn is_known(&self, key: &[u8]) -> bool {
-        <[u8; 32]>::try_from(key)
-            .is_ok_and(|key| self.known.lock().expect("authors lock").contains_key(&key))
+    /// True if `key` is the one `name` speaks with now: in a network, the
+    /// identity its last handshake showed; in open mode, the key kept for it.
+    pub fn is_current(&self, name: &str, key: &[u8]) -> bool {
+        let Ok(key) = <[u8; 32]>::try_from(key) else {
+            return false;
+        };
+        if self.admission.is_open() {
+            return self
+                .known
+                .lock()
+                .expect("authors lock")
+                .get(&key)
+                .is_some_and(|k| k.name == name);
+        }
+        self.admission
+            .member_chain(name)
+            .is_some_and(|(_, member)| member.identity == key)
     }
 
     /// The name `key` was accepted for, if it was.

@@ -207,6 +207,10 @@ pub fn decode(
     if signature.len() != Signature::BYTE_SIZE {
         return Err(SignatureError::Malformed("signature must be 64 bytes"));
     }
+    if decoded.seq > i64::MAX as u64 {
+        // Stored as SQLite's signed 64-bit integer, and counted on from.
+        return Err(SignatureError::Malformed("seq must be below 2^63"));
+    }
     let linked = match decoded.seq {
         0 => false,
         1 => decoded.prev.is_empty(),
@@ -316,9 +320,11 @@ pub fn verify_all(messages: &[ChatMessage]) -> Vec<Result<(), SignatureError>> {
     for message in messages {
         match parts(message) {
             Ok((key, signature)) => {
-                // Batch verification accepts what strict verification would
-                // refuse for a weak (small-order) key; such keys go alone.
-                if key.is_weak() {
+                // Batch verification accepts some of what strict
+                // verification refuses (small-order or torsion components in
+                // the key or R, a non-canonical R); such a batch goes one by
+                // one, so both always agree.
+                if !batchable(&key, &signature) {
                     return messages.iter().map(verify).collect();
                 }
                 keys.push(key);
@@ -342,6 +348,22 @@ pub fn missing(seqs: &[u64]) -> Vec<(u64, u64)> {
         .filter(|w| w[1] > w[0] + 1)
         .map(|w| (w[0] + 1, w[1] - 1))
         .collect()
+}
+
+/// Whether batch verification decides `signature` under `key` exactly as
+/// [`verify`] does: the key and R are canonical points of the prime-order
+/// subgroup (as every honest key and signature is).
+fn batchable(key: &VerifyingKey, signature: &Signature) -> bool {
+    let r = signature.r_bytes();
+    let Ok(r_point) = VerifyingKey::from_bytes(r) else {
+        return false;
+    };
+    let r_edwards = r_point.to_edwards();
+    !key.is_weak()
+        && key.to_edwards().is_torsion_free()
+        && !r_point.is_weak()
+        && r_edwards.is_torsion_free()
+        && r_edwards.compress().as_bytes() == r
 }
 
 /// What [`check_feed`] found in one author's messages.
@@ -479,6 +501,32 @@ mod tests {
                 messages[0].signature.clone(),
                 &[8; 32]
             ),
+            Err(SignatureError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn what_batch_verification_would_decide_differently_goes_one_by_one() {
+        let alice = author(1);
+        let message = say(&alice, 1);
+        let (key, signature) = parts(&message).unwrap();
+        assert!(batchable(&key, &signature));
+        // R = the identity point (small order): strict verification refuses
+        // it, batch verification might not; so it is never batched.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let mut bytes = signature.to_bytes();
+        bytes[..32].copy_from_slice(&identity);
+        assert!(!batchable(&key, &Signature::from_bytes(&bytes)));
+        // A weak (small-order) key likewise.
+        let weak = VerifyingKey::from_bytes(&identity).unwrap();
+        assert!(!batchable(&weak, &signature));
+        // A seq past 2^63 (stored as a signed integer) is malformed.
+        let mut huge = AuthoredMessage::decode(message.authored.as_slice()).unwrap();
+        huge.seq = u64::MAX;
+        huge.prev = vec![0; 32];
+        assert!(matches!(
+            decode(huge.encode_to_vec(), message.signature.clone(), &[9; 32]),
             Err(SignatureError::Malformed(_))
         ));
     }

@@ -84,9 +84,15 @@ struct Progress {
     refused: usize,
     /// Why, for the first few refused.
     reasons: Vec<String>,
-    /// The author keys of the messages received.
+    /// The author keys of the messages stored.
     authors: HashSet<Vec<u8>>,
+    /// Author items (admission chains) received.
+    chains: usize,
 }
+
+/// Author items one pull takes: one per author key, and no network has
+/// more members than Discovery's default cap (10,000) by much.
+const MAX_AUTHOR_ITEMS: usize = 20_000;
 
 /// Refusal reasons kept per pull for the warning at its end.
 const REASONS_KEPT: usize = 5;
@@ -225,6 +231,8 @@ impl HistorySync {
         let mut progress = Progress::default();
         let mut last_error = None;
         for attempt in 0..ATTEMPTS_PER_PEER {
+            // Each stream introduces its authors again.
+            progress.chains = 0;
             // A fresh session per attempt: a long pull may outlive the last one.
             let session = self
                 .handshaker
@@ -346,6 +354,14 @@ impl HistorySync {
                     "history item with neither a message nor an author",
                 ));
             }
+            // At most one per author key per stream; a relay sending more
+            // than any network has members spends our CPU on purpose.
+            progress.chains += 1;
+            if progress.chains > MAX_AUTHOR_ITEMS {
+                return Err(Status::resource_exhausted(format!(
+                    "more than {MAX_AUTHOR_ITEMS} author items in one history pull"
+                )));
+            }
             if let Err(e) = self.authors.learn(sealed.author_chain) {
                 progress.refuse(e.to_string());
             }
@@ -367,7 +383,6 @@ impl HistorySync {
             progress.refuse(why);
             return Ok(None);
         }
-        progress.authors.insert(message.author_key.clone());
         if message.hlc >= self.started_hlc {
             // Sent while we were up, and it won the race with its direct
             // delivery: show it live like that would have.
@@ -376,6 +391,7 @@ impl HistorySync {
                 return Ok(None);
             }
             self.hlc.observe(message.hlc);
+            progress.authors.insert(message.author_key.clone());
             let new = self
                 .inbound
                 .store_received(message)
@@ -450,6 +466,7 @@ impl HistorySync {
             {
                 Ok(()) => {
                     self.hlc.observe(message.hlc);
+                    progress.authors.insert(message.author_key.clone());
                     good.push(message);
                 }
                 Err(why) => progress.refuse(why),

@@ -270,12 +270,19 @@ impl Inbound {
     }
 
     /// Whether the key that signed a message delivered on its author's
-    /// session is the identity the author was admitted with; a key not seen
-    /// before must show a signature that verifies first, so no key is
-    /// recorded for a name on the word of a bad one. Moves our clock past
-    /// the message's.
+    /// session may sign as it. The signature is taken on the session's word
+    /// only when the key is the one the session's peer speaks with now (its
+    /// admitted identity, or in open mode the key kept for its name): then
+    /// only the author itself could have made it bad. Any other key (one
+    /// not seen yet, or an older key of the name) must show a signature
+    /// that verifies, so no key is recorded for a name on the word of a bad
+    /// one, and nobody speaks for an older key it does not hold. Moves our
+    /// clock past the message's.
     fn signed_by_its_peer(&self, message: &ChatMessage) -> Result<(), InboundError> {
-        if !self.authors.is_known(&message.author_key) {
+        if !self
+            .authors
+            .is_current(&message.sender, &message.author_key)
+        {
             authorship::verify(message)?;
         }
         self.authors.check(

@@ -90,7 +90,11 @@ pub fn sent_at_ms(message: &ChatMessage) -> i64 {
     message
         .sent_at
         .as_ref()
-        .map(|t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
+        .map(|t| {
+            t.seconds
+                .saturating_mul(1000)
+                .saturating_add(i64::from(t.nanos) / 1_000_000)
+        })
         .unwrap_or(0)
 }
 
