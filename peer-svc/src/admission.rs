@@ -396,6 +396,17 @@ impl Admission {
             .cloned()
     }
 
+    /// The identity key `name`'s last shown admission admits (no copy of
+    /// the chain: asked for every message delivered).
+    pub fn member_identity(&self, name: &str) -> Option<[u8; 32]> {
+        self.state
+            .lock()
+            .expect("admission lock")
+            .chains
+            .get(name)
+            .map(|(_, member)| member.identity)
+    }
+
     /// This peer's own admission chain and identity key, if a member.
     pub fn own_chain(&self) -> Option<(Vec<AdmissionLink>, [u8; 32])> {
         self.own.as_ref().map(|o| {

@@ -108,6 +108,16 @@ pub struct Authors {
     known: Mutex<HashMap<[u8; 32], Known>>,
 }
 
+/// An admission chain as the store keeps it: a `Credential` holding the
+/// chain only.
+fn encode_chain(chain: &[AdmissionLink]) -> Vec<u8> {
+    Credential {
+        chain: chain.to_vec(),
+        static_key_signature: Vec::new(),
+    }
+    .encode_to_vec()
+}
+
 fn fingerprint(key: &[u8]) -> String {
     chat_proto::keys::fingerprint(key)
 }
@@ -180,11 +190,7 @@ impl Authors {
         if known.contains_key(&key) {
             return;
         }
-        let encoded = Credential {
-            chain: chain.clone(),
-            static_key_signature: Vec::new(),
-        }
-        .encode_to_vec();
+        let encoded = encode_chain(&chain);
         known.insert(
             key,
             Known {
@@ -194,7 +200,12 @@ impl Authors {
             },
         );
         drop(known);
-        if let Err(e) = self.store.save_author(&key, name, &encoded) {
+        self.save(&key, name, &encoded);
+    }
+
+    /// Keeps `key` → `name` (with its encoded chain) in the store.
+    fn save(&self, key: &[u8; 32], name: &str, encoded_chain: &[u8]) {
+        if let Err(e) = self.store.save_author(key, name, encoded_chain) {
             warn!(author = %name, error = %e, "cannot record an author key");
         }
     }
@@ -207,8 +218,15 @@ impl Authors {
             name: name.to_owned(),
             key: fp(),
         })?;
-        let found = self.known.lock().expect("authors lock").get(&key).cloned();
-        let known = match found {
+        // The name and invitation keys only: this runs for every message
+        // delivered, and the chain is not needed here.
+        let found = self
+            .known
+            .lock()
+            .expect("authors lock")
+            .get(&key)
+            .map(|k| (k.name.clone(), k.invite_keys.clone()));
+        let (known_name, invite_keys) = match found {
             Some(known) => known,
             None if self.admission.is_open() => {
                 let taken = self
@@ -229,11 +247,7 @@ impl Authors {
             None => match self.admission.member_chain(name) {
                 Some((chain, member)) if member.identity == key => {
                     self.record(key, name, member.invite_keys.clone(), chain);
-                    Known {
-                        name: name.to_owned(),
-                        invite_keys: member.invite_keys,
-                        chain: Vec::new(),
-                    }
+                    (name.to_owned(), member.invite_keys)
                 }
                 _ if via == Via::Session => {
                     return Err(AuthorError::NotAdmitted {
@@ -249,14 +263,14 @@ impl Authors {
                 }
             },
         };
-        if known.name != name {
+        if known_name != name {
             return Err(AuthorError::WrongName {
                 name: name.to_owned(),
-                admitted: known.name,
+                admitted: known_name,
                 key: fp(),
             });
         }
-        if let Some(removed) = self.admission.removed_at(&known.invite_keys)
+        if let Some(removed) = self.admission.removed_at(&invite_keys)
             && Hlc::millis(hlc) >= removed
         {
             return Err(AuthorError::RemovedBefore {
@@ -291,11 +305,7 @@ impl Authors {
             .verify_chain(&chain)
             .map_err(AuthorError::Chain)?;
         let removed = |keys: &[[u8; 32]]| self.admission.removed_at(keys).is_some();
-        let encoded = Credential {
-            chain: chain.clone(),
-            static_key_signature: Vec::new(),
-        }
-        .encode_to_vec();
+        let encoded = encode_chain(&chain);
         {
             // Checked and recorded under one lock, so two relays racing
             // cannot record two keys for one name (lock order: these
@@ -341,12 +351,7 @@ impl Authors {
                 },
             );
         }
-        if let Err(e) = self
-            .store
-            .save_author(&member.identity, &member.name, &encoded)
-        {
-            warn!(author = %member.name, error = %e, "cannot record an author key");
-        }
+        self.save(&member.identity, &member.name, &encoded);
         Ok(())
     }
 
@@ -376,9 +381,7 @@ impl Authors {
                 .get(&key)
                 .is_some_and(|k| k.name == name);
         }
-        self.admission
-            .member_chain(name)
-            .is_some_and(|(_, member)| member.identity == key)
+        self.admission.member_identity(name) == Some(key)
     }
 
     /// The name `key` was accepted for, if it was.
