@@ -70,6 +70,12 @@ impl Peer for NullPeer {
     ) -> Result<tonic::Response<HistoryStream>, tonic::Status> {
         Err(tonic::Status::unimplemented("baseline"))
     }
+    async fn removals(
+        &self,
+        _: tonic::Request<chat_proto::v1::PeerRemovalsRequest>,
+    ) -> Result<tonic::Response<chat_proto::v1::PeerRemovalsResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("baseline"))
+    }
 }
 
 /// `--baseline-server`: serves a `NullPeer` on a free loopback port and

@@ -8,25 +8,29 @@ use std::{
     sync::Mutex,
 };
 
+pub use crate::removals::MAX_REMOVALS_PER_BRANCH;
+
 use chat_proto::v1::{Admission as AdmissionLink, Credential, Removal};
 use ed25519_dalek::SigningKey;
 use prost::Message;
 use sha2::{Digest, Sha256};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     checks::now_ms,
     config::MAX_CLOCK_AHEAD,
     credential::{self, CredentialError, Member},
+    removals::{BUCKETS, RemovalSet},
     store::Store,
 };
 
-/// Removals sent in one handshake payload, newest first.
-pub const MAX_REMOVALS_SENT: usize = 64;
+/// Removals sent in one handshake payload, newest first: the newest
+/// spread at once; the rest by reconciling digests (`Peer/Removals`).
+pub const REMOVALS_IN_HANDSHAKE: usize = 8;
 
 /// Bytes of removals sent in one handshake payload, so the payload stays
 /// well inside one Noise message (65,535 bytes).
-pub const REMOVALS_BUDGET: usize = 16 * 1024;
+pub const REMOVALS_BUDGET: usize = 8 * 1024;
 
 /// Verified credentials remembered by their hash before the cache is reset.
 const MAX_CACHED: usize = 4096;
@@ -74,12 +78,12 @@ struct Own {
 /// What changes as peers are met and removed.
 #[derive(Default)]
 struct State {
-    /// Revoked invitation keys.
-    /// Revoked invitation keys, with when they were removed (ms since the epoch).
-    revoked: HashMap<[u8; 32], u64>,
-    /// Every removal known (time, encoded), newest first: what handshakes carry.
-    removals: Vec<(u64, Vec<u8>)>,
-    /// Hashes of removals that did not verify (not checked again).
+    /// Every removal known: the revoked invitation keys, with when and the
+    /// removal itself.
+    removals: RemovalSet,
+    /// Removals that did not verify, by meaning (remover, signature, time
+    /// and the chain's signed fields, whatever else the bytes carry): not
+    /// checked again.
     rejected: HashSet<[u8; 32]>,
     /// Each member's last admission chain, verified.
     chains: HashMap<String, (Vec<AdmissionLink>, Member)>,
@@ -137,13 +141,21 @@ impl Admission {
 
     /// Reads the removals and admissions kept in the store.
     fn restore(&self) {
+        let Some(own) = &self.own else { return };
+        // Every removal kept, none left out: they were verified before they
+        // were stored, and the store is this peer's own (as its identity is).
         match self.store.removals() {
             Ok(removals) => {
-                self.learn_removals(&removals);
+                let mut state = self.state.lock().expect("admission lock");
+                for (key, at, bytes) in removals {
+                    let branch = Removal::decode(bytes.as_slice())
+                        .ok()
+                        .and_then(|r| branch_of(&own.network, &r));
+                    state.removals.insert(key, at, bytes, branch);
+                }
             }
             Err(e) => warn!(error = %e, "cannot read the removals kept"),
         }
-        let Some(own) = &self.own else { return };
         let Ok(admissions) = self.store.admissions() else {
             return;
         };
@@ -187,96 +199,149 @@ impl Admission {
     }
 
     /// The removals to send in a handshake: the newest, at most
-    /// [`MAX_REMOVALS_SENT`] and [`REMOVALS_BUDGET`] bytes.
+    /// [`REMOVALS_IN_HANDSHAKE`] and [`REMOVALS_BUDGET`] bytes.
     pub fn removals(&self) -> Vec<Vec<u8>> {
         let state = self.state.lock().expect("admission lock");
-        let mut budget = REMOVALS_BUDGET;
         state
             .removals
-            .iter()
-            .take(MAX_REMOVALS_SENT)
-            .take_while(|(_, r)| {
-                let fits = r.len() <= budget;
-                budget = budget.saturating_sub(r.len());
-                fits
-            })
-            .map(|(_, r)| r.clone())
-            .collect()
+            .newest(REMOVALS_IN_HANDSHAKE, REMOVALS_BUDGET)
     }
 
-    /// Takes in removals a peer sent (or the store kept): each is verified
-    /// and, if new, recorded. Returns the names newly removed: every member
-    /// known here whose chain holds a revoked key (the removed one, and
-    /// whoever was admitted through it).
-    pub fn learn_removals(&self, removals: &[Vec<u8>]) -> Vec<String> {
-        let Some(own) = &self.own else {
+    /// The digest of every removal known, as a handshake carries it (empty
+    /// when open).
+    pub fn removals_digest(&self) -> Vec<u8> {
+        if self.own.is_none() {
             return Vec::new();
+        }
+        let mut state = self.state.lock().expect("admission lock");
+        state.removals.digest().to_vec()
+    }
+
+    /// The digest of each bucket of the removals known.
+    pub fn removal_buckets(&self) -> [[u8; 32]; BUCKETS] {
+        let mut state = self.state.lock().expect("admission lock");
+        state.removals.bucket_digests()
+    }
+
+    /// How many invitation keys are revoked here.
+    pub fn removal_count(&self) -> usize {
+        self.state.lock().expect("admission lock").removals.len()
+    }
+
+    /// One page of removals for a member whose bucket digests are
+    /// `theirs`: those in buckets that differ, after `after`; and the key
+    /// to resume after if more follow.
+    pub fn removals_page(
+        &self,
+        theirs: &[[u8; 32]],
+        after: Option<[u8; 32]>,
+    ) -> (Vec<Vec<u8>>, Option<[u8; 32]>) {
+        let mut state = self.state.lock().expect("admission lock");
+        state.removals.page(theirs, after)
+    }
+
+    /// Takes in removals a peer sent: each is verified and, if new,
+    /// recorded. Returns the names newly removed: every member known here
+    /// whose chain holds a revoked key (the removed one, and whoever was
+    /// admitted through it).
+    pub fn learn_removals(&self, removals: &[Vec<u8>]) -> Vec<String> {
+        self.learn_removals_within(removals, usize::MAX).removed
+    }
+
+    /// Like [`Admission::learn_removals`], stopping after `max_refused`
+    /// removals that do not verify: a peer sending forgeries is not worth
+    /// more of this peer's CPU.
+    pub fn learn_removals_within(&self, removals: &[Vec<u8>], max_refused: usize) -> Learned {
+        let mut learned = Learned::default();
+        let Some(own) = &self.own else {
+            return learned;
         };
         let latest = now_ms().saturating_add(MAX_CLOCK_AHEAD.as_millis() as u64);
-        let mut removed = Vec::new();
-        for bytes in removals.iter().take(MAX_REMOVALS_SENT) {
-            let hash: [u8; 32] = Sha256::digest(bytes).into();
-            if self
-                .state
-                .lock()
-                .expect("admission lock")
-                .rejected
-                .contains(&hash)
-            {
-                continue;
+        for bytes in removals {
+            if learned.refused >= max_refused {
+                break;
             }
-            let verified = Removal::decode(bytes.as_slice())
-                .map_err(|_| CredentialError::Malformed("removal"))
-                .and_then(|removal| {
-                    if removal.at_millis > latest {
-                        return Err(CredentialError::Malformed("removal (dated in the future)"));
-                    }
-                    let key = removal
-                        .chain
-                        .last()
-                        .map(|a| credential::key32(&a.invite_key, "invite_key"))
-                        .transpose()?;
-                    let known = key.is_some_and(|k| {
-                        self.state
-                            .lock()
-                            .expect("admission lock")
-                            .revoked
-                            .contains_key(&k)
-                    });
-                    if known {
-                        return Ok(None);
-                    }
-                    credential::verify_removal(&own.network, &removal)
-                        .map(|(key, _)| Some((key, removal.at_millis)))
-                });
-            let (key, at) = match verified {
-                Ok(Some(new)) => new,
-                Ok(None) => continue,
+            match self.learn_one(own, bytes, latest) {
+                Ok(Some(names)) => {
+                    learned.added += 1;
+                    learned.removed.extend(names);
+                }
+                Ok(None) => {}
                 Err(e) => {
                     warn!(error = %e, "ignoring a removal that does not verify");
-                    let mut state = self.state.lock().expect("admission lock");
-                    if state.rejected.len() >= MAX_CACHED {
-                        state.rejected.clear();
+                    learned.refused += 1;
+                    if learned.first_refusal.is_none() {
+                        learned.first_refusal = Some(e.to_string());
                     }
-                    state.rejected.insert(hash);
-                    continue;
-                }
-            };
-            if let Err(e) = self.store.save_removal(&key, at, bytes) {
-                warn!(error = %e, "cannot record a removal");
-            }
-            let mut state = self.state.lock().expect("admission lock");
-            state.revoked.insert(key, at);
-            let position = state.removals.partition_point(|(t, _)| *t > at);
-            state.removals.insert(position, (at, bytes.clone()));
-            for (name, (_, member)) in &state.chains {
-                if member.invite_keys.contains(&key) {
-                    info!(peer = %name, "member removed from the network");
-                    removed.push(name.clone());
                 }
             }
         }
-        removed
+        learned
+    }
+
+    /// One removal: None if known already (or over its branch's quota),
+    /// the names it removes if new, an error if it does not verify.
+    fn learn_one(
+        &self,
+        own: &Own,
+        bytes: &[u8],
+        latest: u64,
+    ) -> Result<Option<Vec<String>>, CredentialError> {
+        let removal = Removal::decode(bytes).map_err(|_| CredentialError::Malformed("removal"))?;
+        if removal.at_millis > latest {
+            return Err(CredentialError::Malformed("removal (dated in the future)"));
+        }
+        let key = removal
+            .chain
+            .last()
+            .map(|a| credential::key32(&a.invite_key, "invite_key"))
+            .transpose()?
+            .ok_or(CredentialError::ChainLength(0))?;
+        let branch = branch_of(&own.network, &removal);
+        let meaning = meaning(&removal);
+        {
+            let state = self.state.lock().expect("admission lock");
+            if state.removals.contains(&key) {
+                return Ok(None);
+            }
+            if state.rejected.contains(&meaning) {
+                return Err(CredentialError::Malformed(
+                    "removal (the same one was refused before)",
+                ));
+            }
+            if branch.is_some_and(|b| state.removals.branch_full(&b)) {
+                debug!(
+                    "a removal over its branch's quota of {MAX_REMOVALS_PER_BRANCH} is not taken"
+                );
+                return Ok(None);
+            }
+        }
+        if let Err(e) = credential::verify_removal(&own.network, &removal) {
+            let mut state = self.state.lock().expect("admission lock");
+            if state.rejected.len() >= MAX_CACHED {
+                state.rejected.clear();
+            }
+            state.rejected.insert(meaning);
+            return Err(e);
+        }
+        let at = removal.at_millis;
+        let mut state = self.state.lock().expect("admission lock");
+        if !state.removals.insert(key, at, bytes.to_vec(), branch) {
+            return Ok(None);
+        }
+        drop(state);
+        if let Err(e) = self.store.save_removal(&key, at, bytes) {
+            warn!(error = %e, "cannot record a removal");
+        }
+        let state = self.state.lock().expect("admission lock");
+        let mut removed = Vec::new();
+        for (name, (_, member)) in &state.chains {
+            if member.invite_keys.contains(&key) {
+                info!(peer = %name, "member removed from the network");
+                removed.push(name.clone());
+            }
+        }
+        Ok(Some(removed))
     }
 
     /// Checks that `name` with `static_key` showed a valid, unrevoked
@@ -325,7 +390,7 @@ impl Admission {
         if member
             .invite_keys
             .iter()
-            .any(|k| state.revoked.contains_key(k))
+            .any(|k| state.removals.contains(k))
         {
             return Err(AdmissionError::Removed(name.to_owned()));
         }
@@ -335,10 +400,7 @@ impl Admission {
         if let Some((_, known)) = state.chains.get(name)
             && known.identity != [0; 32]
             && known.identity != member.identity
-            && !known
-                .invite_keys
-                .iter()
-                .any(|k| state.revoked.contains_key(k))
+            && !known.invite_keys.iter().any(|k| state.removals.contains(k))
         {
             return Err(AdmissionError::OtherIdentity(name.to_owned()));
         }
@@ -372,7 +434,7 @@ impl Admission {
             member
                 .invite_keys
                 .iter()
-                .any(|k| state.revoked.contains_key(k))
+                .any(|k| state.removals.contains(k))
         })
     }
 
@@ -382,7 +444,7 @@ impl Admission {
         let state = self.state.lock().expect("admission lock");
         invite_keys
             .iter()
-            .filter_map(|k| state.revoked.get(k).copied())
+            .filter_map(|k| state.removals.at(k))
             .min()
     }
 
@@ -498,8 +560,77 @@ impl Admission {
             .map(|(c, _)| c.clone())
             .ok_or_else(|| AdmissionError::Unknown(name.to_owned()))?;
         let removal = credential::remove(&own.identity, chain, now_ms())?;
+        if let Some(branch) = branch_of(&own.network, &removal)
+            && self
+                .state
+                .lock()
+                .expect("admission lock")
+                .removals
+                .branch_full(&branch)
+        {
+            return Err(AdmissionError::Credential(CredentialError::Malformed(
+                "removal: this branch of the network has used its quota of removals",
+            )));
+        }
         Ok(self.learn_removals(&[removal.encode_to_vec()]))
     }
+}
+
+/// What one call of [`Admission::learn_removals_within`] took in.
+#[derive(Debug, Default)]
+pub struct Learned {
+    /// Names newly removed.
+    pub removed: Vec<String>,
+    /// New removals recorded.
+    pub added: usize,
+    /// Removals that did not verify.
+    pub refused: usize,
+    /// Why the first of them was refused.
+    pub first_refusal: Option<String>,
+}
+
+/// The branch a removal counts against: the member the founder admitted
+/// at the top of the removed admission's chain; None when the founder
+/// removes (or the chain is too short to have one).
+fn branch_of(network: &[u8; 32], removal: &Removal) -> Option<[u8; 32]> {
+    if removal.by.as_slice() == network {
+        return None;
+    }
+    removal
+        .chain
+        .get(1)
+        .and_then(|a| <[u8; 32]>::try_from(a.identity_key.as_slice()).ok())
+}
+
+/// What a removal says, whatever else its bytes carry: the remover, the
+/// time, the signature and every signed field of its chain.
+fn meaning(removal: &Removal) -> [u8; 32] {
+    let mut h = Sha256::new();
+    let at = removal.at_millis.to_be_bytes();
+    for field in [removal.by.as_slice(), &at, &removal.signature] {
+        h.update((field.len() as u32).to_be_bytes());
+        h.update(field);
+    }
+    for a in &removal.chain {
+        let issued = a.issued_at_millis.to_be_bytes();
+        let from = a.history_from_millis.to_be_bytes();
+        for field in [
+            a.network.as_slice(),
+            a.name.as_bytes(),
+            &a.invite_key,
+            &issued,
+            &from,
+            &a.issuer,
+            &a.issuer_signature,
+            &a.identity_key,
+            &a.acceptance,
+            &a.identity_signature,
+        ] {
+            h.update((field.len() as u32).to_be_bytes());
+            h.update(field);
+        }
+    }
+    h.finalize().into()
 }
 
 #[cfg(test)]
@@ -663,6 +794,99 @@ mod tests {
         alice.check("carol", &S, &w.carol).unwrap();
         assert!(alice.learn_removals(&[future.encode_to_vec()]).is_empty());
         assert!(!alice.is_removed("carol"));
+    }
+
+    /// Issue 24's first two findings: every removal is kept across a
+    /// restart (not the newest 64), and a member that missed one among
+    /// many newer ones gets it by reconciling digests, pages of only the
+    /// buckets that differ; with equal sets nothing is sent.
+    #[test]
+    fn every_removal_survives_a_restart_and_sets_reconcile() {
+        let w = world();
+        let dir = tempfile::tempdir().unwrap();
+        let alice = peer(&w, dir.path());
+        alice.check("carol", &S, &w.carol).unwrap();
+        assert_eq!(alice.remove("carol").unwrap(), ["carol"]);
+        for i in 0..100 {
+            let name = format!("unused{i}");
+            alice.invite(&name, false).unwrap();
+            assert!(alice.remove(&name).unwrap().contains(&name));
+        }
+        assert!(
+            !alice.removals().iter().any(|r| {
+                Removal::decode(r.as_slice())
+                    .unwrap()
+                    .chain
+                    .last()
+                    .unwrap()
+                    .name
+                    == "carol"
+            }),
+            "carol's removal is no longer among the newest a handshake carries"
+        );
+        drop(alice);
+        let alice = peer(&w, dir.path());
+        assert_eq!(alice.removal_count(), 101);
+        assert!(alice.is_removed("carol"));
+        assert!(matches!(
+            alice.check("carol", &S, &w.carol),
+            Err(AdmissionError::Removed(_))
+        ));
+
+        // Bob knew carol's admission and none of the removals.
+        let other = tempfile::tempdir().unwrap();
+        let bob = peer(&w, other.path());
+        bob.check("carol", &S, &w.carol).unwrap();
+        assert_ne!(bob.removals_digest(), alice.removals_digest());
+        // What handshakes carry is not enough...
+        bob.learn_removals(&alice.removals());
+        assert!(!bob.is_removed("carol"));
+        // ...reconciling is.
+        let (mut after, mut pages, mut removed) = (None, 0, Vec::new());
+        loop {
+            let (page, next) = alice.removals_page(&bob.removal_buckets(), after);
+            pages += 1;
+            removed.extend(bob.learn_removals_within(&page, 1).removed);
+            match next {
+                Some(k) => after = Some(k),
+                None => break,
+            }
+        }
+        assert_eq!(removed, ["carol"]);
+        assert_eq!(bob.removals_digest(), alice.removals_digest());
+        assert!(bob.is_removed("carol"), "after {pages} pages");
+        let (page, next) = alice.removals_page(&bob.removal_buckets(), None);
+        assert!(page.is_empty() && next.is_none(), "equal sets send nothing");
+    }
+
+    /// Issue 24's fourth finding: a removal that failed is not verified
+    /// again when only its bytes change (an unknown field); a peer's
+    /// forgeries stop being checked after the budget.
+    #[test]
+    fn refused_removals_are_remembered_by_meaning_and_budgeted() {
+        let w = world();
+        let dir = tempfile::tempdir().unwrap();
+        let alice = peer(&w, dir.path());
+        let mut forged = Removal {
+            chain: Credential::decode(w.carol.as_slice()).unwrap().chain,
+            by: w.alice.verifying_key().to_bytes().to_vec(),
+            at_millis: 5,
+            signature: vec![7; 64],
+        };
+        let first = alice.learn_removals_within(&[forged.encode_to_vec()], 5);
+        assert_eq!(first.refused, 1);
+        // The same removal with an unknown field appended.
+        let mut bytes = forged.encode_to_vec();
+        bytes.extend_from_slice(&[0x78, 0x01]);
+        let again = alice.learn_removals_within(&[bytes], 5);
+        assert!(again.first_refusal.unwrap().contains("refused before"));
+        let many: Vec<Vec<u8>> = (0..10)
+            .map(|i| {
+                forged.at_millis = i;
+                forged.encode_to_vec()
+            })
+            .collect();
+        assert_eq!(alice.learn_removals_within(&many, 3).refused, 3);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use tonic::Status;
 use tracing::{debug, info};
 
 use crate::{
-    admission::{Admission, AdmissionError},
+    admission::{Admission, AdmissionError, REMOVALS_IN_HANDSHAKE},
     config::{Config, HANDSHAKE_TIMEOUT},
     directory::{Contact, Directory, Refusal},
     handshake_ahead::HandshakeAhead,
@@ -214,6 +214,7 @@ impl Handshaker {
             timestamp_micros: self.next_stamp(),
             credential: self.admission.own_credential(),
             removals: self.admission.removals(),
+            removals_digest: self.admission.removals_digest(),
         }
         .encode_to_vec();
         // -> e, es, s, ss (prepared ahead where it could be)
@@ -252,7 +253,7 @@ impl Handshaker {
         self.admission
             .check(&contact.name, &contact.public_key, &answer.credential)
             .map_err(|e| Status::permission_denied(e.to_string()))?;
-        self.take_removals(&answer.removals);
+        self.take_removals(&contact.name, &answer.removals, &answer.removals_digest);
         self.directory.pin(&contact.name, &contact.public_key);
         if want_members {
             self.learn_members(&contact.name, &answer.members);
@@ -345,7 +346,7 @@ impl Handshaker {
         self.admission
             .check(&contact.name, &key, &hello.credential)
             .map_err(HandshakeError::NotMember)?;
-        self.take_removals(&hello.removals);
+        self.take_removals(&contact.name, &hello.removals, &hello.removals_digest);
         // Durable before the answer: after a restart the same message is
         // still a replay.
         self.store
@@ -368,6 +369,7 @@ impl Handshaker {
             timestamp_micros: 0,
             credential: self.admission.own_credential(),
             removals: self.admission.removals(),
+            removals_digest: self.admission.removals_digest(),
         }
         .encode_to_vec();
         // Accepted (authenticated, known, not a replay): only now may the
@@ -438,11 +440,18 @@ impl Handshaker {
             .collect()
     }
 
-    /// Takes in the removals a peer sent; each name newly removed is told
-    /// to the composition root.
-    fn take_removals(&self, removals: &[Vec<u8>]) {
-        for name in self.admission.learn_removals(removals) {
+    /// Takes in the removals a peer sent (the newest few, and none after
+    /// one that does not verify); each name newly removed is told to the
+    /// composition root. If the peer's digest of every removal it knows
+    /// still differs from ours, it is told too: the two reconcile.
+    fn take_removals(&self, peer: &str, removals: &[Vec<u8>], digest: &[u8]) {
+        let taken = &removals[..removals.len().min(REMOVALS_IN_HANDSHAKE)];
+        for name in self.admission.learn_removals_within(taken, 1).removed {
             self.membership.tell(PeerEvent::Removed(name));
+        }
+        if !digest.is_empty() && digest != self.admission.removals_digest() {
+            self.membership
+                .tell(PeerEvent::RemovalsDiffer(peer.to_owned()));
         }
     }
 

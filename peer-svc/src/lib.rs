@@ -37,6 +37,8 @@ pub mod net;
 pub mod outbound;
 pub mod peers;
 pub mod rate;
+pub mod removal_sync;
+pub mod removals;
 mod servers;
 pub mod service;
 pub mod session;
@@ -78,6 +80,7 @@ use net::Channels;
 use outbound::{Outbound, SendError};
 use peers::Peers;
 use prost::Message as _;
+use removal_sync::RemovalSync;
 use store::Store;
 
 /// How long shutdown waits for in-flight calls before closing anyway.
@@ -202,6 +205,7 @@ struct Parts {
     inbound: Arc<Inbound>,
     outbound: Arc<Outbound>,
     history: Arc<HistorySync>,
+    removals: Arc<RemovalSync>,
     shutdown: CancellationToken,
 }
 
@@ -430,7 +434,21 @@ fn compose(config: Config, opened: Opened, shutdown: CancellationToken) -> Parts
         handshaker.clone(),
         channels.clone(),
     ));
-    route_events(&membership, &delivery, &peers, &store, &directory);
+    let removals = Arc::new(RemovalSync::new(
+        handshaker.clone(),
+        peers.clone(),
+        channels.clone(),
+        membership.clone(),
+        directory.clone(),
+    ));
+    route_events(
+        &membership,
+        &delivery,
+        &peers,
+        &store,
+        &directory,
+        &removals,
+    );
     let own_key = opened.identity.verifying_key().to_bytes();
     let authors = Arc::new(Authors::new(
         admission.clone(),
@@ -492,6 +510,7 @@ fn compose(config: Config, opened: Opened, shutdown: CancellationToken) -> Parts
         inbound,
         outbound,
         history,
+        removals,
         shutdown,
     }
 }
@@ -504,12 +523,14 @@ fn route_events(
     peers: &Arc<Peers>,
     store: &Arc<Store>,
     directory: &Arc<Directory>,
+    removals: &Arc<RemovalSync>,
 ) {
-    let (delivery, peers, store, directory) = (
+    let (delivery, peers, store, directory, removals) = (
         delivery.clone(),
         peers.clone(),
         store.clone(),
         directory.clone(),
+        removals.clone(),
     );
     membership.route_events(move |event| match event {
         PeerEvent::Back(name) => delivery.retry(&name),
@@ -534,6 +555,7 @@ fn route_events(
             }
         }
         PeerEvent::Expired(name) => peers.forget_peer(&name),
+        PeerEvent::RemovalsDiffer(name) => removals.pull_later(name),
         PeerEvent::Removed(name) => {
             // A verified removal: nothing more is owed to it.
             peers.forget_peer(&name);

@@ -61,6 +61,9 @@ pub enum PeerEvent {
     /// Its lease ran out (crashed, cut off): its sessions are gone, and
     /// messages for it are queued until it returns.
     Expired(String),
+    /// Its handshake said it knows other removals than this peer: ask it
+    /// for what this peer lacks (it asks us for the rest).
+    RemovalsDiffer(String),
 }
 
 /// Where events go; set once by the composition root.

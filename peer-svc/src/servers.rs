@@ -111,6 +111,7 @@ fn peer_server(
         parts.handshaker.clone(),
         parts.inbound.clone(),
         parts.history.clone(),
+        parts.removals.clone(),
         parts.shutdown.clone(),
     );
     let server = router("chat.v1.Peer", max_message_bytes, health)?

@@ -23,6 +23,7 @@ const LAYERS: &[&[&str]] = &[
         "console",
         "identity",
         "credential",
+        "removals",
         "authorship",
         "discovery_client",
         "control_socket",
@@ -37,7 +38,7 @@ const LAYERS: &[&[&str]] = &[
         "handshaker",
     ],
     &["delivery"],
-    &["inbound", "outbound", "history_sync"],
+    &["inbound", "outbound", "history_sync", "removal_sync"],
     &["service"],
     &["lib"],
 ];

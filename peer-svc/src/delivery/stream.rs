@@ -474,6 +474,12 @@ mod tests {
         ) -> Result<Response<Self::HistoryStream>, Status> {
             Err(Status::unimplemented("test"))
         }
+        async fn removals(
+            &self,
+            _: Request<chat_proto::v1::PeerRemovalsRequest>,
+        ) -> Result<Response<chat_proto::v1::PeerRemovalsResponse>, Status> {
+            Err(Status::unimplemented("test"))
+        }
     }
 
     async fn serve(peer: Counting) -> String {

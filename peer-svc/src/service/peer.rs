@@ -5,7 +5,7 @@ use std::{pin::Pin, sync::Arc};
 use chat_proto::v1::{
     DeliverBatch, DeliverBatchAck, DeliverRequest, DeliverResponse, DeliverResult,
     PeerHandshakeRequest, PeerHandshakeResponse, PeerHistoryRequest, PeerHistoryResponse,
-    peer_server::Peer,
+    PeerRemovalsRequest, PeerRemovalsResponse, peer_server::Peer,
 };
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
@@ -17,6 +17,7 @@ use crate::{
     handshaker::Handshaker,
     history_sync::HistorySync,
     inbound::Inbound,
+    removal_sync::RemovalSync,
     service::status::{ServiceError, refused},
 };
 
@@ -33,22 +34,25 @@ pub struct PeerService {
     handshaker: Arc<Handshaker>,
     inbound: Arc<Inbound>,
     history: Arc<HistorySync>,
+    removals: Arc<RemovalSync>,
     history_streams: Arc<tokio::sync::Semaphore>,
     shutdown: CancellationToken,
 }
 
 impl PeerService {
-    /// Serves handshakes, deliveries and history pulls.
+    /// Serves handshakes, deliveries, history pulls and removal pages.
     pub fn new(
         handshaker: Arc<Handshaker>,
         inbound: Arc<Inbound>,
         history: Arc<HistorySync>,
+        removals: Arc<RemovalSync>,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
             handshaker,
             inbound,
             history,
+            removals,
             history_streams: Arc::new(tokio::sync::Semaphore::new(MAX_HISTORY_STREAMS)),
             shutdown,
         }
@@ -206,5 +210,16 @@ impl Peer for PeerService {
         });
         let stream = ReceiverStream::new(rx).map(|item| item.map_err(Status::from));
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn removals(
+        &self,
+        request: Request<PeerRemovalsRequest>,
+    ) -> Result<Response<PeerRemovalsResponse>, Status> {
+        let page = self
+            .removals
+            .serve(request.into_inner().envelope)
+            .map_err(|e| refused("Peer/Removals", e))?;
+        Ok(Response::new(page))
     }
 }

@@ -7,7 +7,8 @@ use tonic::Status;
 use crate::{
     admission::AdmissionError, checks::CheckError, credential::CredentialError,
     envelope::EnvelopeError, handshaker::HandshakeError, history_sync::ServeError,
-    inbound::InboundError, net::BadAddress, outbound::SendError, store::history::QueryError,
+    inbound::InboundError, net::BadAddress, outbound::SendError, removal_sync::RemovalsError,
+    store::history::QueryError,
 };
 
 /// Refusals decided by the services themselves (a request about a peer
@@ -171,6 +172,17 @@ impl From<ServeError> for Status {
             ServeError::NotShared(_) => Status::permission_denied(e.to_string()),
             ServeError::NotACursor => Status::invalid_argument(e.to_string()),
             ServeError::Query(e) => e.into(),
+        }
+    }
+}
+
+impl From<RemovalsError> for Status {
+    fn from(e: RemovalsError) -> Self {
+        match e {
+            RemovalsError::Envelope(e) => e.into(),
+            RemovalsError::NotAQuery | RemovalsError::BadKey => {
+                Status::invalid_argument(e.to_string())
+            }
         }
     }
 }

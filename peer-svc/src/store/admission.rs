@@ -6,6 +6,10 @@ use rusqlite::{OptionalExtension, params};
 
 use super::{Store, StoreError};
 
+/// A removal as kept: the revoked invitation key, when (ms since the
+/// epoch), and the encoded removal.
+pub type StoredRemoval = ([u8; 32], u64, Vec<u8>);
+
 impl Store {
     /// This peer's own credential (encoded), if it is a member of a network.
     pub fn own_credential(&self) -> Result<Option<Vec<u8>>, StoreError> {
@@ -49,16 +53,33 @@ impl Store {
         Ok(())
     }
 
-    /// Every removal known (encoded), newest first.
-    pub fn removals(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+    /// Every removal known: (revoked invitation key, when, the encoded
+    /// removal), newest first. All of them: a removal is never forgotten.
+    pub fn removals(&self) -> Result<Vec<StoredRemoval>, StoreError> {
         let conn = self.conn.lock().expect("store lock");
-        let mut statement =
-            conn.prepare("SELECT removal FROM removals ORDER BY at_millis DESC, invite_key")?;
-        let rows = statement.query_map([], |r| r.get(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut statement = conn.prepare(
+            "SELECT invite_key, at_millis, removal FROM removals ORDER BY at_millis DESC, invite_key",
+        )?;
+        let rows = statement.query_map([], |r| {
+            let key: Vec<u8> = r.get(0)?;
+            let at: i64 = r.get(1)?;
+            Ok((key, at, r.get(2)?))
+        })?;
+        let mut removals = Vec::new();
+        for row in rows {
+            let (key, at, removal) = row?;
+            // Only this peer writes the table, always with 32-byte keys.
+            let Ok(key) = <[u8; 32]>::try_from(key.as_slice()) else {
+                continue;
+            };
+            removals.push((key, at.max(0) as u64, removal));
+        }
+        Ok(removals)
     }
 
-    /// Records a removal of `invite_key` (a second one of the same key is kept out).
+    /// Records a removal of `invite_key`. The first one of a key stays (its
+    /// time is the earliest, which bounds what the removed key may still
+    /// have signed); a second is kept out.
     pub fn save_removal(
         &self,
         invite_key: &[u8; 32],
@@ -107,7 +128,7 @@ mod tests {
         );
         assert_eq!(
             store.removals().unwrap(),
-            [b"new".to_vec(), b"old".to_vec()]
+            [([2; 32], 9, b"new".to_vec()), ([1; 32], 5, b"old".to_vec())]
         );
     }
 }

@@ -19,6 +19,7 @@ mod peer_adversarial;
 mod peer_processes;
 mod private_and_replay;
 mod readme;
+mod removals;
 #[cfg(feature = "etcd")]
 mod replicas;
 mod second_implementation;

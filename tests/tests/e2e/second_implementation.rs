@@ -299,6 +299,14 @@ impl Peer for SnowPeer {
     async fn history(&self, _: Request<PeerHistoryRequest>) -> Result<Response<Items>, Status> {
         Err(Status::unimplemented("History"))
     }
+
+    async fn removals(
+        &self,
+        _: Request<chat_proto::v1::PeerRemovalsRequest>,
+    ) -> Result<Response<chat_proto::v1::PeerRemovalsResponse>, Status> {
+        // It sends no removals digest, so no member asks it.
+        Err(Status::unimplemented("Removals"))
+    }
 }
 
 #[tokio::test]

@@ -1,0 +1,165 @@
+//! Removed means removed (issue 24, findings 1 and 2), with real processes
+//! and the real `chat` CLI: a removal is kept across restarts of the
+//! remover and of the others, whatever number of removals come after it,
+//! and reaches a member that was stopped while it was made, by
+//! reconciling removal sets when they meet again.
+
+use std::path::Path;
+
+use chat_tests::{Discovery, PeerProcess, eventually, full_history, wait_for_message};
+
+/// More removals than a handshake ever carried (64) or carries now (8).
+const LATER_REMOVALS: usize = 70;
+
+/// The texts in the history of the peer with `data_dir`.
+async fn texts(data_dir: &Path) -> Vec<String> {
+    let mut client = peer_svc::control_client::connect(data_dir)
+        .await
+        .expect("control socket");
+    full_history(&mut client)
+        .await
+        .into_iter()
+        .map(|m| m.text)
+        .collect()
+}
+
+/// Starts `name` in `dir`, joining with `token` (None: already a member).
+async fn start(name: &str, url: &str, dir: &Path, token: Option<&str>) -> PeerProcess {
+    let log = dir.join(format!("{name}.log"));
+    let data_dir = dir.join(name);
+    match token {
+        Some(t) => {
+            PeerProcess::start_logged(
+                name,
+                url,
+                &data_dir,
+                &[("CHAT_JOIN", t), ("RUST_LOG", "info")],
+                Some(&log),
+            )
+            .await
+        }
+        None => {
+            PeerProcess::start_logged(name, url, &data_dir, &[("RUST_LOG", "info")], Some(&log))
+                .await
+        }
+    }
+}
+
+/// `who` cannot handshake with `with`: one of them knows the other was removed.
+async fn refused(who: &PeerProcess, with: &str) {
+    let (ok, _, err) = who.chat(&["handshake", with]).await;
+    assert!(
+        !ok && err.contains("removed from this network"),
+        "{}→{with}: {err}",
+        who.name
+    );
+}
+
+/// `peer` eventually refuses xavier when it starts a handshake with him.
+async fn eventually_refuses_xavier(peer: &PeerProcess) {
+    eventually(
+        &format!("{} to know xavier was removed", peer.name),
+        || async move {
+            let (ok, _, err) = peer.chat(&["handshake", "xavier"]).await;
+            !ok && err.contains("removed from this network")
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_removal_outlives_restarts_and_newer_removals_and_reaches_who_was_away() {
+    let discovery = Discovery::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = discovery.url();
+    let alice = PeerProcess::start_with_args(
+        "alice",
+        &url,
+        &dir.path().join("alice"),
+        &["--create-network"],
+        &[],
+        None,
+    )
+    .await;
+    let mut joined = Vec::new();
+    for name in ["bob", "xavier"] {
+        let (ok, token, err) = alice.chat(&["invite", name, "--all-history"]).await;
+        assert!(ok, "{err}");
+        joined.push(start(name, &url, dir.path(), Some(token.trim())).await);
+    }
+    let xavier = joined.pop().unwrap();
+    let bob = joined.pop().unwrap();
+    alice.wait_connections(&["bob", "xavier"]).await;
+    bob.wait_connections(&["alice", "xavier"]).await;
+    // Bob and xavier have talked: each knows the other's admission.
+    let (ok, report, err) = xavier.chat(&["send", "hello from xavier"]).await;
+    assert!(
+        ok && report.matches("delivered").count() == 2,
+        "{report}{err}"
+    );
+    wait_for_message(&bob.data_dir, "hello from xavier").await;
+
+    // Bob is away while alice removes xavier, and then many invitations
+    // nobody used (any member may do that with its own).
+    assert!(bob.process.terminate().await.success());
+    let (ok, out, err) = alice.chat(&["remove", "xavier"]).await;
+    assert!(ok && out.contains("removed xavier"), "{out}{err}");
+    for i in 0..LATER_REMOVALS {
+        let name = format!("unused{i}");
+        let (ok, _, err) = alice.chat(&["invite", &name]).await;
+        assert!(ok, "{err}");
+        let (ok, _, err) = alice.chat(&["remove", &name]).await;
+        assert!(ok, "{err}");
+    }
+
+    // The remover restarts: xavier stays removed, from both sides.
+    let alice_dir = alice.data_dir.clone();
+    assert!(alice.process.terminate().await.success());
+    let alice = PeerProcess::start("alice", &url, &alice_dir).await;
+    eventually("xavier to list alice's new address", || async {
+        xavier.chat(&["refresh"]).await;
+        let (ok, _, err) = xavier.chat(&["handshake", "alice"]).await;
+        !ok && err.contains("removed from this network")
+    })
+    .await;
+    refused(&alice, "xavier").await;
+
+    // Bob comes back: meeting alice, he learns the removal made while he
+    // was away, though seventy newer ones came after it.
+    let bob = start("bob", &url, dir.path(), None).await;
+    eventually_refuses_xavier(&bob).await;
+    refused(&xavier, "bob").await;
+    let (_, report, _) = xavier.chat(&["send", "still here?"]).await;
+    assert!(
+        !report
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == Some("delivered")),
+        "{report}"
+    );
+    let (ok, report, err) = alice.chat(&["send", "not for xavier"]).await;
+    assert!(ok, "{err}");
+    let xavier_line = report
+        .lines()
+        .find(|l| l.contains("xavier"))
+        .unwrap_or_default();
+    assert!(
+        xavier_line.is_empty() || xavier_line.contains("removed from the network"),
+        "{report}"
+    );
+
+    // And bob keeps it across his own restart.
+    let bob_dir = bob.data_dir.clone();
+    assert!(bob.process.terminate().await.success());
+    let bob = PeerProcess::start("bob", &url, &bob_dir).await;
+    refused(&bob, "xavier").await;
+    refused(&xavier, "bob").await;
+    wait_for_message(&bob.data_dir, "not for xavier").await;
+    for peer in [&alice.data_dir, &bob.data_dir] {
+        assert!(!texts(peer).await.contains(&"still here?".to_owned()));
+    }
+    assert!(
+        !texts(&xavier.data_dir)
+            .await
+            .contains(&"not for xavier".to_owned())
+    );
+}
