@@ -1,4 +1,4 @@
-//! Removal reconciliation (docs/protocol.md §6.6): every handshake carries
+//! Removal reconciliation (docs/protocol.md §5.5): every handshake carries
 //! the digest of every removal its sender knows; a member whose own digest
 //! differs asks that peer, inside their session, for the removals in the
 //! buckets that differ (`Peer/Removals`, paged), verifies each and records

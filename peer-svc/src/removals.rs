@@ -1,5 +1,5 @@
 //! The removals a peer knows, as a set members reconcile (docs/protocol.md
-//! §6.6): every revoked invitation key with the first verified removal of
+//! §5.5): every revoked invitation key with the first verified removal of
 //! it, kept whole (nothing is forgotten at restart or crowded out by newer
 //! ones), summarised by a digest per bucket so two members find what one
 //! lacks without sending what both hold.
