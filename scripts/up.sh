@@ -3,6 +3,9 @@
 # and data dirs under $RUN_DIR, and returns when every peer answers health
 # checks and lists the others. user1 founds the network and admits the others.
 set -euo pipefail
+# Consoles and logs hold the messages each peer received: readable by the
+# owner only (issue 24, item 11), whatever the caller's umask.
+umask 077
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
@@ -22,6 +25,7 @@ else
   BIN=target/$PROFILE
 fi
 mkdir -p "$RUN_DIR"
+chmod 700 "$RUN_DIR"
 
 # wait_healthy ADDR NAME: polls grpc.health.v1 until SERVING or the timeout.
 wait_healthy() {
@@ -44,6 +48,8 @@ start() {
   fi
   "$@" >"$RUN_DIR/$name.out" 2>"$RUN_DIR/$name.log" &
   echo $! >"$RUN_DIR/$name.pid"
+  # Files kept from an earlier run keep their mode when reopened.
+  chmod 600 "$RUN_DIR/$name.out" "$RUN_DIR/$name.log"
 }
 
 start discovery "$BIN/discovery-svc" --listen "$DISCOVERY_ADDR"

@@ -100,6 +100,13 @@ impl Drop for Teardown<'_> {
     }
 }
 
+/// `path` grants nothing to the group or others.
+fn assert_private(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "{} is mode {mode:o}", path.display());
+}
+
 #[test]
 fn the_readme_blocks_run_as_written_against_a_make_up_network() {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
@@ -143,6 +150,14 @@ fn the_readme_blocks_run_as_written_against_a_make_up_network() {
         .output()
         .expect("run up.sh");
     assert!(up.status.success(), "make up failed:\n{}", text(&up));
+    // Consoles hold received messages: no other local user may read them.
+    for path in [
+        run_dir.clone(),
+        run_dir.join("user1.out"),
+        run_dir.join("user2.log"),
+    ] {
+        assert_private(&path);
+    }
     let printed = String::from_utf8_lossy(&up.stdout);
     assert!(
         printed.contains(&format!("export PATH=\"{}", bin_dir.display())),
@@ -200,6 +215,8 @@ fn the_readme_blocks_run_as_written_against_a_make_up_network() {
         history.contains("Hello user2") && history.contains("hi from grpcurl"),
         "{history}"
     );
+
+    assert_private(&home.join(".p2p-chat/alice.console"));
 
     let down = Command::new("bash")
         .arg(root().join("scripts/down.sh"))
