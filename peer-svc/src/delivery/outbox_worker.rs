@@ -2,7 +2,11 @@
 //! with a backlog is retried with exponential backoff and jitter, and at
 //! once when it comes back (it registers again, or handshakes with us).
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -22,8 +26,13 @@ pub async fn run(delivery: Arc<Delivery>, store: Arc<Store>, shutdown: Cancellat
             waits.remove(&peer);
         }
         let now = Instant::now();
-        let due: Vec<String> = store
-            .peers_with_pending()
+        let pending: HashSet<String> = store.peers_with_pending().into_iter().collect();
+        // A peer whose queue is gone (dropped with `chat leave PEER`,
+        // removed, forgotten, or flushed by a direct delivery) has nothing
+        // to wait for: a wait kept for it would be past due for ever, and
+        // the loop would never sleep.
+        waits.retain(|peer, _| pending.contains(peer));
+        let due: Vec<String> = pending
             .into_iter()
             .filter(|p| waits.get(p).is_none_or(|(_, at)| *at <= now))
             .collect();

@@ -14,6 +14,7 @@ mod faults;
 mod ghosts;
 mod history;
 mod hosts;
+mod idle;
 mod key_pinning;
 mod peer_adversarial;
 mod peer_processes;
