@@ -10,10 +10,14 @@
 //! without `retry-after-ms`, and PERMISSION_DENIED from a peer that is not a
 //! known member or is removed); anything else — "not now" (a
 //! RESOURCE_EXHAUSTED with `retry-after-ms`), UNAVAILABLE, DEADLINE_EXCEEDED,
-//! a failed handshake — queues it (see `Delivery::retryable`).
+//! a failed handshake — queues it (see `Delivery::retryable`). In a network,
+//! only for members: a name that has shown this peer no admission is sent to
+//! only if a handshake with it succeeds now, and never queued for
+//! (`unverified.rs`).
 
 pub mod outbox_worker;
 pub mod stream;
+mod unverified;
 
 use std::{collections::HashSet, sync::Arc, sync::Mutex};
 
@@ -69,6 +73,8 @@ pub struct Delivery {
     retry_now: Mutex<HashSet<String>>,
     /// Wakes the outbox worker.
     wake: tokio::sync::Notify,
+    /// Listed names that showed no admission, and when they last failed.
+    unverified: unverified::Unverified,
 }
 
 impl Delivery {
@@ -91,6 +97,7 @@ impl Delivery {
             streams: stream::Streams::default(),
             retry_now: Mutex::new(HashSet::new()),
             wake: tokio::sync::Notify::new(),
+            unverified: unverified::Unverified::default(),
         }
     }
 
@@ -138,6 +145,9 @@ impl Delivery {
                     contact.name, contact.fingerprint, contact.name
                 ),
             );
+        }
+        if self.unverified(&contact.name) {
+            return self.to_unverified(contact, outgoing).await;
         }
         if !contact.online {
             return self.queue(
