@@ -231,6 +231,37 @@ pub fn handshake_request(
     }
 }
 
+/// `name`, holding `keypair` and registered with Discovery under it,
+/// handshakes once with the peer serving at `address` with static key
+/// `responder`, showing a credential of the test network: that peer then
+/// knows `name` as a member (as after any real peer's first handshake).
+pub async fn introduce(
+    name: &str,
+    keypair: &chat_noise::StaticKeypair,
+    own_address: &str,
+    address: &str,
+    responder: &[u8; 32],
+) {
+    use prost::Message;
+    let payload = chat_proto::v1::HandshakePayload {
+        name: name.into(),
+        address: own_address.into(),
+        timestamp_micros: chat_proto::registration::now_micros(),
+        credential: credential(name, keypair),
+        ..Default::default()
+    };
+    let (message, _) =
+        chat_noise::Initiator::new(keypair, *responder, peer_svc::handshaker::PROLOGUE)
+            .write_message(&payload.encode_to_vec())
+            .expect("message 1");
+    chat_proto::v1::peer_client::PeerClient::connect(format!("http://{address}"))
+        .await
+        .expect("connect")
+        .handshake(handshake_request(responder, message))
+        .await
+        .expect("the handshake is accepted");
+}
+
 /// An invitation token for `name` into the test network (all history).
 pub fn invitation(name: &str) -> String {
     let (founder, credential) = test_network();

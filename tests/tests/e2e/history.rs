@@ -314,6 +314,15 @@ async fn the_outbox_is_bounded_reported_and_kept_when_discovery_says_the_peer_le
     let request = chat_tests::proven(&mut client, &ghost_key, "ghost", &dead.to_string()).await;
     let lease = client.register(request).await.unwrap().into_inner();
     alice.wait_connections(&["ghost"]).await;
+    // It showed alice its admission once, so it is a member she queues for.
+    chat_tests::introduce(
+        "ghost",
+        &ghost_key,
+        &dead.to_string(),
+        &alice.address,
+        &alice.node.public_key(),
+    )
+    .await;
     let mut control = alice.control().await;
     let mut reports = Vec::new();
     for i in 0..5 {
