@@ -20,8 +20,9 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     checks::CheckError,
-    config::MAX_ID_BYTES,
+    config::{MAX_ID_BYTES, MAX_SENT_AT_BEHIND},
     credential::{self},
+    hlc::Hlc,
 };
 
 /// The signature's context string (the first length-prefixed part of the
@@ -224,7 +225,45 @@ pub fn decode(
     if decoded.network != network {
         return Err(SignatureError::Malformed("signed for another network"));
     }
-    Ok(message_of(decoded, authored, signature))
+    let mut message = message_of(decoded, authored, signature);
+    match message.sent_at {
+        Some(ref t) => sent_at_fits(t, message.hlc)?,
+        // Absent (it is optional): shown as the clock's time, never 1970.
+        None => message.sent_at = Some(timestamp(Hlc::millis(message.hlc))),
+    }
+    Ok(message)
+}
+
+/// The milliseconds since the epoch a `sent_at` states, if it is a valid
+/// timestamp (seconds not negative, nanoseconds below a second).
+pub fn sent_at_millis(sent_at: Option<&prost_types::Timestamp>) -> Option<u64> {
+    let t = sent_at?;
+    let seconds = u64::try_from(t.seconds).ok()?;
+    let nanos = u64::try_from(t.nanos).ok().filter(|n| *n < 1_000_000_000)?;
+    seconds.checked_mul(1000)?.checked_add(nanos / 1_000_000)
+}
+
+/// A timestamp of `ms` milliseconds since the epoch.
+pub fn timestamp(ms: u64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: (ms / 1000) as i64,
+        nanos: ((ms % 1000) * 1_000_000) as i32,
+    }
+}
+
+/// A message's `sent_at`, when present, must be a valid time, not after
+/// its clock's time and at most [`MAX_SENT_AT_BEHIND`] before it
+/// (docs/protocol.md §7.7).
+fn sent_at_fits(sent_at: &prost_types::Timestamp, hlc: u64) -> Result<(), SignatureError> {
+    let sent = sent_at_millis(Some(sent_at))
+        .ok_or(SignatureError::Malformed("sent_at is not a valid time"))?;
+    let clock = Hlc::millis(hlc);
+    if sent > clock || clock - sent > MAX_SENT_AT_BEHIND.as_millis() as u64 {
+        return Err(SignatureError::Malformed(
+            "sent_at must not be after the message's clock, nor more than an hour before it",
+        ));
+    }
+    Ok(())
 }
 
 /// The message inside a delivered envelope from `peer` (the session's):
@@ -436,16 +475,7 @@ mod tests {
 
     fn say(author: &Author, n: u64) -> ChatMessage {
         author.sign(
-            || {
-                (
-                    format!("m{n}"),
-                    n << 16,
-                    prost_types::Timestamp {
-                        seconds: n as i64,
-                        nanos: 0,
-                    },
-                )
-            },
+            || (format!("m{n}"), (n * 1000) << 16, timestamp(n * 1000)),
             format!("text {n}"),
         )
     }

@@ -45,6 +45,14 @@ pub const MAX_ID_BYTES: usize = 128;
 /// for badly set clocks, small enough that nobody can push ours far ahead.
 pub const MAX_CLOCK_AHEAD: Duration = Duration::from_secs(60);
 
+/// How far a message's `sent_at` may lie before its clock (`hlc`): an
+/// honest author's `sent_at` is its wall clock when it stamped the message,
+/// never after the clock's time and before it only when the author's wall
+/// clock runs behind the network's (its author then states the clock's
+/// time instead). `sent_at` after the clock, or further before it, is
+/// refused: it is what a person sees as the message's time.
+pub const MAX_SENT_AT_BEHIND: Duration = Duration::from_secs(3600);
+
 /// Deadline of one Deliver call (and of a stream batch's ack): generous for
 /// loopback or a LAN, short enough that a dead peer does not hold a `chat
 /// send` for long.

@@ -10,7 +10,7 @@ use chat_proto::v1::{ChatMessage, SendResponse};
 use crate::{
     authorship::Author,
     checks::{self, CheckError},
-    config::Config,
+    config::{Config, MAX_SENT_AT_BEHIND},
     delivery::Delivery,
     hlc::Hlc,
     store::Store,
@@ -99,10 +99,18 @@ impl Outbound {
                 } else {
                     id
                 };
-                let sent_at = prost_types::Timestamp {
-                    seconds: now.timestamp(),
-                    nanos: (now.timestamp_subsec_millis() * 1_000_000) as i32,
+                // Our wall clock, unless it runs so far behind the clock
+                // (pushed on by peers' clocks) that receivers would refuse
+                // it: then the clock's own time.
+                let wall = now.timestamp_millis().max(0) as u64;
+                let clock = Hlc::millis(hlc);
+                let behind = MAX_SENT_AT_BEHIND.as_millis() as u64;
+                let ms = if clock.saturating_sub(wall) > behind {
+                    clock
+                } else {
+                    wall.min(clock)
                 };
+                let sent_at = crate::authorship::timestamp(ms);
                 (id, hlc, sent_at)
             },
             text,

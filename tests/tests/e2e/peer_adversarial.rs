@@ -636,3 +636,75 @@ async fn a_delivery_stream_answers_each_envelope_and_outlives_bad_ones() {
     assert!(!after.duplicate);
     assert_eq!(target.node.store.len(), 4);
 }
+
+/// Issue 24, item 9: a member's message dated 2001 (or after its own
+/// clock) is refused for good and stored nowhere; one without `sent_at`
+/// shows the clock's time, not 1970.
+#[tokio::test]
+async fn a_message_with_a_false_date_is_refused_and_a_missing_one_shows_its_clock() {
+    let (_discovery, _dir, target, mut mallory) = setup("dated").await;
+    let s = mallory.handshake(&target).await;
+    let now = chrono_now_ms();
+    let hlc = now << 16;
+    let aad = envelope_aad(&s.session_id);
+    for (counter, (id, sent_ms)) in [("from-2001", 978_307_200_000u64), ("ahead", now + 120_000)]
+        .into_iter()
+        .enumerate()
+    {
+        let message = mallory.author.sign(
+            || (id.to_owned(), hlc, peer_svc::authorship::timestamp(sent_ms)),
+            "meeting moved".to_owned(),
+        );
+        let plaintext = peer_svc::authorship::sealed(&message);
+        let envelope = Envelope {
+            session_id: s.session_id.clone(),
+            counter: counter as u64,
+            ciphertext: s.transport.seal(counter as u64, &aad, &plaintext).unwrap(),
+        };
+        let err = mallory.deliver(envelope).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{id}: {err:?}");
+        assert!(err.message().contains("sent_at"), "{}", err.message());
+    }
+    assert!(target.node.store.is_empty());
+
+    // No sent_at at all: accepted, and dated by its clock.
+    let authored = chat_proto::v1::AuthoredMessage {
+        network: chat_tests::test_network_key().to_vec(),
+        author_key: chat_tests::test_identity(&mallory.name)
+            .verifying_key()
+            .to_bytes()
+            .to_vec(),
+        sender: mallory.name.clone(),
+        id: "undated".into(),
+        seq: 1,
+        hlc,
+        text: "no date".into(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    use ed25519_dalek::Signer;
+    let signature = chat_tests::test_identity(&mallory.name)
+        .sign(&peer_svc::authorship::signed_bytes(&authored))
+        .to_bytes()
+        .to_vec();
+    let plaintext = chat_proto::v1::SealedMessage {
+        authored,
+        signature,
+        author_chain: Vec::new(),
+    }
+    .encode_to_vec();
+    let envelope = Envelope {
+        session_id: s.session_id.clone(),
+        counter: 2,
+        ciphertext: s.transport.seal(2, &aad, &plaintext).unwrap(),
+    };
+    mallory.deliver(envelope).await.unwrap();
+    let stored = target
+        .node
+        .store
+        .get(&mallory.name, "undated")
+        .unwrap()
+        .unwrap();
+    let shown = peer_svc::authorship::sent_at_millis(stored.sent_at.as_ref()).unwrap();
+    assert_eq!(shown, now, "dated by its clock");
+}
