@@ -619,10 +619,25 @@ fn spawn_background(parts: &Parts, ttl: Option<Duration>) -> Vec<JoinHandle<()>>
         )),
         // Catch up on what was said while this peer was away (or before it
         // joined); with Discovery down, also learn the network from that peer.
-        tokio::spawn(async move {
-            history.pull_missed_history(discovery_down).await;
-        }),
+        tokio::spawn(catch_up(history, discovery_down, parts.shutdown.clone())),
     ]
+}
+
+/// Longest wait between two attempts to catch up on history.
+const CATCH_UP_MAX_WAIT: Duration = Duration::from_secs(60);
+
+/// Pulls missed history from one peer; while no peer answers (none is up
+/// yet, or they do not accept this peer yet: a new key not yet trusted),
+/// tries again, waiting twice as long each time up to a minute.
+async fn catch_up(history: Arc<HistorySync>, want_members: bool, shutdown: CancellationToken) {
+    let mut wait = Duration::from_secs(1);
+    while history.pull_missed_history(want_members).await.is_none() {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        wait = (wait * 2).min(CATCH_UP_MAX_WAIT);
+    }
 }
 
 /// Forgets peers offline for longer than `grace` (registrations that
