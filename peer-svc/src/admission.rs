@@ -13,7 +13,6 @@ pub use crate::removals::MAX_REMOVALS_PER_BRANCH;
 use chat_proto::v1::{Admission as AdmissionLink, Credential, Removal};
 use ed25519_dalek::SigningKey;
 use prost::Message;
-use sha2::{Digest, Sha256};
 use tracing::{debug, info, warn};
 
 use crate::{
@@ -363,11 +362,20 @@ impl Admission {
         if encoded.is_empty() {
             return Err(not_member(CredentialError::Missing));
         }
-        let digest: [u8; 32] = Sha256::digest(credential::to_be_signed(
-            b"p2p-chat/3 verified credential",
-            &[encoded, static_key, name.as_bytes()],
-        ))
-        .into();
+        // Cached by meaning, not bytes: an unknown field or another
+        // encoding of the same credential costs a decode and a hash, not
+        // its signatures again.
+        let credential = Credential::decode(encoded)
+            .map_err(|_| not_member(CredentialError::Malformed("credential")))?;
+        let digest = credential::meaning(
+            b"verified credential",
+            &[
+                &credential.static_key_signature,
+                static_key,
+                name.as_bytes(),
+            ],
+            &credential.chain,
+        );
         let cached = self
             .state
             .lock()
@@ -378,8 +386,6 @@ impl Admission {
         let (member, chain) = match cached {
             Some(member) => (member, None),
             None => {
-                let credential = Credential::decode(encoded)
-                    .map_err(|_| not_member(CredentialError::Malformed("credential")))?;
                 let member =
                     credential::verify_credential(&own.network, &credential, name, static_key)
                         .map_err(not_member)?;
@@ -605,32 +611,12 @@ fn branch_of(network: &[u8; 32], removal: &Removal) -> Option<[u8; 32]> {
 /// What a removal says, whatever else its bytes carry: the remover, the
 /// time, the signature and every signed field of its chain.
 fn meaning(removal: &Removal) -> [u8; 32] {
-    let mut h = Sha256::new();
     let at = removal.at_millis.to_be_bytes();
-    for field in [removal.by.as_slice(), &at, &removal.signature] {
-        h.update((field.len() as u32).to_be_bytes());
-        h.update(field);
-    }
-    for a in &removal.chain {
-        let issued = a.issued_at_millis.to_be_bytes();
-        let from = a.history_from_millis.to_be_bytes();
-        for field in [
-            a.network.as_slice(),
-            a.name.as_bytes(),
-            &a.invite_key,
-            &issued,
-            &from,
-            &a.issuer,
-            &a.issuer_signature,
-            &a.identity_key,
-            &a.acceptance,
-            &a.identity_signature,
-        ] {
-            h.update((field.len() as u32).to_be_bytes());
-            h.update(field);
-        }
-    }
-    h.finalize().into()
+    credential::meaning(
+        b"removal",
+        &[removal.by.as_slice(), &at, &removal.signature],
+        &removal.chain,
+    )
 }
 
 #[cfg(test)]
@@ -887,6 +873,23 @@ mod tests {
             })
             .collect();
         assert_eq!(alice.learn_removals_within(&many, 3).refused, 3);
+    }
+
+    /// Issue 24, item 4d: the same credential with an unknown field (or
+    /// any other encoding) is the same verified credential: one cache
+    /// entry, no second verification.
+    #[test]
+    fn a_credential_is_cached_by_meaning_not_bytes() {
+        let w = world();
+        let dir = tempfile::tempdir().unwrap();
+        let alice = peer(&w, dir.path());
+        alice.check("bob", &S, &w.bob).unwrap();
+        for junk in 0..5u8 {
+            let mut padded = w.bob.clone();
+            padded.extend_from_slice(&[0x78, junk]);
+            alice.check("bob", &S, &padded).unwrap();
+        }
+        assert_eq!(alice.state.lock().unwrap().verified.len(), 1);
     }
 
     #[test]

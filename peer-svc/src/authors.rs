@@ -17,7 +17,7 @@
 //! member is admitted again under another key.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
 };
 
@@ -106,7 +106,13 @@ pub struct Authors {
     admission: Arc<Admission>,
     store: Arc<Store>,
     known: Mutex<HashMap<[u8; 32], Known>>,
+    /// Chains that did not verify, by meaning: a relay repeating one (or
+    /// one with only its bytes changed) costs a hash, not its signatures.
+    refused: Mutex<HashSet<[u8; 32]>>,
 }
+
+/// Refused chains remembered before the set is cleared.
+const MAX_REFUSED: usize = 4096;
 
 /// An admission chain as the store keeps it: a `Credential` holding the
 /// chain only.
@@ -135,6 +141,7 @@ impl Authors {
             admission,
             store,
             known: Mutex::default(),
+            refused: Mutex::default(),
         };
         match authors.store.authors() {
             Ok(rows) => {
@@ -300,10 +307,28 @@ impl Authors {
         {
             return Ok(());
         }
-        let member = self
-            .admission
-            .verify_chain(&chain)
-            .map_err(AuthorError::Chain)?;
+        let meaning = crate::credential::meaning(b"author chain", &[], &chain);
+        if self
+            .refused
+            .lock()
+            .expect("authors lock")
+            .contains(&meaning)
+        {
+            return Err(AuthorError::Chain(CredentialError::Malformed(
+                "author chain (the same one was refused before)",
+            )));
+        }
+        let member = match self.admission.verify_chain(&chain) {
+            Ok(member) => member,
+            Err(e) => {
+                let mut refused = self.refused.lock().expect("authors lock");
+                if refused.len() >= MAX_REFUSED {
+                    refused.clear();
+                }
+                refused.insert(meaning);
+                return Err(AuthorError::Chain(e));
+            }
+        };
         let removed = |keys: &[[u8; 32]]| self.admission.removed_at(keys).is_some();
         let encoded = encode_chain(&chain);
         {

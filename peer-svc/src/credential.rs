@@ -108,6 +108,37 @@ pub fn to_be_signed(context: &[u8], parts: &[&[u8]]) -> Vec<u8> {
     out
 }
 
+/// What `fields` and a chain say, whatever else their bytes carry (unknown
+/// protobuf fields, another valid encoding): SHA-256 over `kind`, each of
+/// `fields` and every field of every link, each length-prefixed. Caches of
+/// verified and refused chains are keyed by it, so changing the bytes and
+/// not the meaning buys no new verification.
+pub fn meaning(kind: &[u8], fields: &[&[u8]], chain: &[Admission]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let mut part = |bytes: &[u8]| {
+        h.update((bytes.len() as u32).to_be_bytes());
+        h.update(bytes);
+    };
+    part(kind);
+    for field in fields {
+        part(field);
+    }
+    for a in chain {
+        part(&a.network);
+        part(a.name.as_bytes());
+        part(&a.invite_key);
+        part(&a.issued_at_millis.to_be_bytes());
+        part(&a.history_from_millis.to_be_bytes());
+        part(&a.issuer);
+        part(&a.issuer_signature);
+        part(&a.identity_key);
+        part(&a.acceptance);
+        part(&a.identity_signature);
+    }
+    h.finalize().into()
+}
+
 fn invitation_signed(a: &Admission) -> Vec<u8> {
     to_be_signed(
         INVITATION_CONTEXT,

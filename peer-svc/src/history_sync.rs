@@ -94,6 +94,22 @@ struct Progress {
 /// more members than Discovery's default cap (10,000) by much.
 const MAX_AUTHOR_ITEMS: usize = 20_000;
 
+/// Items refused from one relay before its pull is ended: an honest relay
+/// serves only what verified when it stored it, so a few refusals (a
+/// member removed meanwhile, a clock far ahead) are possible, and hundreds
+/// are an attack on this peer's CPU.
+const MAX_REFUSED_PER_PULL: usize = 64;
+
+/// The pull's end if the relay sent more refused items than
+/// [`MAX_REFUSED_PER_PULL`].
+fn over_budget(progress: &Progress) -> Option<Status> {
+    (progress.refused > MAX_REFUSED_PER_PULL).then(|| {
+        Status::invalid_argument(format!(
+            "the relay sent more than {MAX_REFUSED_PER_PULL} history items that do not verify; stopped asking it"
+        ))
+    })
+}
+
 /// Refusal reasons kept per pull for the warning at its end.
 const REASONS_KEPT: usize = 5;
 
@@ -250,7 +266,16 @@ impl HistorySync {
                     continue;
                 }
             };
-            match self.receive(&mut stream, &session, &mut progress).await? {
+            let received = self.receive(&mut stream, &session, &mut progress).await;
+            let received = received.inspect_err(|e| {
+                if progress.refused > 0 {
+                    warn!(from = %contact.name, refused = progress.refused, stored = progress.added, error = %e.message(), "history pull ended: the relay sent items that do not verify");
+                    for reason in &progress.reasons {
+                        warn!(from = %contact.name, "history item refused: {reason}");
+                    }
+                }
+            })?;
+            match received {
                 None => {
                     if progress.refused > 0 {
                         warn!(from = %contact.name, refused = progress.refused, "history items refused: the relay sent messages that do not verify (forged or altered), from keys not admitted under their names, from the future or oversize");
@@ -309,17 +334,26 @@ impl HistorySync {
                 .await
                 .unwrap_or_else(|_| Err(Status::deadline_exceeded("history stream stalled")));
             match next {
-                Ok(Some(item)) => {
-                    if let Some(broke) = self.take(item, session, progress, &mut batch).await? {
-                        break Some(broke);
+                Ok(Some(item)) => match self.take(item, session, progress, &mut batch).await {
+                    Ok(None) => {}
+                    Ok(Some(broke)) => break Some(broke),
+                    Err(e) => {
+                        // What verified so far is kept; the relay is not
+                        // asked further.
+                        progress.added += self.store_batch(&mut batch, progress)?;
+                        return Err(e);
                     }
-                }
+                },
                 Ok(None) => break None,
                 Err(s) => break Some(s),
             }
+            if let Some(e) = over_budget(progress) {
+                progress.added += self.store_batch(&mut batch, progress)?;
+                return Err(e);
+            }
         };
         progress.added += self.store_batch(&mut batch, progress)?;
-        Ok(broke)
+        over_budget(progress).map_or(Ok(broke), Err)
     }
 
     /// One history item: opened, checked, and stored (live-shown if it was

@@ -253,3 +253,79 @@ async fn a_member_that_lost_its_data_dir_recovers_its_own_messages() {
         "{out}"
     );
 }
+
+/// Issue 24, item 4c: a relay serving a flood of items that do not verify
+/// (here two thousand copies of carol's last message, altered, under her
+/// signature) costs a newcomer a bounded amount: it keeps what verified
+/// before the flood and stops asking that relay after 64 refusals, naming
+/// it, instead of checking every item it is sent.
+#[tokio::test]
+async fn a_relay_flooding_items_that_do_not_verify_is_dropped_after_a_few() {
+    const FLOOD: usize = 2_000;
+    let discovery = Discovery::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = discovery.url();
+    let bob = PeerProcess::start("bob", &url, &dir.path().join("bob")).await;
+    let carol = PeerProcess::start("carol", &url, &dir.path().join("carol")).await;
+    bob.wait_connections(&["carol"]).await;
+    for i in 1..=3 {
+        send(&carol, &format!("carol says {i}")).await;
+    }
+    wait_for_message(&bob.data_dir, "carol says 3").await;
+    leave(carol).await;
+    leave(bob).await;
+    {
+        let db = rusqlite::Connection::open(dir.path().join("bob/history.db")).unwrap();
+        let id: String = db
+            .query_row(
+                "SELECT id FROM messages WHERE text = 'carol says 3'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let (authored, signature, _) = stored(&db, &id);
+        let last = AuthoredMessage::decode(authored.as_slice()).unwrap();
+        db.execute_batch("BEGIN").unwrap();
+        for i in 0..FLOOD {
+            let mut forged = last.clone();
+            forged.id = format!("flood-{i}");
+            forged.hlc = last.hlc + 1 + i as u64;
+            forged.text = format!("flood {i}");
+            insert(&db, &forged.encode_to_vec(), &signature);
+        }
+        db.execute_batch("COMMIT").unwrap();
+    }
+    let bob = PeerProcess::start("bob", &url, &dir.path().join("bob")).await;
+
+    let log = dir.path().join("dave.log");
+    let dave =
+        PeerProcess::start_logged("dave", &url, &dir.path().join("dave"), &[], Some(&log)).await;
+    wait_for_message(&dave.data_dir, "carol says 3").await;
+    eventually("dave to stop asking bob", || {
+        let log = log.clone();
+        async move { std::fs::read_to_string(&log).is_ok_and(|l| l.contains("stopped asking it")) }
+    })
+    .await;
+    let logged = std::fs::read_to_string(&log).unwrap();
+    let line = logged
+        .lines()
+        .find(|l| l.contains("history pull ended") && l.contains("from=bob"))
+        .unwrap_or_else(|| panic!("{logged}"));
+    let refused: usize = line
+        .split("refused=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!(
+        refused < FLOOD / 2,
+        "dave checked {refused} of {FLOOD} bad items: {line}"
+    );
+    let texts: Vec<String> = full_history(&mut dave.control().await)
+        .await
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(texts, ["carol says 1", "carol says 2", "carol says 3"]);
+    drop(bob);
+}
