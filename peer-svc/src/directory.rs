@@ -17,7 +17,7 @@ use std::{
 };
 
 use chat_proto::keys::{PUBLIC_KEY_LEN, fingerprint, validate_public_key};
-use tracing::warn;
+use tracing::{info, warn};
 
 /// The pin file's name inside the data dir.
 pub const KNOWN_PEERS_FILE: &str = "known_peers";
@@ -50,6 +50,14 @@ pub struct Contact {
     /// Since when it is offline (None while online): a peer offline for
     /// longer than `--forget-offline-after` is forgotten.
     pub offline_since: Option<std::time::Instant>,
+    /// The pinned key proved itself in a handshake since its lease last
+    /// ended: Discovery listing another key for the name (someone who took
+    /// the name while this peer's owner was away) does not replace it.
+    pub proven: bool,
+    /// Another key Discovery lists for the name while the proven pinned
+    /// one is kept; `chat trust` adopts it (in a network, once it shows an
+    /// admission).
+    pub listed_other: Option<[u8; PUBLIC_KEY_LEN]>,
 }
 
 impl Contact {
@@ -66,6 +74,8 @@ impl Contact {
             online: false,
             offline_since: Some(std::time::Instant::now()),
             vouched_by_peer: false,
+            proven: false,
+            listed_other: None,
         }
     }
 }
@@ -171,7 +181,7 @@ impl Directory {
                     self.add_vouched(name, address, &key);
                 } else {
                     self.upsert(name, address, &key);
-                    self.mark_offline(name);
+                    let _ = self.mark_offline(name, &key);
                 }
             }
         }
@@ -224,6 +234,25 @@ impl Directory {
         let mut inner = self.inner.lock().expect("directory lock");
         let pinned = inner.pins.get(name).copied().unwrap_or(key);
         let key_changed = pinned != key;
+        if key_changed
+            && let Some(old) = inner.contacts.get_mut(name)
+            && old.proven
+            && old.public_key == pinned
+        {
+            // The pinned key proved itself since its lease last ended: the
+            // listing is someone else's, or a new key its owner has not
+            // trusted yet. The contact stays; the listing is shown.
+            if old.listed_other != Some(key) {
+                warn!(
+                    peer = %name,
+                    pinned = %fingerprint(&pinned),
+                    listed = %fingerprint(&key),
+                    "Discovery lists another key for a peer whose pinned key proved itself; keeping the pinned one"
+                );
+                old.listed_other = Some(key);
+            }
+            return Some(Change::Unchanged);
+        }
         if key_changed {
             warn!(
                 peer = %name,
@@ -262,15 +291,26 @@ impl Directory {
         }
     }
 
-    /// Marks a peer offline (its lease expired).
-    pub fn mark_offline(&self, name: &str) {
+    /// Marks a peer offline: the lease of `key` for it ended (left or
+    /// expired). The lease of another key (someone who took the name) says
+    /// nothing of a contact whose pinned key proved itself.
+    /// Returns false when the lease was not the contact's (nothing changed).
+    pub fn mark_offline(&self, name: &str, key: &[u8]) -> bool {
         let mut inner = self.inner.lock().expect("directory lock");
         if let Some(contact) = inner.contacts.get_mut(name) {
+            if contact.proven && contact.public_key.as_slice() != key {
+                if contact.listed_other.is_some_and(|k| k.as_slice() == key) {
+                    contact.listed_other = None;
+                }
+                return false;
+            }
+            contact.proven = false;
             if contact.online {
                 contact.offline_since = Some(std::time::Instant::now());
             }
             contact.online = false;
         }
+        true
     }
 
     /// Forgets every peer offline for longer than `grace` (an expired
@@ -377,13 +417,58 @@ impl Directory {
             }
             return Err(Refusal::Unknown(name.to_owned()));
         };
-        if &contact.public_key != key {
-            return Err(Refusal::WrongKey(name.to_owned()));
-        }
-        if contact.key_changed {
-            return Err(Refusal::KeyChanged(name.to_owned()));
+        if &contact.public_key != key || contact.key_changed {
+            // The key pinned for the name is accepted whatever Discovery
+            // lists: its owner may be away from Discovery because someone
+            // else took the name there.
+            if inner.pins.get(name) == Some(key) {
+                let mut pinned = contact.clone();
+                pinned.public_key = *key;
+                pinned.fingerprint = fingerprint(key);
+                pinned.key_changed = false;
+                if chat_proto::validate::address(address).is_ok() {
+                    pinned.address = address.to_owned();
+                }
+                return Ok(pinned);
+            }
+            return Err(if &contact.public_key != key {
+                Refusal::WrongKey(name.to_owned())
+            } else {
+                Refusal::KeyChanged(name.to_owned())
+            });
         }
         Ok(contact.clone())
+    }
+
+    /// Records that `name` proved `key` in a handshake (its credential
+    /// checked, in a network) at `address`: if `key` is the pinned one, the
+    /// contact holds it again, online there, whatever Discovery lists (that
+    /// listing is kept as `listed_other`).
+    /// Returns true if the contact held another key until now (the peer is
+    /// back under its pinned key: what is queued for it can go).
+    pub fn learn_proven(&self, name: &str, key: &[u8; PUBLIC_KEY_LEN], address: &str) -> bool {
+        let mut inner = self.inner.lock().expect("directory lock");
+        if inner.pins.get(name) != Some(key) {
+            return false;
+        }
+        let Some(contact) = inner.contacts.get_mut(name) else {
+            return false;
+        };
+        let switched = contact.public_key != *key;
+        if switched {
+            info!(peer = %name, listed = %contact.fingerprint, "the pinned key proved itself; Discovery's listing of another key is kept aside");
+            contact.listed_other = Some(contact.public_key);
+            contact.public_key = *key;
+            contact.fingerprint = fingerprint(key);
+            if chat_proto::validate::address(address).is_ok() {
+                contact.address = address.to_owned();
+            }
+            contact.online = true;
+            contact.offline_since = None;
+        }
+        contact.key_changed = false;
+        contact.proven = true;
+        switched
     }
 
     /// Pins `key` for `name` after a handshake with it, unless a key is
@@ -420,12 +505,38 @@ impl Directory {
         inner.dropped.remove(name)
     }
 
+    /// The key pinned for `name`, if any.
+    pub fn pinned(&self, name: &str) -> Option<[u8; PUBLIC_KEY_LEN]> {
+        self.inner
+            .lock()
+            .expect("directory lock")
+            .pins
+            .get(name)
+            .copied()
+    }
+
+    /// The key `chat trust NAME` would pin: the one Discovery lists now.
+    pub fn listed_key(&self, name: &str) -> Option<Contact> {
+        let inner = self.inner.lock().expect("directory lock");
+        let mut contact = inner.contacts.get(name)?.clone();
+        if let Some(other) = contact.listed_other {
+            contact.public_key = other;
+            contact.fingerprint = fingerprint(&other);
+        }
+        Some(contact)
+    }
+
     /// Accepts the key Discovery lists now for `name` and pins it.
     pub fn trust(&self, name: &str) -> Option<Contact> {
         let mut inner = self.inner.lock().expect("directory lock");
         let contact = inner.contacts.get_mut(name)?;
+        if let Some(other) = contact.listed_other.take() {
+            contact.public_key = other;
+            contact.fingerprint = fingerprint(&other);
+        }
         contact.key_changed = false;
         contact.dropped = false;
+        contact.proven = false;
         let (key, contact) = (contact.public_key, contact.clone());
         inner.dropped.remove(name);
         inner.pins.insert(name.to_owned(), key);

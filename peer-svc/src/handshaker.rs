@@ -255,6 +255,7 @@ impl Handshaker {
             .map_err(|e| Status::permission_denied(e.to_string()))?;
         self.take_removals(&contact.name, &answer.removals, &answer.removals_digest);
         self.directory.pin(&contact.name, &contact.public_key);
+        self.proven(&contact.name, &contact.public_key, &contact.address);
         if want_members {
             self.learn_members(&contact.name, &answer.members);
         }
@@ -380,6 +381,7 @@ impl Handshaker {
             .write_message_precomputed(&answer, prepared)
             .map_err(HandshakeError::Answer)?;
         self.directory.pin(&contact.name, &contact.public_key);
+        self.proven(&contact.name, &key, &hello.address);
         self.ahead.prepare_response(contact.public_key);
         info!(peer = %contact.name, fingerprint = %contact.fingerprint, "session established (responder)");
         self.peers
@@ -452,6 +454,16 @@ impl Handshaker {
         if !digest.is_empty() && digest != self.admission.removals_digest() {
             self.membership
                 .tell(PeerEvent::RemovalsDiffer(peer.to_owned()));
+        }
+    }
+
+    /// `name` proved `key` (and, in a network, its admission) in a
+    /// handshake: a pinned key is its contact's again, whatever Discovery
+    /// lists for the name; if that changed the contact, it is back.
+    fn proven(&self, name: &str, key: &[u8; 32], address: &str) {
+        if self.directory.learn_proven(name, key, address) {
+            self.peers.forget_sending(name);
+            self.membership.tell(PeerEvent::Back(name.to_owned()));
         }
     }
 

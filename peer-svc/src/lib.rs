@@ -58,7 +58,7 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use admission::Admission;
 use authors::Authors;
@@ -579,6 +579,18 @@ async fn first_registration(
 ) -> Result<Option<Duration>, StartError> {
     match parts.membership.register().await {
         Ok(ttl) => Ok(Some(ttl)),
+        // A member's name is its own by admission: someone else holding it
+        // at Discovery must not keep it from running. It runs as when
+        // Discovery is down (cached members, pinned keys, reaching and
+        // reached by handshake) and keeps trying to register.
+        Err(s)
+            if s.code() == tonic::Code::AlreadyExists
+                && !parts.handshaker.admission().is_open() =>
+        {
+            error!(name = %parts.config.name, reason = s.message(), "another key holds this name at Discovery; running unlisted: members who know this peer reach it and it reaches them, and it registers as soon as the name is free");
+            parts.membership.name_taken_said();
+            Ok(None)
+        }
         Err(s)
             if s.code() == tonic::Code::AlreadyExists
                 || s.code() == tonic::Code::InvalidArgument =>

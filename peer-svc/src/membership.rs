@@ -80,6 +80,10 @@ pub struct Membership {
     lease: Mutex<Option<(String, String)>>,
     /// Set once this peer leaves for good: it does not register again.
     leaving: AtomicBool,
+    /// Registering was last refused because another key holds the name.
+    name_taken: AtomicBool,
+    /// That refusal was logged (once per time the name is taken).
+    name_taken_said: AtomicBool,
     route: OnceLock<Route>,
     shutdown: CancellationToken,
 }
@@ -118,6 +122,8 @@ impl Membership {
             directory,
             lease: Mutex::new(None),
             leaving: AtomicBool::new(false),
+            name_taken: AtomicBool::new(false),
+            name_taken_said: AtomicBool::new(false),
             route: OnceLock::new(),
             shutdown,
         }
@@ -162,7 +168,17 @@ impl Membership {
                 }
             })
             .await;
-        let response = response?.into_inner();
+        let response = response
+            .inspect_err(|s| {
+                if s.code() == Code::AlreadyExists {
+                    self.name_taken.store(true, Ordering::SeqCst);
+                }
+            })?
+            .into_inner();
+        if self.name_taken.swap(false, Ordering::SeqCst) {
+            self.name_taken_said.store(false, Ordering::SeqCst);
+            info!("the name is free at Discovery again; registered");
+        }
         *self.lease.lock().expect("lease lock") = Some((response.lease_id, response.lease_token));
         // Register no longer lists the members: List them, so a started
         // peer knows who is online before its watch is up.
@@ -175,6 +191,11 @@ impl Membership {
         };
         info!(discovery = %self.discovery.current_url(), members, "registered");
         Ok(Duration::from_secs(u64::from(response.ttl_seconds.max(1))))
+    }
+
+    /// Notes that the refusal of a taken name was told already (at start).
+    pub fn name_taken_said(&self) {
+        self.name_taken_said.store(true, Ordering::SeqCst);
     }
 
     /// Replaces the connection list with Discovery's current members, read
@@ -321,7 +342,13 @@ impl Membership {
                     Ok(t) => Some(t),
                     Err(e) => {
                         if e.code() == Code::AlreadyExists {
-                            error!(reason = e.message(), "cannot register again: name taken");
+                            // Said once per change, not at every retry.
+                            if !self.name_taken_said.swap(true, Ordering::SeqCst) {
+                                error!(
+                                    reason = e.message(),
+                                    "cannot register: another key holds this name at Discovery; running unlisted and retrying"
+                                );
+                            }
                         } else {
                             debug!(error = %e.message(), "register failed; retrying");
                         }
@@ -429,18 +456,28 @@ impl Membership {
             }
             match event.kind() {
                 Kind::Joined => self.apply_joined(member),
+                // The lease of a key other than the one a contact proved
+                // (someone who took its name) says nothing about it.
                 Kind::Left => {
                     // Offline, not forgotten: the composition root forgets
                     // the contact only if nothing is queued for it.
-                    self.directory.mark_offline(&member.name);
-                    info!(peer = %member.name, "peer left");
-                    self.tell(PeerEvent::Left(member.name.clone()));
+                    if self
+                        .directory
+                        .mark_offline(&member.name, &member.public_key)
+                    {
+                        info!(peer = %member.name, "peer left");
+                        self.tell(PeerEvent::Left(member.name.clone()));
+                    }
                 }
                 Kind::Expired => {
                     // Gone silent (crashed, cut off): keep it, queue for it.
-                    self.directory.mark_offline(&member.name);
-                    info!(peer = %member.name, "peer expired; queueing messages for it");
-                    self.tell(PeerEvent::Expired(member.name.clone()));
+                    if self
+                        .directory
+                        .mark_offline(&member.name, &member.public_key)
+                    {
+                        info!(peer = %member.name, "peer expired; queueing messages for it");
+                        self.tell(PeerEvent::Expired(member.name.clone()));
+                    }
                 }
                 Kind::Unspecified => {}
             }

@@ -452,7 +452,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn offline_peers_are_queued_and_changed_keys_refused_without_a_try() {
         let alice = alice_with_bob(NOBODY);
-        alice.directory.mark_offline("bob");
+        let bob_key = alice.directory.get("bob").unwrap().public_key;
+        alice.directory.mark_offline("bob", &bob_key);
         alice.store.insert(&message("m1")).unwrap();
         let report = alice.delivery.to_everyone(message("m1")).await;
         let (status, why) = status_of(&report);
@@ -474,7 +475,8 @@ mod tests {
     async fn the_outbox_is_bounded_and_says_how_many_it_dropped() {
         let alice = Kit::new("alice", |c| c.outbox_limit = 2);
         alice.directory.upsert("bob", NOBODY, &[7; 32]);
-        alice.directory.mark_offline("bob");
+        let bob_key = alice.directory.get("bob").unwrap().public_key;
+        alice.directory.mark_offline("bob", &bob_key);
         let mut last = String::new();
         for i in 0..3 {
             let m = message(&format!("m{i}"));
@@ -489,7 +491,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_worker_retries_a_peer_at_once_when_told_it_is_back() {
         let alice = alice_with_bob(NOBODY);
-        alice.directory.mark_offline("bob");
+        let bob_key = alice.directory.get("bob").unwrap().public_key;
+        alice.directory.mark_offline("bob", &bob_key);
         alice.store.insert(&message("m1")).unwrap();
         alice.delivery.to_everyone(message("m1")).await;
         let shutdown = CancellationToken::new();

@@ -66,6 +66,31 @@ pub struct ControlService {
 }
 
 impl ControlService {
+    /// In a network, the key `chat trust PEER` would pin must first show a
+    /// valid admission under that name, in a handshake: a key that anyone
+    /// registered at Discovery under a member's name is never trusted.
+    async fn admitted_before_trust(&self, peer: &str) -> Result<(), Status> {
+        if self.handshaker.admission().is_open() {
+            return Ok(());
+        }
+        let Some(listed) = self.directory.listed_key(peer) else {
+            return Ok(());
+        };
+        if self.directory.pinned(peer) == Some(listed.public_key) {
+            return Ok(());
+        }
+        self.handshaker.initiate(&listed).await.map(|_| ()).map_err(|e| {
+            refused(
+                "Control/Trust",
+                ServiceError::FailedPrecondition(format!(
+                    "{peer}'s listed key {} did not show an admission to this network in a handshake ({}); not trusted",
+                    listed.fingerprint,
+                    e.message()
+                )),
+            )
+        })
+    }
+
     /// Up to `page_size` known peers (the most when 0) by name, after the
     /// name `after`; and the token for the next page, empty on the last.
     fn connections(&self, page_size: u32, after: &str) -> (Vec<Connection>, String) {
@@ -108,6 +133,10 @@ impl ControlService {
                     session: session.into(),
                     public_key: c.public_key.to_vec(),
                     queued,
+                    listed_other_fingerprint: c
+                        .listed_other
+                        .map(|k| chat_proto::keys::fingerprint(&k))
+                        .unwrap_or_default(),
                 }
             })
             .collect();
@@ -390,6 +419,7 @@ impl Control for ControlService {
     ) -> Result<Response<TrustResponse>, Status> {
         let peer = request.into_inner().peer;
         self.contact("Control/Trust", &peer)?;
+        self.admitted_before_trust(&peer).await?;
         let contact = self.directory.trust(&peer).ok_or_else(|| {
             refused(
                 "Control/Trust",

@@ -26,5 +26,6 @@ mod replicas;
 mod second_implementation;
 mod secrets;
 mod signed_history;
+mod squatting;
 mod stopping;
 mod streaming;

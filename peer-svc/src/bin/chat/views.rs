@@ -129,6 +129,7 @@ pub(crate) async fn connections(client: &mut Client, json: bool) -> Result<ExitC
                     "name": c.name, "address": c.address,
                     "fingerprint": c.fingerprint, "session": session_name(c.session()),
                     "queued": c.queued,
+                    "listed_other_fingerprint": c.listed_other_fingerprint,
                 })
             })
             .collect();
@@ -154,7 +155,16 @@ pub(crate) async fn connections(client: &mut Client, json: bool) -> Result<ExitC
             );
             if c.session() == SessionState::KeyChanged {
                 out!(
-                    "  WARNING: {}'s key changed; nothing is sent to it until you compare fingerprints and run `chat trust {}`",
+                    "  WARNING: {}'s key changed; nothing is sent to it until you compare fingerprints and run `chat trust {}` (in a network, the new key must first show an admission)",
+                    c.name,
+                    c.name
+                );
+            }
+            if !c.listed_other_fingerprint.is_empty() {
+                out!(
+                    "  NOTE: Discovery lists another key for {} ({}); its pinned key proved itself and is kept. Only if {} really has a new key: compare fingerprints, then `chat trust {}`",
+                    c.name,
+                    c.listed_other_fingerprint,
                     c.name,
                     c.name
                 );
