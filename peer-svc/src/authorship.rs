@@ -22,6 +22,7 @@ use crate::{
     checks::CheckError,
     config::{MAX_ID_BYTES, MAX_SENT_AT_BEHIND},
     credential::{self},
+    feed_order::FeedOrder,
     hlc::Hlc,
 };
 
@@ -78,6 +79,8 @@ pub struct Author {
     fingerprint: String,
     /// The last message signed (or recovered): seq and hash.
     head: Mutex<(u64, [u8; 32])>,
+    /// The order written messages are handed to the store in.
+    order: FeedOrder,
 }
 
 impl Author {
@@ -97,7 +100,13 @@ impl Author {
             name: name.to_owned(),
             fingerprint: fingerprint.to_owned(),
             head: Mutex::new(head.unwrap_or((0, [0; 32]))),
+            order: FeedOrder::new(head.map_or(1, |(seq, _)| seq + 1)),
         }
+    }
+
+    /// The order this author's written messages are stored in.
+    pub fn order(&self) -> &FeedOrder {
+        &self.order
     }
 
     /// The identity key's public half.
@@ -172,6 +181,7 @@ impl Author {
         let mut head = self.head.lock().expect("feed head lock");
         if message.seq > head.0 {
             *head = (message.seq, hash(&message.authored));
+            self.order.skip_to(message.seq);
         }
     }
 }

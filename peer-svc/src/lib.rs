@@ -25,6 +25,7 @@ pub mod delivery;
 pub mod directory;
 pub mod discovery_client;
 pub mod envelope;
+pub mod feed_order;
 pub mod handshake_ahead;
 pub mod handshake_mac;
 pub mod handshaker;

@@ -28,11 +28,30 @@ pub enum SendError {
 }
 
 /// A message ready to send: stamped, not yet delivered.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Prepared {
     message: ChatMessage,
     /// Already in the store (a retried Send with the same id).
     stored: bool,
+    /// Its turn to be stored (none for one already stored).
+    turn: Option<Turn>,
+}
+
+/// A written message's turn to be handed to the store (see `feed_order`):
+/// given up if it is dropped before, so no later message waits for ever.
+#[derive(Debug)]
+struct Turn {
+    author: Arc<Author>,
+    seq: u64,
+    taken: bool,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        if !self.taken {
+            self.author.order().done(self.seq);
+        }
+    }
 }
 
 /// The sending side of this peer.
@@ -85,6 +104,7 @@ impl Outbound {
             return Ok(Prepared {
                 message: stored,
                 stored: true,
+                turn: None,
             });
         }
         // Written here, in the caller's order; signed in `send_prepared`,
@@ -115,9 +135,15 @@ impl Outbound {
             },
             text,
         );
+        let turn = Turn {
+            author: self.author.clone(),
+            seq: message.seq,
+            taken: false,
+        };
         Ok(Prepared {
             message,
             stored: false,
+            turn: Some(turn),
         })
     }
 
@@ -131,12 +157,7 @@ impl Outbound {
         for p in prepared.iter_mut().filter(|p| !p.stored) {
             self.author.sign_written(&mut p.message);
         }
-        let fresh: Vec<ChatMessage> = prepared
-            .iter()
-            .filter(|p| !p.stored)
-            .map(|p| p.message.clone())
-            .collect();
-        let new = match self.store.insert_batch_grouped(fresh).await {
+        let new = match self.store_in_order(&mut prepared).await {
             Ok(new) => new,
             Err(e) => {
                 let why = SendError::Store(format!("cannot store the message: {e}"));
@@ -145,7 +166,10 @@ impl Outbound {
         };
         let mut new = new.into_iter();
         let mut messages = Vec::with_capacity(prepared.len());
-        for Prepared { message, stored } in prepared {
+        for Prepared {
+            message, stored, ..
+        } in prepared
+        {
             if !stored && new.next() == Some(false) {
                 // The same id was sent concurrently: deliver what was stored.
                 messages.push(match self.existing_own_message(&message.id) {
@@ -165,6 +189,48 @@ impl Outbound {
         .await
     }
 
+    /// Stores the fresh messages of `prepared`, each run of consecutive
+    /// sequence numbers handed to the store's commit queue when its turn
+    /// comes (every earlier number handed over first), then waits for the
+    /// commits: for each fresh message, whether it was new.
+    async fn store_in_order(
+        &self,
+        prepared: &mut [Prepared],
+    ) -> Result<Vec<bool>, crate::store::StoreError> {
+        // Runs of consecutive sequence numbers, as indices into `prepared`.
+        let mut runs: Vec<Vec<usize>> = Vec::new();
+        for (i, p) in prepared.iter().enumerate() {
+            if p.stored {
+                continue;
+            }
+            match runs.last_mut() {
+                Some(run) if prepared[run[run.len() - 1]].message.seq + 1 == p.message.seq => {
+                    run.push(i)
+                }
+                _ => runs.push(vec![i]),
+            }
+        }
+        let mut commits = Vec::with_capacity(runs.len());
+        for run in runs {
+            let first = prepared[run[0]].message.seq;
+            self.author.order().wait_turn(first).await;
+            let messages: Vec<ChatMessage> =
+                run.iter().map(|&i| prepared[i].message.clone()).collect();
+            commits.push(self.store.insert_batch_grouped(messages));
+            for &i in &run {
+                if let Some(turn) = prepared[i].turn.as_mut() {
+                    turn.taken = true;
+                }
+                self.author.order().done(prepared[i].message.seq);
+            }
+        }
+        let mut new = Vec::new();
+        for result in futures::future::join_all(commits).await {
+            new.extend(result?);
+        }
+        Ok(new)
+    }
+
     /// For a retried Send with the same id: the message already stored.
     fn existing_own_message(&self, id: &str) -> Result<Option<ChatMessage>, SendError> {
         if id.is_empty() {
@@ -174,5 +240,81 @@ impl Outbound {
         self.store
             .get(&self.name, id)
             .map_err(|e| SendError::Store(format!("cannot read the store: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use ed25519_dalek::SigningKey;
+
+    use super::*;
+    use crate::testkit::Kit;
+
+    /// Issue 24, item 10: messages numbered later are never stored before
+    /// messages numbered earlier, whichever send gets to the store first,
+    /// so a crash in between cannot leave a gap in this peer's feed; and a
+    /// message written but dropped unsent does not hold the others up.
+    #[tokio::test]
+    async fn own_messages_are_stored_in_the_order_they_are_numbered() {
+        let kit = Kit::new("alice", |_| {});
+        let config = Config::new("alice", "http://127.0.0.1:1", "/nonexistent");
+        let identity = SigningKey::from_bytes(&[7; 32]);
+        let own_key = identity.verifying_key().to_bytes();
+        let author = Arc::new(Author::new(
+            identity,
+            Vec::new(),
+            "alice",
+            "abcd ef01 2345 6789",
+            None,
+        ));
+        let outbound = Arc::new(Outbound::new(
+            &config,
+            author,
+            Arc::new(Hlc::new()),
+            kit.store.clone(),
+            kit.delivery.clone(),
+        ));
+        let first: Vec<Prepared> = (0..3)
+            .map(|i| {
+                outbound
+                    .prepare(format!("first {i}"), String::new())
+                    .unwrap()
+            })
+            .collect();
+        let dropped = outbound
+            .prepare("never sent".into(), String::new())
+            .unwrap();
+        let later: Vec<Prepared> = (0..2)
+            .map(|i| {
+                outbound
+                    .prepare(format!("later {i}"), String::new())
+                    .unwrap()
+            })
+            .collect();
+        // The later ones reach the store first: they wait their turn.
+        let later = tokio::spawn({
+            let outbound = outbound.clone();
+            async move { outbound.send_prepared(later).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            kit.store.feed_head(&own_key).unwrap(),
+            None,
+            "nothing numbered 5 or 6 is stored before 1 to 4 are handed over"
+        );
+        for sent in outbound.send_prepared(first).await {
+            sent.unwrap();
+        }
+        drop(dropped); // seq 4 gives up its turn
+        for sent in tokio::time::timeout(Duration::from_secs(5), later)
+            .await
+            .expect("the later ones are stored once 1 to 4 are through")
+            .unwrap()
+        {
+            sent.unwrap();
+        }
+        assert_eq!(kit.store.feed_head(&own_key).unwrap().unwrap().0, 6);
     }
 }

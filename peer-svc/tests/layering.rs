@@ -15,7 +15,14 @@ use std::{
 /// membership → net/store/directory/console/identity → pure core → config).
 const LAYERS: &[&[&str]] = &[
     &["config"],
-    &["hlc", "backoff", "rate", "checks", "handshake_mac"],
+    &[
+        "hlc",
+        "backoff",
+        "rate",
+        "checks",
+        "handshake_mac",
+        "feed_order",
+    ],
     &[
         "net",
         "store",

@@ -143,55 +143,69 @@ impl Store {
     }
 
     /// Stores `messages` (in one transaction, with whatever else arrives
-    /// meanwhile) and returns once they are committed: for each, whether it
-    /// was new.
-    pub async fn insert_batch_grouped(
+    /// meanwhile) and resolves once they are committed: for each, whether
+    /// it was new. They join the commit queue when this is called, not when
+    /// the future is first polled, and the queue commits in the order it is
+    /// joined: what is handed over first is committed first.
+    pub fn insert_batch_grouped(
         &self,
         messages: Vec<ChatMessage>,
-    ) -> Result<Vec<bool>, StoreError> {
-        if messages.is_empty() {
-            return Ok(Vec::new());
-        }
-        let (done, outcome) = tokio::sync::oneshot::channel();
-        let lead = {
+    ) -> impl std::future::Future<Output = Result<Vec<bool>, StoreError>> + '_ {
+        let queued = (!messages.is_empty()).then(|| {
+            let (done, outcome) = tokio::sync::oneshot::channel();
             let mut queue = self.commits.lock().expect("commit queue lock");
             queue.waiting.push((messages, done));
-            !std::mem::replace(&mut queue.committing, true)
-        };
-        if lead {
-            // The first writer commits for everyone waiting, until no one is.
-            loop {
-                let batch = {
-                    let mut queue = self.commits.lock().expect("commit queue lock");
-                    if queue.waiting.is_empty() {
-                        queue.committing = false;
-                        break;
+            outcome
+        });
+        async move {
+            let Some(outcome) = queued else {
+                return Ok(Vec::new());
+            };
+            // Who commits is decided when polled: a future dropped unpolled
+            // leaves its messages to the next writer's commit.
+            let lead = {
+                let mut queue = self.commits.lock().expect("commit queue lock");
+                !std::mem::replace(&mut queue.committing, true)
+            };
+            if lead {
+                self.commit_waiting();
+            }
+            outcome.await.unwrap_or_else(|_| {
+                Err(StoreError::Batch(
+                    "the committing task was cancelled".into(),
+                ))
+            })
+        }
+    }
+
+    /// The first writer commits for everyone waiting, until no one is.
+    fn commit_waiting(&self) {
+        loop {
+            let batch = {
+                let mut queue = self.commits.lock().expect("commit queue lock");
+                if queue.waiting.is_empty() {
+                    queue.committing = false;
+                    break;
+                }
+                std::mem::take(&mut queue.waiting)
+            };
+            let sizes: Vec<usize> = batch.iter().map(|(m, _)| m.len()).collect();
+            let (groups, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+            let messages: Vec<ChatMessage> = groups.into_iter().flatten().collect();
+            match self.insert_each(&messages) {
+                Ok(new) => {
+                    let mut new = new.into_iter();
+                    for (waiter, size) in waiters.into_iter().zip(sizes) {
+                        let _ = waiter.send(Ok(new.by_ref().take(size).collect()));
                     }
-                    std::mem::take(&mut queue.waiting)
-                };
-                let sizes: Vec<usize> = batch.iter().map(|(m, _)| m.len()).collect();
-                let (groups, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-                let messages: Vec<ChatMessage> = groups.into_iter().flatten().collect();
-                match self.insert_each(&messages) {
-                    Ok(new) => {
-                        let mut new = new.into_iter();
-                        for (waiter, size) in waiters.into_iter().zip(sizes) {
-                            let _ = waiter.send(Ok(new.by_ref().take(size).collect()));
-                        }
-                    }
-                    Err(e) => {
-                        for waiter in waiters {
-                            let _ = waiter.send(Err(StoreError::Batch(e.to_string())));
-                        }
+                }
+                Err(e) => {
+                    for waiter in waiters {
+                        let _ = waiter.send(Err(StoreError::Batch(e.to_string())));
                     }
                 }
             }
         }
-        outcome.await.unwrap_or_else(|_| {
-            Err(StoreError::Batch(
-                "the committing task was cancelled".into(),
-            ))
-        })
     }
 
     /// Stores messages in one transaction; returns how many were new.

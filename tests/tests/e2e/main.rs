@@ -11,6 +11,7 @@ mod discovery_grpcurl;
 mod discovery_outage;
 mod discovery_scale;
 mod faults;
+mod feed_gaps;
 mod ghosts;
 mod history;
 mod hosts;
