@@ -58,6 +58,9 @@ pub struct Contact {
     /// one is kept; `chat trust` adopts it (in a network, once it shows an
     /// admission).
     pub listed_other: Option<[u8; PUBLIC_KEY_LEN]>,
+    /// Not a contact yet: an initiator Discovery does not list with this
+    /// key, which only its credential can vouch for.
+    pub unlisted: bool,
 }
 
 impl Contact {
@@ -76,6 +79,7 @@ impl Contact {
             vouched_by_peer: false,
             proven: false,
             listed_other: None,
+            unlisted: false,
         }
     }
 }
@@ -438,6 +442,41 @@ impl Directory {
             });
         }
         Ok(contact.clone())
+    }
+
+    /// A contact for an initiator Discovery does not list with `key`, not
+    /// added: only its credential can make it one ([`Directory::add_admitted`]).
+    pub fn unlisted(&self, name: &str, address: &str, key: &[u8; PUBLIC_KEY_LEN]) -> Contact {
+        let inner = self.inner.lock().expect("directory lock");
+        let mut contact = Contact::new(name, address, *key, &inner);
+        contact.online = true;
+        contact.offline_since = None;
+        contact.unlisted = true;
+        contact
+    }
+
+    /// Adds (or sets to `key`) a member whose credential just verified in a
+    /// handshake, though Discovery does not list it with that key; a key
+    /// pinned for the name stays the only one accepted.
+    pub fn add_admitted(&self, name: &str, address: &str, key: &[u8; PUBLIC_KEY_LEN]) {
+        if name == self.own_name {
+            return;
+        }
+        let mut inner = self.inner.lock().expect("directory lock");
+        if inner.pins.get(name).is_some_and(|p| p != key) {
+            return;
+        }
+        let listed = inner
+            .contacts
+            .get(name)
+            .map(|c| c.public_key)
+            .filter(|k| k != key);
+        let mut contact = Contact::new(name, address, *key, &inner);
+        contact.online = true;
+        contact.offline_since = None;
+        contact.listed_other = listed;
+        inner.contacts.insert(name.to_owned(), contact);
+        self.cache_dirty.store(true, Ordering::Relaxed);
     }
 
     /// Records that `name` proved `key` in a handshake (its credential

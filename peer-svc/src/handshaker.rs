@@ -347,6 +347,11 @@ impl Handshaker {
         self.admission
             .check(&contact.name, &key, &hello.credential)
             .map_err(HandshakeError::NotMember)?;
+        if contact.unlisted {
+            info!(peer = %contact.name, "a member Discovery does not list (for this key) showed its admission; taken as a contact");
+            self.directory
+                .add_admitted(&contact.name, &hello.address, &key);
+        }
         self.take_removals(&contact.name, &hello.removals, &hello.removals_digest);
         // Durable before the answer: after a restart the same message is
         // still a replay.
@@ -390,7 +395,9 @@ impl Handshaker {
     }
 
     /// The contact an initiator claims to be, if its key is the one
-    /// Discovery lists (or was pinned) for that name.
+    /// Discovery lists (or was pinned) for that name; in a network, also one
+    /// Discovery does not list with that key, to be checked by its
+    /// credential (`Contact::unlisted`).
     async fn verify(
         &self,
         hello: &HandshakePayload,
@@ -406,9 +413,20 @@ impl Handshaker {
                 {
                     debug!(error = %e, "could not refresh members from Discovery");
                 }
-                self.directory
-                    .verify(&hello.name, key, &hello.address)
-                    .map_err(HandshakeError::Refused)
+                match self.directory.verify(&hello.name, key, &hello.address) {
+                    Ok(c) => Ok(c),
+                    // In a network, a member's credential says who it is
+                    // better than Discovery does: one Discovery does not
+                    // list (its registry full, or its name taken there) is
+                    // checked by its credential alone (step 9), and added.
+                    Err(Refusal::Unknown(_) | Refusal::WrongKey(_))
+                        if !self.admission.is_open()
+                            && chat_proto::validate::address(&hello.address).is_ok() =>
+                    {
+                        Ok(self.directory.unlisted(&hello.name, &hello.address, key))
+                    }
+                    Err(r) => Err(HandshakeError::Refused(r)),
+                }
             }
             Err(r) => Err(HandshakeError::Refused(r)),
         }

@@ -59,7 +59,7 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use admission::Admission;
 use authors::Authors;
@@ -601,6 +601,15 @@ async fn first_registration(
                 name: parts.config.name.clone(),
                 reason: s.message().to_owned(),
             })
+        }
+        // Full (outsiders may have filled it): not now. Discovery still
+        // says who is online, and members take this peer by its credential.
+        Err(s) if s.code() == tonic::Code::ResourceExhausted => {
+            warn!(discovery = %parts.config.discovery, reason = %s.message(), "Discovery refused to register this peer now; running unlisted (members take it by its credential) and retrying");
+            if let Err(e) = parts.membership.refresh().await {
+                debug!(error = %e.message(), "could not list the members either");
+            }
+            Ok(None)
         }
         Err(s) => {
             warn!(discovery = %parts.config.discovery, error = %s.message(), "Discovery unreachable; will keep trying");

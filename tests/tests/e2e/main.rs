@@ -7,6 +7,7 @@ mod cli;
 mod confidentiality;
 mod conn_flood;
 mod discovery;
+mod discovery_full;
 mod discovery_grpcurl;
 mod discovery_outage;
 mod discovery_scale;
