@@ -215,40 +215,59 @@ async fn an_unknown_session_says_to_handshake_again() {
     assert!(target.node.store.is_empty());
 }
 
+/// In a network, a name or key Discovery does not list is taken only by a
+/// credential for exactly that name and key (issue 24, items 3 and 7: a
+/// member Discovery cannot list, its registry full or its name taken, is
+/// still a member).
 #[tokio::test]
-async fn a_key_discovery_does_not_list_is_permission_denied() {
+async fn a_name_or_key_discovery_does_not_list_needs_its_own_credential() {
     let (_d, _dir, target, mallory) = setup("unlisted").await;
-    // Mallory claims to be "target"'s friend "alice", who is not registered,
-    // then claims her own registered name with a key Discovery does not list.
+    // Mallory claims to be "alice", who is not registered, with her own
+    // credential: it is not alice's.
     let mut client = mallory.client.clone();
     let (message, _) = mallory.initiation(&target, "alice");
     let err = refused_handshake(&mut client, &target, message).await;
     assert_eq!(err.code(), Code::PermissionDenied);
     assert!(
-        err.message().contains("not registered"),
+        err.message().contains("alice is not a member"),
         "{}",
         err.message()
     );
 
+    // A key Discovery does not list, showing mallory's credential made for
+    // her listed key: the credential does not cover it.
     let impostor = StaticKeypair::generate();
-    let payload = HandshakePayload {
-        name: mallory.name.clone(),
-        address: String::new(),
-        timestamp_micros: next_stamp(),
-        credential: chat_tests::credential(&mallory.name, &impostor),
-        ..Default::default()
-    }
-    .encode_to_vec();
+    let hello = |credential: Vec<u8>| {
+        HandshakePayload {
+            name: mallory.name.clone(),
+            address: "127.0.0.1:9".into(),
+            timestamp_micros: next_stamp(),
+            credential,
+            ..Default::default()
+        }
+        .encode_to_vec()
+    };
+    let payload = hello(chat_tests::credential(&mallory.name, &mallory.keypair));
     let (message, _) = Initiator::new(&impostor, target.node.public_key(), PROLOGUE)
         .write_message(&payload)
         .unwrap();
     let err = refused_handshake(&mut client, &target, message).await;
     assert_eq!(err.code(), Code::PermissionDenied);
-    assert!(
-        err.message().contains("not the one Discovery lists"),
-        "{}",
-        err.message()
-    );
+    assert!(err.message().contains("not a member"), "{}", err.message());
+
+    // The same key with a credential mallory's identity signed for it (a
+    // new device of hers): accepted, though Discovery lists another key.
+    let payload = hello(chat_tests::credential(&mallory.name, &impostor));
+    let (message, _) = Initiator::new(&impostor, target.node.public_key(), PROLOGUE)
+        .write_message(&payload)
+        .unwrap();
+    client
+        .handshake(chat_tests::handshake_request(
+            &target.node.public_key(),
+            message,
+        ))
+        .await
+        .expect("a member's own credential for this key is accepted");
 }
 
 #[tokio::test]
