@@ -2,9 +2,14 @@
 //! real network on loopback (Discovery and three peers; p0 is the target,
 //! p1 the member who sends and handshakes during each attack). Per attack:
 //! the attacker's rate, the target's RSS and open file descriptors before,
-//! during and after, what became of a member's send made during the attack,
-//! and that member's handshake latency. At the end every message sent
-//! during the attacks is looked for at its recipients: "messages lost".
+//! during and after, the CPU it spent during the attack, what became of a
+//! member's send made during the attack, and that member's handshake
+//! latency. At the end every message sent during the attacks is looked for
+//! at its recipients: "messages lost". The member-side attacks of issue 24
+//! follow: a thousand outsider names while a member sends (p1 the victim),
+//! and a member removing invitations nobody used as fast as it can (p0, who
+//! takes them in by reconciliation, the victim; its history.db size is
+//! printed before and after).
 //!
 //! Bounded: every attack stops after `--seconds` (default 5) and every
 //! connection is to 127.0.0.1.
@@ -51,12 +56,13 @@ pub async fn run(secs: f64) -> anyhow::Result<()> {
     let network = network_key(&target_dir).await?;
 
     println!(
-        "{:<34} {:>10} {:>9} {:>16} {:>16} {:>22} {:>10}",
+        "{:<34} {:>10} {:>9} {:>16} {:>16} {:>7} {:>22} {:>10}",
         "attack (target)",
         "rate/s",
         "refused",
         "RSS MB b/d/a",
         "fds b/d/a",
+        "CPU s",
         "member's send",
         "hs ms"
     );
@@ -69,10 +75,18 @@ pub async fn run(secs: f64) -> anyhow::Result<()> {
         ("mass registration (Discovery)", true),
         ("watch slots (Discovery)", true),
         ("health watches (Discovery)", true),
+        ("1,000 outsider names, sends (p1)", false),
+        ("removal flood by a member (p0)", false),
     ];
+    let db_before = db_mb(&target_dir);
     for (i, (name, on_discovery)) in attacks.into_iter().enumerate() {
-        let victim = if on_discovery { &net.discovery } else { target };
+        let victim = match i {
+            _ if on_discovery => &net.discovery,
+            7 => &net.peers[1].0,
+            _ => target,
+        };
         let before = sample(victim);
+        let cpu_before = victim.cpu_seconds();
         let attack: AttackFn = match i {
             0 => Box::pin(handshakes(target_addr, target_key, None, secs)),
             1 => Box::pin(handshakes(
@@ -85,7 +99,13 @@ pub async fn run(secs: f64) -> anyhow::Result<()> {
             3 => Box::pin(connections(discovery_addr, 3_000, true, secs)),
             4 => Box::pin(registrations(discovery_url.clone(), secs)),
             5 => Box::pin(watches(discovery_url.clone(), secs)),
-            _ => Box::pin(health_watches(discovery_url.clone(), secs)),
+            6 => Box::pin(health_watches(discovery_url.clone(), secs)),
+            7 => Box::pin(outsider_names(
+                discovery_url.clone(),
+                member_dir.clone(),
+                secs,
+            )),
+            _ => Box::pin(removals(member_dir.clone(), secs)),
         };
         let attack = tokio::spawn(unbounded(attack));
         // Let it ramp up, then act as a member and sample.
@@ -95,20 +115,27 @@ pub async fn run(secs: f64) -> anyhow::Result<()> {
         sent.push(text);
         let during = sample(victim);
         let (attempts, refused) = attack.await?;
+        let cpu = victim.cpu_seconds() - cpu_before;
         // After: give the service a moment to close what the attack left.
         tokio::time::sleep(Duration::from_secs(2)).await;
         let after = sample(victim);
         println!(
-            "{:<34} {:>10.0} {:>9} {:>16} {:>16} {:>22} {:>10}",
+            "{:<34} {:>10.0} {:>9} {:>16} {:>16} {:>7.2} {:>22} {:>10}",
             name,
             attempts as f64 / secs,
             refused,
             format!("{:.0}/{:.0}/{:.0}", before.0, during.0, after.0),
             format!("{}/{}/{}", before.1, during.1, after.1),
+            cpu,
             report,
             handshake_ms.map_or("failed".into(), |ms| format!("{ms:.1}")),
         );
     }
+    println!(
+        "p0's history.db: {db_before:.1} MB before the attacks, {:.1} MB after (removals kept per branch: {})",
+        db_mb(&target_dir),
+        peer_svc::removals::MAX_REMOVALS_PER_BRANCH
+    );
 
     // Every message sent during an attack reaches p0 and p2 in the end.
     let mut lost = 0;
@@ -126,6 +153,112 @@ pub async fn run(secs: f64) -> anyhow::Result<()> {
         anyhow::bail!("{lost} messages lost");
     }
     Ok(())
+}
+
+/// The size of a peer's history.db with its WAL, in MB.
+fn db_mb(dir: &Path) -> f64 {
+    ["history.db", "history.db-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
+        .map(|m| m.len() as f64 / 1e6)
+        .sum()
+}
+
+/// 1,000 names registered by an outsider (from 127.0.0.9, with keys of its
+/// own, at an address where nothing listens) and held while the member in
+/// `member_dir` sends a message every 100 ms: members send to and queue for
+/// admitted members only, so each costs the sender at most one failed
+/// attempt per 30 s. Returns (registrations, refused).
+async fn outsider_names(url: String, member_dir: std::path::PathBuf, secs: f64) -> (u64, u64) {
+    let Ok(channel) = tonic::transport::Endpoint::from_shared(url)
+        .map(|e| e.local_address(Some("127.0.0.9".parse().expect("an address"))))
+    else {
+        return (0, 0);
+    };
+    let Ok(channel) = channel.connect().await else {
+        return (0, 0);
+    };
+    let mut client = DiscoveryClient::new(channel);
+    let Ok(info) = client.info(InfoRequest {}).await else {
+        return (0, 0);
+    };
+    let info = info.into_inner();
+    let (mut attempts, mut refused, mut leases) = (0u64, 0u64, Vec::new());
+    for i in 0..1_000 {
+        let request = chat_proto::registration::request(
+            &StaticKeypair::generate(),
+            &info,
+            &format!("outsider-{i}"),
+            "127.0.0.1:9",
+        )
+        .expect("a proof");
+        match client.register(request).await {
+            Ok(r) => {
+                let r = r.into_inner();
+                leases.push((r.lease_id, r.lease_token));
+            }
+            Err(_) => refused += 1,
+        }
+        attempts += 1;
+    }
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    if let Ok(mut control) = peer_svc::control_client::connect(&member_dir).await {
+        let mut n = 0;
+        while Instant::now() < deadline {
+            let _ = control
+                .send(SendRequest {
+                    text: format!("while outsiders are listed {n}"),
+                    id: String::new(),
+                })
+                .await;
+            n += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    for (lease_id, lease_token) in leases {
+        let _ = client
+            .leave(LeaveRequest {
+                lease_id,
+                lease_token,
+            })
+            .await;
+    }
+    (attempts, refused)
+}
+
+/// The member in `member_dir` invites names and removes them at once, as
+/// fast as it can: every member takes the removals in (by handshake and
+/// reconciliation), each branch of the network keeping at most
+/// `MAX_REMOVALS_PER_BRANCH`. Returns (removals, refused).
+async fn removals(member_dir: std::path::PathBuf, secs: f64) -> (u64, u64) {
+    let Ok(mut control) = peer_svc::control_client::connect(&member_dir).await else {
+        return (0, 0);
+    };
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let (mut attempts, mut refused) = (0u64, 0u64);
+    while Instant::now() < deadline {
+        let name = format!("unused{attempts}");
+        let invited = control
+            .invite(InviteRequest {
+                name: name.clone(),
+                all_history: false,
+            })
+            .await;
+        let removed = match invited {
+            Ok(_) => control
+                .remove(chat_proto::v1::RemoveRequest { name })
+                .await
+                .is_ok(),
+            Err(_) => false,
+        };
+        attempts += 1;
+        refused += u64::from(!removed);
+    }
+    // p0 hears of them at its next handshake with p1.
+    let _ = control
+        .handshake(HandshakeRequest { peer: "p0".into() })
+        .await;
+    (attempts, refused)
 }
 
 /// Runs the boxed attack (a named future type for `tokio::spawn`).

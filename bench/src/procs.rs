@@ -59,6 +59,21 @@ impl Proc {
         std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
     }
 
+    /// CPU seconds used so far: the sum over its threads of the first field
+    /// of /proc/PID/task/TID/schedstat (nanoseconds on a CPU).
+    pub fn cpu_seconds(&self) -> f64 {
+        let pid = self.child.id().unwrap_or(0);
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return f64::NAN;
+        };
+        let nanos: u64 = tasks
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+            .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            .sum();
+        nanos as f64 / 1e9
+    }
+
     /// Peak resident memory so far.
     pub fn peak_rss_mb(&self) -> f64 {
         self.status_mb("VmHWM:")
