@@ -65,6 +65,13 @@ type DeliverAckStream = Pin<Box<dyn Stream<Item = Result<DeliverBatchAck, Status
 /// Acks queued per `Peer/DeliverStream` before the receiver stops reading.
 const DELIVER_STREAM_ACKS: usize = 16;
 
+/// How long a `DeliverStream` may take to bring its first batch.
+pub const FIRST_BATCH_TIMEOUT: std::time::Duration = chat_proto::conn::FIRST_BYTES_TIMEOUT;
+
+/// How long a `DeliverStream` may go without a batch before it is closed
+/// (longer than a sender keeps a quiet stream open).
+pub const STREAM_IDLE_TIMEOUT: std::time::Duration = chat_proto::conn::IDLE_TIMEOUT;
+
 /// Most envelopes a streamed batch may carry.
 pub const MAX_STREAM_BATCH_ENVELOPES: usize = 1024;
 
@@ -135,9 +142,26 @@ impl Peer for PeerService {
             // One batch at a time, in order: acks go back in batch order.
             // On shutdown the stream ends, so it does not hold the server's
             // graceful stop open; the sender opens a new one elsewhere.
+            let mut first = true;
             loop {
+                // A stream that brings nothing (opened and left half-open)
+                // holds a task and its buffers: it must bring its first
+                // batch soon and then not fall silent for long. An honest
+                // sender closes its own stream after a quiet minute.
+                let wait = if first {
+                    FIRST_BATCH_TIMEOUT
+                } else {
+                    STREAM_IDLE_TIMEOUT
+                };
+                first = false;
                 let next = tokio::select! {
-                    next = batches.message() => next,
+                    next = tokio::time::timeout(wait, batches.message()) => match next {
+                        Ok(next) => next,
+                        Err(_) => {
+                            tracing::debug!(?wait, "delivery stream silent; closed");
+                            return;
+                        }
+                    },
                     _ = shutdown.cancelled() => return,
                 };
                 let batch = match next {

@@ -727,3 +727,36 @@ async fn a_message_with_a_false_date_is_refused_and_a_missing_one_shows_its_cloc
     let shown = peer_svc::authorship::sent_at_millis(stored.sent_at.as_ref()).unwrap();
     assert_eq!(shown, now, "dated by its clock");
 }
+
+/// Issue 24, item 6 (half-open streams): `DeliverStream`s opened and left
+/// without a batch are closed by the peer after its first-batch deadline
+/// (10 s), so they cannot pile up its tasks and memory.
+#[tokio::test]
+async fn delivery_streams_that_bring_nothing_are_closed() {
+    let (_d, _dir, target, mallory) = setup("halfopen").await;
+    let mut held = Vec::new();
+    let mut streams = Vec::new();
+    for _ in 0..64 {
+        let (tx, rx) = tokio::sync::mpsc::channel::<DeliverBatch>(1);
+        held.push(tx); // never sends, never closes
+        let mut client = mallory.client.clone();
+        let response = client
+            .deliver_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .expect("the stream opens");
+        streams.push(response.into_inner());
+    }
+    let started = std::time::Instant::now();
+    for mut stream in streams {
+        let end = chat_tests::within("a silent stream to be closed", stream.message()).await;
+        assert!(matches!(end, Ok(None)), "{end:?}");
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= peer_svc::service::peer::FIRST_BATCH_TIMEOUT / 2,
+        "closed after the deadline, not at once: {took:?}"
+    );
+    drop(held);
+    // It still serves.
+    assert!(target.node.store.is_empty());
+}
