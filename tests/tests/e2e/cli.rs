@@ -315,3 +315,35 @@ async fn a_bad_flag_or_missing_daemon_is_a_clear_error() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Issue 25's "also found": when its peer stops, `chat attach` ends at
+/// once with status 1 and says so, without waiting for (and swallowing)
+/// the next line typed.
+#[tokio::test]
+async fn attach_ends_with_a_clear_line_when_its_peer_stops() {
+    let discovery = Discovery::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, _bob) = pair(&discovery, dir.path()).await;
+    let mut attach = chat_tests::spawn_chat(&alice.data_dir, &["attach"]);
+    let stdin = attach.stdin.take().unwrap(); // open, nothing typed
+    let mut stderr = tokio::io::BufReader::new(attach.stderr.take().unwrap());
+    let mut first = String::new();
+    within("attach to start", stderr.read_line(&mut first))
+        .await
+        .unwrap();
+    assert!(first.contains("attached"), "{first}");
+    assert!(alice.process.terminate().await.success());
+    let status = within("attach to end when its peer stops", attach.wait())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(1));
+    let mut rest = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut rest)
+        .await
+        .unwrap();
+    assert!(
+        rest.contains("detached") && rest.contains("nothing typed from now on is sent"),
+        "{rest}"
+    );
+    drop(stdin);
+}

@@ -141,6 +141,19 @@ pub(crate) async fn send_lines(client: &mut Client) -> Result<ExitCode, Failure>
     })
 }
 
+/// Ends `chat attach` when its peer is gone: says so, and exits at once
+/// with status 1. Returning would wait for the line stdin is reading on a
+/// thread of its own, and that line would be swallowed unsent.
+fn peer_gone(why: &str) -> ! {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    eprintln!(
+        "chat: detached: {why}; nothing typed from now on is sent (start the peer and attach again)"
+    );
+    std::process::exit(1)
+}
+
+/// `chat attach`: live messages out, typed lines in.
 pub(crate) async fn attach(mut client: ControlClient<Channel>) -> Result<ExitCode, Failure> {
     let mut incoming = client
         .subscribe(SubscribeRequest {})
@@ -155,13 +168,16 @@ pub(crate) async fn attach(mut client: ControlClient<Channel>) -> Result<ExitCod
         tokio::select! {
             message = incoming.message() => match message {
                 Ok(Some(m)) => if let Some(m) = m.message { out!("{}", console::live_line(&m)) },
-                Ok(None) => { note!("the peer closed the stream"); return Ok(ExitCode::SUCCESS) }
-                Err(s) => return Err(status_text(s).into()),
+                Ok(None) => peer_gone("its peer stopped"),
+                Err(s) => peer_gone(&status_text(s)),
             },
             line = lines.next_line() => match line {
                 Ok(Some(text)) if text.trim().is_empty() => {}
                 Ok(Some(text)) => {
-                    let r = client.send(SendRequest { text, id: String::new() }).await.map_err(status_text)?.into_inner();
+                    let r = match client.send(SendRequest { text, id: String::new() }).await {
+                        Ok(r) => r.into_inner(),
+                        Err(s) => peer_gone(&format!("the last line was not sent: {}", status_text(s))),
+                    };
                     let failed: Vec<_> = r.deliveries.iter().filter(|d| d.status() != DeliveryStatus::Delivered).map(|d| d.peer.as_str()).collect();
                     if !failed.is_empty() {
                         note!("(not delivered to: {})", failed.join(", "));
