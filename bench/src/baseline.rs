@@ -76,6 +76,12 @@ impl Peer for NullPeer {
     ) -> Result<tonic::Response<chat_proto::v1::PeerRemovalsResponse>, tonic::Status> {
         Err(tonic::Status::unimplemented("baseline"))
     }
+    async fn feeds(
+        &self,
+        _: tonic::Request<chat_proto::v1::PeerFeedsRequest>,
+    ) -> Result<tonic::Response<chat_proto::v1::PeerFeedsResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("baseline"))
+    }
 }
 
 /// `--baseline-server`: serves a `NullPeer` on a free loopback port and

@@ -23,6 +23,7 @@ use crate::{
     admission::{Admission, AdmissionError, REMOVALS_IN_HANDSHAKE},
     config::{Config, HANDSHAKE_TIMEOUT},
     directory::{Contact, Directory, Refusal},
+    feeds::Feeds,
     handshake_ahead::HandshakeAhead,
     handshake_mac,
     membership::{Membership, PeerEvent},
@@ -118,6 +119,8 @@ pub struct Handshaker {
     channels: Arc<Channels>,
     membership: Arc<Membership>,
     admission: Arc<Admission>,
+    /// This peer's feed heads, whose digest handshakes carry.
+    feeds: Arc<Feeds>,
     /// Handshakes per remote address (those with a good mac1).
     limiter: Limiter<IpAddr>,
     /// Handshakes per initiator static key, once decrypted.
@@ -147,7 +150,9 @@ impl Handshaker {
         membership: Arc<Membership>,
         admission: Arc<Admission>,
     ) -> Self {
+        let feeds = Arc::new(Feeds::new(store.clone()));
         Self {
+            feeds,
             name: config.name.clone(),
             address: address.to_owned(),
             ahead: HandshakeAhead::new(keypair.clone(), PROLOGUE),
@@ -171,6 +176,11 @@ impl Handshaker {
     /// owner's invite and remove ask it.
     pub fn admission(&self) -> &Arc<Admission> {
         &self.admission
+    }
+
+    /// This peer's feed heads (their digest goes in every handshake).
+    pub fn feeds(&self) -> &Arc<Feeds> {
+        &self.feeds
     }
 
     /// This peer's static public key.
@@ -215,6 +225,7 @@ impl Handshaker {
             credential: self.admission.own_credential(),
             removals: self.admission.removals(),
             removals_digest: self.admission.removals_digest(),
+            feeds_digest: self.feeds.digest(),
         }
         .encode_to_vec();
         // -> e, es, s, ss (prepared ahead where it could be)
@@ -254,6 +265,7 @@ impl Handshaker {
             .check(&contact.name, &contact.public_key, &answer.credential)
             .map_err(|e| Status::permission_denied(e.to_string()))?;
         self.take_removals(&contact.name, &answer.removals, &answer.removals_digest);
+        self.compare_feeds(&contact.name, &answer.feeds_digest);
         self.directory.pin(&contact.name, &contact.public_key);
         self.proven(&contact.name, &contact.public_key, &contact.address);
         if want_members {
@@ -353,6 +365,7 @@ impl Handshaker {
                 .add_admitted(&contact.name, &hello.address, &key);
         }
         self.take_removals(&contact.name, &hello.removals, &hello.removals_digest);
+        self.compare_feeds(&contact.name, &hello.feeds_digest);
         // Durable before the answer: after a restart the same message is
         // still a replay.
         self.store
@@ -376,6 +389,7 @@ impl Handshaker {
             credential: self.admission.own_credential(),
             removals: self.admission.removals(),
             removals_digest: self.admission.removals_digest(),
+            feeds_digest: self.feeds.digest(),
         }
         .encode_to_vec();
         // Accepted (authenticated, known, not a replay): only now may the
@@ -472,6 +486,15 @@ impl Handshaker {
         if !digest.is_empty() && digest != self.admission.removals_digest() {
             self.membership
                 .tell(PeerEvent::RemovalsDiffer(peer.to_owned()));
+        }
+    }
+
+    /// If `peer`'s feed heads (their digest) differ from ours, it is told:
+    /// the two compare frontiers and pull what each lacks.
+    fn compare_feeds(&self, peer: &str, digest: &[u8]) {
+        if !digest.is_empty() && digest != self.feeds.digest() {
+            self.membership
+                .tell(PeerEvent::FeedsDiffer(peer.to_owned()));
         }
     }
 

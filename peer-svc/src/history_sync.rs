@@ -310,6 +310,7 @@ impl HistorySync {
             after: after.to_owned(),
             limit: 0,
             since_hlc,
+            ..Default::default()
         };
         let request = PeerHistoryRequest {
             envelope: Some(envelope::seal(session, &cursor.encode_to_vec())?),
@@ -557,6 +558,106 @@ impl HistorySync {
         Ok((session, cursor))
     }
 
+    /// Serves one author's feed after `after_seq`, by seq, to the peer of
+    /// `session` (feed reconciliation, §9.6): the author's chain first, then
+    /// each message it may have (nothing older than its admission allows).
+    async fn serve_feed(
+        &self,
+        session: &Session,
+        author_key: &[u8],
+        after_seq: u64,
+        admitted_from: u64,
+        items: &mpsc::Sender<Result<PeerHistoryResponse, ServeError>>,
+    ) {
+        let seal = |plaintext: Vec<u8>| {
+            envelope::seal(session, &plaintext)
+                .map(|envelope| PeerHistoryResponse {
+                    envelope: Some(envelope),
+                    cursor: String::new(),
+                })
+                .map_err(ServeError::from)
+        };
+        if let Some(chain) = self.authors.chain(author_key) {
+            let introduction = SealedMessage {
+                author_chain: chain,
+                ..Default::default()
+            };
+            if items
+                .send(seal(introduction.encode_to_vec()))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        let mut after = (after_seq, String::new());
+        loop {
+            let page = match self.store.feed(author_key, (after.0, &after.1), SYNC_BATCH) {
+                Ok(page) if page.is_empty() => return,
+                Ok(page) => page,
+                Err(e) => {
+                    let _ = items.send(Err(QueryError::from(e).into())).await;
+                    return;
+                }
+            };
+            for message in page {
+                after = (message.seq, message.id.clone());
+                if message.hlc < admitted_from || message.authored.is_empty() {
+                    continue;
+                }
+                match seal(authorship::sealed(&message)) {
+                    Err(ServeError::Envelope(e @ EnvelopeError::TooLargeToSeal { .. })) => {
+                        warn!(error = %e, "history item too large to send; skipped");
+                    }
+                    item => {
+                        if items.send(item).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Pulls `author_key`'s feed after `after_seq` from `contact` on
+    /// `session` (feed reconciliation, §9.6): verified and stored as any
+    /// history is. Returns how many messages were new.
+    pub async fn pull_feed(
+        &self,
+        contact: &Contact,
+        session: &Session,
+        author_key: &[u8],
+        after_seq: u64,
+    ) -> Result<usize, Status> {
+        let cursor = HistoryCursor {
+            author_key: author_key.to_vec(),
+            after_seq,
+            ..Default::default()
+        };
+        let request = PeerHistoryRequest {
+            envelope: Some(envelope::seal(session, &cursor.encode_to_vec())?),
+        };
+        let mut client = PeerClient::new(self.channels.get(&contact.address)?);
+        let mut stream = client.history(request).await?.into_inner();
+        let mut progress = Progress::default();
+        let broke = self
+            .receive(&mut stream, session, &mut progress)
+            .await
+            .inspect_err(|e| {
+                warn!(from = %contact.name, refused = progress.refused, error = %e.message(), "feed pull ended: the relay sent items that do not verify");
+            })?;
+        if progress.refused > 0 {
+            warn!(from = %contact.name, refused = progress.refused, "feed items refused: they do not verify, or their keys are not admitted under their names");
+            for reason in &progress.reasons {
+                warn!(from = %contact.name, "feed item refused: {reason}");
+            }
+        }
+        if let Some(status) = broke {
+            debug!(from = %contact.name, error = %status.message(), "feed pull broke; again at the next exchange");
+        }
+        Ok(progress.added)
+    }
+
     /// Serves history after `cursor` to the peer of `session`, each item sealed
     /// to it, into `items` until done or the requester goes away.
     pub async fn serve(
@@ -572,6 +673,17 @@ impl HistorySync {
             .admission()
             .history_from_millis(&session.peer)
             .saturating_mul(1 << 16);
+        if !cursor.author_key.is_empty() {
+            return self
+                .serve_feed(
+                    &session,
+                    &cursor.author_key,
+                    cursor.after_seq,
+                    admitted_from,
+                    &items,
+                )
+                .await;
+        }
         let since_hlc = cursor.since_hlc.max(admitted_from);
         let mut query = Query {
             cursor: (!cursor.after.is_empty()).then_some(cursor.after),

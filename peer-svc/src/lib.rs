@@ -26,6 +26,8 @@ pub mod directory;
 pub mod discovery_client;
 pub mod envelope;
 pub mod feed_order;
+pub mod feed_sync;
+pub mod feeds;
 pub mod handshake_ahead;
 pub mod handshake_mac;
 pub mod handshaker;
@@ -47,7 +49,7 @@ pub mod store;
 
 use std::{
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, OnceLock},
     time::Duration,
 };
 
@@ -72,6 +74,7 @@ pub use control_socket::CONTROL_SOCKET;
 use control_socket::bind_control_socket;
 use delivery::Delivery;
 use directory::{Contact, Directory};
+use feed_sync::FeedSync;
 use handshaker::Handshaker;
 use history_sync::HistorySync;
 use hlc::Hlc;
@@ -207,6 +210,7 @@ struct Parts {
     outbound: Arc<Outbound>,
     history: Arc<HistorySync>,
     removals: Arc<RemovalSync>,
+    feeds: Arc<FeedSync>,
     shutdown: CancellationToken,
 }
 
@@ -442,13 +446,13 @@ fn compose(config: Config, opened: Opened, shutdown: CancellationToken) -> Parts
         membership.clone(),
         directory.clone(),
     ));
+    // Feed reconciliation needs history sync, made below; events may
+    // arrive before it is, and then wait for the next contact.
+    let feed_sync: Arc<OnceLock<Arc<FeedSync>>> = Arc::default();
     route_events(
         &membership,
-        &delivery,
-        &peers,
-        &store,
-        &directory,
-        &removals,
+        (&delivery, &peers, &store, &directory),
+        (&removals, &feed_sync),
     );
     let own_key = opened.identity.verifying_key().to_bytes();
     let authors = Arc::new(Authors::new(
@@ -490,7 +494,7 @@ fn compose(config: Config, opened: Opened, shutdown: CancellationToken) -> Parts
         &config,
         directory.clone(),
         handshaker.clone(),
-        channels,
+        channels.clone(),
         inbound.clone(),
         store.clone(),
         hlc,
@@ -498,6 +502,14 @@ fn compose(config: Config, opened: Opened, shutdown: CancellationToken) -> Parts
         authors,
         author,
     ));
+    let feeds = Arc::new(FeedSync::new(
+        history.clone(),
+        handshaker.clone(),
+        peers.clone(),
+        channels.clone(),
+        directory.clone(),
+    ));
+    let _ = feed_sync.set(feeds.clone());
     Parts {
         config,
         address,
@@ -512,6 +524,7 @@ fn compose(config: Config, opened: Opened, shutdown: CancellationToken) -> Parts
         outbound,
         history,
         removals,
+        feeds,
         shutdown,
     }
 }
@@ -520,21 +533,34 @@ fn compose(config: Config, opened: Opened, shutdown: CancellationToken) -> Parts
 /// peer's sessions died, and the outbox is retried where it can take them.
 fn route_events(
     membership: &Membership,
-    delivery: &Arc<Delivery>,
-    peers: &Arc<Peers>,
-    store: &Arc<Store>,
-    directory: &Arc<Directory>,
-    removals: &Arc<RemovalSync>,
+    (delivery, peers, store, directory): (
+        &Arc<Delivery>,
+        &Arc<Peers>,
+        &Arc<Store>,
+        &Arc<Directory>,
+    ),
+    (removals, feed_sync): (&Arc<RemovalSync>, &Arc<OnceLock<Arc<FeedSync>>>),
 ) {
-    let (delivery, peers, store, directory, removals) = (
+    let (delivery, peers, store, directory, removals, feed_sync) = (
         delivery.clone(),
         peers.clone(),
         store.clone(),
         directory.clone(),
         removals.clone(),
+        feed_sync.clone(),
     );
+    let compare_feeds = move |name: String| {
+        if let Some(feeds) = feed_sync.get() {
+            feeds.exchange_later(name);
+        }
+    };
     membership.route_events(move |event| match event {
-        PeerEvent::Back(name) => delivery.retry(&name),
+        PeerEvent::Back(name) => {
+            delivery.retry(&name);
+            // Back: whatever it missed, or we did, is pulled now.
+            compare_feeds(name);
+        }
+        PeerEvent::FeedsDiffer(name) => compare_feeds(name),
         PeerEvent::Moved(name) | PeerEvent::KeyChanged(name) => {
             peers.forget_peer(&name);
             delivery.retry(&name);
@@ -642,6 +668,8 @@ fn spawn_background(parts: &Parts, ttl: Option<Duration>) -> Vec<JoinHandle<()>>
         // Catch up on what was said while this peer was away (or before it
         // joined); with Discovery down, also learn the network from that peer.
         tokio::spawn(catch_up(history, discovery_down, parts.shutdown.clone())),
+        // And compare feeds with every member in touch, every half minute.
+        tokio::spawn(parts.feeds.clone().run_periodically(parts.shutdown.clone())),
     ]
 }
 

@@ -64,6 +64,9 @@ pub enum PeerEvent {
     /// Its handshake said it knows other removals than this peer: ask it
     /// for what this peer lacks (it asks us for the rest).
     RemovalsDiffer(String),
+    /// Its handshake said its feed heads differ from this peer's: compare
+    /// frontiers and pull what this peer lacks.
+    FeedsDiffer(String),
 }
 
 /// Where events go; set once by the composition root.

@@ -110,8 +110,11 @@ fn peer_server(
     let peer = PeerService::new(
         parts.handshaker.clone(),
         parts.inbound.clone(),
-        parts.history.clone(),
-        parts.removals.clone(),
+        (
+            parts.history.clone(),
+            parts.removals.clone(),
+            parts.feeds.clone(),
+        ),
         parts.shutdown.clone(),
     );
     let server = router("chat.v1.Peer", max_message_bytes, health)?

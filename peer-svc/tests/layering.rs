@@ -31,6 +31,7 @@ const LAYERS: &[&[&str]] = &[
         "identity",
         "credential",
         "removals",
+        "feeds",
         "authorship",
         "discovery_client",
         "control_socket",
@@ -45,7 +46,13 @@ const LAYERS: &[&[&str]] = &[
         "handshaker",
     ],
     &["delivery"],
-    &["inbound", "outbound", "history_sync", "removal_sync"],
+    &[
+        "inbound",
+        "outbound",
+        "history_sync",
+        "removal_sync",
+        "feed_sync",
+    ],
     &["service"],
     &["lib"],
 ];

@@ -480,6 +480,12 @@ mod tests {
         ) -> Result<Response<chat_proto::v1::PeerRemovalsResponse>, Status> {
             Err(Status::unimplemented("test"))
         }
+        async fn feeds(
+            &self,
+            _: Request<chat_proto::v1::PeerFeedsRequest>,
+        ) -> Result<Response<chat_proto::v1::PeerFeedsResponse>, Status> {
+            Err(Status::unimplemented("test"))
+        }
     }
 
     async fn serve(peer: Counting) -> String {

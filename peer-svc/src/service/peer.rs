@@ -4,8 +4,9 @@ use std::{pin::Pin, sync::Arc};
 
 use chat_proto::v1::{
     DeliverBatch, DeliverBatchAck, DeliverRequest, DeliverResponse, DeliverResult,
-    PeerHandshakeRequest, PeerHandshakeResponse, PeerHistoryRequest, PeerHistoryResponse,
-    PeerRemovalsRequest, PeerRemovalsResponse, peer_server::Peer,
+    PeerFeedsRequest, PeerFeedsResponse, PeerHandshakeRequest, PeerHandshakeResponse,
+    PeerHistoryRequest, PeerHistoryResponse, PeerRemovalsRequest, PeerRemovalsResponse,
+    peer_server::Peer,
 };
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
@@ -14,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
+    feed_sync::FeedSync,
     handshaker::Handshaker,
     history_sync::HistorySync,
     inbound::Inbound,
@@ -35,17 +37,18 @@ pub struct PeerService {
     inbound: Arc<Inbound>,
     history: Arc<HistorySync>,
     removals: Arc<RemovalSync>,
+    feeds: Arc<FeedSync>,
     history_streams: Arc<tokio::sync::Semaphore>,
     shutdown: CancellationToken,
 }
 
 impl PeerService {
-    /// Serves handshakes, deliveries, history pulls and removal pages.
+    /// Serves handshakes, deliveries, history pulls, removal pages and
+    /// feed frontiers.
     pub fn new(
         handshaker: Arc<Handshaker>,
         inbound: Arc<Inbound>,
-        history: Arc<HistorySync>,
-        removals: Arc<RemovalSync>,
+        (history, removals, feeds): (Arc<HistorySync>, Arc<RemovalSync>, Arc<FeedSync>),
         shutdown: CancellationToken,
     ) -> Self {
         Self {
@@ -53,6 +56,7 @@ impl PeerService {
             inbound,
             history,
             removals,
+            feeds,
             history_streams: Arc::new(tokio::sync::Semaphore::new(MAX_HISTORY_STREAMS)),
             shutdown,
         }
@@ -245,5 +249,16 @@ impl Peer for PeerService {
             .serve(request.into_inner().envelope)
             .map_err(|e| refused("Peer/Removals", e))?;
         Ok(Response::new(page))
+    }
+
+    async fn feeds(
+        &self,
+        request: Request<PeerFeedsRequest>,
+    ) -> Result<Response<PeerFeedsResponse>, Status> {
+        let frontier = self
+            .feeds
+            .serve(request.into_inner().envelope)
+            .map_err(|e| refused("Peer/Feeds", e))?;
+        Ok(Response::new(frontier))
     }
 }

@@ -6,9 +6,9 @@ use tonic::Status;
 
 use crate::{
     admission::AdmissionError, checks::CheckError, credential::CredentialError,
-    envelope::EnvelopeError, handshaker::HandshakeError, history_sync::ServeError,
-    inbound::InboundError, net::BadAddress, outbound::SendError, removal_sync::RemovalsError,
-    store::history::QueryError,
+    envelope::EnvelopeError, feed_sync::FeedsError, handshaker::HandshakeError,
+    history_sync::ServeError, inbound::InboundError, net::BadAddress, outbound::SendError,
+    removal_sync::RemovalsError, store::history::QueryError,
 };
 
 /// Refusals decided by the services themselves (a request about a peer
@@ -183,6 +183,16 @@ impl From<RemovalsError> for Status {
             RemovalsError::NotAQuery | RemovalsError::BadKey => {
                 Status::invalid_argument(e.to_string())
             }
+        }
+    }
+}
+
+impl From<FeedsError> for Status {
+    fn from(e: FeedsError) -> Self {
+        match e {
+            FeedsError::Envelope(e) => e.into(),
+            FeedsError::NotAQuery => Status::invalid_argument(e.to_string()),
+            FeedsError::Store(_) => Status::internal(e.to_string()),
         }
     }
 }

@@ -96,6 +96,24 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Every author feed held: (author key, highest seq, how many distinct
+    /// seqs), by author key.
+    pub fn feed_extents(&self) -> Result<Vec<(Vec<u8>, u64, u64)>, StoreError> {
+        let conn = self.conn.lock().expect("store lock");
+        let mut statement = conn.prepare_cached(
+            "SELECT author_key, MAX(seq), COUNT(DISTINCT seq) FROM messages
+             WHERE author_key IS NOT NULL GROUP BY author_key ORDER BY author_key",
+        )?;
+        let rows = statement.query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get::<_, i64>(1)?.max(0) as u64,
+                r.get::<_, i64>(2)?.max(0) as u64,
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Messages stored without a signature (before protocol 3).
     pub fn unsigned_count(&self) -> Result<u64, StoreError> {
         let conn = self.conn.lock().expect("store lock");

@@ -1,6 +1,7 @@
 //! End-to-end tests, in one binary so `cargo test` links and starts once.
 
 mod admission;
+mod anti_entropy;
 mod backpressure;
 mod churn;
 mod cli;

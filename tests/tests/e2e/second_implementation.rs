@@ -307,6 +307,15 @@ impl Peer for SnowPeer {
         // It sends no removals digest, so no member asks it.
         Err(Status::unimplemented("Removals"))
     }
+
+    async fn feeds(
+        &self,
+        _: Request<chat_proto::v1::PeerFeedsRequest>,
+    ) -> Result<Response<chat_proto::v1::PeerFeedsResponse>, Status> {
+        // It sends no feeds digest; a member that asks anyway (when it comes
+        // back) gets UNIMPLEMENTED and pulls nothing from it.
+        Err(Status::unimplemented("Feeds"))
+    }
 }
 
 #[tokio::test]
