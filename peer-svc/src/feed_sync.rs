@@ -183,7 +183,14 @@ impl FeedSync {
             .directory
             .get(peer)
             .ok_or_else(|| Status::not_found(format!("{peer} is not known here")))?;
-        if contact.dropped || contact.key_changed {
+        // Only members are asked: a name only Discovery lists (an outsider
+        // may register thousands) costs nothing here.
+        let admission = self.handshaker.admission();
+        if contact.dropped
+            || contact.key_changed
+            || (!admission.is_open() && !admission.is_known_member(peer))
+            || admission.is_removed(peer)
+        {
             return Ok(0);
         }
         let session = match self.peers.sending(peer) {

@@ -54,7 +54,7 @@ impl Unverified {
 /// Why nothing is kept to retry for a name that showed no admission.
 fn not_queued(name: &str) -> String {
     format!(
-        "{name} has shown this peer no admission to the network (only Discovery lists it), so nothing is kept to retry"
+        "{name} has shown this peer no admission to the network (only Discovery lists it), so no copy is kept for it; if it is a member, it gets the message when it next compares feeds with one that has it"
     )
 }
 
