@@ -8,7 +8,7 @@
 //! in a feed is filled from whoever holds the missing messages.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -20,12 +20,12 @@ use chat_proto::v1::{
 use prost::Message;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::{
     directory::Directory,
     envelope::{self, EnvelopeError},
-    feeds::Feeds,
+    feeds::{FeedHead, Feeds},
     handshaker::Handshaker,
     history_sync::HistorySync,
     net::Channels,
@@ -69,9 +69,25 @@ pub struct FeedSync {
     peers: Arc<Peers>,
     channels: Arc<Channels>,
     directory: Arc<Directory>,
-    /// When the exchange with each peer started, and whether it runs.
-    exchanges: Mutex<HashMap<String, (Instant, bool)>>,
+    /// The exchange with each peer.
+    exchanges: Mutex<HashMap<String, Exchange>>,
+    /// Forks warned of: (author key, seq).
+    forks: Mutex<HashSet<(Vec<u8>, u64)>>,
 }
+
+/// The exchange with one peer.
+#[derive(Debug)]
+struct Exchange {
+    /// When it started (or will).
+    started: Instant,
+    /// It runs (or waits to).
+    running: bool,
+    /// It was asked for again meanwhile: once more when it ends.
+    again: bool,
+}
+
+/// Forks remembered (and so warned of once each).
+const MAX_FORKS_REMEMBERED: usize = 4096;
 
 impl FeedSync {
     /// Reconciliation through these parts.
@@ -90,6 +106,7 @@ impl FeedSync {
             channels,
             directory,
             exchanges: Mutex::default(),
+            forks: Mutex::default(),
         }
     }
 
@@ -126,35 +143,67 @@ impl FeedSync {
         })
     }
 
-    /// Compares feeds with `peer` in the background, unless an exchange
-    /// with it runs already or started a moment ago.
+    /// Compares feeds with `peer` in the background: now, or, if an
+    /// exchange with it runs or ran a moment ago, once more after it (at
+    /// most one exchange per peer at a time, and one per
+    /// [`MIN_EXCHANGE_INTERVAL`]; a request meanwhile is not lost).
     pub fn exchange_later(self: &Arc<Self>, peer: String) {
-        {
+        let delay = {
             let mut exchanges = self.exchanges.lock().expect("exchanges lock");
             let now = Instant::now();
-            if let Some((started, running)) = exchanges.get(&peer)
-                && (*running || now.duration_since(*started) < MIN_EXCHANGE_INTERVAL)
-            {
-                return;
-            }
-            exchanges.insert(peer.clone(), (now, true));
-        }
-        let this = self.clone();
-        tokio::spawn(async move {
-            match this.exchange(&peer).await {
-                Ok(0) => {}
-                Ok(added) => info!(from = %peer, added, "feeds reconciled: missed messages pulled"),
-                Err(e) => {
-                    debug!(peer = %peer, error = %e.message(), "feeds not compared now; again at the next contact")
+            match exchanges.get_mut(&peer) {
+                Some(e) if e.running => {
+                    e.again = true;
+                    return;
+                }
+                Some(e) => {
+                    let delay = MIN_EXCHANGE_INTERVAL.saturating_sub(now.duration_since(e.started));
+                    *e = Exchange {
+                        started: now + delay,
+                        running: true,
+                        again: false,
+                    };
+                    delay
+                }
+                None => {
+                    exchanges.insert(
+                        peer.clone(),
+                        Exchange {
+                            started: now,
+                            running: true,
+                            again: false,
+                        },
+                    );
+                    Duration::ZERO
                 }
             }
-            if let Some(entry) = this
-                .exchanges
-                .lock()
-                .expect("exchanges lock")
-                .get_mut(&peer)
-            {
-                entry.1 = false;
+        };
+        let this = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            loop {
+                match this.exchange(&peer).await {
+                    Ok(0) => {}
+                    Ok(added) => {
+                        info!(from = %peer, added, "feeds reconciled: missed messages pulled")
+                    }
+                    Err(e) => {
+                        debug!(peer = %peer, error = %e.message(), "feeds not compared now; again at the next contact")
+                    }
+                }
+                {
+                    let mut exchanges = this.exchanges.lock().expect("exchanges lock");
+                    let Some(e) = exchanges.get_mut(&peer) else {
+                        return;
+                    };
+                    if !e.again {
+                        e.running = false;
+                        return;
+                    }
+                    e.again = false;
+                    e.started = Instant::now() + MIN_EXCHANGE_INTERVAL;
+                }
+                tokio::time::sleep(MIN_EXCHANGE_INTERVAL).await;
             }
         });
     }
@@ -205,24 +254,46 @@ impl FeedSync {
         if frontier.same {
             return Ok(0);
         }
-        let held: HashMap<&[u8], u64> = ours
-            .iter()
-            .map(|h| (h.author_key.as_slice(), h.contiguous))
-            .collect();
+        let held: HashMap<&[u8], &FeedHead> =
+            ours.iter().map(|h| (h.author_key.as_slice(), h)).collect();
         let mut added = 0;
         for head in frontier.heads {
-            let have = held.get(head.author_key.as_slice()).copied().unwrap_or(0);
-            if head.seq > have {
-                added += self
-                    .history
-                    .pull_feed(&contact, &session, &head.author_key, have)
-                    .await?;
-            }
+            let ours = held.get(head.author_key.as_slice());
+            let have = ours.map_or(0, |h| h.contiguous);
+            let fork = ours.is_some_and(|h| h.seq == head.seq && h.hash.as_slice() != head.hash);
+            let after = if fork {
+                // Two messages with one number: the author said two
+                // different things. The other is pulled and kept as
+                // evidence (`chat history --verify` shows the fork).
+                self.fork_seen(peer, &head.author_key, head.seq);
+                head.seq.saturating_sub(1).min(have)
+            } else if head.seq > have {
+                have
+            } else {
+                continue;
+            };
+            added += self
+                .history
+                .pull_feed(&contact, &session, &head.author_key, after)
+                .await?;
         }
         if added > 0 {
             self.feeds.changed();
         }
         Ok(added)
+    }
+
+    /// Warns of a fork in `author_key`'s feed at `seq`, once.
+    fn fork_seen(&self, peer: &str, author_key: &[u8], seq: u64) {
+        let mut forks = self.forks.lock().expect("forks lock");
+        if forks.len() < MAX_FORKS_REMEMBERED && forks.insert((author_key.to_vec(), seq)) {
+            warn!(
+                from = %peer,
+                author = %chat_proto::keys::fingerprint(author_key),
+                seq,
+                "fork: an author signed two different messages with one number (it said two different things); both are kept as evidence, see `chat history --verify`"
+            );
+        }
     }
 
     /// `address`'s frontier, for our `digest`.

@@ -1,7 +1,8 @@
 //! The heads of the author feeds this peer holds, and their digest
 //! (docs/protocol.md §9.6): what two members compare to find, in
 //! O(authors), which messages one of them lacks. Read from the store and
-//! kept for a second, so handshakes in a burst cost one read.
+//! kept until a message is added (and for at most a second), so handshakes
+//! in a burst cost one read.
 
 use std::{
     sync::{Arc, Mutex},
@@ -44,8 +45,9 @@ pub fn digest(heads: &[FeedHead]) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// Heads read from the store: when, the heads, their digest.
-type Read = (Instant, Arc<Vec<FeedHead>>, [u8; 32]);
+/// Heads read from the store: when, at which count of message writes, the
+/// heads, their digest.
+type Read = (Instant, u64, Arc<Vec<FeedHead>>, [u8; 32]);
 
 /// This peer's feed heads, read from its store.
 #[derive(Debug)]
@@ -65,8 +67,10 @@ impl Feeds {
 
     /// The heads and their digest (read again at most once a second).
     pub fn heads(&self) -> Result<(Arc<Vec<FeedHead>>, [u8; 32]), StoreError> {
-        if let Some((at, heads, digest)) = &*self.cached.lock().expect("feeds lock")
+        let writes = self.store.message_writes();
+        if let Some((at, read_at, heads, digest)) = &*self.cached.lock().expect("feeds lock")
             && at.elapsed() < FRESH_FOR
+            && *read_at == writes
         {
             return Ok((heads.clone(), *digest));
         }
@@ -97,7 +101,8 @@ impl Feeds {
         }
         let digest = digest(&heads);
         let heads = Arc::new(heads);
-        *self.cached.lock().expect("feeds lock") = Some((Instant::now(), heads.clone(), digest));
+        *self.cached.lock().expect("feeds lock") =
+            Some((Instant::now(), writes, heads.clone(), digest));
         Ok((heads, digest))
     }
 

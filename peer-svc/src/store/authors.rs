@@ -38,13 +38,15 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// The newest message of `author_key`'s feed: (seq, authored bytes).
+    /// The newest message of `author_key`'s feed: (seq, authored bytes); of
+    /// two with one seq (a fork), the one with the smaller id, so every peer
+    /// holding both names the same head.
     pub fn feed_head(&self, author_key: &[u8]) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
         let conn = self.conn.lock().expect("store lock");
         Ok(conn
             .prepare_cached(
                 "SELECT seq, authored FROM messages
-                 WHERE author_key = ?1 ORDER BY seq DESC LIMIT 1",
+                 WHERE author_key = ?1 ORDER BY seq DESC, id LIMIT 1",
             )?
             .query_row([author_key], |r| {
                 Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))

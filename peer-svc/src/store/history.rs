@@ -245,7 +245,17 @@ impl Store {
             }
         }
         tx.commit()?;
+        if added.iter().any(|a| *a) {
+            self.message_writes
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
         Ok(added)
+    }
+
+    /// A number that changes whenever messages are added (not a count).
+    pub fn message_writes(&self) -> u64 {
+        self.message_writes
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The stored message `id` from `sender`.

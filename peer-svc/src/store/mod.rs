@@ -200,6 +200,9 @@ pub struct Store {
     pub(crate) outbox_rows: std::sync::atomic::AtomicUsize,
     /// Inserts gathered for one transaction (group commit).
     pub(crate) commits: Mutex<CommitQueue>,
+    /// Transactions that added messages: what a cache of anything read from
+    /// the messages compares to know it is still current.
+    pub(crate) message_writes: std::sync::atomic::AtomicU64,
     /// Copies the WAL into the database off the write path; stops on drop.
     _checkpointer: Option<Checkpointer>,
 }
@@ -391,6 +394,7 @@ impl Store {
             conn: Mutex::new(conn),
             backlog: Mutex::new(backlog),
             outbox_rows: std::sync::atomic::AtomicUsize::new(rows),
+            message_writes: std::sync::atomic::AtomicU64::new(0),
             commits: Mutex::new(CommitQueue::default()),
             _checkpointer: None,
         })

@@ -760,3 +760,70 @@ async fn delivery_streams_that_bring_nothing_are_closed() {
     // It still serves.
     assert!(target.node.store.is_empty());
 }
+
+/// Issue 24 item 8 / issue 25 item 4: a member that says two different
+/// things under one number (seq 1 "meeting at 10" to target, "meeting at
+/// 14" to other) is caught as soon as the two compare feeds: each pulls
+/// the other's version, keeps it as evidence, and `--verify` names the fork.
+#[tokio::test]
+async fn a_fork_surfaces_when_two_members_compare_feeds() {
+    use chat_proto::v1::{HandshakeRequest, VerifyHistoryRequest};
+    let (discovery, dir, target, mut mallory) = setup("forker").await;
+    let other = InProcessPeer::start("other", &discovery.url(), &dir.path().join("other")).await;
+    target.wait_connections(&["other"]).await;
+    // Other's start-up history pull (from target, still empty) is over.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let s = mallory.handshake(&target).await;
+    mallory
+        .deliver(mallory.envelope(&s, 0, "fork-a", "meeting at 10"))
+        .await
+        .unwrap();
+    // The same key, numbering from 1 again, to the other member.
+    mallory.author = chat_tests::test_author(&mallory.name);
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", other.address))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    mallory.client = PeerClient::new(channel);
+    let s = mallory.handshake(&other).await;
+    mallory
+        .deliver(mallory.envelope(&s, 0, "fork-b", "meeting at 14"))
+        .await
+        .unwrap();
+    assert_eq!((target.node.store.len(), other.node.store.len()), (1, 1));
+
+    // Target and other meet again: their feed digests differ, they compare.
+    target
+        .control()
+        .await
+        .handshake(HandshakeRequest {
+            peer: "other".into(),
+        })
+        .await
+        .unwrap();
+    for peer in [&target, &other] {
+        let node = peer.node.clone();
+        chat_tests::eventually("both versions to be held", || {
+            let both = node.store.len() == 2;
+            async move { both }
+        })
+        .await;
+        let report = peer
+            .control()
+            .await
+            .verify_history(VerifyHistoryRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let forker = report
+            .authors
+            .iter()
+            .find(|a| a.name == mallory.name)
+            .expect("the forker's feed");
+        assert!(
+            forker.problems.iter().any(|p| p.starts_with("fork")),
+            "{forker:?}"
+        );
+    }
+}
