@@ -10,7 +10,7 @@
 use std::{
     collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use chat_proto::v1::{
@@ -30,6 +30,7 @@ use crate::{
     history_sync::HistorySync,
     net::Channels,
     peers::Peers,
+    rerun::Rerun,
     session::Session,
 };
 
@@ -69,21 +70,10 @@ pub struct FeedSync {
     peers: Arc<Peers>,
     channels: Arc<Channels>,
     directory: Arc<Directory>,
-    /// The exchange with each peer.
-    exchanges: Mutex<HashMap<String, Exchange>>,
+    /// The exchange with each peer: one at a time.
+    exchanges: Rerun,
     /// Forks warned of: (author key, seq).
     forks: Mutex<HashSet<(Vec<u8>, u64)>>,
-}
-
-/// The exchange with one peer.
-#[derive(Debug)]
-struct Exchange {
-    /// When it started (or will).
-    started: Instant,
-    /// It runs (or waits to).
-    running: bool,
-    /// It was asked for again meanwhile: once more when it ends.
-    again: bool,
 }
 
 /// Forks remembered (and so warned of once each).
@@ -105,7 +95,7 @@ impl FeedSync {
             peers,
             channels,
             directory,
-            exchanges: Mutex::default(),
+            exchanges: Rerun::new(MIN_EXCHANGE_INTERVAL),
             forks: Mutex::default(),
         }
     }
@@ -148,35 +138,8 @@ impl FeedSync {
     /// most one exchange per peer at a time, and one per
     /// [`MIN_EXCHANGE_INTERVAL`]; a request meanwhile is not lost).
     pub fn exchange_later(self: &Arc<Self>, peer: String) {
-        let delay = {
-            let mut exchanges = self.exchanges.lock().expect("exchanges lock");
-            let now = Instant::now();
-            match exchanges.get_mut(&peer) {
-                Some(e) if e.running => {
-                    e.again = true;
-                    return;
-                }
-                Some(e) => {
-                    let delay = MIN_EXCHANGE_INTERVAL.saturating_sub(now.duration_since(e.started));
-                    *e = Exchange {
-                        started: now + delay,
-                        running: true,
-                        again: false,
-                    };
-                    delay
-                }
-                None => {
-                    exchanges.insert(
-                        peer.clone(),
-                        Exchange {
-                            started: now,
-                            running: true,
-                            again: false,
-                        },
-                    );
-                    Duration::ZERO
-                }
-            }
+        let Some(delay) = self.exchanges.ask(&peer) else {
+            return;
         };
         let this = self.clone();
         tokio::spawn(async move {
@@ -191,19 +154,10 @@ impl FeedSync {
                         debug!(peer = %peer, error = %e.message(), "feeds not compared now; again at the next contact")
                     }
                 }
-                {
-                    let mut exchanges = this.exchanges.lock().expect("exchanges lock");
-                    let Some(e) = exchanges.get_mut(&peer) else {
-                        return;
-                    };
-                    if !e.again {
-                        e.running = false;
-                        return;
-                    }
-                    e.again = false;
-                    e.started = Instant::now() + MIN_EXCHANGE_INTERVAL;
+                if !this.exchanges.ended(&peer) {
+                    return;
                 }
-                tokio::time::sleep(MIN_EXCHANGE_INTERVAL).await;
+                tokio::time::sleep(this.exchanges.interval()).await;
             }
         });
     }

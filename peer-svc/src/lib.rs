@@ -42,6 +42,7 @@ pub mod peers;
 pub mod rate;
 pub mod removal_sync;
 pub mod removals;
+pub mod rerun;
 mod servers;
 pub mod service;
 pub mod session;

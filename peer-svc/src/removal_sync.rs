@@ -6,11 +6,7 @@
 //! knows it, however many newer removals there are and in whatever order
 //! members come and go, and nothing is sent when both hold the same set.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Duration};
 
 use chat_proto::v1::{
     Envelope, PeerRemovalsRequest, PeerRemovalsResponse, RemovalsPage, RemovalsQuery,
@@ -29,6 +25,7 @@ use crate::{
     net::Channels,
     peers::Peers,
     removals::BUCKETS,
+    rerun::Rerun,
     session::Session,
 };
 
@@ -69,8 +66,8 @@ pub struct RemovalSync {
     handshaker: Arc<Handshaker>,
     channels: Arc<Channels>,
     membership: Arc<Membership>,
-    /// When the pull from each peer started; present while it runs.
-    pulls: Mutex<HashMap<String, (Instant, bool)>>,
+    /// The pull from each peer: one at a time.
+    pulls: Rerun,
 }
 
 impl RemovalSync {
@@ -89,7 +86,7 @@ impl RemovalSync {
             handshaker,
             channels,
             membership,
-            pulls: Mutex::default(),
+            pulls: Rerun::new(MIN_PULL_INTERVAL),
         }
     }
 
@@ -119,30 +116,27 @@ impl RemovalSync {
         })
     }
 
-    /// Pulls from `peer` what this peer lacks, in the background, unless a
-    /// pull from it runs already or started a moment ago.
+    /// Pulls from `peer` what this peer lacks, in the background: now, or,
+    /// if a pull from it runs or ran a moment ago, once more after it.
     pub fn pull_later(self: &Arc<Self>, peer: String) {
-        {
-            let mut pulls = self.pulls.lock().expect("pulls lock");
-            let now = Instant::now();
-            if let Some((started, running)) = pulls.get(&peer)
-                && (*running || now.duration_since(*started) < MIN_PULL_INTERVAL)
-            {
-                return;
-            }
-            pulls.insert(peer.clone(), (now, true));
-        }
+        let Some(delay) = self.pulls.ask(&peer) else {
+            return;
+        };
         let this = self.clone();
         tokio::spawn(async move {
-            match this.pull(&peer).await {
-                Ok(0) => debug!(from = %peer, "removals reconciled; nothing new"),
-                Ok(added) => info!(from = %peer, added, "removals reconciled"),
-                Err(e) => {
-                    debug!(from = %peer, error = %e.message(), "removals not reconciled now; again at the next handshake")
+            tokio::time::sleep(delay).await;
+            loop {
+                match this.pull(&peer).await {
+                    Ok(0) => debug!(from = %peer, "removals reconciled; nothing new"),
+                    Ok(added) => info!(from = %peer, added, "removals reconciled"),
+                    Err(e) => {
+                        debug!(from = %peer, error = %e.message(), "removals not reconciled now; again at the next handshake")
+                    }
                 }
-            }
-            if let Some(entry) = this.pulls.lock().expect("pulls lock").get_mut(&peer) {
-                entry.1 = false;
+                if !this.pulls.ended(&peer) {
+                    return;
+                }
+                tokio::time::sleep(this.pulls.interval()).await;
             }
         });
     }
