@@ -22,6 +22,7 @@ const LAYERS: &[&[&str]] = &[
         "checks",
         "handshake_mac",
         "feed_order",
+        "rerun",
     ],
     &[
         "net",
