@@ -231,9 +231,6 @@ impl FeedSync {
                 .pull_feed(&contact, &session, &head.author_key, after)
                 .await?;
         }
-        if added > 0 {
-            self.feeds.changed();
-        }
         Ok(added)
     }
 

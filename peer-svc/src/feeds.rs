@@ -1,13 +1,10 @@
 //! The heads of the author feeds this peer holds, and their digest
 //! (docs/protocol.md §9.6): what two members compare to find, in
 //! O(authors), which messages one of them lacks. Read from the store and
-//! kept until a message is added (and for at most a second), so handshakes
-//! in a burst cost one read.
+//! kept until a message is added (the store counts its writes of messages,
+//! the only way they change), so handshakes in a burst cost one read.
 
-use std::{
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
@@ -15,9 +12,6 @@ use crate::{
     authorship,
     store::{Store, StoreError},
 };
-
-/// How long heads read from the store are reused.
-const FRESH_FOR: Duration = Duration::from_secs(1);
 
 /// The newest message of one author's feed held here.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,9 +39,9 @@ pub fn digest(heads: &[FeedHead]) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// Heads read from the store: when, at which count of message writes, the
-/// heads, their digest.
-type Read = (Instant, u64, Arc<Vec<FeedHead>>, [u8; 32]);
+/// Heads read from the store: at which count of message writes, the heads,
+/// their digest.
+type Read = (u64, Arc<Vec<FeedHead>>, [u8; 32]);
 
 /// This peer's feed heads, read from its store.
 #[derive(Debug)]
@@ -65,11 +59,10 @@ impl Feeds {
         }
     }
 
-    /// The heads and their digest (read again at most once a second).
+    /// The heads and their digest (read again once messages were added).
     pub fn heads(&self) -> Result<(Arc<Vec<FeedHead>>, [u8; 32]), StoreError> {
         let writes = self.store.message_writes();
-        if let Some((at, read_at, heads, digest)) = &*self.cached.lock().expect("feeds lock")
-            && at.elapsed() < FRESH_FOR
+        if let Some((read_at, heads, digest)) = &*self.cached.lock().expect("feeds lock")
             && *read_at == writes
         {
             return Ok((heads.clone(), *digest));
@@ -101,19 +94,13 @@ impl Feeds {
         }
         let digest = digest(&heads);
         let heads = Arc::new(heads);
-        *self.cached.lock().expect("feeds lock") =
-            Some((Instant::now(), writes, heads.clone(), digest));
+        *self.cached.lock().expect("feeds lock") = Some((writes, heads.clone(), digest));
         Ok((heads, digest))
     }
 
     /// The digest alone (empty if the store cannot be read).
     pub fn digest(&self) -> Vec<u8> {
         self.heads().map(|(_, d)| d.to_vec()).unwrap_or_default()
-    }
-
-    /// Forgets the heads read: new messages were stored.
-    pub fn changed(&self) {
-        *self.cached.lock().expect("feeds lock") = None;
     }
 }
 
@@ -152,13 +139,11 @@ mod tests {
         for m in [&messages[0], &messages[1], &messages[3]] {
             store.insert(m).unwrap();
         }
-        feeds.changed();
         let (heads, with_gap) = feeds.heads().unwrap();
         assert_eq!((heads[0].seq, heads[0].contiguous), (4, 2));
         assert_eq!(heads[0].hash, authorship::hash(&messages[3].authored));
         assert_ne!(empty, with_gap);
         store.insert(&messages[2]).unwrap();
-        feeds.changed();
         let (heads, whole) = feeds.heads().unwrap();
         assert_eq!((heads[0].seq, heads[0].contiguous), (4, 4));
         // The gap is part of the digest: a peer missing 3 differs from one
