@@ -114,6 +114,29 @@ fn over_budget(progress: &Progress) -> Option<Status> {
 const REASONS_KEPT: usize = 5;
 
 impl Progress {
+    /// Warns, naming the relay, of what was refused (if anything), and of
+    /// the pull's end when `ended` says why it ended early.
+    fn warn_refused(&self, from: &str, ended: Option<&Status>) {
+        if self.refused == 0 {
+            return;
+        }
+        match ended {
+            Some(e) => {
+                warn!(from = %from, refused = self.refused, stored = self.added, error = %e.message(), "history pull ended: the relay sent items that do not verify")
+            }
+            None => {
+                warn!(
+                    from,
+                    refused = self.refused,
+                    "history items refused: the relay sent messages that do not verify (forged or altered), from keys not admitted under their names, from the future or oversize"
+                )
+            }
+        }
+        for reason in &self.reasons {
+            warn!(from = %from, "history item refused: {reason}");
+        }
+    }
+
     fn refuse(&mut self, why: String) {
         self.refused += 1;
         if self.reasons.len() < REASONS_KEPT {
@@ -267,22 +290,11 @@ impl HistorySync {
                 }
             };
             let received = self.receive(&mut stream, &session, &mut progress).await;
-            let received = received.inspect_err(|e| {
-                if progress.refused > 0 {
-                    warn!(from = %contact.name, refused = progress.refused, stored = progress.added, error = %e.message(), "history pull ended: the relay sent items that do not verify");
-                    for reason in &progress.reasons {
-                        warn!(from = %contact.name, "history item refused: {reason}");
-                    }
-                }
-            })?;
+            let received =
+                received.inspect_err(|e| progress.warn_refused(&contact.name, Some(e)))?;
             match received {
                 None => {
-                    if progress.refused > 0 {
-                        warn!(from = %contact.name, refused = progress.refused, "history items refused: the relay sent messages that do not verify (forged or altered), from keys not admitted under their names, from the future or oversize");
-                        for reason in &progress.reasons {
-                            warn!(from = %contact.name, "history item refused: {reason}");
-                        }
-                    }
+                    progress.warn_refused(&contact.name, None);
                     info!(from = %contact.name, received = progress.seen, new = progress.added, "history synced");
                     self.report_gaps(&contact.name, &progress.authors);
                     return Ok(progress.added);
@@ -643,15 +655,8 @@ impl HistorySync {
         let broke = self
             .receive(&mut stream, session, &mut progress)
             .await
-            .inspect_err(|e| {
-                warn!(from = %contact.name, refused = progress.refused, error = %e.message(), "feed pull ended: the relay sent items that do not verify");
-            })?;
-        if progress.refused > 0 {
-            warn!(from = %contact.name, refused = progress.refused, "feed items refused: they do not verify, or their keys are not admitted under their names");
-            for reason in &progress.reasons {
-                warn!(from = %contact.name, "feed item refused: {reason}");
-            }
-        }
+            .inspect_err(|e| progress.warn_refused(&contact.name, Some(e)))?;
+        progress.warn_refused(&contact.name, None);
         if let Some(status) = broke {
             debug!(from = %contact.name, error = %status.message(), "feed pull broke; again at the next exchange");
         }
