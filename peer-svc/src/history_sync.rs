@@ -126,7 +126,7 @@ impl Progress {
             }
             None => {
                 warn!(
-                    from,
+                    from = %from,
                     refused = self.refused,
                     "history items refused: the relay sent messages that do not verify (forged or altered), from keys not admitted under their names, from the future or oversize"
                 )
