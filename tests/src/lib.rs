@@ -525,5 +525,7 @@ impl TestStore {
 }
 
 pub use peers::{InProcessPeer, PeerProcess};
-pub use peers::{chat_cli, eventually, full_history, spawn_chat, start_network, wait_for_message};
+pub use peers::{
+    chat_cli, delivered_to, eventually, full_history, spawn_chat, start_network, wait_for_message,
+};
 pub use relay::{Relay, contains};

@@ -48,6 +48,15 @@ async fn connection_names(client: &mut ControlClient<Channel>) -> Vec<String> {
     }
 }
 
+/// True if a `chat send` report says `peer` got the message (its line
+/// reads "NAME delivered").
+pub fn delivered_to(report: &str, peer: &str) -> bool {
+    report.lines().any(|l| {
+        let mut words = l.split_whitespace();
+        words.next() == Some(peer) && words.next() == Some("delivered")
+    })
+}
+
 /// Every message in a Control client's history, following cursors.
 pub async fn full_history(client: &mut ControlClient<Channel>) -> Vec<ChatMessage> {
     let mut all = Vec::new();
@@ -153,6 +162,40 @@ impl PeerProcess {
             data_dir: data_dir.to_owned(),
             process,
         }
+    }
+
+    /// Starts `name` founding a network of its own (`--create-network`).
+    pub async fn found(name: &str, discovery_url: &str, data_dir: &Path) -> Self {
+        Self::start_with_args(
+            name,
+            discovery_url,
+            data_dir,
+            &["--create-network"],
+            &[],
+            None,
+        )
+        .await
+    }
+
+    /// Invites `name` here (`chat invite NAME` with `invite_args`) and
+    /// starts it in `data_dir` with the token in `CHAT_JOIN`, `env` and its
+    /// log in `log`: a member this peer admitted.
+    pub async fn admit(
+        &self,
+        name: &str,
+        invite_args: &[&str],
+        discovery_url: &str,
+        data_dir: &Path,
+        env: &[(&str, &str)],
+        log: Option<&Path>,
+    ) -> Self {
+        let mut args = vec!["invite", name];
+        args.extend_from_slice(invite_args);
+        let (ok, token, err) = self.chat(&args).await;
+        assert!(ok, "{}: chat invite {name}: {err}", self.name);
+        let mut env = env.to_vec();
+        env.push(("CHAT_JOIN", token.trim()));
+        Self::start_logged(name, discovery_url, data_dir, &env, log).await
     }
 
     /// A Control client over the peer's Unix socket.

@@ -5,14 +5,7 @@
 
 use chat_noise::StaticKeypair;
 use chat_proto::v1::LeaveRequest;
-use chat_tests::{Discovery, PeerProcess, eventually, wait_for_message};
-
-fn delivered_to(report: &str, peer: &str) -> bool {
-    report.lines().any(|l| {
-        let mut words = l.split_whitespace();
-        words.next() == Some(peer) && words.next() == Some("delivered")
-    })
-}
+use chat_tests::{Discovery, PeerProcess, delivered_to, eventually, wait_for_message};
 
 #[tokio::test]
 async fn a_full_registry_does_not_keep_a_new_member_out() {
@@ -26,25 +19,10 @@ async fn a_full_registry_does_not_keep_a_new_member_out() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let url = discovery.url();
-    let alice = PeerProcess::start_with_args(
-        "alice",
-        &url,
-        &dir.path().join("alice"),
-        &["--create-network"],
-        &[],
-        None,
-    )
-    .await;
-    let (ok, token, err) = alice.chat(&["invite", "bob"]).await;
-    assert!(ok, "{err}");
-    let bob = PeerProcess::start_logged(
-        "bob",
-        &url,
-        &dir.path().join("bob"),
-        &[("CHAT_JOIN", token.trim())],
-        None,
-    )
-    .await;
+    let alice = PeerProcess::found("alice", &url, &dir.path().join("alice")).await;
+    let bob = alice
+        .admit("bob", &[], &url, &dir.path().join("bob"), &[], None)
+        .await;
     alice.wait_connections(&["bob"]).await;
     // An outsider takes the last place.
     let mut client = discovery.client().await;
@@ -52,17 +30,17 @@ async fn a_full_registry_does_not_keep_a_new_member_out() {
     let request = chat_tests::proven(&mut client, &outsider, "filler", "127.0.0.1:9").await;
     let lease = client.register(request).await.unwrap().into_inner();
 
-    let (ok, token, err) = alice.chat(&["invite", "carol"]).await;
-    assert!(ok, "{err}");
     let log = dir.path().join("carol.log");
-    let carol = PeerProcess::start_logged(
-        "carol",
-        &url,
-        &dir.path().join("carol"),
-        &[("CHAT_JOIN", token.trim()), ("RUST_LOG", "info")],
-        Some(&log),
-    )
-    .await;
+    let carol = alice
+        .admit(
+            "carol",
+            &[],
+            &url,
+            &dir.path().join("carol"),
+            &[("RUST_LOG", "info")],
+            Some(&log),
+        )
+        .await;
     let said = std::fs::read_to_string(&log).unwrap();
     assert!(said.contains("running unlisted"), "{said}");
     eventually("alice to take carol by her credential", || async {

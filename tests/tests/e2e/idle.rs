@@ -86,17 +86,10 @@ async fn a_peer_at_rest_spends_no_cpu_whatever_is_queued_or_dropped() {
     .await;
     let mut others = Vec::new();
     for name in ["bob", "carol", "dave"] {
-        let (ok, token, err) = alice.chat(&["invite", name]).await;
-        assert!(ok, "{err}");
         others.push(
-            PeerProcess::start_logged(
-                name,
-                &url,
-                &dir.path().join(name),
-                &[("CHAT_JOIN", token.trim())],
-                None,
-            )
-            .await,
+            alice
+                .admit(name, &[], &url, &dir.path().join(name), &[], None)
+                .await,
         );
     }
     alice.wait_connections(&["bob", "carol", "dave"]).await;

@@ -23,26 +23,18 @@ async fn texts(data_dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Starts `name` in `dir`, joining with `token` (None: already a member).
-async fn start(name: &str, url: &str, dir: &Path, token: Option<&str>) -> PeerProcess {
+/// Starts the member `name` again in `dir` (its data dir holds its
+/// membership), logging at info.
+async fn restart(name: &str, url: &str, dir: &Path) -> PeerProcess {
     let log = dir.join(format!("{name}.log"));
-    let data_dir = dir.join(name);
-    match token {
-        Some(t) => {
-            PeerProcess::start_logged(
-                name,
-                url,
-                &data_dir,
-                &[("CHAT_JOIN", t), ("RUST_LOG", "info")],
-                Some(&log),
-            )
-            .await
-        }
-        None => {
-            PeerProcess::start_logged(name, url, &data_dir, &[("RUST_LOG", "info")], Some(&log))
-                .await
-        }
-    }
+    PeerProcess::start_logged(
+        name,
+        url,
+        &dir.join(name),
+        &[("RUST_LOG", "info")],
+        Some(&log),
+    )
+    .await
 }
 
 /// `who` cannot handshake with `with`: one of them knows the other was removed.
@@ -72,20 +64,21 @@ async fn a_removal_outlives_restarts_and_newer_removals_and_reaches_who_was_away
     let discovery = Discovery::start().await;
     let dir = tempfile::tempdir().unwrap();
     let url = discovery.url();
-    let alice = PeerProcess::start_with_args(
-        "alice",
-        &url,
-        &dir.path().join("alice"),
-        &["--create-network"],
-        &[],
-        None,
-    )
-    .await;
+    let alice = PeerProcess::found("alice", &url, &dir.path().join("alice")).await;
     let mut joined = Vec::new();
     for name in ["bob", "xavier"] {
-        let (ok, token, err) = alice.chat(&["invite", name, "--all-history"]).await;
-        assert!(ok, "{err}");
-        joined.push(start(name, &url, dir.path(), Some(token.trim())).await);
+        let log = dir.path().join(format!("{name}.log"));
+        let member = alice
+            .admit(
+                name,
+                &["--all-history"],
+                &url,
+                &dir.path().join(name),
+                &[("RUST_LOG", "info")],
+                Some(&log),
+            )
+            .await;
+        joined.push(member);
     }
     let xavier = joined.pop().unwrap();
     let bob = joined.pop().unwrap();
@@ -126,7 +119,7 @@ async fn a_removal_outlives_restarts_and_newer_removals_and_reaches_who_was_away
 
     // Bob comes back: meeting alice, he learns the removal made while he
     // was away, though seventy newer ones came after it.
-    let bob = start("bob", &url, dir.path(), None).await;
+    let bob = restart("bob", &url, dir.path()).await;
     eventually_refuses_xavier(&bob).await;
     refused(&xavier, "bob").await;
     let (_, report, _) = xavier.chat(&["send", "still here?"]).await;

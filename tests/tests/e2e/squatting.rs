@@ -6,36 +6,16 @@
 
 use chat_noise::StaticKeypair;
 use chat_proto::v1::LeaveRequest;
-use chat_tests::{Discovery, PeerProcess, eventually, wait_for_message};
-
-/// True if `report` (of `chat send`) says `peer` got the message.
-fn delivered_to(report: &str, peer: &str) -> bool {
-    report.lines().any(|l| {
-        let mut words = l.split_whitespace();
-        words.next() == Some(peer) && words.next() == Some("delivered")
-    })
-}
+use chat_tests::{Discovery, PeerProcess, delivered_to, eventually, wait_for_message};
 
 #[tokio::test]
 async fn a_name_taken_at_discovery_does_not_lock_a_member_out() {
     let discovery = Discovery::start().await;
     let dir = tempfile::tempdir().unwrap();
     let url = discovery.url();
-    let alice = PeerProcess::start_with_args(
-        "alice",
-        &url,
-        &dir.path().join("alice"),
-        &["--create-network"],
-        &[],
-        None,
-    )
-    .await;
-    let (ok, token, err) = alice.chat(&["invite", "bob"]).await;
-    assert!(ok, "{err}");
+    let alice = PeerProcess::found("alice", &url, &dir.path().join("alice")).await;
     let bob_dir = dir.path().join("bob");
-    let bob =
-        PeerProcess::start_logged("bob", &url, &bob_dir, &[("CHAT_JOIN", token.trim())], None)
-            .await;
+    let bob = alice.admit("bob", &[], &url, &bob_dir, &[], None).await;
     alice.wait_connections(&["bob"]).await;
     let (_, report, _) = alice.chat(&["send", "hello bob"]).await;
     assert!(delivered_to(&report, "bob"), "{report}");
