@@ -27,7 +27,7 @@ use std::{
 use anyhow::Context;
 use chat_noise::StaticKeypair;
 use chat_proto::v1::{
-    HandshakeRequest, HistoryRequest, InfoRequest, InviteRequest, LeaveRequest,
+    HandshakeRequest, HistoryRequest, InfoRequest, InfoResponse, InviteRequest, LeaveRequest,
     PeerHandshakeRequest, SendRequest, WatchRequest, delivery::Status as DeliveryStatus,
     discovery_client::DiscoveryClient, peer_client::PeerClient,
 };
@@ -170,34 +170,14 @@ fn db_mb(dir: &Path) -> f64 {
 /// admitted members only, so each costs the sender at most one failed
 /// attempt per 30 s. Returns (registrations, refused).
 async fn outsider_names(url: String, member_dir: std::path::PathBuf, secs: f64) -> (u64, u64) {
-    let Ok(channel) = tonic::transport::Endpoint::from_shared(url)
-        .map(|e| e.local_address(Some("127.0.0.9".parse().expect("an address"))))
-    else {
+    let Some((mut client, info)) = outsider(url).await else {
         return (0, 0);
     };
-    let Ok(channel) = channel.connect().await else {
-        return (0, 0);
-    };
-    let mut client = DiscoveryClient::new(channel);
-    let Ok(info) = client.info(InfoRequest {}).await else {
-        return (0, 0);
-    };
-    let info = info.into_inner();
     let (mut attempts, mut refused, mut leases) = (0u64, 0u64, Vec::new());
     for i in 0..1_000 {
-        let request = chat_proto::registration::request(
-            &StaticKeypair::generate(),
-            &info,
-            &format!("outsider-{i}"),
-            "127.0.0.1:9",
-        )
-        .expect("a proof");
-        match client.register(request).await {
-            Ok(r) => {
-                let r = r.into_inner();
-                leases.push((r.lease_id, r.lease_token));
-            }
-            Err(_) => refused += 1,
+        match register_outsider(&mut client, &info, &format!("outsider-{i}")).await {
+            Some(lease) => leases.push(lease),
+            None => refused += 1,
         }
         attempts += 1;
     }
@@ -215,14 +195,7 @@ async fn outsider_names(url: String, member_dir: std::path::PathBuf, secs: f64) 
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    for (lease_id, lease_token) in leases {
-        let _ = client
-            .leave(LeaveRequest {
-                lease_id,
-                lease_token,
-            })
-            .await;
-    }
+    leave_all(&mut client, leases).await;
     (attempts, refused)
 }
 
@@ -448,24 +421,59 @@ async fn connections(target: SocketAddr, n: usize, preface: bool, secs: f64) -> 
     (attempts, closed)
 }
 
+/// A Discovery client from 127.0.0.9 (another host, as Discovery's caps
+/// count it) and Discovery's info for registration proofs.
+async fn outsider(
+    url: String,
+) -> Option<(DiscoveryClient<tonic::transport::Channel>, InfoResponse)> {
+    let channel = tonic::transport::Endpoint::from_shared(url)
+        .ok()?
+        .local_address(Some("127.0.0.9".parse().expect("an address")))
+        .connect()
+        .await
+        .ok()?;
+    let mut client = DiscoveryClient::new(channel);
+    let info = client.info(InfoRequest {}).await.ok()?.into_inner();
+    Some((client, info))
+}
+
+/// Registers `name` with a key of its own at an address where nothing
+/// listens; its lease, or None if refused.
+async fn register_outsider(
+    client: &mut DiscoveryClient<tonic::transport::Channel>,
+    info: &InfoResponse,
+    name: &str,
+) -> Option<(String, String)> {
+    let request =
+        chat_proto::registration::request(&StaticKeypair::generate(), info, name, "127.0.0.1:9")
+            .expect("a proof");
+    let r = client.register(request).await.ok()?.into_inner();
+    Some((r.lease_id, r.lease_token))
+}
+
+/// Leaves every lease in `leases`.
+async fn leave_all(
+    client: &mut DiscoveryClient<tonic::transport::Channel>,
+    leases: Vec<(String, String)>,
+) {
+    for (lease_id, lease_token) in leases {
+        let _ = client
+            .leave(LeaveRequest {
+                lease_id,
+                lease_token,
+            })
+            .await;
+    }
+}
+
 /// Registrations of fresh names and keys from 16 clients (from another
 /// loopback address, as another host would), each proven; "refused" counts
 /// the cap's refusals. Every lease is left at the end.
 async fn registrations(url: String, secs: f64) -> (u64, u64) {
-    let channel = match tonic::transport::Endpoint::from_shared(url)
-        .map(|e| e.local_address(Some("127.0.0.9".parse().expect("an address"))))
-    {
-        Ok(e) => match e.connect().await {
-            Ok(c) => c,
-            Err(_) => return (0, 0),
-        },
-        Err(_) => return (0, 0),
-    };
-    let client = DiscoveryClient::new(channel);
-    let Ok(info) = client.clone().info(InfoRequest {}).await else {
+    let Some((client, info)) = outsider(url).await else {
         return (0, 0);
     };
-    let info = Arc::new(info.into_inner());
+    let info = Arc::new(info);
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let tasks: Vec<_> = (0..16)
         .map(|t| {
@@ -474,30 +482,13 @@ async fn registrations(url: String, secs: f64) -> (u64, u64) {
                 let (mut attempts, mut refused, mut leases) = (0u64, 0u64, Vec::new());
                 while Instant::now() < deadline {
                     let name = format!("ghost-{t}-{attempts}");
-                    let request = chat_proto::registration::request(
-                        &StaticKeypair::generate(),
-                        &info,
-                        &name,
-                        "127.0.0.1:9",
-                    )
-                    .expect("a proof");
-                    match client.register(request).await {
-                        Ok(r) => {
-                            let r = r.into_inner();
-                            leases.push((r.lease_id, r.lease_token));
-                        }
-                        Err(_) => refused += 1,
+                    match register_outsider(&mut client, &info, &name).await {
+                        Some(lease) => leases.push(lease),
+                        None => refused += 1,
                     }
                     attempts += 1;
                 }
-                for (lease_id, lease_token) in leases {
-                    let _ = client
-                        .leave(LeaveRequest {
-                            lease_id,
-                            lease_token,
-                        })
-                        .await;
-                }
+                leave_all(&mut client, leases).await;
                 (attempts, refused)
             })
         })
