@@ -129,13 +129,9 @@ impl Delivery {
         message: &ChatMessage,
         outgoing: &Outgoing,
     ) -> DeliveryReport {
-        if self.handshaker.admission().is_removed(&contact.name) {
-            return report(
-                contact,
-                DeliveryStatus::Refused,
-                format!("{} was removed from the network", contact.name),
-            );
-        }
+        // A key change is told first: a removal known for this name is of
+        // the key pinned here, and a new key under it may be the member
+        // admitted again (a lost device), which `chat trust` checks.
         if contact.key_changed {
             return report(
                 contact,
@@ -144,6 +140,13 @@ impl Delivery {
                     "{}'s key changed (now {}); compare fingerprints, then `chat trust {}`",
                     contact.name, contact.fingerprint, contact.name
                 ),
+            );
+        }
+        if self.handshaker.admission().is_removed(&contact.name) {
+            return report(
+                contact,
+                DeliveryStatus::Refused,
+                format!("{} was removed from the network", contact.name),
             );
         }
         if self.unverified(&contact.name) {

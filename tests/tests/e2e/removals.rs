@@ -156,3 +156,122 @@ async fn a_removal_outlives_restarts_and_newer_removals_and_reaches_who_was_away
             .contains(&"not for xavier".to_owned())
     );
 }
+
+/// Issue 25: a member whose device was lost is removed and invited again,
+/// the documented way (`chat remove`, `chat invite`, join with the new
+/// token, `chat trust`). The new identity receives like any member, from
+/// the remover and from a member that did not remove it, before and after
+/// either restarts, and what was said while it was away reaches it.
+#[tokio::test]
+async fn a_member_removed_and_invited_again_receives_from_everyone() {
+    let discovery = Discovery::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = discovery.url();
+    let alice = PeerProcess::found("alice", &url, &dir.path().join("alice")).await;
+    let bob = alice
+        .admit(
+            "bob",
+            &["--all-history"],
+            &url,
+            &dir.path().join("bob"),
+            &[],
+            None,
+        )
+        .await;
+    let carol_dir = dir.path().join("carol");
+    let carol = alice
+        .admit("carol", &["--all-history"], &url, &carol_dir, &[], None)
+        .await;
+    for peer in [&alice, &bob, &carol] {
+        let others: Vec<&str> = ["alice", "bob", "carol"]
+            .into_iter()
+            .filter(|n| *n != peer.name)
+            .collect();
+        peer.wait_connections(&others).await;
+    }
+    let (ok, report, err) = bob.chat(&["send", "before the loss"]).await;
+    assert!(
+        ok && report.matches("delivered").count() == 2,
+        "{report}{err}"
+    );
+
+    // Carol's device is lost; alice removes that identity and invites her anew.
+    assert!(carol.process.terminate().await.success());
+    std::fs::remove_dir_all(&carol_dir).unwrap();
+    let (ok, out, err) = alice.chat(&["remove", "carol"]).await;
+    assert!(ok && out.contains("removed carol"), "{out}{err}");
+    let (ok, _, err) = bob.chat(&["send", "while carol was away"]).await;
+    assert!(ok, "{err}");
+    let carol = alice
+        .admit("carol", &["--all-history"], &url, &carol_dir, &[], None)
+        .await;
+    // Bob, who did not remove her, is told what to do about her new key,
+    // not that she was removed (the removal was of her old key).
+    let (ok, report, err) = bob.chat(&["send", "who is this?"]).await;
+    assert!(ok, "{err}");
+    let line = report
+        .lines()
+        .find(|l| l.trim_start().starts_with("carol "))
+        .unwrap_or_default();
+    assert!(
+        line.contains("key changed") && line.contains("chat trust carol"),
+        "{report}"
+    );
+    for peer in [&alice, &bob] {
+        eventually(
+            &format!("{} to trust carol's new key", peer.name),
+            || async {
+                let (ok, _, err) = peer.chat(&["trust", "carol"]).await;
+                ok || err.contains("not changed")
+            },
+        )
+        .await;
+    }
+    wait_for_message(&carol_dir, "while carol was away").await;
+
+    // Both the remover and the other member deliver to her.
+    for (peer, text) in [
+        (&alice, "welcome back from alice"),
+        (&bob, "welcome back from bob"),
+    ] {
+        let (ok, report, err) = peer.chat(&["send", text]).await;
+        assert!(ok, "{err}");
+        assert!(
+            chat_tests::delivered_to(&report, "carol"),
+            "{}: {report}",
+            peer.name
+        );
+        wait_for_message(&carol_dir, text).await;
+    }
+
+    // The same after the remover restarts and after she restarts.
+    let alice_dir = alice.data_dir.clone();
+    assert!(alice.process.terminate().await.success());
+    let alice = PeerProcess::start("alice", &url, &alice_dir).await;
+    alice.wait_connections(&["bob", "carol"]).await;
+    let (ok, report, err) = alice.chat(&["send", "after alice restarted"]).await;
+    assert!(
+        ok && chat_tests::delivered_to(&report, "carol"),
+        "{report}{err}"
+    );
+    assert!(carol.process.terminate().await.success());
+    let carol = PeerProcess::start("carol", &url, &carol_dir).await;
+    carol.wait_connections(&["alice", "bob"]).await;
+    for peer in [&alice, &bob] {
+        let text = format!("after carol restarted, from {}", peer.name);
+        let (ok, report, err) = peer.chat(&["send", &text]).await;
+        assert!(
+            ok && chat_tests::delivered_to(&report, "carol"),
+            "{report}{err}"
+        );
+        wait_for_message(&carol_dir, &text).await;
+    }
+    let all = texts(&carol_dir).await;
+    for text in [
+        "before the loss",
+        "while carol was away",
+        "after alice restarted",
+    ] {
+        assert!(all.contains(&text.to_owned()), "{all:?}");
+    }
+}
