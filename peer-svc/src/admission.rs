@@ -503,6 +503,23 @@ impl Admission {
             .contains_key(name)
     }
 
+    /// The names of the members known here and not removed (none in open
+    /// mode), sorted: whoever showed a valid admission, or was invited here.
+    pub fn members(&self) -> Vec<String> {
+        if self.own.is_none() {
+            return Vec::new();
+        }
+        let state = self.state.lock().expect("admission lock");
+        let mut names: Vec<String> = state
+            .chains
+            .iter()
+            .filter(|(_, (_, m))| !m.invite_keys.iter().any(|k| state.removals.contains(k)))
+            .map(|(name, _)| name.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
     /// Where `name`'s share of history begins (ms since the epoch; 0 = all).
     pub fn history_from_millis(&self, name: &str) -> u64 {
         if self.own.is_none() {

@@ -367,6 +367,11 @@ impl Directory {
             .is_some()
     }
 
+    /// True if `name` is this peer's own.
+    pub fn is_own(&self, name: &str) -> bool {
+        name == self.own_name
+    }
+
     /// The contact for `name`.
     pub fn get(&self, name: &str) -> Option<Contact> {
         self.inner

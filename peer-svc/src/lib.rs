@@ -568,10 +568,15 @@ fn route_events(
         }
         PeerEvent::Left(name) => {
             // Discovery says it left. Discovery is not the peer (a
-            // malicious or confused one can say so of anyone), so what is
-            // queued for it stays queued until it comes back; only a peer
-            // with nothing queued is forgotten.
+            // malicious or confused one can say so of anyone), and a member
+            // is a member while it is offline: a known member stays in the
+            // list, offline, and what is sent meanwhile is queued for it;
+            // what is queued stays queued until it comes back. Only a name
+            // that is neither, with nothing queued, is forgotten.
             peers.forget_peer(&name);
+            if delivery.keeps_while_away(&name) {
+                return;
+            }
             match store.pending_count(&name) {
                 Ok(0) => {
                     directory.remove(&name);

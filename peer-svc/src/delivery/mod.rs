@@ -59,6 +59,11 @@ fn report(contact: &Contact, status: DeliveryStatus, error: String) -> DeliveryR
     }
 }
 
+/// At most this many members that are not in the connection list are named
+/// in a send report (one that invited thousands of names cannot make every
+/// report thousands of lines long).
+const MAX_NAMED_AWAY: usize = 256;
+
 /// Delivery to every other peer, and the outbox's redelivery.
 #[derive(Debug)]
 pub struct Delivery {
@@ -101,7 +106,10 @@ impl Delivery {
         }
     }
 
-    /// Delivers a stored message to every peer at once.
+    /// Delivers a stored message to every peer at once. Members known here
+    /// but not in the connection list (never listed since this peer
+    /// started, or forgotten after a long absence) are named too: they get
+    /// it from whichever member holds it when they are back (feed sync).
     pub async fn to_everyone(&self, message: ChatMessage) -> SendResponse {
         let targets: Vec<Contact> = self
             .directory
@@ -111,12 +119,51 @@ impl Delivery {
             .collect();
         // Encoded once; each recipient's copy is sealed from it.
         let outgoing = Outgoing::of(&message);
-        let deliveries =
+        let mut deliveries =
             futures::future::join_all(targets.iter().map(|c| self.to_one(c, &message, &outgoing)))
                 .await;
+        deliveries.extend(self.members_away().into_iter().map(|peer| DeliveryReport {
+            peer,
+            status: DeliveryStatus::Queued.into(),
+            error: "not online; it gets this from any member that holds it when it is back".into(),
+        }));
         SendResponse {
             id: message.id,
             deliveries,
+        }
+    }
+
+    /// Members (in a network: known by a valid admission and not removed)
+    /// that are not in the connection list, at most [`MAX_NAMED_AWAY`].
+    fn members_away(&self) -> Vec<String> {
+        let mut away: Vec<String> = self
+            .handshaker
+            .admission()
+            .members()
+            .into_iter()
+            .filter(|n| !self.directory.is_own(n) && self.directory.get(n).is_none())
+            .collect();
+        if away.len() > MAX_NAMED_AWAY {
+            debug!(
+                away = away.len(),
+                named = MAX_NAMED_AWAY,
+                "more members away than a report names"
+            );
+            away.truncate(MAX_NAMED_AWAY);
+        }
+        away
+    }
+
+    /// True if `name` stays in the connection list when Discovery says it
+    /// left: a member is a member while it is offline (issue 25). In a
+    /// network, that is a name with a valid admission known here and not
+    /// removed; in open mode, a peer this one has talked to (pinned).
+    pub fn keeps_while_away(&self, name: &str) -> bool {
+        let admission = self.handshaker.admission();
+        if admission.is_open() {
+            self.directory.pinned(name).is_some()
+        } else {
+            admission.is_known_member(name) && !admission.is_removed(name)
         }
     }
 

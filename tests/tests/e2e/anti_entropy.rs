@@ -47,8 +47,19 @@ async fn messages_sent_while_the_others_were_stopped_reach_them_whatever_the_ord
     assert!(user3.process.terminate().await.success());
     let texts = ["while you were away 1", "while you were away 2"];
     for text in texts {
-        let (ok, _, err) = user1.chat(&["send", text]).await;
+        let (ok, report, err) = user1.chat(&["send", text]).await;
         assert!(ok, "{err}");
+        // A member is a member while it is offline: the report names both,
+        // as owed the message, not "no other peers are connected".
+        for away in ["user2", "user3"] {
+            assert!(
+                report.lines().any(|l| {
+                    let l = l.trim_start();
+                    l.starts_with(away) && l.contains("queued")
+                }),
+                "{report}"
+            );
+        }
     }
     assert!(user1.process.terminate().await.success());
     let user2 = start("user2").await;

@@ -104,7 +104,9 @@ async fn three_peers_each_message_reaches_the_other_two_and_a_leaver_gets_nothin
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[1]["sender"], "user3");
 
-    // user3 leaves: its daemon exits, the others drop it, and it gets nothing more.
+    // user3 leaves: its daemon deregisters and exits. It stays a member
+    // (issue 25): the others list it offline, what they send is kept for
+    // it, and it gets that, once, when it is back.
     let leaver = peers.pop().unwrap();
     let (ok, out, _) = leaver.chat(&["leave"]).await;
     assert!(ok && out.contains("left the network"), "{out}");
@@ -113,15 +115,28 @@ async fn three_peers_each_message_reaches_the_other_two_and_a_leaver_gets_nothin
         .await
         .unwrap();
     assert!(status.success(), "user3 exits cleanly after leave");
+    let (ok, _, err) = chat_cli(&leaver.data_dir, &["history"]).await;
+    assert!(!ok && err.contains("no peer-svc is running"), "{err}");
     for p in &peers {
-        p.wait_connections(&[if p.name == "user1" { "user2" } else { "user1" }])
-            .await;
+        eventually(&format!("{} to list user3 offline", p.name), || async {
+            let (_, out, _) = p.chat(&["connections"]).await;
+            out.lines()
+                .any(|l| l.trim_start().starts_with("user3") && l.contains("offline"))
+        })
+        .await;
     }
     let (ok, out, _) = peers[0].chat(&["send", "after user3 left"]).await;
     assert!(ok);
-    assert!(!out.contains("user3"), "user3 is no longer sent to: {out}");
-    let (ok, _, err) = chat_cli(&leaver.data_dir, &["history"]).await;
-    assert!(!ok && err.contains("no peer-svc is running"), "{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.trim_start().starts_with("user3") && l.contains("queued")),
+        "user3 is owed it: {out}"
+    );
+    let user3 = PeerProcess::start("user3", &discovery.url(), &leaver.data_dir).await;
+    chat_tests::wait_for_message(&user3.data_dir, "after user3 left").await;
+    let (ok, out, _) = user3.chat(&["history"]).await;
+    assert!(ok);
+    assert_eq!(out.matches("after user3 left").count(), 1, "{out}");
 }
 
 #[tokio::test]

@@ -82,7 +82,7 @@ enum Verb {
         /// The peer.
         peer: String,
     },
-    /// Leave the network (your peer deregisters and exits), or with PEER stop sending to it.
+    /// Stop your peer (it deregisters and exits; you stay a member, and what is sent meanwhile waits for you), or with PEER stop sending to it.
     Leave {
         /// The peer to drop; none = leave yourself.
         peer: Option<String>,

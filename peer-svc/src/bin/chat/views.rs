@@ -251,7 +251,9 @@ pub(crate) async fn leave(client: &mut Client, peer: Option<String>) -> Result<E
         .await
         .map_err(status_text)?;
     if named.is_empty() {
-        out!("left the network; your peer is shutting down");
+        out!(
+            "left the network for now (deregistered; you stay a member, and what is sent meanwhile waits for you); your peer is shutting down"
+        );
     } else {
         out!(
             "dropped {named}: nothing more is sent to it, and what was queued for it is discarded \
