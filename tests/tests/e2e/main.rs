@@ -7,6 +7,7 @@ mod churn;
 mod cli;
 mod confidentiality;
 mod conn_flood;
+mod convergence;
 mod discovery;
 mod discovery_full;
 mod discovery_grpcurl;
