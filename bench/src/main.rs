@@ -15,6 +15,7 @@ mod memory;
 mod peers_at_scale;
 mod procs;
 mod progress;
+mod reconcile;
 mod report;
 mod seal;
 mod send;
@@ -59,6 +60,10 @@ struct Cli {
     /// rate (1,000 msg/s) for --seconds, and its latency percentiles.
     #[arg(long)]
     only_steady: Option<usize>,
+    /// Instead of the benchmark: only the reconciliation measurement (two
+    /// peers holding 100k messages by 50 authors, 10 differences and none).
+    #[arg(long)]
+    only_reconcile: bool,
     /// Instead of the benchmark: each attack of `make flood` for --seconds
     /// (default 3; `make flood` uses 5), with a member sending during each.
     #[arg(long)]
@@ -84,6 +89,10 @@ async fn main() -> anyhow::Result<()> {
     if cli.flood {
         return flood::run(cli.seconds).await;
     }
+    if cli.only_reconcile {
+        reconcile::print(&reconcile::stage().await?);
+        return Ok(());
+    }
     if cli.only_handshake {
         return handshake::only().await;
     }
@@ -105,35 +114,39 @@ async fn main() -> anyhow::Result<()> {
 /// The whole benchmark: every stage in order, each printing its rows of
 /// the table, then the `bench:` line.
 async fn benchmark(cli: &Cli) -> anyhow::Result<()> {
-    eprintln!("[1/8] idle memory…");
+    eprintln!("[1/9] idle memory…");
     report::header();
     let idle_net = Net::start(1).await?;
     let idle = memory::idle(&idle_net).await;
 
-    eprintln!("[2/8] discovery: Register+Leave and watch latency, memory store vs etcd…");
+    eprintln!("[2/9] discovery: Register+Leave and watch latency, memory store vs etcd…");
     let discovery = discovery::stage(cli.seconds).await?;
     drop(idle_net);
 
-    eprintln!("[3/8] baseline servers…");
+    eprintln!("[3/9] baseline servers…");
     let baselines = Baselines::start(5).await?;
 
-    eprintln!("[4/8] Send → delivered to 1 peer(s)…");
+    eprintln!("[4/9] Send → delivered to 1 peer(s)…");
     let send_to_one = send::to_one(cli, &baselines).await?;
-    eprintln!("[5/8] Send → delivered to 5 peer(s)…");
+    eprintln!("[5/9] Send → delivered to 5 peer(s)…");
     let (send_to_five, steady_p99_ms) = send::to_five(cli, &baselines).await?;
 
-    eprintln!("[6/8] streaming: Control/SendStream → DeliverStream → stored, to 1 and to 5 peers…");
+    eprintln!("[6/9] streaming: Control/SendStream → DeliverStream → stored, to 1 and to 5 peers…");
     let stream = stream::stage(cli, &baselines).await?;
 
-    eprintln!("[7/8] handshakes, seal/open, junk flood…");
+    eprintln!("[7/9] handshakes, seal/open, junk flood…");
     let net = Net::start(2).await?;
     let junk = junk::flood(cli, &net).await?;
     let handshakes = handshake::stage(&net, &baselines).await?;
     let seal_open = seal::seal_open(cli.payload)?;
 
-    eprintln!("[8/8] 50 peers on one machine…");
+    eprintln!("[8/9] 50 peers on one machine…");
     drop(net);
     let fifty = peers_at_scale::stage(&cli.text()).await?;
+
+    eprintln!("[9/9] feed reconciliation: two peers holding 100k messages by 50 authors…");
+    let reconcile = reconcile::stage().await?;
+    reconcile::print(&reconcile);
 
     Summary {
         idle,
@@ -146,6 +159,7 @@ async fn benchmark(cli: &Cli) -> anyhow::Result<()> {
         handshakes,
         seal_open,
         fifty,
+        reconcile,
     }
     .print_bench_line();
     drop(baselines);

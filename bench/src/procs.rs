@@ -28,8 +28,15 @@ impl Proc {
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .env("RUST_LOG", "warn")
+            .stderr(if std::env::var_os("CHAT_BENCH_LOGS").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .env(
+                "RUST_LOG",
+                std::env::var("CHAT_BENCH_LOGS").unwrap_or_else(|_| "warn".into()),
+            )
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("spawn {}", bin.display()))?;

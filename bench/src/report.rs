@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::{
     discovery::Stores, handshake::Handshakes, junk::JunkFlood, load::Run, memory::Idle,
-    peers_at_scale::FiftyPeers, send::SendRuns, stream::StreamRuns,
+    peers_at_scale::FiftyPeers, reconcile::Reconciliation, send::SendRuns, stream::StreamRuns,
 };
 
 /// Prints the table's column titles.
@@ -47,8 +47,10 @@ pub struct Summary {
     pub handshakes: Handshakes,
     /// [7/8] one seal plus one open.
     pub seal_open: Duration,
-    /// [8/8] fifty peers on one machine.
+    /// [8/9] fifty peers on one machine.
     pub fifty: FiftyPeers,
+    /// [9/9] feed reconciliation between two peers holding 100k messages.
+    pub reconcile: Reconciliation,
 }
 
 impl Summary {
@@ -57,7 +59,7 @@ impl Summary {
         let (one, five, stream) = (&self.send_to_one, &self.send_to_five, &self.stream);
         let (memory, etcd) = (&self.discovery.memory, &self.discovery.etcd);
         println!(
-            "bench: deliver_ratio={:.2} stream_msgs_per_s={:.0} broadcast5_per_s={:.0} p99_last_of_5_ms={:.2} handshake_p50_ms={:.3} peer_idle_rss_mb={:.1} discovery_idle_rss_mb={:.1} peers50_rss_mb={:.0} broadcast5_unary_per_s={:.0} broadcast5_stream_per_s={:.0} send1_per_s={:.0} p99_last_of_5_under_load_ms={:.2} stream_ratio={:.3} seal_open_1k_us={:.2} discovery_pairs_per_s={:.0} etcd_pairs_per_s={:.0} watch_p50_ms={:.2} etcd_watch_p50_ms={:.2} etcd_watch_other_p50_ms={:.2} junk_refused={} junk_peak_rss_mb={:.1} peers50_reached={}",
+            "bench: deliver_ratio={:.2} stream_msgs_per_s={:.0} broadcast5_per_s={:.0} p99_last_of_5_ms={:.2} handshake_p50_ms={:.3} peer_idle_rss_mb={:.1} discovery_idle_rss_mb={:.1} peers50_rss_mb={:.0} broadcast5_unary_per_s={:.0} broadcast5_stream_per_s={:.0} send1_per_s={:.0} p99_last_of_5_under_load_ms={:.2} stream_ratio={:.3} seal_open_1k_us={:.2} discovery_pairs_per_s={:.0} etcd_pairs_per_s={:.0} watch_p50_ms={:.2} etcd_watch_p50_ms={:.2} etcd_watch_other_p50_ms={:.2} junk_refused={} junk_peak_rss_mb={:.1} peers50_reached={} reconcile10_bytes={} reconcile10_ms={:.0} reconcile0_bytes={} feed_heads_100k_ms={:.1} idle_100k_core_pct={:.2}",
             one.product.per_sec() / one.baseline.per_sec(),
             stream.to_one.per_sec(),
             five.product.per_sec().max(stream.to_five.per_sec()),
@@ -82,6 +84,11 @@ impl Summary {
             self.junk.run.ops,
             self.junk.peak_rss_mb,
             self.fifty.reached,
+            self.reconcile.ten_bytes,
+            self.reconcile.ten_ms,
+            self.reconcile.none_bytes,
+            self.reconcile.heads_ms,
+            self.reconcile.idle_core * 100.0,
         );
     }
 }

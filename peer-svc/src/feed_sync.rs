@@ -23,6 +23,7 @@ use tonic::Status;
 use tracing::{debug, info, warn};
 
 use crate::{
+    delivery::Delivery,
     directory::Directory,
     envelope::{self, EnvelopeError},
     feeds::{FeedHead, Feeds},
@@ -70,6 +71,7 @@ pub struct FeedSync {
     peers: Arc<Peers>,
     channels: Arc<Channels>,
     directory: Arc<Directory>,
+    delivery: Arc<Delivery>,
     /// The exchange with each peer: one at a time.
     exchanges: Rerun,
     /// Forks warned of: (author key, seq).
@@ -87,6 +89,7 @@ impl FeedSync {
         peers: Arc<Peers>,
         channels: Arc<Channels>,
         directory: Arc<Directory>,
+        delivery: Arc<Delivery>,
     ) -> Self {
         Self {
             feeds: handshaker.feeds().clone(),
@@ -95,6 +98,7 @@ impl FeedSync {
             peers,
             channels,
             directory,
+            delivery,
             exchanges: Rerun::new(MIN_EXCHANGE_INTERVAL),
             forks: Mutex::default(),
         }
@@ -186,25 +190,33 @@ impl FeedSync {
             .directory
             .get(peer)
             .ok_or_else(|| Status::not_found(format!("{peer} is not known here")))?;
-        // Only members are asked: a name only Discovery lists (an outsider
-        // may register thousands) costs nothing here.
+        // Only members are asked. A name only Discovery lists is met first
+        // (a handshake verifies its admission), at most once per half
+        // minute: an outsider's thousands of names cost one attempt each
+        // per period, and two members that never talked still compare.
         let admission = self.handshaker.admission();
-        if contact.dropped
-            || contact.key_changed
-            || (!admission.is_open() && !admission.is_known_member(peer))
-            || admission.is_removed(peer)
-        {
+        if contact.dropped || contact.key_changed || admission.is_removed(peer) {
             return Ok(0);
         }
-        let session = match self.peers.sending(peer) {
-            Some(s) => s,
-            None => self.handshaker.initiate(&contact).await?,
-        };
+        if !self.delivery.introduce(&contact).await {
+            return Ok(0);
+        }
         let (ours, digest) = self
             .feeds
             .heads()
             .map_err(|e| Status::internal(e.to_string()))?;
-        let frontier = self.frontier(&contact.address, &session, &digest).await?;
+        let (session, frontier) = match self.peers.sending(peer) {
+            Some(session) => match self.frontier(&contact.address, &session, &digest).await {
+                // The peer restarted (at the same address) since that
+                // session: meet it again, once.
+                Err(status) if status.code() == tonic::Code::Unauthenticated => {
+                    self.peers.forget_sending_if(peer, &session);
+                    self.fresh_frontier(&contact, &digest).await?
+                }
+                answer => (session, answer?),
+            },
+            None => self.fresh_frontier(&contact, &digest).await?,
+        };
         if frontier.same {
             return Ok(0);
         }
@@ -245,6 +257,17 @@ impl FeedSync {
                 "fork: an author signed two different messages with one number (it said two different things); both are kept as evidence, see `chat history --verify`"
             );
         }
+    }
+
+    /// A new session with `contact`, and its frontier for our `digest`.
+    async fn fresh_frontier(
+        &self,
+        contact: &crate::directory::Contact,
+        digest: &[u8; 32],
+    ) -> Result<(Arc<Session>, FeedFrontier), Status> {
+        let session = self.handshaker.initiate(contact).await?;
+        let frontier = self.frontier(&contact.address, &session, digest).await?;
+        Ok((session, frontier))
     }
 
     /// `address`'s frontier, for our `digest`.

@@ -576,8 +576,7 @@ impl HistorySync {
     async fn serve_feed(
         &self,
         session: &Session,
-        author_key: &[u8],
-        after_seq: u64,
+        (author_key, after_seq, author_known): (&[u8], u64, bool),
         admitted_from: u64,
         items: &mpsc::Sender<Result<PeerHistoryResponse, ServeError>>,
     ) {
@@ -589,7 +588,7 @@ impl HistorySync {
                 })
                 .map_err(ServeError::from)
         };
-        if let Some(chain) = self.authors.chain(author_key) {
+        if !author_known && let Some(chain) = self.authors.chain(author_key) {
             let introduction = SealedMessage {
                 author_chain: chain,
                 ..Default::default()
@@ -644,6 +643,7 @@ impl HistorySync {
         let cursor = HistoryCursor {
             author_key: author_key.to_vec(),
             after_seq,
+            author_known: self.authors.chain(author_key).is_some(),
             ..Default::default()
         };
         let request = PeerHistoryRequest {
@@ -682,8 +682,7 @@ impl HistorySync {
             return self
                 .serve_feed(
                     &session,
-                    &cursor.author_key,
-                    cursor.after_seq,
+                    (&cursor.author_key, cursor.after_seq, cursor.author_known),
                     admitted_from,
                     &items,
                 )

@@ -509,6 +509,7 @@ fn compose(config: Config, opened: Opened, shutdown: CancellationToken) -> Parts
         peers.clone(),
         channels.clone(),
         directory.clone(),
+        delivery.clone(),
     ));
     let _ = feed_sync.set(feeds.clone());
     Parts {
@@ -562,7 +563,14 @@ fn route_events(
             compare_feeds(name);
         }
         PeerEvent::FeedsDiffer(name) => compare_feeds(name),
-        PeerEvent::Moved(name) | PeerEvent::KeyChanged(name) => {
+        PeerEvent::Moved(name) => {
+            // Most often a member that restarted (a member that left stays
+            // listed): back, at a new address.
+            peers.forget_peer(&name);
+            delivery.retry(&name);
+            compare_feeds(name);
+        }
+        PeerEvent::KeyChanged(name) => {
             peers.forget_peer(&name);
             delivery.retry(&name);
         }

@@ -254,7 +254,8 @@ impl Membership {
                 info!(peer = %m.name, address = %m.address, "peer joined");
                 self.tell(PeerEvent::Back(name));
             }
-            Some(Change::Unchanged) | None if !was_online => self.tell(PeerEvent::Back(name)),
+            Some(Change::Unchanged) if !was_online => self.tell(PeerEvent::Back(name)),
+            // None: this peer's own name (or a key that is not one): no event.
             Some(Change::Unchanged) | None => {}
         }
     }

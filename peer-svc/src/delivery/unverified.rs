@@ -22,28 +22,48 @@ pub const RETRY_AFTER: Duration = Duration::from_secs(30);
 const MAX_REMEMBERED: usize = 65_536;
 
 /// When a handshake with each unverified name last failed, and with which key.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Unverified {
-    failed: Mutex<HashMap<String, ([u8; 32], Instant)>>,
+    failed: Mutex<HashMap<String, Failure>>,
+    /// Introductions (handshakes made only to meet a name) running at once.
+    introducing: tokio::sync::Semaphore,
+}
+
+/// A failed handshake with a name: with which listed key, when, and why.
+type Failure = ([u8; 32], Instant, String);
+
+/// Introductions run at once at most.
+const INTRODUCING_AT_ONCE: usize = 4;
+
+impl Default for Unverified {
+    fn default() -> Self {
+        Self {
+            failed: Mutex::default(),
+            introducing: tokio::sync::Semaphore::new(INTRODUCING_AT_ONCE),
+        }
+    }
 }
 
 impl Unverified {
-    /// Seconds since `contact` (with its listed key) last failed, if that
-    /// was less than [`RETRY_AFTER`] ago.
-    fn failed_recently(&self, contact: &Contact) -> Option<u64> {
+    /// Seconds since `contact` (with its listed key) last failed, and why,
+    /// if that was less than [`RETRY_AFTER`] ago.
+    fn failed_recently(&self, contact: &Contact) -> Option<(u64, String)> {
         let failed = self.failed.lock().expect("unverified lock");
-        let (key, at) = failed.get(&contact.name)?;
+        let (key, at, why) = failed.get(&contact.name)?;
         let ago = at.elapsed();
-        (*key == contact.public_key && ago < RETRY_AFTER).then_some(ago.as_secs())
+        (*key == contact.public_key && ago < RETRY_AFTER).then(|| (ago.as_secs(), why.clone()))
     }
 
-    fn record(&self, contact: &Contact) {
+    fn record(&self, contact: &Contact, why: String) {
         let mut failed = self.failed.lock().expect("unverified lock");
         if failed.len() >= MAX_REMEMBERED {
             let now = Instant::now();
-            failed.retain(|_, (_, at)| now.duration_since(*at) < RETRY_AFTER);
+            failed.retain(|_, (_, at, _)| now.duration_since(*at) < RETRY_AFTER);
         }
-        failed.insert(contact.name.clone(), (contact.public_key, Instant::now()));
+        failed.insert(
+            contact.name.clone(),
+            (contact.public_key, Instant::now(), why),
+        );
     }
 
     fn forget(&self, name: &str) {
@@ -59,6 +79,39 @@ fn not_queued(name: &str) -> String {
 }
 
 impl Delivery {
+    /// Meets a listed name that has shown no admission here, so that two
+    /// members that never talked still compare feeds: one handshake, which
+    /// verifies its credential, at most once per [`RETRY_AFTER`] for one
+    /// name and key, and a few at a time (an outsider's thousand names cost
+    /// one attempt each per period, as for a send). True if it is now a
+    /// known member.
+    pub async fn introduce(&self, contact: &Contact) -> bool {
+        if !self.unverified(&contact.name) {
+            return true;
+        }
+        if !contact.online || self.unverified.failed_recently(contact).is_some() {
+            return false;
+        }
+        let Ok(_permit) = self.unverified.introducing.acquire().await else {
+            return false;
+        };
+        if self.unverified.failed_recently(contact).is_some() {
+            return false;
+        }
+        let met = tokio::time::timeout(DELIVER_TIMEOUT, self.handshaker.initiate(contact)).await;
+        let why = match met {
+            Ok(Ok(_)) if !self.unverified(&contact.name) => {
+                self.unverified.forget(&contact.name);
+                return true;
+            }
+            Ok(Ok(_)) => "its handshake showed no admission".to_owned(),
+            Ok(Err(status)) => describe(&status),
+            Err(_) => format!("no answer within {DELIVER_TIMEOUT:?}"),
+        };
+        self.unverified.record(contact, why);
+        false
+    }
+
     /// True if `name` must show its credential before anything is queued
     /// for it: this peer is in a network and has never verified one of it.
     pub(super) fn unverified(&self, name: &str) -> bool {
@@ -81,11 +134,14 @@ impl Delivery {
                 format!("offline; {}", not_queued(name)),
             );
         }
-        if let Some(ago) = self.unverified.failed_recently(contact) {
+        if let Some((ago, why)) = self.unverified.failed_recently(contact) {
             return report(
                 contact,
                 DeliveryStatus::Failed,
-                format!("its handshake failed {ago} s ago; {}", not_queued(name)),
+                format!(
+                    "its handshake failed {ago} s ago ({why}); {}",
+                    not_queued(name)
+                ),
             );
         }
         let outcome = tokio::time::timeout(DELIVER_TIMEOUT, self.try_deliver(contact, outgoing))
@@ -101,7 +157,7 @@ impl Delivery {
                 report(contact, DeliveryStatus::Delivered, String::new())
             }
             Err(status) => {
-                self.unverified.record(contact);
+                self.unverified.record(contact, describe(&status));
                 report(
                     contact,
                     DeliveryStatus::Failed,
