@@ -54,6 +54,23 @@ impl Store {
             .optional()?)
     }
 
+    /// Like [`Store::feed_head`], with the head's id: (seq, id, authored).
+    pub fn feed_top(
+        &self,
+        author_key: &[u8],
+    ) -> Result<Option<(u64, String, Vec<u8>)>, StoreError> {
+        let conn = self.conn.lock().expect("store lock");
+        Ok(conn
+            .prepare_cached(
+                "SELECT seq, id, authored FROM messages
+                 WHERE author_key = ?1 ORDER BY seq DESC, id LIMIT 1",
+            )?
+            .query_row([author_key], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?))
+            })
+            .optional()?)
+    }
+
     /// The sequence numbers of `author_key`'s messages stored, ascending
     /// (read from the feed index alone).
     pub fn feed_seqs(&self, author_key: &[u8]) -> Result<Vec<u64>, StoreError> {

@@ -246,16 +246,36 @@ impl Store {
         }
         tx.commit()?;
         if added.iter().any(|a| *a) {
-            self.message_writes
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.journal_feeds(messages, &added);
         }
         Ok(added)
     }
 
-    /// A number that changes whenever messages are added (not a count).
-    pub fn message_writes(&self) -> u64 {
-        self.message_writes
-            .load(std::sync::atomic::Ordering::SeqCst)
+    /// Notes the signed messages just added for the feed heads.
+    fn journal_feeds(&self, messages: &[ChatMessage], added: &[bool]) {
+        use sha2::{Digest, Sha256};
+        let mut journal = self.feed_journal.lock().expect("journal lock");
+        for (m, _) in messages.iter().zip(added).filter(|(_, a)| **a) {
+            if m.seq == 0 || m.author_key.is_empty() || m.authored.is_empty() {
+                continue;
+            }
+            if journal.entries.len() >= super::MAX_FEED_JOURNAL {
+                journal.entries = Vec::new();
+                journal.overflowed = true;
+            }
+            if !journal.overflowed {
+                let hash = Sha256::digest(&m.authored).into();
+                journal
+                    .entries
+                    .push((m.author_key.clone(), m.seq, m.id.clone(), hash));
+            }
+        }
+    }
+
+    /// The signed messages added since the last take, and whether some were
+    /// dropped (then the caller reads the heads from the table again).
+    pub fn take_feed_journal(&self) -> super::FeedJournal {
+        std::mem::take(&mut *self.feed_journal.lock().expect("journal lock"))
     }
 
     /// The stored message `id` from `sender`.

@@ -200,12 +200,29 @@ pub struct Store {
     pub(crate) outbox_rows: std::sync::atomic::AtomicUsize,
     /// Inserts gathered for one transaction (group commit).
     pub(crate) commits: Mutex<CommitQueue>,
-    /// Transactions that added messages: what a cache of anything read from
-    /// the messages compares to know it is still current.
-    pub(crate) message_writes: std::sync::atomic::AtomicU64,
+    /// The signed messages added since the feed heads last read them.
+    pub(crate) feed_journal: Mutex<FeedJournal>,
     /// Copies the WAL into the database off the write path; stops on drop.
     _checkpointer: Option<Checkpointer>,
 }
+
+/// A signed message added: (author key, seq, id, SHA-256 of its authored
+/// bytes), what the feed heads need of it.
+pub type FeedEntry = (Vec<u8>, u64, String, [u8; 32]);
+
+/// Signed messages added since the feed heads last took them. Past
+/// [`MAX_FEED_JOURNAL`] it is dropped and marked overflowed: the heads are
+/// then read again from the table.
+#[derive(Debug, Default)]
+pub struct FeedJournal {
+    /// The messages added, in commit order.
+    pub entries: Vec<FeedEntry>,
+    /// Entries were dropped since the last take.
+    pub overflowed: bool,
+}
+
+/// Most entries the feed journal keeps between two reads of the heads.
+pub const MAX_FEED_JOURNAL: usize = 16_384;
 
 /// How often the checkpointer copies committed WAL frames into the
 /// database file.
@@ -394,7 +411,7 @@ impl Store {
             conn: Mutex::new(conn),
             backlog: Mutex::new(backlog),
             outbox_rows: std::sync::atomic::AtomicUsize::new(rows),
-            message_writes: std::sync::atomic::AtomicU64::new(0),
+            feed_journal: Mutex::default(),
             commits: Mutex::new(CommitQueue::default()),
             _checkpointer: None,
         })
