@@ -6,8 +6,10 @@
 //! registers at a real Discovery (with a proof of possession made by
 //! `snow`), handshakes with a real `peer-svc` process, delivers to it,
 //! serves `chat.v1.Peer` itself and receives from it (the real peer falls
-//! back from `DeliverStream` to `Deliver`), and checks that tampered,
-//! replayed and forged input gets the documented codes.
+//! back from `DeliverStream` to `Deliver`), checks that tampered,
+//! replayed and forged input gets the documented codes, and takes part in
+//! feed reconciliation (§9.6): it computes the feed digest from the spec,
+//! asks `Peer/Feeds`, and pulls and checks a feed over `Peer/History`.
 //!
 //! Messages are signed and verified here too, with `ed25519-dalek` over the
 //! documented bytes (an encoded `AuthoredMessage`, framed with its context
@@ -27,8 +29,9 @@ use chacha20poly1305::{
 };
 use chat_proto::v1::{
     AuthoredMessage, DeliverBatch, DeliverBatchAck, DeliverRequest, DeliverResponse, Envelope,
-    HandshakePayload, InfoRequest, ListRequest, PeerHandshakeRequest, PeerHandshakeResponse,
-    PeerHistoryRequest, PeerHistoryResponse, RegisterRequest, RegistrationProof, SealedMessage,
+    FeedFrontier, FeedsQuery, HandshakePayload, HistoryCursor, InfoRequest, ListRequest,
+    PeerFeedsRequest, PeerHandshakeRequest, PeerHandshakeResponse, PeerHistoryRequest,
+    PeerHistoryResponse, RegisterRequest, RegistrationProof, SealedMessage,
     discovery_client::DiscoveryClient,
     peer_client::PeerClient,
     peer_server::{Peer, PeerServer},
@@ -201,7 +204,7 @@ struct SnowPeer {
     credential: Vec<u8>,
     /// Receiving directions by session id.
     sessions: Mutex<HashMap<Vec<u8>, Direction>>,
-    received: mpsc::UnboundedSender<AuthoredMessage>,
+    received: mpsc::UnboundedSender<(AuthoredMessage, Vec<u8>)>,
 }
 
 type Acks = Pin<Box<dyn futures::Stream<Item = Result<DeliverBatchAck, Status>> + Send>>;
@@ -280,7 +283,7 @@ impl Peer for SnowPeer {
         ed25519_dalek::VerifyingKey::from_bytes(&key)
             .and_then(|k| k.verify_strict(&signed(&sealed.authored), &signature))
             .map_err(|_| Status::permission_denied("signature does not verify"))?;
-        let _ = self.received.send(message);
+        let _ = self.received.send((message, sealed.authored));
         Ok(Response::new(DeliverResponse { duplicate: false }))
     }
 
@@ -436,7 +439,7 @@ async fn a_second_implementation_on_snow_registers_handshakes_delivers_and_recei
         .expect("bob's answer reads");
     let bobs = HandshakePayload::decode(&payload[..n]).unwrap();
     assert_eq!(bobs.name, "bob");
-    let (send, _recv) = split(initiator, true);
+    let (send, recv) = split(initiator, true);
 
     // Deliver to bob.
     let text = "hello from a second implementation";
@@ -554,14 +557,139 @@ async fn a_second_implementation_on_snow_registers_handshakes_delivers_and_recei
         Some("delivered"),
         "{report}"
     );
-    let got = within("bob's message at the second implementation", async {
+    let (got, got_authored) = within("bob's message at the second implementation", async {
         loop {
-            let m = inbox.recv().await.expect("inbox open");
+            let (m, authored) = inbox.recv().await.expect("inbox open");
             if m.text == "hello snowy" {
-                return m;
+                return (m, authored);
             }
         }
     })
     .await;
     assert_eq!(got.sender, "bob");
+
+    // Feed reconciliation (docs/protocol.md §9.6), asked by this
+    // implementation. Its own heads, as bob holds them: its feed 1-3 (the
+    // third as altered) and bob's feed up to "hello snowy".
+    let third_authored = altered.authored.clone();
+    let mut heads = vec![
+        (
+            identity.verifying_key().to_bytes().to_vec(),
+            3u64,
+            3u64,
+            third_authored,
+        ),
+        (got.author_key.clone(), got.seq, got.seq, got_authored),
+    ];
+    heads.sort();
+    let digest = |heads: &[(Vec<u8>, u64, u64, Vec<u8>)]| -> Vec<u8> {
+        let mut h = Sha256::new();
+        for (key, seq, contiguous, authored) in heads {
+            h.update((key.len() as u32).to_be_bytes());
+            h.update(key);
+            h.update(seq.to_be_bytes());
+            h.update(contiguous.to_be_bytes());
+            h.update(Sha256::digest(authored));
+        }
+        h.finalize().to_vec()
+    };
+    let mut counter = 7;
+    let mut ask = async |digest: Vec<u8>| {
+        let query = FeedsQuery { digest }.encode_to_vec();
+        counter += 1;
+        let answer = peer
+            .feeds(PeerFeedsRequest {
+                envelope: Some(send.seal(counter, &query)),
+            })
+            .await
+            .expect("bob answers Peer/Feeds")
+            .into_inner();
+        let plaintext = recv
+            .open(&answer.envelope.expect("sealed"))
+            .expect("sealed to us");
+        FeedFrontier::decode(plaintext.as_slice()).expect("a frontier")
+    };
+    // The same digest, computed here from the spec: "same", nothing more.
+    let frontier = ask(digest(&heads)).await;
+    assert!(frontier.same, "{frontier:?}");
+    // Lacking bob's feed: his heads come back, and his head is the one we
+    // hold.
+    let frontier = ask(digest(&heads[..0])).await;
+    assert!(!frontier.same);
+    let bobs_head = frontier
+        .heads
+        .iter()
+        .find(|h| h.author_key == got.author_key)
+        .expect("bob's head");
+    assert_eq!(bobs_head.seq, got.seq);
+    // Pull bob's feed from the start, as an asker holding none of it: his
+    // admission chain first, then every message by seq, each verifying
+    // under his key and linked to the one before it.
+    let cursor = HistoryCursor {
+        author_key: got.author_key.clone(),
+        after_seq: 0,
+        author_known: false,
+        ..Default::default()
+    }
+    .encode_to_vec();
+    counter += 1;
+    let mut items = peer
+        .history(PeerHistoryRequest {
+            envelope: Some(send.seal(counter, &cursor)),
+        })
+        .await
+        .expect("bob serves his feed")
+        .into_inner();
+    let mut pulled = Vec::new();
+    while let Some(item) = items.message().await.expect("an item") {
+        let plaintext = recv.open(&item.envelope.expect("sealed")).expect("ours");
+        pulled.push(SealedMessage::decode(plaintext.as_slice()).expect("a SealedMessage"));
+    }
+    assert!(
+        pulled
+            .first()
+            .is_some_and(|i| i.authored.is_empty() && !i.author_chain.is_empty()),
+        "the chain comes first"
+    );
+    let bob_key =
+        ed25519_dalek::VerifyingKey::from_bytes(got.author_key.as_slice().try_into().unwrap())
+            .unwrap();
+    let mut prev = Vec::new();
+    for (n, item) in pulled[1..].iter().enumerate() {
+        let message = AuthoredMessage::decode(item.authored.as_slice()).unwrap();
+        assert_eq!(message.seq, n as u64 + 1);
+        assert_eq!(
+            message.prev, prev,
+            "seq {} links to the one before",
+            message.seq
+        );
+        let signature = ed25519_dalek::Signature::from_slice(&item.signature).unwrap();
+        bob_key
+            .verify_strict(&signed(&item.authored), &signature)
+            .expect("bob's signature");
+        prev = Sha256::digest(&item.authored).to_vec();
+    }
+    let last = AuthoredMessage::decode(pulled.last().unwrap().authored.as_slice()).unwrap();
+    assert_eq!((last.seq, last.text.as_str()), (got.seq, "hello snowy"));
+    assert_eq!(prev, bobs_head.hash, "the feed ends at the head bob named");
+    // Holding bob's chain already: it is not sent again.
+    let cursor = HistoryCursor {
+        author_key: got.author_key.clone(),
+        after_seq: 0,
+        author_known: true,
+        ..Default::default()
+    }
+    .encode_to_vec();
+    counter += 1;
+    let mut items = peer
+        .history(PeerHistoryRequest {
+            envelope: Some(send.seal(counter, &cursor)),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = items.message().await.unwrap().expect("an item");
+    let first =
+        SealedMessage::decode(recv.open(&first.envelope.unwrap()).unwrap().as_slice()).unwrap();
+    assert!(first.author_chain.is_empty() && !first.authored.is_empty());
 }
