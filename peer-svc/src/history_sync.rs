@@ -601,7 +601,9 @@ impl HistorySync {
                 return;
             }
         }
-        let mut after = (after_seq, String::new());
+        // Above `after_seq`: from (after_seq + 1, ""), as every id is longer
+        // than "" (from (after_seq, "") the message at after_seq came again).
+        let mut after = (after_seq.saturating_add(1), String::new());
         loop {
             let page = match self.store.feed(author_key, (after.0, &after.1), SYNC_BATCH) {
                 Ok(page) if page.is_empty() => return,

@@ -672,6 +672,26 @@ async fn a_second_implementation_on_snow_registers_handshakes_delivers_and_recei
     let last = AuthoredMessage::decode(pulled.last().unwrap().authored.as_slice()).unwrap();
     assert_eq!((last.seq, last.text.as_str()), (got.seq, "hello snowy"));
     assert_eq!(prev, bobs_head.hash, "the feed ends at the head bob named");
+    // Nothing above his head: nothing comes (not the head again).
+    let cursor = HistoryCursor {
+        author_key: got.author_key.clone(),
+        after_seq: got.seq,
+        author_known: true,
+        ..Default::default()
+    }
+    .encode_to_vec();
+    counter += 1;
+    let mut items = peer
+        .history(PeerHistoryRequest {
+            envelope: Some(send.seal(counter, &cursor)),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        items.message().await.unwrap().is_none(),
+        "nothing above the head"
+    );
     // Holding bob's chain already: it is not sent again.
     let cursor = HistoryCursor {
         author_key: got.author_key.clone(),
