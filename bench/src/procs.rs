@@ -22,21 +22,44 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Starts `bin` with `args` and waits for its "listening on" line.
+    /// Starts `bin` with `args` and waits for its "listening on" line. Its
+    /// logs are dropped, or shown at the level `CHAT_BENCH_LOGS` names.
     pub async fn spawn(bin: &Path, args: &[&str]) -> anyhow::Result<Self> {
+        let shown = std::env::var("CHAT_BENCH_LOGS").ok();
+        let stderr = if shown.is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        };
+        Self::spawn_with(bin, args, stderr, shown.as_deref().unwrap_or("warn")).await
+    }
+
+    /// Like [`Proc::spawn`], its logs at `level` appended to `log`.
+    pub async fn spawn_logged(
+        bin: &Path,
+        args: &[&str],
+        log: &Path,
+        level: &str,
+    ) -> anyhow::Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?;
+        Self::spawn_with(bin, args, Stdio::from(file), level).await
+    }
+
+    async fn spawn_with(
+        bin: &Path,
+        args: &[&str],
+        stderr: Stdio,
+        level: &str,
+    ) -> anyhow::Result<Self> {
         let mut child = Command::new(bin)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(if std::env::var_os("CHAT_BENCH_LOGS").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
-            .env(
-                "RUST_LOG",
-                std::env::var("CHAT_BENCH_LOGS").unwrap_or_else(|_| "warn".into()),
-            )
+            .stderr(stderr)
+            .env("RUST_LOG", level)
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("spawn {}", bin.display()))?;

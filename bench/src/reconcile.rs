@@ -4,7 +4,9 @@
 //! byte between them passes a counting TCP relay in front of each (both
 //! advertise their relay), so the bytes are all their traffic: handshakes,
 //! the digest, `Peer/Feeds`, the pulls, and the start-up history pull
-//! (whose window is arranged to hold one message both already have).
+//! (whose window is arranged to hold one message both already have); the
+//! feed exchanges' own sealed bytes come from the peers' logs (each logs an
+//! exchange with its bytes at debug).
 //! Then the idle CPU of a peer holding them.
 
 use std::{
@@ -37,12 +39,15 @@ const TEXT_LEN: usize = 100;
 /// What the stage measured.
 #[derive(Debug, Clone, Copy)]
 pub struct Reconciliation {
-    /// Bytes between the peers, and ms until the one that lacked 10 held them.
+    /// Bytes between the peers, the sealed bytes of their feed exchanges
+    /// alone, and ms until the one that lacked 10 held them.
     pub ten_bytes: u64,
+    pub ten_exchange: u64,
     pub ten_ms: f64,
     /// Bytes between the peers when nothing differs (from the start of one
-    /// until both sides compared), and ms from start to its first session.
+    /// until both sides compared), and those of the feed exchanges alone.
     pub none_bytes: u64,
+    pub none_exchange: u64,
     /// A peer holding them, idle for 10 s: share of one core.
     pub idle_core: f64,
     /// The feed heads (the digest a handshake carries) of 100k messages,
@@ -254,9 +259,34 @@ async fn start_peer(
         "--join",
         token,
     ];
-    let peer = Proc::spawn(&sibling("peer-svc")?, &args).await?;
+    let log = dir.with_extension("log");
+    let peer = Proc::spawn_logged(&sibling("peer-svc")?, &args, &log, EXCHANGE_LOGS).await?;
     *relay.target.lock().unwrap() = Some(listen);
     Ok(peer)
+}
+
+/// The log level that shows every feed exchange with its bytes.
+const EXCHANGE_LOGS: &str = "warn,peer_svc::feed_sync=debug";
+
+/// The sealed bytes of the feed exchanges the peer with data dir `dir`
+/// logged after byte `from` of its log, and the log's length now.
+fn exchange_bytes(dir: &Path, from: usize) -> anyhow::Result<(u64, usize)> {
+    let log = std::fs::read_to_string(dir.with_extension("log"))?;
+    let bytes = log
+        .get(from..)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("feeds reconciled") || l.contains("feeds compared"))
+        .filter_map(|l| {
+            l.split(" bytes=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    Ok((bytes, log.len()))
 }
 
 /// Waits until `dir` holds `want` messages; the time it took from `since`.
@@ -333,12 +363,16 @@ pub async fn stage() -> anyhow::Result<Reconciliation> {
     let p0 = start_peer("p0", &p0_dir, &url, &r0, &t0).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = r0.bytes() + r1.bytes();
+    let (_, p0_log) = exchange_bytes(&p0_dir, 0)?;
     let started = Instant::now();
     let p1 = start_peer("p1", &p1_dir, &url, &r1, &t1).await?;
     let ten_ms = until_held(&p1_dir, total, started).await?;
     // Both sides' exchanges end within moments of the last message.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let ten_bytes = r0.bytes() + r1.bytes() - before;
+    let (p0_part, p0_log) = exchange_bytes(&p0_dir, p0_log)?;
+    let (p1_part, p1_log) = exchange_bytes(&p1_dir, 0)?;
+    let ten_exchange = p0_part + p1_part;
 
     // Nothing differs: p1 starts again.
     drop(p1);
@@ -347,6 +381,9 @@ pub async fn stage() -> anyhow::Result<Reconciliation> {
     let p1 = start_peer("p1", &p1_dir, &url, &r1, &t1).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let none_bytes = r0.bytes() + r1.bytes() - before;
+    let (p0_part, _) = exchange_bytes(&p0_dir, p0_log)?;
+    let (p1_part, _) = exchange_bytes(&p1_dir, p1_log)?;
+    let none_exchange = p0_part + p1_part;
     if held(&p1_dir)? != total {
         bail!("p1 holds {} after meeting again", held(&p1_dir)?);
     }
@@ -360,6 +397,8 @@ pub async fn stage() -> anyhow::Result<Reconciliation> {
     drop(p0);
     Ok(Reconciliation {
         ten_bytes,
+        ten_exchange,
+        none_exchange,
         ten_ms,
         none_bytes,
         idle_core,
@@ -379,6 +418,12 @@ pub fn print(r: &Reconciliation) {
         none.clone(),
     );
     row(
+        "  … of which feed exchanges (sealed bytes)",
+        r.ten_exchange.to_string(),
+        none.clone(),
+        none.clone(),
+    );
+    row(
         "  … ms from start to all 10 held",
         format!("{:.0}", r.ten_ms),
         none.clone(),
@@ -387,6 +432,12 @@ pub fn print(r: &Reconciliation) {
     row(
         "reconcile, nothing differs: bytes",
         r.none_bytes.to_string(),
+        none.clone(),
+        none.clone(),
+    );
+    row(
+        "  … of which feed exchanges (sealed bytes)",
+        r.none_exchange.to_string(),
         none.clone(),
         none.clone(),
     );

@@ -59,7 +59,7 @@ impl Summary {
         let (one, five, stream) = (&self.send_to_one, &self.send_to_five, &self.stream);
         let (memory, etcd) = (&self.discovery.memory, &self.discovery.etcd);
         println!(
-            "bench: deliver_ratio={:.2} stream_msgs_per_s={:.0} broadcast5_per_s={:.0} p99_last_of_5_ms={:.2} handshake_p50_ms={:.3} peer_idle_rss_mb={:.1} discovery_idle_rss_mb={:.1} peers50_rss_mb={:.0} broadcast5_unary_per_s={:.0} broadcast5_stream_per_s={:.0} send1_per_s={:.0} p99_last_of_5_under_load_ms={:.2} stream_ratio={:.3} seal_open_1k_us={:.2} discovery_pairs_per_s={:.0} etcd_pairs_per_s={:.0} watch_p50_ms={:.2} etcd_watch_p50_ms={:.2} etcd_watch_other_p50_ms={:.2} junk_refused={} junk_peak_rss_mb={:.1} peers50_reached={} reconcile10_bytes={} reconcile10_ms={:.0} reconcile0_bytes={} feed_heads_100k_start_ms={:.1} feed_heads_after_add_ms={:.3} idle_100k_core_pct={:.2}",
+            "bench: deliver_ratio={:.2} stream_msgs_per_s={:.0} broadcast5_per_s={:.0} p99_last_of_5_ms={:.2} handshake_p50_ms={:.3} peer_idle_rss_mb={:.1} discovery_idle_rss_mb={:.1} peers50_rss_mb={:.0} broadcast5_unary_per_s={:.0} broadcast5_stream_per_s={:.0} send1_per_s={:.0} p99_last_of_5_under_load_ms={:.2} stream_ratio={:.3} seal_open_1k_us={:.2} discovery_pairs_per_s={:.0} etcd_pairs_per_s={:.0} watch_p50_ms={:.2} etcd_watch_p50_ms={:.2} etcd_watch_other_p50_ms={:.2} junk_refused={} junk_peak_rss_mb={:.1} peers50_reached={} reconcile10_bytes={} reconcile10_exchange_bytes={} reconcile10_ms={:.0} reconcile0_bytes={} reconcile0_exchange_bytes={} feed_heads_100k_start_ms={:.1} feed_heads_after_add_ms={:.3} idle_100k_core_pct={:.2}",
             one.product.per_sec() / one.baseline.per_sec(),
             stream.to_one.per_sec(),
             five.product.per_sec().max(stream.to_five.per_sec()),
@@ -85,8 +85,10 @@ impl Summary {
             self.junk.peak_rss_mb,
             self.fifty.reached,
             self.reconcile.ten_bytes,
+            self.reconcile.ten_exchange,
             self.reconcile.ten_ms,
             self.reconcile.none_bytes,
+            self.reconcile.none_exchange,
             self.reconcile.heads_start_ms,
             self.reconcile.heads_ms,
             self.reconcile.idle_core * 100.0,

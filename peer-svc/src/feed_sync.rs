@@ -26,7 +26,7 @@ use crate::{
     delivery::Delivery,
     directory::Directory,
     envelope::{self, EnvelopeError},
-    feeds::{FeedHead, Feeds},
+    feeds::{self, FeedHead, Feeds},
     handshaker::Handshaker,
     history_sync::HistorySync,
     net::Channels,
@@ -78,6 +78,11 @@ pub struct FeedSync {
     forks: Mutex<HashSet<(Vec<u8>, u64)>>,
 }
 
+/// The size of `message` sealed: its encoding and the AEAD tag.
+fn sealed_len(message: &impl Message) -> usize {
+    message.encoded_len() + 16
+}
+
 /// Forks remembered (and so warned of once each).
 const MAX_FORKS_REMEMBERED: usize = 4096;
 
@@ -119,10 +124,23 @@ impl FeedSync {
                 heads: Vec::new(),
             }
         } else {
+            // With the asker's bucket digests, only the buckets that differ.
+            let differ: Option<Vec<bool>> = (query.buckets.len() == feeds::BUCKETS).then(|| {
+                feeds::bucket_digests(&heads)
+                    .iter()
+                    .zip(&query.buckets)
+                    .map(|(ours, theirs)| ours.as_slice() != theirs.as_slice())
+                    .collect()
+            });
             FeedFrontier {
                 same: false,
                 heads: heads
                     .iter()
+                    .filter(|h| {
+                        differ
+                            .as_ref()
+                            .is_none_or(|d| d[feeds::bucket_of(&h.author_key)])
+                    })
                     .take(MAX_HEADS)
                     .map(|h| WireHead {
                         author_key: h.author_key.clone(),
@@ -150,9 +168,11 @@ impl FeedSync {
             tokio::time::sleep(delay).await;
             loop {
                 match this.exchange(&peer).await {
-                    Ok(0) => {}
-                    Ok(added) => {
-                        info!(from = %peer, added, "feeds reconciled: missed messages pulled")
+                    Ok((0, bytes)) => {
+                        debug!(with = %peer, bytes, "feeds compared: nothing missing")
+                    }
+                    Ok((added, bytes)) => {
+                        info!(from = %peer, added, bytes, "feeds reconciled: missed messages pulled")
                     }
                     Err(e) => {
                         debug!(peer = %peer, error = %e.message(), "feeds not compared now; again at the next contact")
@@ -184,8 +204,10 @@ impl FeedSync {
     }
 
     /// Asks `peer` for its frontier and pulls, author by author, what this
-    /// peer lacks; returns how many messages were new.
-    pub async fn exchange(&self, peer: &str) -> Result<usize, Status> {
+    /// peer lacks; returns how many messages were new, and the sealed bytes
+    /// of the exchange (the query, the frontier, the pulls' requests and
+    /// items: ciphertexts, without gRPC's framing).
+    pub async fn exchange(&self, peer: &str) -> Result<(usize, usize), Status> {
         let contact = self
             .directory
             .get(peer)
@@ -196,29 +218,47 @@ impl FeedSync {
         // per period, and two members that never talked still compare.
         let admission = self.handshaker.admission();
         if contact.dropped || contact.key_changed || admission.is_removed(peer) {
-            return Ok(0);
+            return Ok((0, 0));
         }
         if !self.delivery.introduce(&contact).await {
-            return Ok(0);
+            return Ok((0, 0));
         }
         let (ours, digest) = self
             .feeds
             .heads()
             .map_err(|e| Status::internal(e.to_string()))?;
+        // A handshake of the last seconds showed the same heads: nothing to ask.
+        if self.handshaker.feeds_seen_same(peer, &digest) {
+            return Ok((0, 0));
+        }
+        // Past a bucket's worth of authors, the bucket digests go with the
+        // query, so that only the heads of buckets that differ come back.
+        let query = FeedsQuery {
+            digest: digest.to_vec(),
+            buckets: if ours.len() > feeds::BUCKETS {
+                feeds::bucket_digests(&ours)
+                    .into_iter()
+                    .map(|d| d.to_vec())
+                    .collect()
+            } else {
+                Vec::new()
+            },
+        };
         let (session, frontier) = match self.peers.sending(peer) {
-            Some(session) => match self.frontier(&contact.address, &session, &digest).await {
+            Some(session) => match self.frontier(&contact.address, &session, &query).await {
                 // The peer restarted (at the same address) since that
                 // session: meet it again, once.
                 Err(status) if status.code() == tonic::Code::Unauthenticated => {
                     self.peers.forget_sending_if(peer, &session);
-                    self.fresh_frontier(&contact, &digest).await?
+                    self.fresh_frontier(&contact, &query).await?
                 }
                 answer => (session, answer?),
             },
-            None => self.fresh_frontier(&contact, &digest).await?,
+            None => self.fresh_frontier(&contact, &query).await?,
         };
+        let mut bytes = sealed_len(&query) + sealed_len(&frontier);
         if frontier.same {
-            return Ok(0);
+            return Ok((0, bytes));
         }
         let held: HashMap<&[u8], &FeedHead> =
             ours.iter().map(|h| (h.author_key.as_slice(), h)).collect();
@@ -238,12 +278,14 @@ impl FeedSync {
             } else {
                 continue;
             };
-            added += self
+            let (new, pulled) = self
                 .history
                 .pull_feed(&contact, &session, &head.author_key, after)
                 .await?;
+            added += new;
+            bytes += pulled;
         }
-        Ok(added)
+        Ok((added, bytes))
     }
 
     /// Warns of a fork in `author_key`'s feed at `seq`, once.
@@ -259,27 +301,24 @@ impl FeedSync {
         }
     }
 
-    /// A new session with `contact`, and its frontier for our `digest`.
+    /// A new session with `contact`, and its frontier for our `query`.
     async fn fresh_frontier(
         &self,
         contact: &crate::directory::Contact,
-        digest: &[u8; 32],
+        query: &FeedsQuery,
     ) -> Result<(Arc<Session>, FeedFrontier), Status> {
         let session = self.handshaker.initiate(contact).await?;
-        let frontier = self.frontier(&contact.address, &session, digest).await?;
+        let frontier = self.frontier(&contact.address, &session, query).await?;
         Ok((session, frontier))
     }
 
-    /// `address`'s frontier, for our `digest`.
+    /// `address`'s frontier, for our `query`.
     async fn frontier(
         &self,
         address: &str,
         session: &Session,
-        digest: &[u8; 32],
+        query: &FeedsQuery,
     ) -> Result<FeedFrontier, Status> {
-        let query = FeedsQuery {
-            digest: digest.to_vec(),
-        };
         let mut request = tonic::Request::new(PeerFeedsRequest {
             envelope: Some(envelope::seal(session, &query.encode_to_vec())?),
         });

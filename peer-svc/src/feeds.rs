@@ -33,13 +33,35 @@ pub struct FeedHead {
 pub fn digest(heads: &[FeedHead]) -> [u8; 32] {
     let mut h = Sha256::new();
     for head in heads {
-        h.update((head.author_key.len() as u32).to_be_bytes());
-        h.update(&head.author_key);
-        h.update(head.seq.to_be_bytes());
-        h.update(head.contiguous.to_be_bytes());
-        h.update(head.hash);
+        absorb(&mut h, head);
     }
     h.finalize().into()
+}
+
+fn absorb(h: &mut Sha256, head: &FeedHead) {
+    h.update((head.author_key.len() as u32).to_be_bytes());
+    h.update(&head.author_key);
+    h.update(head.seq.to_be_bytes());
+    h.update(head.contiguous.to_be_bytes());
+    h.update(head.hash);
+}
+
+/// Heads are split in this many buckets, by the high four bits of the
+/// author key's first byte, so a frontier carries only the buckets that differ.
+pub const BUCKETS: usize = 16;
+
+/// The bucket of `author_key`.
+pub fn bucket_of(author_key: &[u8]) -> usize {
+    author_key.first().map_or(0, |b| usize::from(b >> 4))
+}
+
+/// The digest of each bucket: as [`digest`], over the heads in it.
+pub fn bucket_digests(heads: &[FeedHead]) -> Vec<[u8; 32]> {
+    let mut hashers: [Sha256; BUCKETS] = std::array::from_fn(|_| Sha256::new());
+    for head in heads {
+        absorb(&mut hashers[bucket_of(&head.author_key)], head);
+    }
+    hashers.into_iter().map(|h| h.finalize().into()).collect()
 }
 
 /// One author's feed as held here: its head, and how far it is whole.

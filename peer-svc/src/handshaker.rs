@@ -5,6 +5,7 @@
 //! record.
 
 use std::{
+    collections::HashMap,
     net::IpAddr,
     sync::{
         Arc, Mutex,
@@ -133,7 +134,19 @@ pub struct Handshaker {
     last_stamp_issued: AtomicU64,
     /// When an unknown initiator last made us ask Discovery for the list.
     last_refresh: Mutex<Option<tokio::time::Instant>>,
+    /// The feed digest each member's last handshake carried, and when.
+    feeds_seen: Mutex<HashMap<String, FeedsSeen>>,
 }
+
+/// A member's feed digest as its last handshake carried it, and when.
+type FeedsSeen = (Vec<u8>, tokio::time::Instant);
+
+/// How long a digest a handshake carried is taken as the peer's: a
+/// comparison asked for within it, with the same digest here, is skipped.
+const FEEDS_SEEN_FOR: Duration = Duration::from_secs(10);
+
+/// Members whose last digest is kept; past it the map starts again.
+const MAX_FEEDS_SEEN: usize = 65_536;
 
 impl Handshaker {
     /// Handshakes as `config.name` at `address` with `keypair`, given each
@@ -169,6 +182,7 @@ impl Handshaker {
             key_limiter: Limiter::per_second(config.handshakes_per_sec),
             last_stamp_issued: AtomicU64::new(0),
             last_refresh: Mutex::new(None),
+            feeds_seen: Mutex::default(),
         }
     }
 
@@ -492,10 +506,33 @@ impl Handshaker {
     /// If `peer`'s feed heads (their digest) differ from ours, it is told:
     /// the two compare frontiers and pull what each lacks.
     fn compare_feeds(&self, peer: &str, digest: &[u8]) {
-        if !digest.is_empty() && digest != self.feeds.digest() {
+        if digest.is_empty() {
+            return;
+        }
+        {
+            let mut seen = self.feeds_seen.lock().expect("feeds seen lock");
+            if seen.len() >= MAX_FEEDS_SEEN {
+                seen.clear();
+            }
+            seen.insert(
+                peer.to_owned(),
+                (digest.to_vec(), tokio::time::Instant::now()),
+            );
+        }
+        if digest != self.feeds.digest() {
             self.membership
                 .tell(PeerEvent::FeedsDiffer(peer.to_owned()));
         }
+    }
+
+    /// True if `peer`'s handshake of the last few seconds carried the feed
+    /// digest `ours`: comparing now would find them the same.
+    pub fn feeds_seen_same(&self, peer: &str, ours: &[u8; 32]) -> bool {
+        self.feeds_seen
+            .lock()
+            .expect("feeds seen lock")
+            .get(peer)
+            .is_some_and(|(digest, at)| digest == ours && at.elapsed() < FEEDS_SEEN_FOR)
     }
 
     /// `name` proved `key` (and, in a network, its admission) in a

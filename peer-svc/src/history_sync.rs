@@ -88,6 +88,8 @@ struct Progress {
     authors: HashSet<Vec<u8>>,
     /// Author items (admission chains) received.
     chains: usize,
+    /// Sealed bytes received (the items' ciphertexts).
+    bytes: usize,
 }
 
 /// Author items one pull takes: one per author key, and no network has
@@ -347,16 +349,19 @@ impl HistorySync {
                 .await
                 .unwrap_or_else(|_| Err(Status::deadline_exceeded("history stream stalled")));
             match next {
-                Ok(Some(item)) => match self.take(item, session, progress, &mut batch).await {
-                    Ok(None) => {}
-                    Ok(Some(broke)) => break Some(broke),
-                    Err(e) => {
-                        // What verified so far is kept; the relay is not
-                        // asked further.
-                        progress.added += self.store_batch(&mut batch, progress)?;
-                        return Err(e);
+                Ok(Some(item)) => {
+                    progress.bytes += item.envelope.as_ref().map_or(0, |e| e.ciphertext.len());
+                    match self.take(item, session, progress, &mut batch).await {
+                        Ok(None) => {}
+                        Ok(Some(broke)) => break Some(broke),
+                        Err(e) => {
+                            // What verified so far is kept; the relay is not
+                            // asked further.
+                            progress.added += self.store_batch(&mut batch, progress)?;
+                            return Err(e);
+                        }
                     }
-                },
+                }
                 Ok(None) => break None,
                 Err(s) => break Some(s),
             }
@@ -634,14 +639,15 @@ impl HistorySync {
 
     /// Pulls `author_key`'s feed after `after_seq` from `contact` on
     /// `session` (feed reconciliation, §9.6): verified and stored as any
-    /// history is. Returns how many messages were new.
+    /// history is. Returns how many messages were new, and the sealed bytes
+    /// sent and received.
     pub async fn pull_feed(
         &self,
         contact: &Contact,
         session: &Session,
         author_key: &[u8],
         after_seq: u64,
-    ) -> Result<usize, Status> {
+    ) -> Result<(usize, usize), Status> {
         let cursor = HistoryCursor {
             author_key: author_key.to_vec(),
             after_seq,
@@ -651,9 +657,13 @@ impl HistorySync {
         let request = PeerHistoryRequest {
             envelope: Some(envelope::seal(session, &cursor.encode_to_vec())?),
         };
+        let sent = request.envelope.as_ref().map_or(0, |e| e.ciphertext.len());
         let mut client = PeerClient::new(self.channels.get(&contact.address)?);
         let mut stream = client.history(request).await?.into_inner();
-        let mut progress = Progress::default();
+        let mut progress = Progress {
+            bytes: sent,
+            ..Progress::default()
+        };
         let broke = self
             .receive(&mut stream, session, &mut progress)
             .await
@@ -662,7 +672,7 @@ impl HistorySync {
         if let Some(status) = broke {
             debug!(from = %contact.name, error = %status.message(), "feed pull broke; again at the next exchange");
         }
-        Ok(progress.added)
+        Ok((progress.added, progress.bytes))
     }
 
     /// Serves history after `cursor` to the peer of `session`, each item sealed

@@ -582,7 +582,7 @@ async fn a_second_implementation_on_snow_registers_handshakes_delivers_and_recei
         (got.author_key.clone(), got.seq, got.seq, got_authored),
     ];
     heads.sort();
-    let digest = |heads: &[(Vec<u8>, u64, u64, Vec<u8>)]| -> Vec<u8> {
+    let digest = |heads: &[&(Vec<u8>, u64, u64, Vec<u8>)]| -> Vec<u8> {
         let mut h = Sha256::new();
         for (key, seq, contiguous, authored) in heads {
             h.update((key.len() as u32).to_be_bytes());
@@ -593,9 +593,18 @@ async fn a_second_implementation_on_snow_registers_handshakes_delivers_and_recei
         }
         h.finalize().to_vec()
     };
+    let all: Vec<_> = heads.iter().collect();
+    // Bucket i: the heads whose author key's first byte has i as its high
+    // four bits.
+    let buckets: Vec<Vec<u8>> = (0..16u8)
+        .map(|i| {
+            let inside: Vec<_> = heads.iter().filter(|h| h.0[0] >> 4 == i).collect();
+            digest(&inside)
+        })
+        .collect();
     let mut counter = 7;
-    let mut ask = async |digest: Vec<u8>| {
-        let query = FeedsQuery { digest }.encode_to_vec();
+    let mut ask = async |digest: Vec<u8>, buckets: Vec<Vec<u8>>| {
+        let query = FeedsQuery { digest, buckets }.encode_to_vec();
         counter += 1;
         let answer = peer
             .feeds(PeerFeedsRequest {
@@ -610,11 +619,26 @@ async fn a_second_implementation_on_snow_registers_handshakes_delivers_and_recei
         FeedFrontier::decode(plaintext.as_slice()).expect("a frontier")
     };
     // The same digest, computed here from the spec: "same", nothing more.
-    let frontier = ask(digest(&heads)).await;
+    let frontier = ask(digest(&all), Vec::new()).await;
     assert!(frontier.same, "{frontier:?}");
+    // With bucket digests that differ only in bob's bucket: only the heads
+    // of that bucket come back.
+    let bobs_bucket = usize::from(got.author_key[0] >> 4);
+    let mut stale = buckets.clone();
+    stale[bobs_bucket] = digest(&[]);
+    let frontier = ask(digest(&[]), stale).await;
+    assert!(!frontier.same);
+    assert!(
+        !frontier.heads.is_empty()
+            && frontier
+                .heads
+                .iter()
+                .all(|h| usize::from(h.author_key[0] >> 4) == bobs_bucket),
+        "{frontier:?}"
+    );
     // Lacking bob's feed: his heads come back, and his head is the one we
     // hold.
-    let frontier = ask(digest(&heads[..0])).await;
+    let frontier = ask(digest(&[]), Vec::new()).await;
     assert!(!frontier.same);
     let bobs_head = frontier
         .heads
