@@ -152,9 +152,12 @@ fn send(data_dir: &Path, text: String) -> JoinHandle<Option<String>> {
     })
 }
 
+/// Messages as compared: (author key, seq, signed bytes).
+type Held = BTreeSet<(Vec<u8>, i64, Vec<u8>)>;
+
 /// (author key, seq, signed bytes) of every message the member holds, and
 /// how many rows it has (a row twice would show as more rows than the set).
-fn held(data_dir: &Path) -> Option<(BTreeSet<(Vec<u8>, i64, Vec<u8>)>, usize)> {
+fn held(data_dir: &Path) -> Option<(Held, usize)> {
     let db = rusqlite::Connection::open_with_flags(
         data_dir.join("history.db"),
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
@@ -229,7 +232,7 @@ async fn five_members_coming_and_going_in_a_seeded_order_converge_to_one_history
         say(&members[lone], &mut sends);
     }
     // Its messages are stored before it stops (the sends return then).
-    for handle in sends.drain(..).collect::<Vec<_>>() {
+    for handle in std::mem::take(&mut sends) {
         if let Some(text) = handle.await.unwrap() {
             sends.push(tokio::spawn(async move { Some(text) }));
         }

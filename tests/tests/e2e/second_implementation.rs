@@ -572,7 +572,7 @@ async fn a_second_implementation_on_snow_registers_handshakes_delivers_and_recei
     // implementation. Its own heads, as bob holds them: its feed 1-3 (the
     // third as altered) and bob's feed up to "hello snowy".
     let third_authored = altered.authored.clone();
-    let mut heads = vec![
+    let mut heads = [
         (
             identity.verifying_key().to_bytes().to_vec(),
             3u64,
