@@ -39,7 +39,6 @@ pub async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) ->
 pub struct Discovery {
     /// Where it listens.
     pub addr: SocketAddr,
-    config: discovery_svc::Config,
     shutdown: CancellationToken,
     task: Option<JoinHandle<Result<(), discovery_svc::ServeError>>>,
 }
@@ -53,41 +52,14 @@ impl Discovery {
     /// Starts a server with `config` on a free loopback port.
     pub async fn start_with(config: discovery_svc::Config) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        Self::serve(listener, config)
-    }
-
-    fn serve(listener: TcpListener, config: discovery_svc::Config) -> Self {
         let addr = listener.local_addr().expect("local addr");
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(discovery_svc::run(
-            listener,
-            config.clone(),
-            shutdown.clone(),
-        ));
+        let task = tokio::spawn(discovery_svc::run(listener, config, shutdown.clone()));
         Self {
             addr,
-            config,
             shutdown,
             task: Some(task),
         }
-    }
-
-    /// Stops the server and starts it again on the same address with the
-    /// same key and configuration, as a restarted process would be. With
-    /// the memory store, every lease is forgotten: peers must register again.
-    pub async fn restart(self) -> Self {
-        let (addr, config) = (self.addr, self.config.clone());
-        self.stop().await;
-        let listener = within("Discovery's port to be free again", async {
-            loop {
-                match TcpListener::bind(addr).await {
-                    Ok(listener) => return listener,
-                    Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
-                }
-            }
-        })
-        .await;
-        Self::serve(listener, config)
     }
 
     /// `http://127.0.0.1:PORT`.

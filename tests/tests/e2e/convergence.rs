@@ -10,7 +10,8 @@
 //! included: a sender that stops before anyone else returns (it alone
 //! holds its messages while the others are back), a member killed with
 //! SIGKILL and kept down longer than the lease TTL, a member frozen with
-//! SIGSTOP and resumed, and a Discovery restart in the middle.
+//! SIGSTOP and resumed, and a Discovery (a real process) killed and started
+//! again in the middle.
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -20,7 +21,7 @@ use std::{
 };
 
 use chat_proto::v1::SendRequest;
-use chat_tests::{Discovery, PeerProcess};
+use chat_tests::{PeerProcess, Process};
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 use tokio::{process::Child, task::JoinHandle};
 
@@ -194,13 +195,27 @@ async fn five_members_coming_and_going_in_a_seeded_order_converge_to_one_history
         .unwrap_or_else(rand::random);
     println!("churn seed {seed} (CHURN_SEED={seed} replays this order)");
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut discovery = Discovery::start_with(discovery_svc::Config {
-        ttl: TTL,
-        ..Default::default()
-    })
-    .await;
-    let url = discovery.url();
     let dir = tempfile::tempdir().unwrap();
+    // A real discovery-svc on a fixed port, its key in a file: a restart is
+    // a kill and a start, as an operator's would be.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let key_file = dir.path().join("discovery.key");
+    let ttl = format!("{}s", TTL.as_secs());
+    let discovery_args = [
+        "--listen",
+        listen.as_str(),
+        "--ttl",
+        ttl.as_str(),
+        "--key-file",
+        key_file.to_str().unwrap(),
+    ];
+    let mut discovery = Process::spawn("discovery-svc", &discovery_args, &[]).await;
+    let url = format!("http://{listen}");
     let mut members: Vec<Member> = (0..MEMBERS).map(|i| Member::new(i, dir.path())).collect();
     let mut sends: Vec<JoinHandle<Option<String>>> = Vec::new();
     let mut said = 0usize;
@@ -258,40 +273,38 @@ async fn five_members_coming_and_going_in_a_seeded_order_converge_to_one_history
             }
         }
         if killed_long.is_none() && at >= Duration::from_secs(15) {
-            let running: Vec<usize> = (0..MEMBERS)
-                .filter(|&i| members[i].running() && i != lone)
-                .collect();
-            if let Some(&i) = running.get(rng.random_range(0..running.len().max(1))) {
-                println!("{at:?}: SIGKILL m{i}, down past the lease TTL");
-                members[i].stop(true).await;
-                killed_long = Some(i);
+            let i = (lone + 1 + rng.random_range(0..MEMBERS - 1)) % MEMBERS;
+            let m = &mut members[i];
+            if !m.running() {
+                m.start(&url).await;
             }
+            println!("{at:?}: SIGKILL m{i}, down past the lease TTL");
+            m.stop(true).await;
+            killed_long = Some(i);
         }
         if !restarted && at >= Duration::from_secs(30) {
-            // A graceful stop waits for every connection to close, which a
-            // frozen member's never does: they are thawed first.
-            for (i, m) in members.iter_mut().enumerate().filter(|(_, m)| m.frozen) {
-                println!("{at:?}: SIGCONT m{i}");
-                m.thaw();
-            }
-            println!("{at:?}: Discovery restarts");
-            discovery = discovery.restart().await;
+            println!("{at:?}: Discovery killed and started again");
+            discovery.child.kill().await.unwrap();
+            discovery = Process::spawn("discovery-svc", &discovery_args, &[]).await;
             restarted = true;
         }
         if !froze && at >= Duration::from_secs(40) {
-            let running: Vec<usize> = (0..MEMBERS)
-                .filter(|&i| members[i].running() && !members[i].frozen)
-                .collect();
-            if let Some(&i) = running.get(rng.random_range(0..running.len().max(1))) {
-                println!("{at:?}: SIGSTOP m{i} for 5 s");
-                members[i].freeze();
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                members[i].thaw();
-                froze = true;
+            let i = rng.random_range(0..MEMBERS);
+            let m = &mut members[i];
+            if m.frozen {
+                m.thaw();
+            } else if !m.running() {
+                m.start(&url).await;
             }
+            println!("{at:?}: SIGSTOP m{i} for 5 s");
+            m.freeze();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            m.thaw();
+            froze = true;
         }
         let i = rng.random_range(0..MEMBERS);
         let held_down = killed_long == Some(i) && at < Duration::from_secs(15) + 3 * TTL;
+        let at = begun.elapsed();
         let m = &mut members[i];
         if m.frozen {
             println!("{at:?}: SIGCONT m{i}");
@@ -415,5 +428,5 @@ async fn five_members_coming_and_going_in_a_seeded_order_converge_to_one_history
             m.name
         );
     }
-    discovery.stop().await;
+    let _ = discovery.child.kill().await;
 }
