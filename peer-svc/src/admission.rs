@@ -174,6 +174,14 @@ impl Admission {
         self.own.is_none()
     }
 
+    /// Where this peer's own share of history begins (ms since the epoch;
+    /// 0 = all, and in open mode): members hold nothing older for it.
+    pub fn own_history_from_millis(&self) -> u64 {
+        self.own
+            .as_ref()
+            .map_or(0, |own| credential::history_from(&own.credential.chain))
+    }
+
     /// The network's id (the founder's key's fingerprint), if a member.
     pub fn network_id(&self) -> Option<String> {
         self.own

@@ -304,7 +304,7 @@ pub fn verify_credential(
 /// Where a chain's share of history begins: the latest along it, so a
 /// member admitted to history from some time cannot admit another (itself
 /// under a second key, say) to more.
-fn history_from(chain: &[Admission]) -> u64 {
+pub fn history_from(chain: &[Admission]) -> u64 {
     chain
         .iter()
         .map(|a| a.history_from_millis)

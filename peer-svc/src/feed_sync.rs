@@ -28,7 +28,7 @@ use crate::{
     envelope::{self, EnvelopeError},
     feeds::{self, FeedHead, Feeds},
     handshaker::Handshaker,
-    history_sync::HistorySync,
+    history_sync::{HistorySync, Pulled},
     net::Channels,
     peers::Peers,
     rerun::Rerun,
@@ -168,11 +168,19 @@ impl FeedSync {
             tokio::time::sleep(delay).await;
             loop {
                 match this.exchange(&peer).await {
-                    Ok((0, bytes)) => {
-                        debug!(with = %peer, bytes, "feeds compared: nothing missing")
+                    Ok(Pulled {
+                        added: 0,
+                        items,
+                        bytes,
+                    }) => {
+                        debug!(with = %peer, items, bytes, "feeds compared: nothing missing")
                     }
-                    Ok((added, bytes)) => {
-                        info!(from = %peer, added, bytes, "feeds reconciled: missed messages pulled")
+                    Ok(Pulled {
+                        added,
+                        items,
+                        bytes,
+                    }) => {
+                        info!(from = %peer, added, items, bytes, "feeds reconciled: missed messages pulled")
                     }
                     Err(e) => {
                         debug!(peer = %peer, error = %e.message(), "feeds not compared now; again at the next contact")
@@ -204,10 +212,10 @@ impl FeedSync {
     }
 
     /// Asks `peer` for its frontier and pulls, author by author, what this
-    /// peer lacks; returns how many messages were new, and the sealed bytes
-    /// of the exchange (the query, the frontier, the pulls' requests and
-    /// items: ciphertexts, without gRPC's framing).
-    pub async fn exchange(&self, peer: &str) -> Result<(usize, usize), Status> {
+    /// peer lacks; returns how many messages were new, the items pulled,
+    /// and the sealed bytes of the exchange (the query, the frontier, the
+    /// pulls' requests and items: ciphertexts, without gRPC's framing).
+    pub async fn exchange(&self, peer: &str) -> Result<Pulled, Status> {
         let contact = self
             .directory
             .get(peer)
@@ -218,10 +226,10 @@ impl FeedSync {
         // per period, and two members that never talked still compare.
         let admission = self.handshaker.admission();
         if contact.dropped || contact.key_changed || admission.is_removed(peer) {
-            return Ok((0, 0));
+            return Ok(Pulled::default());
         }
         if !self.delivery.introduce(&contact).await {
-            return Ok((0, 0));
+            return Ok(Pulled::default());
         }
         let (ours, digest) = self
             .feeds
@@ -229,7 +237,7 @@ impl FeedSync {
             .map_err(|e| Status::internal(e.to_string()))?;
         // A handshake of the last seconds showed the same heads: nothing to ask.
         if self.handshaker.feeds_seen_same(peer, &digest) {
-            return Ok((0, 0));
+            return Ok(Pulled::default());
         }
         // Past a bucket's worth of authors, the bucket digests go with the
         // query, so that only the heads of buckets that differ come back.
@@ -256,16 +264,30 @@ impl FeedSync {
             },
             None => self.fresh_frontier(&contact, &query).await?,
         };
-        let mut bytes = sealed_len(&query) + sealed_len(&frontier);
+        let mut exchanged = Pulled {
+            bytes: sealed_len(&query) + sealed_len(&frontier),
+            ..Pulled::default()
+        };
         if frontier.same {
-            return Ok((0, bytes));
+            return Ok(exchanged);
         }
         let held: HashMap<&[u8], &FeedHead> =
             ours.iter().map(|h| (h.author_key.as_slice(), h)).collect();
-        let mut added = 0;
+        // A member admitted to history from some time on holds no author's
+        // older messages, and no member may send it them: what it holds of
+        // a feed is whole from the first it holds, and it pulls after that
+        // (after 0, every exchange with a member holding all of it would
+        // bring back everything since its admission).
+        let partial = admission.own_history_from_millis() > 0;
         for head in frontier.heads {
             let ours = held.get(head.author_key.as_slice());
-            let have = ours.map_or(0, |h| h.contiguous);
+            let have = ours.map_or(0, |h| {
+                if partial && h.contiguous == 0 {
+                    h.run
+                } else {
+                    h.contiguous
+                }
+            });
             let fork = ours.is_some_and(|h| h.seq == head.seq && h.hash.as_slice() != head.hash);
             let after = if fork {
                 // Two messages with one number: the author said two
@@ -278,14 +300,15 @@ impl FeedSync {
             } else {
                 continue;
             };
-            let (new, pulled) = self
+            let pulled = self
                 .history
                 .pull_feed(&contact, &session, &head.author_key, after)
                 .await?;
-            added += new;
-            bytes += pulled;
+            exchanged.added += pulled.added;
+            exchanged.items += pulled.items;
+            exchanged.bytes += pulled.bytes;
         }
-        Ok((added, bytes))
+        Ok(exchanged)
     }
 
     /// Warns of a fork in `author_key`'s feed at `seq`, once.

@@ -27,6 +27,11 @@ pub struct FeedHead {
     pub hash: [u8; 32],
     /// Every seq from 1 to this is held (0: not even the first).
     pub contiguous: u64,
+    /// The end of the run of seqs held that starts at the lowest held (the
+    /// same as `contiguous` when seq 1 is held): how far a feed held from
+    /// its middle (a member admitted to history from some time on) is whole.
+    /// Not part of the digest.
+    pub run: u64,
 }
 
 /// The digest of `heads` (in author key order), as protocol.md §9.6 says.
@@ -175,6 +180,11 @@ impl Feeds {
                 seq: f.seq,
                 hash: f.hash,
                 contiguous: f.contiguous,
+                run: if f.contiguous > 0 {
+                    f.contiguous
+                } else {
+                    f.above.first_key_value().map_or(0, |(_, end)| *end)
+                },
             })
             .collect();
         state.digest = digest(&heads);

@@ -92,6 +92,17 @@ struct Progress {
     bytes: usize,
 }
 
+/// What one feed pull (or a whole exchange) brought.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pulled {
+    /// New messages stored.
+    pub added: usize,
+    /// Items received (duplicates and authors' chains included).
+    pub items: usize,
+    /// Sealed bytes sent and received.
+    pub bytes: usize,
+}
+
 /// Author items one pull takes: one per author key, and no network has
 /// more members than Discovery's default cap (10,000) by much.
 const MAX_AUTHOR_ITEMS: usize = 20_000;
@@ -639,7 +650,8 @@ impl HistorySync {
 
     /// Pulls `author_key`'s feed after `after_seq` from `contact` on
     /// `session` (feed reconciliation, §9.6): verified and stored as any
-    /// history is. Returns how many messages were new, and the sealed bytes
+    /// history is. Returns how many messages were new, how many items came
+    /// (duplicates and the author's chain included), and the sealed bytes
     /// sent and received.
     pub async fn pull_feed(
         &self,
@@ -647,7 +659,7 @@ impl HistorySync {
         session: &Session,
         author_key: &[u8],
         after_seq: u64,
-    ) -> Result<(usize, usize), Status> {
+    ) -> Result<Pulled, Status> {
         let cursor = HistoryCursor {
             author_key: author_key.to_vec(),
             after_seq,
@@ -672,7 +684,11 @@ impl HistorySync {
         if let Some(status) = broke {
             debug!(from = %contact.name, error = %status.message(), "feed pull broke; again at the next exchange");
         }
-        Ok((progress.added, progress.bytes))
+        Ok(Pulled {
+            added: progress.added,
+            items: progress.seen,
+            bytes: progress.bytes,
+        })
     }
 
     /// Serves history after `cursor` to the peer of `session`, each item sealed

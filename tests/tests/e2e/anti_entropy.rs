@@ -91,3 +91,77 @@ async fn messages_sent_while_the_others_were_stopped_reach_them_whatever_the_ord
         assert!(ok, "{}: {out}", peer.name);
     }
 }
+
+/// A member admitted to history from its admission on holds no older
+/// message of any feed. Comparing feeds with members that hold all of them
+/// must not bring back, at every comparison, everything since its
+/// admission: it pulls after what it holds, and gets nothing it has.
+#[tokio::test]
+async fn a_member_with_history_from_its_admission_pulls_nothing_it_holds() {
+    let discovery = Discovery::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = discovery.url();
+    let alice = PeerProcess::found("alice", &url, &dir.path().join("alice")).await;
+    let bob = alice
+        .admit(
+            "bob",
+            &["--all-history"],
+            &url,
+            &dir.path().join("bob"),
+            &[],
+            None,
+        )
+        .await;
+    alice.wait_connections(&["bob"]).await;
+    for text in ["alice before carol 1", "alice before carol 2"] {
+        let (ok, _, err) = alice.chat(&["send", text]).await;
+        assert!(ok, "{err}");
+    }
+    let (ok, _, err) = bob.chat(&["send", "bob before carol"]).await;
+    assert!(ok, "{err}");
+    let carol_dir = dir.path().join("carol");
+    let carol = alice.admit("carol", &[], &url, &carol_dir, &[], None).await;
+    carol.wait_connections(&["alice", "bob"]).await;
+    for (peer, text) in [(&alice, "alice after carol"), (&bob, "bob after carol")] {
+        let (ok, _, err) = peer.chat(&["send", text]).await;
+        assert!(ok, "{err}");
+        chat_tests::wait_for_message(&carol_dir, text).await;
+    }
+
+    // Carol starts again: her feeds differ from theirs (they hold what
+    // came before her), so she compares with both.
+    assert!(carol.process.terminate().await.success());
+    let log = dir.path().join("carol-again.log");
+    let carol = PeerProcess::start_logged(
+        "carol",
+        &url,
+        &carol_dir,
+        &[("RUST_LOG", "info,peer_svc::feed_sync=debug")],
+        Some(&log),
+    )
+    .await;
+    let exchanges = |with: &str| {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| {
+                (l.contains("feeds compared") || l.contains("feeds reconciled"))
+                    && (l.contains(&format!("with={with}")) || l.contains(&format!("from={with}")))
+            })
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    chat_tests::eventually("carol to compare feeds with alice and bob", || async {
+        !exchanges("alice").is_empty() && !exchanges("bob").is_empty()
+    })
+    .await;
+    for line in exchanges("alice").into_iter().chain(exchanges("bob")) {
+        assert!(line.contains(" items=0 "), "{line}");
+    }
+    let texts: Vec<String> = full_history(&mut carol.control().await)
+        .await
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(texts, ["alice after carol", "bob after carol"]);
+}
