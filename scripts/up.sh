@@ -57,20 +57,27 @@ wait_healthy "$DISCOVERY_ADDR" discovery
 echo "discovery  $DISCOVERY_ADDR  (log $RUN_DIR/discovery.log)"
 
 # user1 founds the network (once: a member already keeps its network) and
-# invites the others, sharing all history. The token goes in CHAT_JOIN, not
-# on the command line, where other local users could read it in ps.
+# invites the others, sharing all history: only those not members yet (a
+# run after the first invites nobody, so no token is made for a name that
+# has joined). The token goes in CHAT_JOIN, not on the command line, where
+# other local users could read it in ps.
 start user1 "$BIN/peer-svc" --name user1 --listen "127.0.0.1:$((PEER_BASE_PORT + 1))" \
   --discovery "http://$DISCOVERY_ADDR" --data-dir "$RUN_DIR/user1" --create-network
 wait_healthy "127.0.0.1:$((PEER_BASE_PORT + 1))" user1
 for i in $(seq 2 "$PEERS"); do
   name=user$i; addr=127.0.0.1:$((PEER_BASE_PORT + i))
-  token=$("$BIN/chat" --data-dir "$RUN_DIR/user1" invite "$name" --all-history 2>/dev/null) || {
-    echo "user1 could not invite $name; see $RUN_DIR/user1.log" >&2
+  peer=("$BIN/peer-svc" --name "$name" --listen "$addr" \
+    --discovery "http://$DISCOVERY_ADDR" --data-dir "$RUN_DIR/$name")
+  if token=$("$BIN/chat" --data-dir "$RUN_DIR/user1" invite "$name" --all-history 2>"$RUN_DIR/invite.err"); then
+    CHAT_JOIN=$token start "$name" "${peer[@]}"
+  elif grep -q "is a member already" "$RUN_DIR/invite.err"; then
+    start "$name" "${peer[@]}"
+  else
+    echo "user1 could not invite $name: $(cat "$RUN_DIR/invite.err"); see $RUN_DIR/user1.log" >&2
     exit 1
-  }
-  CHAT_JOIN=$token start "$name" "$BIN/peer-svc" --name "$name" --listen "$addr" \
-    --discovery "http://$DISCOVERY_ADDR" --data-dir "$RUN_DIR/$name"
+  fi
 done
+rm -f "$RUN_DIR/invite.err"
 for i in $(seq 1 "$PEERS"); do
   name=user$i; addr=127.0.0.1:$((PEER_BASE_PORT + i))
   wait_healthy "$addr" "$name"

@@ -56,6 +56,14 @@ pub enum AdmissionError {
     /// This peer runs open: there is no network.
     #[error("this peer runs in open mode (--open): it has no network to invite to or remove from")]
     Open,
+    /// The name to invite is this peer's own.
+    #[error("{0} is this peer's own name; an invitation is for someone else")]
+    Yourself(String),
+    /// The name to invite is a member already: its admission was shown here.
+    #[error(
+        "{0} is a member already (identity {1}); to admit a new device or key for it, remove the old one first (`chat remove {0}`), then invite again"
+    )]
+    AlreadyMember(String, String),
     /// No admission of the name is known here.
     #[error(
         "no admission of {0} is known here: it must have handshaken with this peer once, or been invited by it"
@@ -549,6 +557,27 @@ impl Admission {
         all_history: bool,
     ) -> Result<(String, String), AdmissionError> {
         let own = self.own.as_ref().ok_or(AdmissionError::Open)?;
+        if own.credential.chain.last().is_some_and(|a| a.name == name) {
+            return Err(AdmissionError::Yourself(name.to_owned()));
+        }
+        {
+            // A member that has shown its admission here (not only been
+            // invited) and was not removed: a second token would let
+            // whoever holds it join as a second identity under the name.
+            let state = self.state.lock().expect("admission lock");
+            if let Some((_, member)) = state.chains.get(name)
+                && member.identity != [0; 32]
+                && !member
+                    .invite_keys
+                    .iter()
+                    .any(|k| state.removals.contains(k))
+            {
+                return Err(AdmissionError::AlreadyMember(
+                    name.to_owned(),
+                    chat_proto::keys::fingerprint(&member.identity),
+                ));
+            }
+        }
         let now = now_ms();
         let from = if all_history { 0 } else { now };
         let invitation = credential::invite(&own.identity, &own.credential, name, now, from)?;

@@ -349,6 +349,26 @@ fn admit(
     let mut credential = match (kept, &config.admission) {
         (Some(kept), joining) => {
             let credential = Credential::decode(kept.as_slice()).map_err(|e| refused(&e))?;
+            if let Joining::Join(token) = joining {
+                // A token for another network is not ignored in silence:
+                // the peer would run as a member of the old one.
+                let ours = credential::network_of(&credential).map_err(|e| refused(&e))?;
+                let theirs = credential::decode_token(token)
+                    .ok()
+                    .and_then(|i| i.admission)
+                    .and_then(|a| <[u8; 32]>::try_from(a.network.as_slice()).ok());
+                if let Some(theirs) = theirs
+                    && theirs != ours
+                {
+                    return Err(StartError::Admission(format!(
+                        "{} is a member of network {}; the invitation is for network {}: start with another --data-dir to join that one (or remove {} to leave the old network)",
+                        config.data_dir.display(),
+                        credential::network_id(&ours),
+                        credential::network_id(&theirs),
+                        config.data_dir.display(),
+                    )));
+                }
+            }
             if *joining != Joining::Member {
                 info!("already a member of a network; --join / --create-network ignored");
             }

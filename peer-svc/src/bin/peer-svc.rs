@@ -8,7 +8,19 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    // An error is one line, whatever RUST_BACKTRACE says: these are start
+    // errors a person reads ("cannot listen", "not a member"), not bugs.
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("peer-svc: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     chat_proto::process::init_tracing();
     chat_proto::process::raise_open_files_limit();
     let cli = Cli::parse();

@@ -39,7 +39,10 @@ impl From<AdmissionError> for ServiceError {
     fn from(e: AdmissionError) -> Self {
         let message = e.to_string();
         match e {
-            AdmissionError::Open => ServiceError::FailedPrecondition(message),
+            AdmissionError::Open | AdmissionError::AlreadyMember(..) => {
+                ServiceError::FailedPrecondition(message)
+            }
+            AdmissionError::Yourself(_) => ServiceError::InvalidArgument(message),
             AdmissionError::Unknown(_) => ServiceError::NotFound(message),
             AdmissionError::Credential(
                 CredentialError::NotAllowed(_) | CredentialError::Founder,

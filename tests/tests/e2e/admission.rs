@@ -363,3 +363,90 @@ async fn a_hijacked_name_that_leaves_loses_no_queued_message() {
         .count();
     assert_eq!(copies, 1);
 }
+
+/// Issue 26, item 2: an invitation for yourself, or for a member that has
+/// shown its admission, is refused with what to do instead (a second token
+/// for a member's name would let whoever holds it join as a second
+/// identity); an invitation not used yet may be made again, and a member
+/// removed (a lost device) may be invited again.
+#[tokio::test]
+async fn inviting_yourself_or_a_current_member_is_refused_with_what_to_do() {
+    let discovery = Discovery::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = discovery.url();
+    let alice = PeerProcess::found("alice", &url, &dir.path().join("alice")).await;
+    let bob = alice
+        .admit("bob", &[], &url, &dir.path().join("bob"), &[], None)
+        .await;
+    alice.wait_connections(&["bob"]).await;
+    eventually("bob to have shown alice his admission", || async {
+        let (ok, _, err) = alice.chat(&["invite", "bob"]).await;
+        !ok && err.contains("bob is a member already") && err.contains("chat remove bob")
+    })
+    .await;
+    for (peer, name) in [(&alice, "alice"), (&bob, "bob")] {
+        let (ok, _, err) = peer.chat(&["invite", name]).await;
+        assert!(!ok && err.contains("own name"), "{err}");
+    }
+    // A member may not invite another member either.
+    let (ok, _, err) = bob.chat(&["invite", "alice"]).await;
+    assert!(!ok && err.contains("alice is a member already"), "{err}");
+    // Not used yet: made again.
+    for _ in 0..2 {
+        let (ok, token, err) = alice.chat(&["invite", "carol"]).await;
+        assert!(ok && !token.trim().is_empty(), "{err}");
+    }
+    // Removed: invited again.
+    let (ok, _, err) = alice.chat(&["remove", "bob"]).await;
+    assert!(ok, "{err}");
+    let (ok, _, err) = alice.chat(&["invite", "bob"]).await;
+    assert!(ok, "{err}");
+}
+
+/// Issue 26, items 3 and 10: a data dir that is a member of one network,
+/// started with a token for another, is refused with both networks named
+/// and what to do, in one clean line even with RUST_BACKTRACE=1 (it used
+/// to run on as a member of the old network, the token ignored).
+#[tokio::test]
+async fn a_token_for_another_network_is_refused_naming_both() {
+    let discovery = Discovery::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = discovery.url();
+    let alice = PeerProcess::found("alice", &url, &dir.path().join("alice")).await;
+    let bob_dir = dir.path().join("bob");
+    let bob = alice.admit("bob", &[], &url, &bob_dir, &[], None).await;
+    assert!(bob.process.terminate().await.success());
+    let carol = PeerProcess::found("carol", &url, &dir.path().join("carol")).await;
+    let (ok, token, err) = carol.chat(&["invite", "bob"]).await;
+    assert!(ok, "{err}");
+    let out = tokio::process::Command::new(binary("peer-svc"))
+        .args([
+            "--name",
+            "bob",
+            "--listen",
+            "127.0.0.1:0",
+            "--discovery",
+            &url,
+        ])
+        .arg("--data-dir")
+        .arg(&bob_dir)
+        .env("CHAT_JOIN", token.trim())
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.contains("the invitation is for network"))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        line.contains("is a member of network") && line.contains("--data-dir"),
+        "{line}"
+    );
+    assert!(
+        !err.contains("stack backtrace") && !err.contains("   0: "),
+        "{err}"
+    );
+}
