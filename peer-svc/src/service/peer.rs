@@ -173,6 +173,13 @@ impl Peer for PeerService {
                     Ok(None) => return,
                     // The sender went away: nothing to refuse.
                     Err(status) if status.code() == tonic::Code::Cancelled => return,
+                    // Its connection broke or closed mid-stream (a peer
+                    // stopping): no batch to refuse, and nothing to warn of.
+                    // Only a batch that does not decode is a bad batch.
+                    Err(status) if !status.message().starts_with("failed to decode") => {
+                        tracing::debug!(error = %status.message(), "delivery stream ended with its connection");
+                        return;
+                    }
                     Err(status) => {
                         let status = refused(
                             "Peer/DeliverStream",

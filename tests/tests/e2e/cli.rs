@@ -43,12 +43,36 @@ async fn send_with_an_id_is_idempotent_and_history_filters_work() {
     assert_eq!(lunch.lines().count(), 3, "{lunch}");
     let (_, recent, _) = bob.chat(&["history", "--since", "1h"]).await;
     assert_eq!(recent.lines().count(), 4);
-    let (_, future, _) = bob
+    let (_, future, said) = bob
         .chat(&["history", "--since", "2999-01-01T00:00:00Z"])
         .await;
     assert_eq!(future.lines().count(), 1, "only the header: {future}");
+    assert!(said.contains("no messages match"), "{said}");
+    let (_, none, said) = bob.chat(&["history", "--grep", "no such words"]).await;
+    assert_eq!(none.lines().count(), 1, "{none}");
+    assert!(said.contains("no messages match"), "{said}");
+    // A date is a day from its start (local time): since yesterday, all.
+    let yesterday = (chrono::Local::now() - chrono::Duration::days(1))
+        .format("%Y-%m-%d")
+        .to_string();
+    let (ok, dated, err) = bob.chat(&["history", "--since", &yesterday]).await;
+    assert!(ok, "{err}");
+    assert_eq!(dated.lines().count(), 4, "{dated}");
     let (ok, _, err) = bob.chat(&["history", "--since", "yesterday"]).await;
-    assert!(!ok && err.contains("--since"), "{err}");
+    assert!(
+        !ok && err.contains("--since") && err.contains("date"),
+        "{err}"
+    );
+    // One author key, counted in the singular.
+    let (ok, verified, err) = alice.chat(&["history", "--verify"]).await;
+    assert!(ok, "{err}");
+    assert!(verified.contains("from 2 author keys"), "{verified}");
+    assert!(
+        verified
+            .lines()
+            .any(|l| l.starts_with("bob ") && l.contains(" 1 message ")),
+        "{verified}"
+    );
 }
 
 #[tokio::test]
@@ -346,4 +370,52 @@ async fn attach_ends_with_a_clear_line_when_its_peer_stops() {
         "{rest}"
     );
     drop(stdin);
+}
+
+/// Issue 26, item 12: a peer that stops while its delivery stream to
+/// another is open ends that stream with its connection; the receiver
+/// logs no "bad batch" warning for it (a normal leave used to).
+#[tokio::test]
+async fn a_sender_stopping_with_its_stream_open_is_no_bad_batch() {
+    let discovery = Discovery::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = discovery.url();
+    let log = dir.path().join("alice.log");
+    let alice = PeerProcess::start_logged(
+        "alice",
+        &url,
+        &dir.path().join("alice"),
+        &[("RUST_LOG", "info,peer_svc::service::peer=debug")],
+        Some(&log),
+    )
+    .await;
+    let bob = PeerProcess::start("bob", &url, &dir.path().join("bob")).await;
+    bob.wait_connections(&["alice"]).await;
+    let mut send = chat_tests::spawn_chat(&bob.data_dir, &["send", "--stdin"]);
+    let mut stdin = send.stdin.take().unwrap();
+    for i in 0..20 {
+        stdin
+            .write_all(format!("streamed {i}\n").as_bytes())
+            .await
+            .unwrap();
+    }
+    drop(stdin);
+    let sent = within("send --stdin", send.wait_with_output())
+        .await
+        .unwrap();
+    assert!(sent.status.success(), "{sent:?}");
+    chat_tests::wait_for_message(&alice.data_dir, "streamed 19").await;
+    // Bob leaves with the stream to alice still open.
+    let (ok, _, err) = bob.chat(&["leave"]).await;
+    assert!(ok, "{err}");
+    eventually(
+        "alice to see the stream end with its connection",
+        || async {
+            std::fs::read_to_string(&log)
+                .is_ok_and(|l| l.contains("delivery stream ended with its connection"))
+        },
+    )
+    .await;
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(!logged.contains("bad batch"), "{logged}");
 }

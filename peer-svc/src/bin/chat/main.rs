@@ -30,7 +30,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Verb {
-    /// Send a message to every connected peer (end-to-end encrypted).
+    /// Send a message to every member (end-to-end encrypted; queued for those offline).
     Send {
         /// The message text.
         #[arg(required_unless_present = "stdin")]
@@ -94,7 +94,7 @@ enum Verb {
     },
     /// The live console: incoming messages print as they arrive; typed lines are sent.
     Attach,
-    /// Invite NAME to your network: prints a token for `peer-svc --join TOKEN`.
+    /// Invite NAME to your network: prints a token for `CHAT_JOIN=TOKEN peer-svc ...`.
     Invite {
         /// The name the newcomer joins as.
         name: String,

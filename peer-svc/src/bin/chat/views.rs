@@ -12,12 +12,15 @@ pub(crate) async fn history(
     if !json {
         out!("The history");
     }
+    let filtered = !request.from.is_empty() || !request.grep.is_empty() || request.since.is_some();
+    let mut shown = 0usize;
     loop {
         let page = client
             .history(request.clone())
             .await
             .map_err(status_text)?
             .into_inner();
+        shown += page.messages.len();
         for m in &page.messages {
             if json {
                 out!("{}", message_json(m));
@@ -29,6 +32,14 @@ pub(crate) async fn history(
             break;
         }
         request.cursor = page.next_cursor;
+    }
+    if shown == 0 && !json {
+        // Said, not a bare heading: an empty answer looks like a failure.
+        if filtered {
+            note!("no messages match");
+        } else {
+            note!("no messages yet");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -72,9 +83,9 @@ pub(crate) async fn verify_history(client: &mut Client, json: bool) -> Result<Ex
         }
     } else {
         out!(
-            "History checked: {} messages from {} author keys{}",
-            report.messages,
-            report.authors.len(),
+            "History checked: {} from {}{}",
+            count(report.messages as u64, "message", "messages"),
+            count(report.authors.len() as u64, "author key", "author keys"),
             if wrong {
                 ""
             } else {
@@ -93,12 +104,12 @@ pub(crate) async fn verify_history(client: &mut Client, json: bool) -> Result<Ex
                 )
             };
             out!(
-                "{}  key {}  seq {}-{}  {} messages  {state}",
+                "{}  key {}  seq {}-{}  {}  {state}",
                 a.name,
                 a.key_fingerprint,
                 a.first_seq,
                 a.last_seq,
-                a.messages
+                count(a.messages, "message", "messages")
             );
             for problem in &a.problems {
                 out!("  {problem}");
@@ -290,7 +301,7 @@ pub(crate) async fn invite(
     // The token alone on stdout, for `$(chat invite NAME)`; the rest on stderr.
     out!("{}", r.token);
     note!(
-        "an invitation for {name} to network {}: pass it privately (whoever holds it can join as {name}); they start: peer-svc --name {name} --join TOKEN ...",
+        "an invitation for {name} to network {}: pass it privately (whoever holds it can join as {name}); they start: CHAT_JOIN=TOKEN peer-svc --name {name} ... (the environment, not --join, which other local users can read in ps)",
         r.network
     );
     Ok(ExitCode::SUCCESS)
@@ -335,24 +346,42 @@ fn message_json(m: &ChatMessage) -> serde_json::Value {
     })
 }
 
-/// RFC 3339, or an age such as 90s, 10m, 2h, 1d.
+/// "1 message", "2 messages".
+fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// RFC 3339, a date (YYYY-MM-DD, from its start in local time), or an age
+/// such as 90s, 10m, 2h, 1d.
 pub(crate) fn parse_since(text: &str) -> Result<prost_types::Timestamp, String> {
     let at = if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
         t.with_timezone(&chrono::Utc)
+    } else if let Ok(day) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        use chrono::TimeZone;
+        let midnight = day.and_hms_opt(0, 0, 0).expect("midnight exists");
+        chrono::Local
+            .from_local_datetime(&midnight)
+            .earliest()
+            .ok_or_else(|| format!("--since {text:?}: no such local time"))?
+            .with_timezone(&chrono::Utc)
     } else {
         let split = text
             .find(|c: char| !c.is_ascii_digit())
             .unwrap_or(text.len());
         let (n, unit) = text.split_at(split);
-        let n: i64 = n
-            .parse()
-            .map_err(|_| format!("--since {text:?}: use RFC 3339 or an age like 10m"))?;
+        let n: i64 = n.parse().map_err(|_| {
+            format!("--since {text:?}: use a date (2026-12-05), RFC 3339, or an age like 10m")
+        })?;
         let seconds = match unit {
             "s" => n,
             "m" => n * 60,
             "h" => n * 3600,
             "d" => n * 86400,
-            _ => return Err(format!("--since {text:?}: unit must be s, m, h or d")),
+            _ => {
+                return Err(format!(
+                    "--since {text:?}: an age's unit is s, m, h or d (or give a date: 2026-12-05)"
+                ));
+            }
         };
         chrono::Utc::now() - chrono::Duration::seconds(seconds)
     };
