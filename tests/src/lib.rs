@@ -358,11 +358,20 @@ pub fn credential_for_key(name: &str, static_key: &[u8; 32]) -> Vec<u8> {
 
 /// Gives a `peer-svc` started with `--name NAME` an invitation to the test
 /// network (`CHAT_JOIN`), unless its arguments or environment already say
-/// how it joins (`--join`, `--create-network`, `--open`, `CHAT_JOIN`).
+/// how it joins (`--join`, `--create-network`, `--open`, `CHAT_JOIN`) or
+/// its data dir holds a store already (a restart: it is a member of its
+/// network, maybe another than the test network, and a peer refuses a
+/// token for another network than its own).
 fn admit_to_test_network(cmd: &mut Command, args: &[&str], env: &[(&str, &str)]) {
-    let chosen = args
+    let restarted = args
         .iter()
-        .any(|a| matches!(*a, "--join" | "--create-network" | "--open"))
+        .position(|a| *a == "--data-dir")
+        .and_then(|i| args.get(i + 1))
+        .is_some_and(|dir| Path::new(dir).join("history.db").exists());
+    let chosen = restarted
+        || args
+            .iter()
+            .any(|a| matches!(*a, "--join" | "--create-network" | "--open"))
         || env.iter().any(|(k, _)| *k == "CHAT_JOIN");
     let name = args
         .iter()
