@@ -27,16 +27,22 @@ pub fn stamp(message: &ChatMessage) -> String {
 
 /// Text from another peer made safe for a terminal: control characters
 /// (newlines that would fake another line, escape sequences that would
-/// drive the terminal) are shown escaped instead of interpreted.
+/// drive the terminal) and bidirectional controls (U+202E and its kin,
+/// which reorder what follows them on screen) are shown escaped instead of
+/// interpreted.
 pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
     // Control characters are C0 and DEL (single bytes) and C1 (U+0080 to
-    // U+009F, encoded 0xC2 0x80..0x9F): a byte scan rules them out fast,
-    // and only a candidate byte leads to the character scan.
-    let candidate = text.bytes().any(|b| b < 0x20 || b == 0x7f || b == 0xc2);
-    if candidate && text.chars().any(char::is_control) {
+    // U+009F, encoded 0xC2 0x80..0x9F); bidi controls start with 0xD8
+    // (U+061C) or 0xE2 (U+200E, U+200F, U+202A..U+202E, U+2066..U+2069):
+    // a byte scan rules them out fast, and only a candidate byte leads to
+    // the character scan.
+    let candidate = text
+        .bytes()
+        .any(|b| b < 0x20 || b == 0x7f || b == 0xc2 || b == 0xd8 || b == 0xe2);
+    if candidate && text.chars().any(unsafe_on_screen) {
         text.chars()
             .map(|c| {
-                if c.is_control() {
+                if unsafe_on_screen(c) {
                     c.escape_default().to_string()
                 } else {
                     c.to_string()
@@ -49,13 +55,39 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// A control character, or a bidirectional formatting character.
+fn unsafe_on_screen(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// What continues a message on its next line: indented and marked, so a
+/// line of a message can never pass for the start of another message.
+pub const CONTINUATION: &str = "    | ";
+
+/// A message's text made safe (see [`printable`]), its line breaks shown as
+/// lines, each after [`CONTINUATION`].
+pub fn printable_text(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains('\n') {
+        return printable(text);
+    }
+    text.split('\n')
+        .map(|line| printable(line.strip_suffix('\r').unwrap_or(line)))
+        .collect::<Vec<_>>()
+        .join(&format!("\n{CONTINUATION}"))
+        .into()
+}
+
 /// A received message as printed live.
 pub fn live_line(message: &ChatMessage) -> String {
     format!(
         "{} - From: {} Message: {}",
         stamp(message),
         printable(&message.sender),
-        printable(&message.text)
+        printable_text(&message.text)
     )
 }
 
@@ -65,7 +97,7 @@ pub fn history_line(message: &ChatMessage) -> String {
         "{} From {} Message {}",
         stamp(message),
         printable(&message.sender),
-        printable(&message.text)
+        printable_text(&message.text)
     )
 }
 
@@ -108,11 +140,24 @@ mod tests {
             ..Default::default()
         };
         let line = live_line(&message);
-        assert!(!line.contains('\n') && !line.contains('\u{1b}'), "{line}");
+        // The line break shows as a line of the message, marked: no line
+        // but the first starts like a message.
+        assert!(!line.contains('\u{1b}'), "{line}");
         assert!(
-            line.contains("\\n[2023") && line.contains("\\u{1b}[2J"),
+            line.contains("\n    | [2023") && line.contains("\\u{1b}[2J"),
             "{line}"
         );
+        assert!(
+            line.lines().skip(1).all(|l| l.starts_with(CONTINUATION)),
+            "{line}"
+        );
+        // Bidi controls cannot reorder what the console shows.
+        assert_eq!(printable("abc\u{202E}fed"), "abc\\u{202e}fed");
+        assert_eq!(printable("x\u{2066}y\u{200F}"), "x\\u{2066}y\\u{200f}");
+        assert_eq!(printable("— “quoted” €"), "— “quoted” €");
+        // Windows line ends and a carriage return alone.
+        assert_eq!(printable_text("a\r\nb"), "a\n    | b");
+        assert_eq!(printable_text("a\rb"), "a\\rb");
         assert_eq!(printable("plain text, ünïcode"), "plain text, ünïcode");
         // C1 controls (two bytes in UTF-8), DEL and NUL are escaped too;
         // other characters starting with 0xC2 (e.g. "©") are not.

@@ -620,6 +620,16 @@ impl HistorySync {
         // Above `after_seq`: from (after_seq + 1, ""), as every id is longer
         // than "" (from (after_seq, "") the message at after_seq came again).
         let mut after = (after_seq.saturating_add(1), String::new());
+        // A fork (two messages with one seq) is served as evidence, and the
+        // feed no further: which branch goes on is the author's lie to tell,
+        // not a relay's to spread.
+        let fork = match self.store.first_fork(author_key) {
+            Ok(fork) => fork,
+            Err(e) => {
+                let _ = items.send(Err(QueryError::from(e).into())).await;
+                return;
+            }
+        };
         loop {
             let page = match self.store.feed(author_key, (after.0, &after.1), SYNC_BATCH) {
                 Ok(page) if page.is_empty() => return,
@@ -630,6 +640,10 @@ impl HistorySync {
                 }
             };
             for message in page {
+                if fork.is_some_and(|fork| message.seq > fork) {
+                    debug!(seq = message.seq, "feed served up to a fork, not past it");
+                    return;
+                }
                 after = (message.seq, message.id.clone());
                 if message.hlc < admitted_from || message.authored.is_empty() {
                     continue;

@@ -151,6 +151,20 @@ impl Handle {
     pub async fn pull_history_from(&self, contact: &Contact) -> Result<usize, Status> {
         self.history.pull_from(contact, false).await
     }
+
+    /// Pulls `author_key`'s feed above `after_seq` from `contact` now, as
+    /// feed reconciliation does (§9.6).
+    pub async fn pull_feed_from(
+        &self,
+        contact: &Contact,
+        author_key: &[u8],
+        after_seq: u64,
+    ) -> Result<history_sync::Pulled, Status> {
+        let session = self.handshaker.initiate(contact).await?;
+        self.history
+            .pull_feed(contact, &session, author_key, after_seq)
+            .await
+    }
 }
 
 /// A running peer.

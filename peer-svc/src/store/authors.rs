@@ -71,6 +71,19 @@ impl Store {
             .optional()?)
     }
 
+    /// The lowest seq of `author_key`'s feed held twice (a fork), if any.
+    pub fn first_fork(&self, author_key: &[u8]) -> Result<Option<u64>, StoreError> {
+        let conn = self.conn.lock().expect("store lock");
+        let fork: Option<i64> = conn
+            .prepare_cached(
+                "SELECT seq FROM messages WHERE author_key = ?1
+                 GROUP BY seq HAVING count(*) > 1 ORDER BY seq LIMIT 1",
+            )?
+            .query_row([author_key], |r| r.get(0))
+            .optional()?;
+        Ok(fork.map(|s| s as u64))
+    }
+
     /// The sequence numbers of `author_key`'s messages stored, ascending
     /// (read from the feed index alone).
     pub fn feed_seqs(&self, author_key: &[u8]) -> Result<Vec<u64>, StoreError> {

@@ -419,3 +419,34 @@ async fn a_sender_stopping_with_its_stream_open_is_no_bad_batch() {
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(!logged.contains("bad batch"), "{logged}");
 }
+
+/// Issue 26, item 9: a message of several lines shows as lines, each after
+/// a continuation mark (so none can pass for another message), in history
+/// and on the receiver's console; bidirectional controls show escaped.
+#[tokio::test]
+async fn multi_line_messages_show_as_lines_and_bidi_controls_are_escaped() {
+    let discovery = Discovery::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, mut bob) = pair(&discovery, dir.path()).await;
+    let text = "first line\n[2023-03-24|12:27:19] - From: carol Message: not carol";
+    let (ok, _, err) = alice.chat(&["send", text]).await;
+    assert!(ok, "{err}");
+    let first = bob.next_console_line().await;
+    assert!(first.ends_with("Message: first line"), "{first}");
+    let second = bob.next_console_line().await;
+    assert_eq!(
+        second, "    | [2023-03-24|12:27:19] - From: carol Message: not carol",
+        "a continuation, not a message from carol"
+    );
+    let (ok, _, err) = alice.chat(&["send", "pay \u{202E}gnp.exe"]).await;
+    assert!(ok, "{err}");
+    let line = bob.next_console_line().await;
+    assert!(line.ends_with("pay \\u{202e}gnp.exe"), "{line}");
+    let (ok, history, err) = bob.chat(&["history"]).await;
+    assert!(ok, "{err}");
+    assert_eq!(history.lines().count(), 4, "{history}");
+    assert!(
+        history.contains("Message first line\n    | [2023-03-24|12:27:19]"),
+        "{history}"
+    );
+}

@@ -826,4 +826,36 @@ async fn a_fork_surfaces_when_two_members_compare_feeds() {
             "{forker:?}"
         );
     }
+
+    // The forker goes on from one branch, to target only. Target holds the
+    // fork, so it serves that feed up to the fork and no further: asked
+    // from the start, both versions come; asked above the fork, nothing.
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", target.address))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    mallory.client = PeerClient::new(channel);
+    let s = mallory.handshake(&target).await;
+    mallory
+        .deliver(mallory.envelope(&s, 0, "fork-c", "so, at 14"))
+        .await
+        .unwrap();
+    assert_eq!(target.node.store.len(), 3);
+    let contact = other.node.directory.get("target").expect("target known");
+    let key = mallory.author.key();
+    let from_start = other.node.pull_feed_from(&contact, &key, 0).await.unwrap();
+    // (Other holds the forker's chain: it is not sent.)
+    assert_eq!(
+        (from_start.added, from_start.items),
+        (0, 2),
+        "both versions: {from_start:?}"
+    );
+    let above = other.node.pull_feed_from(&contact, &key, 1).await.unwrap();
+    assert_eq!(
+        (above.added, above.items),
+        (0, 0),
+        "nothing past the fork: {above:?}"
+    );
+    assert_eq!(other.node.store.len(), 2);
 }
