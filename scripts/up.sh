@@ -84,7 +84,7 @@ for i in $(seq 1 "$PEERS"); do
   # Ready when it lists every other peer online (members that stopped stay
   # listed, as offline).
   deadline=$((SECONDS + READY_TIMEOUT_S))
-  until [ "$("$BIN/chat" --data-dir "$RUN_DIR/$name" connections --json 2>/dev/null | grep -v '"session":"offline"' | grep -c '"name"')" -ge $((PEERS - 1)) ]; do
+  until [ "$("$BIN/chat" --data-dir "$RUN_DIR/$name" connections --json 2>/dev/null | grep -o '"session":"[a-zA-Z ]*"' | grep -vc '"session":"offline"')" -ge $((PEERS - 1)) ]; do
     if [ $SECONDS -ge $deadline ]; then echo "$name did not see the other peers; see $RUN_DIR/$name.log" >&2; exit 1; fi
     sleep 0.1
   done
