@@ -646,29 +646,35 @@ async fn a_second_implementation_on_snow_registers_handshakes_delivers_and_recei
         .find(|h| h.author_key == got.author_key)
         .expect("bob's head");
     assert_eq!(bobs_head.seq, got.seq);
-    // Pull bob's feed from the start, as an asker holding none of it: his
-    // admission chain first, then every message by seq, each verifying
-    // under his key and linked to the one before it.
-    let cursor = HistoryCursor {
-        author_key: got.author_key.clone(),
-        after_seq: 0,
-        author_known: false,
-        ..Default::default()
-    }
-    .encode_to_vec();
-    counter += 1;
-    let mut items = peer
-        .history(PeerHistoryRequest {
-            envelope: Some(send.seal(counter, &cursor)),
-        })
-        .await
-        .expect("bob serves his feed")
-        .into_inner();
-    let mut pulled = Vec::new();
-    while let Some(item) = items.message().await.expect("an item") {
-        let plaintext = recv.open(&item.envelope.expect("sealed")).expect("ours");
-        pulled.push(SealedMessage::decode(plaintext.as_slice()).expect("a SealedMessage"));
-    }
+    // Bob's feed above `after_seq`, as this implementation pulls it: each
+    // item opened with our receiving key.
+    let mut pull = async |after_seq: u64, author_known: bool| -> Vec<SealedMessage> {
+        let cursor = HistoryCursor {
+            author_key: got.author_key.clone(),
+            after_seq,
+            author_known,
+            ..Default::default()
+        }
+        .encode_to_vec();
+        counter += 1;
+        let mut items = peer
+            .history(PeerHistoryRequest {
+                envelope: Some(send.seal(counter, &cursor)),
+            })
+            .await
+            .expect("bob serves his feed")
+            .into_inner();
+        let mut pulled = Vec::new();
+        while let Some(item) = items.message().await.expect("an item") {
+            let plaintext = recv.open(&item.envelope.expect("sealed")).expect("ours");
+            pulled.push(SealedMessage::decode(plaintext.as_slice()).expect("a SealedMessage"));
+        }
+        pulled
+    };
+    // From the start, as an asker holding none of it: his admission chain
+    // first, then every message by seq, each verifying under his key and
+    // linked to the one before it.
+    let pulled = pull(0, false).await;
     assert!(
         pulled
             .first()
@@ -697,43 +703,11 @@ async fn a_second_implementation_on_snow_registers_handshakes_delivers_and_recei
     assert_eq!((last.seq, last.text.as_str()), (got.seq, "hello snowy"));
     assert_eq!(prev, bobs_head.hash, "the feed ends at the head bob named");
     // Nothing above his head: nothing comes (not the head again).
-    let cursor = HistoryCursor {
-        author_key: got.author_key.clone(),
-        after_seq: got.seq,
-        author_known: true,
-        ..Default::default()
-    }
-    .encode_to_vec();
-    counter += 1;
-    let mut items = peer
-        .history(PeerHistoryRequest {
-            envelope: Some(send.seal(counter, &cursor)),
-        })
-        .await
-        .unwrap()
-        .into_inner();
     assert!(
-        items.message().await.unwrap().is_none(),
+        pull(got.seq, true).await.is_empty(),
         "nothing above the head"
     );
     // Holding bob's chain already: it is not sent again.
-    let cursor = HistoryCursor {
-        author_key: got.author_key.clone(),
-        after_seq: 0,
-        author_known: true,
-        ..Default::default()
-    }
-    .encode_to_vec();
-    counter += 1;
-    let mut items = peer
-        .history(PeerHistoryRequest {
-            envelope: Some(send.seal(counter, &cursor)),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let first = items.message().await.unwrap().expect("an item");
-    let first =
-        SealedMessage::decode(recv.open(&first.envelope.unwrap()).unwrap().as_slice()).unwrap();
+    let first = pull(0, true).await.remove(0);
     assert!(first.author_chain.is_empty() && !first.authored.is_empty());
 }
