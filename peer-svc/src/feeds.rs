@@ -85,15 +85,18 @@ struct Feed {
 }
 
 impl Feed {
-    /// Takes in a message (author's `seq`, `id`, hash). Taking one in
-    /// twice changes nothing.
-    fn add(&mut self, seq: u64, id: &str, hash: [u8; 32]) {
-        if seq > self.seq || (seq == self.seq && (self.id.is_empty() || id < self.id.as_str())) {
+    /// Takes in a message (author's `seq` and `id`); true if it is the new
+    /// head, whose hash the caller then reads. Taking one in twice changes
+    /// nothing.
+    fn add(&mut self, seq: u64, id: &str) -> bool {
+        let head =
+            seq > self.seq || (seq == self.seq && (self.id.is_empty() || id < self.id.as_str()));
+        if head {
             self.seq = seq;
             self.id = id.to_owned();
-            self.hash = hash;
         }
         self.hold(seq);
+        head
     }
 
     /// Notes that `seq` is held.
@@ -167,11 +170,20 @@ impl Feeds {
             return Ok((state.heads.clone(), state.digest));
         }
         let feeds = state.feeds.as_mut().expect("read above");
-        for (author_key, seq, id, hash) in &journal.entries {
-            feeds
-                .entry(author_key.clone())
-                .or_default()
-                .add(*seq, id, *hash);
+        let mut new_heads = std::collections::BTreeSet::new();
+        for (author_key, seq, id) in &journal.entries {
+            if feeds.entry(author_key.clone()).or_default().add(*seq, id) {
+                new_heads.insert(author_key);
+            }
+        }
+        // Only a new head's message is read and hashed, once per reading of
+        // the heads, however many messages came in meanwhile.
+        for author_key in new_heads {
+            if let Some((seq, id, authored)) = self.store.feed_top(author_key)?
+                && let Some(feed) = feeds.get_mut(author_key)
+            {
+                (feed.seq, feed.id, feed.hash) = (seq, id, authorship::hash(&authored));
+            }
         }
         let heads: Vec<FeedHead> = feeds
             .iter()
@@ -247,7 +259,7 @@ mod tests {
             }
             let mut feed = Feed::default();
             for s in &seqs {
-                feed.add(*s, &format!("m{s}"), [*s as u8; 32]);
+                feed.add(*s, &format!("m{s}"));
             }
             let held: std::collections::BTreeSet<u64> = seqs.iter().copied().collect();
             let contiguous = (1..).take_while(|s| held.contains(s)).count() as u64;

@@ -253,7 +253,6 @@ impl Store {
 
     /// Notes the signed messages just added for the feed heads.
     fn journal_feeds(&self, messages: &[ChatMessage], added: &[bool]) {
-        use sha2::{Digest, Sha256};
         let mut journal = self.feed_journal.lock().expect("journal lock");
         for (m, _) in messages.iter().zip(added).filter(|(_, a)| **a) {
             if m.seq == 0 || m.author_key.is_empty() || m.authored.is_empty() {
@@ -264,10 +263,9 @@ impl Store {
                 journal.overflowed = true;
             }
             if !journal.overflowed {
-                let hash = Sha256::digest(&m.authored).into();
                 journal
                     .entries
-                    .push((m.author_key.clone(), m.seq, m.id.clone(), hash));
+                    .push((m.author_key.clone(), m.seq, m.id.clone()));
             }
         }
     }

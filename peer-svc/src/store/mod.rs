@@ -206,9 +206,10 @@ pub struct Store {
     _checkpointer: Option<Checkpointer>,
 }
 
-/// A signed message added: (author key, seq, id, SHA-256 of its authored
-/// bytes), what the feed heads need of it.
-pub type FeedEntry = (Vec<u8>, u64, String, [u8; 32]);
+/// A signed message added: (author key, seq, id), what the feed heads need
+/// of it (the head's hash is read when the heads are, for the heads that
+/// changed, not computed for every message stored).
+pub type FeedEntry = (Vec<u8>, u64, String);
 
 /// Signed messages added since the feed heads last took them. Past
 /// [`MAX_FEED_JOURNAL`] it is dropped and marked overflowed: the heads are
