@@ -47,7 +47,7 @@ pub enum AdmissionError {
     },
     /// The peer's admission (or one above it) was removed.
     #[error("{0} was removed from this network")]
-    Removed(String),
+    Removed(String, Vec<u8>),
     /// The name is admitted here under another identity.
     #[error(
         "{0} is a member under another identity key; a second admission of the name is refused (remove the first to admit a new one)"
@@ -64,6 +64,11 @@ pub enum AdmissionError {
         "{0} is a member already (identity {1}); to admit a new device or key for it, remove the old one first (`chat remove {0}`), then invite again"
     )]
     AlreadyMember(String, String),
+    /// This peer's own admission was revoked (removed, or it left).
+    #[error(
+        "{0}: this peer is no longer a member, so it can neither invite nor remove; ask a member for a new invitation and start with a new data dir"
+    )]
+    NoLongerMember(String),
     /// No admission of the name is known here.
     #[error(
         "no admission of {0} is known here: it must have handshaken with this peer once, or been invited by it"
@@ -80,6 +85,36 @@ struct Own {
     network: [u8; 32],
     credential: Credential,
     encoded: Vec<u8>,
+    /// The invitation keys of its own chain: revoking any removes it.
+    invite_keys: Vec<[u8; 32]>,
+}
+
+/// A removal of this peer's own admission, as its owner is told of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnRemoval {
+    /// When (ms since the epoch).
+    pub at_millis: u64,
+    /// Who signed it: a name from the chain, or a key fingerprint.
+    pub by: String,
+    /// True if this peer signed it itself (`chat leave`).
+    pub left: bool,
+}
+
+impl std::fmt::Display for OwnRemoval {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let at = chrono::DateTime::from_timestamp_millis(self.at_millis as i64)
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+            .unwrap_or_else(|| self.at_millis.to_string());
+        if self.left {
+            write!(f, "this member left the network at {at}")
+        } else {
+            write!(
+                f,
+                "{} removed this member from the network at {at}",
+                self.by
+            )
+        }
+    }
 }
 
 /// What changes as peers are met and removed.
@@ -132,12 +167,14 @@ impl Admission {
     ) -> Result<Self, CredentialError> {
         let network = credential::network_of(&credential)?;
         let encoded = credential.encode_to_vec();
+        let invite_keys = credential::verify_links(&network, &credential.chain)?.invite_keys;
         let admission = Self {
             own: Some(Own {
                 identity,
                 network,
                 credential,
                 encoded,
+                invite_keys,
             }),
             store,
             state: Mutex::default(),
@@ -277,9 +314,10 @@ impl Admission {
                 break;
             }
             match self.learn_one(own, bytes, latest) {
-                Ok(Some(names)) => {
+                Ok(Some((names, own_key))) => {
                     learned.added += 1;
                     learned.removed.extend(names);
+                    learned.self_removed |= own_key;
                 }
                 Ok(None) => {}
                 Err(e) => {
@@ -295,13 +333,14 @@ impl Admission {
     }
 
     /// One removal: None if known already (or over its branch's quota),
-    /// the names it removes if new, an error if it does not verify.
+    /// the names it removes if new (and whether it revokes this peer's own
+    /// admission), an error if it does not verify.
     fn learn_one(
         &self,
         own: &Own,
         bytes: &[u8],
         latest: u64,
-    ) -> Result<Option<Vec<String>>, CredentialError> {
+    ) -> Result<Option<(Vec<String>, bool)>, CredentialError> {
         let removal = Removal::decode(bytes).map_err(|_| CredentialError::Malformed("removal"))?;
         if removal.at_millis > latest {
             return Err(CredentialError::Malformed("removal (dated in the future)"));
@@ -356,7 +395,11 @@ impl Admission {
                 removed.push(name.clone());
             }
         }
-        Ok(Some(removed))
+        let own_key = own.invite_keys.contains(&key);
+        if own_key {
+            warn!("a verified removal revokes this peer's own admission");
+        }
+        Ok(Some((removed, own_key)))
     }
 
     /// Checks that `name` with `static_key` showed a valid, unrevoked
@@ -414,7 +457,14 @@ impl Admission {
             .iter()
             .any(|k| state.removals.contains(k))
         {
-            return Err(AdmissionError::Removed(name.to_owned()));
+            let removal = member
+                .invite_keys
+                .iter()
+                .filter_map(|k| state.removals.record(k))
+                .min_by_key(|(at, _)| *at)
+                .map(|(_, bytes)| bytes.to_vec())
+                .unwrap_or_default();
+            return Err(AdmissionError::Removed(name.to_owned(), removal));
         }
         // A name keeps the identity it was first seen with here, unless that
         // admission was removed: another member cannot admit a second
@@ -468,6 +518,40 @@ impl Admission {
             .iter()
             .filter_map(|k| state.removals.at(k))
             .min()
+    }
+
+    /// The earliest removal of this peer's own admission, if one is known:
+    /// it is no longer a member (removed, or it left).
+    pub fn own_removal(&self) -> Option<OwnRemoval> {
+        let own = self.own.as_ref()?;
+        let state = self.state.lock().expect("admission lock");
+        let (at_millis, bytes) = own
+            .invite_keys
+            .iter()
+            .filter_map(|k| state.removals.record(k))
+            .min_by_key(|(at, _)| *at)?;
+        let removal = Removal::decode(bytes).ok()?;
+        let own_identity = own.identity.verifying_key().to_bytes();
+        let by = if removal.by.as_slice() == own.network {
+            own.credential
+                .chain
+                .first()
+                .map(|a| a.name.clone())
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| "the founder".to_owned())
+        } else {
+            own.credential
+                .chain
+                .iter()
+                .find(|a| a.identity_key == removal.by)
+                .map(|a| a.name.clone())
+                .unwrap_or_else(|| chat_proto::keys::fingerprint(&removal.by))
+        };
+        Some(OwnRemoval {
+            at_millis,
+            by,
+            left: removal.by.as_slice() == own_identity,
+        })
     }
 
     /// The admission chain `name` last showed here, with what it admits.
@@ -557,6 +641,9 @@ impl Admission {
         all_history: bool,
     ) -> Result<(String, String), AdmissionError> {
         let own = self.own.as_ref().ok_or(AdmissionError::Open)?;
+        if let Some(removal) = self.own_removal() {
+            return Err(AdmissionError::NoLongerMember(removal.to_string()));
+        }
         if own.credential.chain.last().is_some_and(|a| a.name == name) {
             return Err(AdmissionError::Yourself(name.to_owned()));
         }
@@ -611,6 +698,9 @@ impl Admission {
     /// names returned (the removed one, unless it was removed already).
     pub fn remove(&self, name: &str) -> Result<Vec<String>, AdmissionError> {
         let own = self.own.as_ref().ok_or(AdmissionError::Open)?;
+        if let Some(removal) = self.own_removal() {
+            return Err(AdmissionError::NoLongerMember(removal.to_string()));
+        }
         let chain = self
             .state
             .lock()
@@ -647,6 +737,8 @@ pub struct Learned {
     pub refused: usize,
     /// Why the first of them was refused.
     pub first_refusal: Option<String>,
+    /// One of them revokes this peer's own admission.
+    pub self_removed: bool,
 }
 
 /// The branch a removal counts against: the member the founder admitted
@@ -716,6 +808,48 @@ mod tests {
         Admission::member(w.alice.clone(), w.founder.clone(), store).unwrap()
     }
 
+    /// Issue 26, item 4: the removed member learns its removal from a
+    /// refusal that carries it, and keeps it across its restart.
+    #[test]
+    fn a_member_learns_its_own_removal_from_a_refusal_and_keeps_it() {
+        let w = world();
+        let dir = tempfile::tempdir().unwrap();
+        let alice = peer(&w, dir.path());
+        let (token, _) = alice.invite("carol", false).unwrap();
+        let invitation = credential::decode_token(&token).unwrap();
+        let carol_key = key();
+        let carol_credential = credential::join(&invitation, &carol_key, "carol", &S).unwrap();
+        let shown = carol_credential.encode_to_vec();
+        let carol_dir = tempfile::tempdir().unwrap();
+        let carol_peer = || {
+            let store = Arc::new(Store::open(carol_dir.path()).unwrap());
+            Admission::member(carol_key.clone(), carol_credential.clone(), store).unwrap()
+        };
+        let carol = carol_peer();
+        assert_eq!(carol.own_removal(), None);
+        alice.check("carol", &S, &shown).unwrap();
+        alice.remove("carol").unwrap();
+        let Err(AdmissionError::Removed(_, removal)) = alice.check("carol", &S, &shown) else {
+            panic!("alice accepted carol after removing her");
+        };
+        assert!(!removal.is_empty(), "the refusal carries the removal");
+        // A forged or altered removal teaches nothing.
+        let mut altered = removal.clone();
+        *altered.last_mut().unwrap() ^= 1;
+        assert!(!carol.learn_removals_within(&[altered], 1).self_removed);
+        assert_eq!(carol.own_removal(), None);
+        assert!(carol.learn_removals_within(&[removal], 1).self_removed);
+        let own = carol.own_removal().unwrap();
+        assert_eq!((own.by.as_str(), own.left), ("alice", false));
+        assert!(own.to_string().starts_with("alice removed this member"));
+        assert!(matches!(
+            carol.invite("dave", false),
+            Err(AdmissionError::NoLongerMember(_))
+        ));
+        drop(carol);
+        assert_eq!(carol_peer().own_removal(), Some(own));
+    }
+
     #[test]
     fn members_pass_strangers_do_not_and_a_removal_lasts_across_restarts() {
         let w = world();
@@ -739,7 +873,7 @@ mod tests {
         assert!(alice.is_removed("carol") && !alice.is_removed("bob"));
         assert!(matches!(
             alice.check("carol", &S, &w.carol),
-            Err(AdmissionError::Removed(_))
+            Err(AdmissionError::Removed(..))
         ));
         assert!(matches!(
             alice.remove("nobody"),
@@ -761,7 +895,7 @@ mod tests {
         assert!(bob_side.learn_removals(&sent).is_empty(), "known already");
         assert!(matches!(
             bob_side.check("carol", &S, &w.carol),
-            Err(AdmissionError::Removed(_))
+            Err(AdmissionError::Removed(..))
         ));
         // A forged removal (bob's key, which did not admit carol) is ignored.
         let stranger = tempfile::tempdir().unwrap();
@@ -870,7 +1004,7 @@ mod tests {
         assert!(alice.is_removed("carol"));
         assert!(matches!(
             alice.check("carol", &S, &w.carol),
-            Err(AdmissionError::Removed(_))
+            Err(AdmissionError::Removed(..))
         ));
 
         // Bob knew carol's admission and none of the removals.

@@ -47,6 +47,11 @@ const MEMBERS_IN_ANSWER_BYTES: usize = 32 * 1024;
 /// names we do not know.
 const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Binary metadata on a PERMISSION_DENIED handshake refusal of a removed
+/// member: the encoded `Removal` that revoked its admission (protocol.md
+/// §6.4), so it can verify that it was removed and stop.
+pub const REMOVAL_METADATA: &str = "chat-removal-bin";
+
 /// Why an initiator's first message was not answered.
 #[derive(Debug, thiserror::Error)]
 pub enum HandshakeError {
@@ -255,10 +260,13 @@ impl Handshaker {
         let mac1 = handshake_mac::mac1(&key, &message).to_vec();
         let mut request = tonic::Request::new(PeerHandshakeRequest { message, mac1 });
         request.set_timeout(HANDSHAKE_TIMEOUT);
-        let response = PeerClient::new(self.channels.get(&contact.address)?)
+        let response = match PeerClient::new(self.channels.get(&contact.address)?)
             .handshake(request)
-            .await?
-            .into_inner();
+            .await
+        {
+            Ok(response) => response.into_inner(),
+            Err(status) => return Err(self.refused_by(&contact.name, status)),
+        };
         // <- e, ee, se
         let (payload, transport) = waiting.read_message(&response.message).map_err(|e| {
             Status::unauthenticated(format!("{}'s handshake response: {e}", contact.name))
@@ -488,14 +496,48 @@ impl Handshaker {
             .collect()
     }
 
+    /// A refusal of this peer's handshake. One that shows a removal of
+    /// this peer's own admission (a member that knows it was removed) is
+    /// verified and taken in: the owner is told once, and nothing more is
+    /// tried. A bare refusal is only the answerer's word.
+    fn refused_by(&self, peer: &str, status: Status) -> Status {
+        if status.code() != tonic::Code::PermissionDenied {
+            return status;
+        }
+        let Some(removal) = status
+            .metadata()
+            .get_bin(REMOVAL_METADATA)
+            .and_then(|v| v.to_bytes().ok())
+        else {
+            return status;
+        };
+        let learned = self.admission.learn_removals_within(&[removal.to_vec()], 1);
+        for name in learned.removed {
+            self.membership.tell(PeerEvent::Removed(name));
+        }
+        if learned.self_removed {
+            self.membership.tell(PeerEvent::SelfRemoved);
+        }
+        match self.admission.own_removal() {
+            Some(removal) => Status::permission_denied(format!(
+                "{peer} refused this peer: {removal}; nothing more is sent"
+            )),
+            None => status,
+        }
+    }
+
     /// Takes in the removals a peer sent (the newest few, and none after
     /// one that does not verify); each name newly removed is told to the
     /// composition root. If the peer's digest of every removal it knows
     /// still differs from ours, it is told too: the two reconcile.
     fn take_removals(&self, peer: &str, removals: &[Vec<u8>], digest: &[u8]) {
         let taken = &removals[..removals.len().min(REMOVALS_IN_HANDSHAKE)];
-        for name in self.admission.learn_removals_within(taken, 1).removed {
+        let learned = self.admission.learn_removals_within(taken, 1);
+        for name in learned.removed {
             self.membership.tell(PeerEvent::Removed(name));
+        }
+        if learned.self_removed {
+            self.membership.tell(PeerEvent::SelfRemoved);
         }
         if !digest.is_empty() && digest != self.admission.removals_digest() {
             self.membership

@@ -419,8 +419,20 @@ fn admit(
     store
         .save_own_credential(&credential.encode_to_vec())
         .map_err(|e| refused(&e))?;
+    let admission = Admission::member(identity, credential, store).map_err(|e| refused(&e))?;
+    // A member removed (or that left) stays out: its data dir can no longer
+    // take part, and saying so beats retrying against every refusal.
+    if let Some(removal) = admission.own_removal() {
+        return Err(StartError::Admission(format!(
+            "{} is no longer a member of network {}: {removal}. Its history stays in {}; to take part again, ask a member for a new invitation (`chat invite {}`) and start with a new --data-dir and --join",
+            config.name,
+            credential::network_id(&network),
+            config.data_dir.display(),
+            config.name,
+        )));
+    }
     info!(network = %credential::network_id(&network), "member of network");
-    Admission::member(identity, credential, store).map_err(|e| refused(&e))
+    Ok(admission)
 }
 
 /// Makes every part, bottom up, and routes membership's events.
@@ -568,7 +580,7 @@ fn compose(config: Config, opened: Opened, shutdown: CancellationToken) -> Parts
 /// Where membership's peer events go: sessions are forgotten where the
 /// peer's sessions died, and the outbox is retried where it can take them.
 fn route_events(
-    membership: &Membership,
+    membership: &Arc<Membership>,
     (delivery, peers, store, directory): (
         &Arc<Delivery>,
         &Arc<Peers>,
@@ -585,6 +597,8 @@ fn route_events(
         removals.clone(),
         feed_sync.clone(),
     );
+    let membership_ref = Arc::downgrade(membership);
+    let said_removed = std::sync::atomic::AtomicBool::new(false);
     let compare_feeds = move |name: String| {
         if let Some(feeds) = feed_sync.get() {
             feeds.exchange_later(name);
@@ -631,6 +645,31 @@ fn route_events(
         }
         PeerEvent::Expired(name) => peers.forget_peer(&name),
         PeerEvent::RemovalsDiffer(name) => removals.pull_later(name),
+        PeerEvent::SelfRemoved => {
+            // Said once; nothing queued can ever be delivered, and this
+            // peer stops registering (members stop listing it).
+            if said_removed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
+            let why = delivery
+                .own_removal()
+                .map(|r| r.to_string())
+                .unwrap_or_else(|| "removed".into());
+            error!(reason = %why, "this peer is no longer a member of the network: it stops sending and leaves Discovery; to take part again, ask a member for a new invitation and start with a new data dir");
+            let mut dropped = 0;
+            for peer in store.peers_with_pending() {
+                dropped += store.clear_pending(&peer).unwrap_or(0);
+                peers.forget_peer(&peer);
+            }
+            if dropped > 0 {
+                warn!(dropped, "discarded the messages queued for other members: this peer is no longer a member");
+            }
+            if let (Some(membership), Ok(runtime)) =
+                (membership_ref.upgrade(), tokio::runtime::Handle::try_current())
+            {
+                runtime.spawn(async move { membership.leave().await });
+            }
+        }
         PeerEvent::Removed(name) => {
             // A verified removal: nothing more is owed to it.
             peers.forget_peer(&name);

@@ -58,6 +58,9 @@ pub enum PeerEvent {
     Left(String),
     /// A verified removal revoked its admission: nothing more is owed to it.
     Removed(String),
+    /// A verified removal revoked this peer's own admission: it is no
+    /// longer a member, and stops sending and registering.
+    SelfRemoved,
     /// Its lease ran out (crashed, cut off): its sessions are gone, and
     /// messages for it are queued until it returns.
     Expired(String),

@@ -25,6 +25,11 @@ pub enum SendError {
     /// This peer's store failed.
     #[error("{0}")]
     Store(String),
+    /// This peer is no longer a member of its network.
+    #[error(
+        "not sent: {0}; this peer is no longer a member, so nothing it sends is accepted. To take part again, ask a member for a new invitation and start with a new data dir"
+    )]
+    NotMember(String),
 }
 
 /// A message ready to send: stamped, not yet delivered.
@@ -100,6 +105,9 @@ impl Outbound {
     /// request order, so the history keeps that order.
     pub fn prepare(&self, text: String, id: String) -> Result<Prepared, SendError> {
         checks::text_to_send(&text, self.max_message_bytes)?;
+        if let Some(removal) = self.delivery.own_removal() {
+            return Err(SendError::NotMember(removal.to_string()));
+        }
         if let Some(stored) = self.existing_own_message(&id)? {
             return Ok(Prepared {
                 message: stored,

@@ -176,6 +176,9 @@ impl RemovalSync {
             for name in learned.removed {
                 self.membership.tell(PeerEvent::Removed(name));
             }
+            if learned.self_removed {
+                self.membership.tell(PeerEvent::SelfRemoved);
+            }
             if refused >= MAX_REFUSED_PER_PULL {
                 warn!(from = %peer, refused, reason = learned.first_refusal.as_deref().unwrap_or(""), "removals that do not verify; stopped asking this peer");
                 return Err(Status::invalid_argument("removals that do not verify"));

@@ -63,6 +63,11 @@ impl RemovalSet {
         self.by_key.get(key).map(|r| r.at)
     }
 
+    /// When `key` was revoked and the removal that says so, if it was.
+    pub fn record(&self, key: &[u8; 32]) -> Option<(u64, &[u8])> {
+        self.by_key.get(key).map(|r| (r.at, r.bytes.as_slice()))
+    }
+
     /// How many keys are revoked.
     pub fn len(&self) -> usize {
         self.by_key.len()

@@ -36,8 +36,12 @@ where
 }
 
 /// Names of the peers a Control client lists.
-async fn connection_names(client: &mut ControlClient<Channel>) -> Vec<String> {
-    match client.connections(ConnectionsRequest::default()).await {
+async fn connection_names(client: &mut ControlClient<Channel>, all: bool) -> Vec<String> {
+    let request = ConnectionsRequest {
+        all,
+        ..Default::default()
+    };
+    match client.connections(request).await {
         Ok(r) => r
             .into_inner()
             .connections
@@ -210,8 +214,15 @@ impl PeerProcess {
         chat_cli(&self.data_dir, args).await
     }
 
-    /// Waits until this peer lists exactly `names` as its connections.
+    /// Waits until this peer lists exactly `names` as its connections
+    /// (the members it knows).
     pub async fn wait_connections(&self, names: &[&str]) {
+        self.wait_listed(names, false).await;
+    }
+
+    /// Waits until this peer lists exactly `names`; with `all`, names
+    /// that are not members too (`chat connections --all`).
+    pub async fn wait_listed(&self, names: &[&str], all: bool) {
         let client = self.control().await;
         let mut want: Vec<String> = names.iter().map(|s| s.to_string()).collect();
         want.sort();
@@ -219,7 +230,7 @@ impl PeerProcess {
             let mut client = client.clone();
             let want = want.clone();
             async move {
-                let mut got = connection_names(&mut client).await;
+                let mut got = connection_names(&mut client, all).await;
                 got.sort();
                 got == want
             }

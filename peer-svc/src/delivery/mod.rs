@@ -111,17 +111,25 @@ impl Delivery {
     /// started, or forgotten after a long absence) are named too: they get
     /// it from whichever member holds it when they are back (feed sync).
     pub async fn to_everyone(&self, message: ChatMessage) -> SendResponse {
+        // A removed member is owed nothing and is not named (issue 26,
+        // item 4): nobody retries it, no report lists it. A new key under
+        // its name is named (the owner is told to compare and trust it: it
+        // may be the member admitted again, a lost device).
+        let admission = self.handshaker.admission();
         let targets: Vec<Contact> = self
             .directory
             .all()
             .into_iter()
-            .filter(|c| !c.dropped)
+            .filter(|c| !c.dropped && (c.key_changed || !admission.is_removed(&c.name)))
             .collect();
         // Encoded once; each recipient's copy is sealed from it.
         let outgoing = Outgoing::of(&message);
-        let mut deliveries =
+        let mut deliveries: Vec<DeliveryReport> =
             futures::future::join_all(targets.iter().map(|c| self.to_one(c, &message, &outgoing)))
-                .await;
+                .await
+                .into_iter()
+                .flatten()
+                .collect();
         deliveries.extend(self.members_away().into_iter().map(|peer| DeliveryReport {
             peer,
             status: DeliveryStatus::Queued.into(),
@@ -154,6 +162,12 @@ impl Delivery {
         away
     }
 
+    /// The removal of this peer's own admission, if it is no longer a
+    /// member (removed, or it left).
+    pub fn own_removal(&self) -> Option<crate::admission::OwnRemoval> {
+        self.handshaker.admission().own_removal()
+    }
+
     /// True if `name` stays in the connection list when Discovery says it
     /// left: a member is a member while it is offline (issue 25). In a
     /// network, that is a name with a valid admission known here and not
@@ -169,8 +183,23 @@ impl Delivery {
 
     /// Delivers `message` to one peer and reports how it went: delivered,
     /// queued in the outbox (the peer is offline, unreachable, or still has
-    /// older messages queued, which go first), refused, or failed.
+    /// older messages queued, which go first), refused, or failed. A name
+    /// that has shown no admission and is not reached now is no contact
+    /// and gets no report line (None).
     async fn to_one(
+        &self,
+        contact: &Contact,
+        message: &ChatMessage,
+        outgoing: &Outgoing,
+    ) -> Option<DeliveryReport> {
+        if self.unverified(&contact.name) {
+            return self.to_unverified(contact, outgoing).await;
+        }
+        Some(self.to_member(contact, message, outgoing).await)
+    }
+
+    /// [`Delivery::to_one`] for a member (or any peer, in open mode).
+    async fn to_member(
         &self,
         contact: &Contact,
         message: &ChatMessage,
@@ -188,16 +217,6 @@ impl Delivery {
                     contact.name, contact.fingerprint, contact.name
                 ),
             );
-        }
-        if self.handshaker.admission().is_removed(&contact.name) {
-            return report(
-                contact,
-                DeliveryStatus::Refused,
-                format!("{} was removed from the network", contact.name),
-            );
-        }
-        if self.unverified(&contact.name) {
-            return self.to_unverified(contact, outgoing).await;
         }
         if !contact.online {
             return self.queue(
@@ -236,6 +255,9 @@ impl Delivery {
     /// address, or its admission is not known yet; what it is owed stays
     /// queued.
     fn retryable(&self, contact: &Contact, status: &Status) -> bool {
+        if self.handshaker.admission().own_removal().is_some() {
+            return false;
+        }
         match status.code() {
             Code::ResourceExhausted => chat_proto::limits::retry_after(status).is_some(),
             Code::InvalidArgument | Code::OutOfRange => false,

@@ -10,6 +10,7 @@ use std::{collections::HashMap, sync::Mutex, time::Duration};
 
 use chat_proto::v1::{Delivery as DeliveryReport, delivery::Status as DeliveryStatus};
 use tokio::time::Instant;
+use tracing::debug;
 
 use super::{Delivery, Outgoing, describe, report};
 use crate::{config::DELIVER_TIMEOUT, directory::Contact};
@@ -71,13 +72,6 @@ impl Unverified {
     }
 }
 
-/// Why nothing is kept to retry for a name that showed no admission.
-fn not_queued(name: &str) -> String {
-    format!(
-        "{name} has shown this peer no admission to the network (only Discovery lists it), so no copy is kept for it; if it is a member, it gets the message when it next compares feeds with one that has it"
-    )
-}
-
 impl Delivery {
     /// Meets a listed name that has shown no admission here, so that two
     /// members that never talked still compare feeds: one handshake, which
@@ -120,29 +114,21 @@ impl Delivery {
     }
 
     /// Delivers to a name that has shown no admission here: now, through a
-    /// handshake that verifies it, or not at all.
+    /// handshake that verifies it, or not at all. Only a delivery is
+    /// reported: a name only Discovery lists is no contact (issue 26, item
+    /// 6), and why it was not reached is logged at debug level.
     pub(super) async fn to_unverified(
         &self,
         contact: &Contact,
         outgoing: &Outgoing,
-    ) -> DeliveryReport {
+    ) -> Option<DeliveryReport> {
         let name = &contact.name;
         if !contact.online {
-            return report(
-                contact,
-                DeliveryStatus::Failed,
-                format!("offline; {}", not_queued(name)),
-            );
+            return None;
         }
         if let Some((ago, why)) = self.unverified.failed_recently(contact) {
-            return report(
-                contact,
-                DeliveryStatus::Failed,
-                format!(
-                    "its handshake failed {ago} s ago ({why}); {}",
-                    not_queued(name)
-                ),
-            );
+            debug!(peer = %name, ago, reason = %why, "not a member here (its handshake failed recently); not sent");
+            return None;
         }
         let outcome = tokio::time::timeout(DELIVER_TIMEOUT, self.try_deliver(contact, outgoing))
             .await
@@ -154,15 +140,12 @@ impl Delivery {
         match outcome {
             Ok(()) => {
                 self.unverified.forget(name);
-                report(contact, DeliveryStatus::Delivered, String::new())
+                Some(report(contact, DeliveryStatus::Delivered, String::new()))
             }
             Err(status) => {
+                debug!(peer = %name, error = %describe(&status), "a name Discovery lists showed no admission; not sent");
                 self.unverified.record(contact, describe(&status));
-                report(
-                    contact,
-                    DeliveryStatus::Failed,
-                    format!("{}; {}", describe(&status), not_queued(name)),
-                )
+                None
             }
         }
     }

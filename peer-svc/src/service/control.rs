@@ -93,29 +93,51 @@ impl ControlService {
 
     /// Up to `page_size` known peers (the most when 0) by name, after the
     /// name `after`; and the token for the next page, empty on the last.
-    fn connections(&self, page_size: u32, after: &str) -> (Vec<Connection>, String) {
+    /// Only members are listed unless `all`: a name only Discovery lists,
+    /// or a removed one, is no contact (issue 26, items 4 and 6).
+    fn connections(&self, page_size: u32, after: &str, all: bool) -> (Vec<Connection>, String) {
         let limit = match page_size as usize {
             0 => MAX_CONNECTIONS_PAGE,
             n => n.min(MAX_CONNECTIONS_PAGE),
         };
-        let mut contacts: Vec<Contact> = self
+        let admission = self.handshaker.admission();
+        let standing = |c: &Contact| {
+            let name = c.name.as_str();
+            if admission.is_open() {
+                None
+            } else if admission.is_removed(name) && !c.key_changed {
+                Some(SessionState::Removed)
+            } else if !admission.is_known_member(name) {
+                Some(SessionState::NotAMember)
+            } else {
+                None
+            }
+        };
+        let mut contacts: Vec<(Contact, Option<SessionState>)> = self
             .directory
             .all()
             .into_iter()
             .filter(|c| after.is_empty() || c.name.as_str() > after)
+            .map(|c| {
+                let standing = standing(&c);
+                (c, standing)
+            })
+            .filter(|(_, standing)| all || standing.is_none())
             .collect();
-        contacts.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        contacts.sort_unstable_by(|a, b| a.0.name.cmp(&b.0.name));
         let more = contacts.len() > limit;
         contacts.truncate(limit);
         let next = match (more, contacts.last()) {
-            (true, Some(last)) => last.name.clone(),
+            (true, Some((last, _))) => last.name.clone(),
             _ => String::new(),
         };
         let page = contacts
             .into_iter()
-            .map(|c| {
+            .map(|(c, standing)| {
                 let queued = self.store.pending_count(&c.name).unwrap_or(0) as u32;
-                let session = if c.dropped {
+                let session = if let Some(standing) = standing {
+                    standing
+                } else if c.dropped {
                     SessionState::Dropped
                 } else if c.key_changed {
                     SessionState::KeyChanged
@@ -268,7 +290,7 @@ impl Control for ControlService {
     ) -> Result<Response<ConnectionsResponse>, Status> {
         let request = request.into_inner();
         let (connections, next_page_token) =
-            self.connections(request.page_size, &request.page_token);
+            self.connections(request.page_size, &request.page_token, request.all);
         Ok(Response::new(ConnectionsResponse {
             connections,
             next_page_token,
@@ -293,7 +315,7 @@ impl Control for ControlService {
                 warn!(peer = %peer, error = %s.message(), "handshake on refresh failed");
             }
         }
-        let (connections, next_page_token) = self.connections(0, "");
+        let (connections, next_page_token) = self.connections(0, "", false);
         Ok(Response::new(RefreshConnectionsResponse {
             connections,
             next_page_token,
@@ -364,6 +386,14 @@ impl Control for ControlService {
         request: Request<HandshakeRequest>,
     ) -> Result<Response<HandshakeResponse>, Status> {
         let peer = request.into_inner().peer;
+        if let Some(removal) = self.handshaker.admission().own_removal() {
+            return Err(refused(
+                "Control/Handshake",
+                ServiceError::FailedPrecondition(format!(
+                    "{removal}: this peer is no longer a member, and no member accepts its handshakes; ask a member for a new invitation and start with a new data dir"
+                )),
+            ));
+        }
         let contact = self.contact("Control/Handshake", &peer)?;
         if contact.key_changed {
             return Err(refused(

@@ -39,9 +39,9 @@ impl From<AdmissionError> for ServiceError {
     fn from(e: AdmissionError) -> Self {
         let message = e.to_string();
         match e {
-            AdmissionError::Open | AdmissionError::AlreadyMember(..) => {
-                ServiceError::FailedPrecondition(message)
-            }
+            AdmissionError::Open
+            | AdmissionError::AlreadyMember(..)
+            | AdmissionError::NoLongerMember(_) => ServiceError::FailedPrecondition(message),
             AdmissionError::Yourself(_) => ServiceError::InvalidArgument(message),
             AdmissionError::Unknown(_) => ServiceError::NotFound(message),
             AdmissionError::Credential(
@@ -49,7 +49,7 @@ impl From<AdmissionError> for ServiceError {
             ) => ServiceError::PermissionDenied(message),
             AdmissionError::Credential(_) => ServiceError::InvalidArgument(message),
             AdmissionError::NotMember { .. }
-            | AdmissionError::Removed(_)
+            | AdmissionError::Removed(..)
             | AdmissionError::OtherIdentity(_) => ServiceError::PermissionDenied(message),
         }
     }
@@ -126,6 +126,19 @@ impl From<HandshakeError> for Status {
             }
             // A wrong mac1 is junk, or a party outside this network: either
             // way not someone to deliver to.
+            // A removed member is shown the removal itself: it can verify
+            // it and stop, where a bare word from anyone at the address is
+            // nothing to act on.
+            HandshakeError::NotMember(AdmissionError::Removed(_, removal))
+                if !removal.is_empty() =>
+            {
+                let mut status = Status::permission_denied(message);
+                status.metadata_mut().insert_bin(
+                    crate::handshaker::REMOVAL_METADATA,
+                    tonic::metadata::MetadataValue::from_bytes(&removal),
+                );
+                status
+            }
             HandshakeError::Refused(_) | HandshakeError::NotMember(_) | HandshakeError::BadMac => {
                 Status::permission_denied(message)
             }
@@ -155,6 +168,7 @@ impl From<SendError> for Status {
         match e {
             SendError::Check(e) => e.into(),
             SendError::Store(m) => Status::internal(m),
+            SendError::NotMember(_) => Status::failed_precondition(e.to_string()),
         }
     }
 }

@@ -56,30 +56,30 @@ async fn expired_registrations_are_forgotten_after_the_grace_period() {
     eventually("alice to list the ghosts", || {
         let alice = &alice;
         async move {
-            let (_, out, _) = alice.chat(&["connections", "--json"]).await;
+            let (_, out, _) = alice.chat(&["connections", "--all", "--json"]).await;
             let list: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_default();
             list.len() == GHOSTS + 1
+                && list
+                    .iter()
+                    .filter(|c| c["session"] == "NOT A MEMBER")
+                    .count()
+                    == GHOSTS
         }
     })
     .await;
-    // They showed no admission: they get no copy, queued or not (issue
-    // 24, item 5), and a second send does not even try them again.
-    let (_, report, _) = alice.chat(&["send", "while they haunt"]).await;
-    let ghost_lines: Vec<&str> = report.lines().filter(|l| l.contains("ghost")).collect();
-    assert_eq!(ghost_lines.len(), GHOSTS, "{report}");
-    assert!(
-        ghost_lines
-            .iter()
-            .all(|l| l.contains("FAILED") || l.contains("failed")),
-        "{report}"
-    );
-    assert!(
-        ghost_lines.iter().all(|l| l.contains("no admission")),
-        "{report}"
-    );
-    let (_, report, _) = alice.chat(&["send", "still haunted"]).await;
-    assert!(report.contains("its handshake failed"), "{report}");
-    let (_, out, _) = alice.chat(&["connections", "--json"]).await;
+    // They showed no admission: they are no contacts (issue 26, item 6),
+    // get no copy, queued or not (issue 24, item 5), and no send names them.
+    alice.wait_connections(&["bob"]).await;
+    for text in ["while they haunt", "still haunted"] {
+        let (ok, report, err) = alice.chat(&["send", text]).await;
+        assert!(ok, "{err}");
+        assert!(!report.contains("ghost"), "{report}");
+        assert!(
+            report.contains("bob") && report.contains("delivered"),
+            "{report}"
+        );
+    }
+    let (_, out, _) = alice.chat(&["connections", "--all", "--json"]).await;
     let list: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
     let queued: u64 = list.iter().map(|c| c["queued"].as_u64().unwrap()).sum();
     assert_eq!(

@@ -25,6 +25,7 @@ mod peer_processes;
 mod private_and_replay;
 mod readme;
 mod removals;
+mod removed_member;
 #[cfg(feature = "etcd")]
 mod replicas;
 mod second_implementation;

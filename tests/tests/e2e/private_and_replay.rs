@@ -61,7 +61,8 @@ async fn a_captured_initiation_replayed_after_a_restart_is_refused_and_moves_not
     let bob = PeerProcess::start("bob", &discovery.url(), &bob_dir).await;
     let alice = StaticKeypair::generate();
     let (lease_id, lease_token) = register_alice(&discovery, &alice, "127.0.0.1:9").await;
-    bob.wait_connections(&["alice"]).await;
+    // Listed, not yet met: no contact until her handshake shows an admission.
+    bob.wait_listed(&["alice"], true).await;
     let bob_key = discovery.listed_key("bob").await;
 
     // Alice handshakes with bob; an attacker on the wire keeps a copy.

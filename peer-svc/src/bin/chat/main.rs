@@ -71,6 +71,10 @@ enum Verb {
         /// JSON, for scripts.
         #[arg(long)]
         json: bool,
+        /// Also names that are not members: listed by Discovery without an
+        /// admission, or removed from the network.
+        #[arg(long)]
+        all: bool,
     },
     /// Reload the peer list from Discovery; with PEERs, handshake with them again.
     Refresh {
@@ -232,7 +236,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             };
             history(&mut client, request, json).await
         }
-        Verb::Connections { json } => connections(&mut client, json).await,
+        Verb::Connections { json, all } => connections(&mut client, json, all).await,
         Verb::Refresh { peers } => refresh(&mut client, peers).await,
         Verb::Handshake { peer } => handshake(&mut client, peer).await,
         Verb::Leave { peer } => leave(&mut client, peer).await,

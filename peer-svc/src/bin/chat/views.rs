@@ -129,9 +129,15 @@ pub(crate) async fn verify_history(client: &mut Client, json: bool) -> Result<Ex
     })
 }
 
-/// `chat connections`: a table (or JSON) of the known peers.
-pub(crate) async fn connections(client: &mut Client, json: bool) -> Result<ExitCode, Failure> {
-    let list = all_connections(client, String::new()).await?;
+/// `chat connections`: a table (or JSON) of the members known (with
+/// `all`, every name known: also those only Discovery lists, and removed
+/// members).
+pub(crate) async fn connections(
+    client: &mut Client,
+    json: bool,
+    all: bool,
+) -> Result<ExitCode, Failure> {
+    let list = all_connections(client, String::new(), all).await?;
     if json {
         let items: Vec<_> = list
             .iter()
@@ -146,7 +152,9 @@ pub(crate) async fn connections(client: &mut Client, json: bool) -> Result<ExitC
             .collect();
         out!("{}", serde_json::Value::Array(items));
     } else if list.is_empty() {
-        out!("no other peers are connected");
+        out!(
+            "no other members are known (`chat connections --all` also lists names that are not members)"
+        );
     } else {
         out!(
             "{:<16} {:<22} {:<40} {:<12} QUEUED",
@@ -164,6 +172,12 @@ pub(crate) async fn connections(client: &mut Client, json: bool) -> Result<ExitC
                 session_name(c.session()),
                 c.queued
             );
+            if c.session() == SessionState::NotAMember {
+                out!(
+                    "  NOTE: Discovery lists {}, but it has shown this peer no admission to the network: nothing is sent to it unless a handshake shows one",
+                    c.name
+                );
+            }
             if c.session() == SessionState::KeyChanged {
                 out!(
                     "  WARNING: {}'s key changed; nothing is sent to it until you compare fingerprints and run `chat trust {}` (in a network, the new key must first show an admission)",
@@ -189,6 +203,7 @@ pub(crate) async fn connections(client: &mut Client, json: bool) -> Result<ExitC
 async fn all_connections(
     client: &mut Client,
     mut page_token: String,
+    all: bool,
 ) -> Result<Vec<chat_proto::v1::Connection>, Failure> {
     let mut list = Vec::new();
     loop {
@@ -196,6 +211,7 @@ async fn all_connections(
             .connections(ConnectionsRequest {
                 page_size: 0,
                 page_token,
+                all,
             })
             .await
             .map_err(status_text)?
@@ -217,7 +233,7 @@ pub(crate) async fn refresh(client: &mut Client, peers: Vec<String>) -> Result<E
         .into_inner();
     let mut list = first.connections;
     if !first.next_page_token.is_empty() {
-        list.extend(all_connections(client, first.next_page_token).await?);
+        list.extend(all_connections(client, first.next_page_token, false).await?);
     }
     let names: Vec<_> = list.iter().map(|c| c.name.as_str()).collect();
     out!(
@@ -331,6 +347,8 @@ fn session_name(state: SessionState) -> &'static str {
         SessionState::KeyChanged => "KEY CHANGED",
         SessionState::Dropped => "dropped",
         SessionState::Offline => "offline",
+        SessionState::NotAMember => "NOT A MEMBER",
+        SessionState::Removed => "removed",
     }
 }
 
