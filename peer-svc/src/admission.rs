@@ -69,6 +69,11 @@ pub enum AdmissionError {
         "{0}: this peer is no longer a member, so it can neither invite nor remove; ask a member for a new invitation and start with a new data dir"
     )]
     NoLongerMember(String),
+    /// The founder asked to leave: its key is the network's.
+    #[error(
+        "the founder cannot leave the network: its key is the network's, and every admission hangs from it. `chat stop` stops your peer (you stay a member)"
+    )]
+    FounderLeaves,
     /// No admission of the name is known here.
     #[error(
         "no admission of {0} is known here: it must have handshaken with this peer once, or been invited by it"
@@ -345,12 +350,7 @@ impl Admission {
         if removal.at_millis > latest {
             return Err(CredentialError::Malformed("removal (dated in the future)"));
         }
-        let key = removal
-            .chain
-            .last()
-            .map(|a| credential::key32(&a.invite_key, "invite_key"))
-            .transpose()?
-            .ok_or(CredentialError::ChainLength(0))?;
+        let key = credential::revoked_key(&removal)?;
         let branch = branch_of(&own.network, &removal);
         let meaning = meaning(&removal);
         {
@@ -723,6 +723,30 @@ impl Admission {
             )));
         }
         Ok(self.learn_removals(&[removal.encode_to_vec()]))
+    }
+}
+
+impl Admission {
+    /// This member leaves the network for good: signs a leave of its own
+    /// admission (a removal of itself, §5.3) and takes it in here; returns
+    /// the leave, which handshakes carry to the others from now on.
+    pub fn leave(&self) -> Result<Vec<u8>, AdmissionError> {
+        let own = self.own.as_ref().ok_or(AdmissionError::Open)?;
+        if let Some(removal) = self.own_removal() {
+            return Err(AdmissionError::NoLongerMember(removal.to_string()));
+        }
+        if own.credential.chain.len() < 2 {
+            return Err(AdmissionError::FounderLeaves);
+        }
+        let leave = credential::leave(&own.identity, own.credential.chain.clone(), now_ms())?;
+        let bytes = leave.encode_to_vec();
+        let learned = self.learn_removals_within(std::slice::from_ref(&bytes), 1);
+        if !learned.self_removed {
+            return Err(AdmissionError::Credential(CredentialError::Malformed(
+                "leave: not recorded (this branch of the network has used its quota of removals)",
+            )));
+        }
+        Ok(bytes)
     }
 }
 

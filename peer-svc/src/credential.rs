@@ -31,6 +31,8 @@ const INVITATION_CONTEXT: &[u8] = b"p2p-chat/3 admission invitation";
 const ACCEPTANCE_CONTEXT: &[u8] = b"p2p-chat/3 admission acceptance";
 const STATIC_KEY_CONTEXT: &[u8] = b"p2p-chat/3 static key";
 const REMOVAL_CONTEXT: &[u8] = b"p2p-chat/3 removal";
+const LEAVE_CONTEXT: &[u8] = b"p2p-chat/3 leave";
+const LEAVE_KEY_CONTEXT: &[u8] = b"p2p-chat/3 leave key";
 
 /// Why a credential, invitation or removal was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -89,8 +91,9 @@ pub struct Member {
     pub name: String,
     /// Its Ed25519 identity key.
     pub identity: [u8; 32],
-    /// Every invitation key in its chain, founder's first: revoking any of
-    /// them removes it.
+    /// Every key whose revocation removes it: the invitation keys of its
+    /// chain, founder's first, then its identity's leave key
+    /// ([`leave_key`]; none while the identity is not known).
     pub invite_keys: Vec<[u8; 32]>,
     /// History is shared with it from this time (ms since the epoch; 0 = all).
     pub history_from_millis: u64,
@@ -293,12 +296,54 @@ pub fn verify_credential(
         credential.chain.len() - 1,
     )
     .map_err(|_| CredentialError::StaticKeyNotSigned)?;
+    let identity = key32(&own.identity_key, "identity_key")?;
     Ok(Member {
         name: own.name.clone(),
-        identity: key32(&own.identity_key, "identity_key")?,
-        invite_keys,
+        identity,
+        invite_keys: with_leave_key(invite_keys, &identity),
         history_from_millis: history_from(&credential.chain),
     })
+}
+
+/// The key a leave by `identity` revokes (§5.3): SHA-256 over the leave
+/// key context and the identity key, each length-prefixed. Only the
+/// members with that identity hold it, so a leave removes the leaver and
+/// not whoever it admitted (as revoking its invitation key would).
+pub fn leave_key(identity: &[u8; 32]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(to_be_signed(LEAVE_KEY_CONTEXT, &[identity])).into()
+}
+
+/// `invite_keys` and, if the identity is known, its leave key.
+fn with_leave_key(mut invite_keys: Vec<[u8; 32]>, identity: &[u8; 32]) -> Vec<[u8; 32]> {
+    if *identity != [0; 32] {
+        invite_keys.push(leave_key(identity));
+    }
+    invite_keys
+}
+
+/// True if `removal` is a leave: signed by the removed admission's own
+/// identity key.
+pub fn is_leave(removal: &Removal) -> bool {
+    removal
+        .chain
+        .last()
+        .is_some_and(|a| !a.identity_key.is_empty() && a.identity_key == removal.by)
+}
+
+/// The key a removal revokes, unverified (for looking it up before its
+/// signatures are checked): the leaver's leave key for a leave, else the
+/// removed link's invitation key.
+pub fn revoked_key(removal: &Removal) -> Result<[u8; 32], CredentialError> {
+    let last = removal
+        .chain
+        .last()
+        .ok_or(CredentialError::ChainLength(0))?;
+    if is_leave(removal) {
+        Ok(leave_key(&key32(&last.identity_key, "identity_key")?))
+    } else {
+        key32(&last.invite_key, "invite_key")
+    }
 }
 
 /// Where a chain's share of history begins: the latest along it, so a
@@ -317,10 +362,11 @@ pub fn history_from(chain: &[Admission]) -> u64 {
 pub fn verify_links(network: &[u8; 32], chain: &[Admission]) -> Result<Member, CredentialError> {
     let invite_keys = verify_chain(network, chain, false)?;
     let own = chain.last().expect("a verified chain is not empty");
+    let identity = key32(&own.identity_key, "identity_key").unwrap_or_default();
     Ok(Member {
         name: own.name.clone(),
-        identity: key32(&own.identity_key, "identity_key").unwrap_or_default(),
-        invite_keys,
+        identity,
+        invite_keys: with_leave_key(invite_keys, &identity),
         history_from_millis: history_from(chain),
     })
 }
@@ -336,10 +382,11 @@ pub fn verify_accepted_links(
 ) -> Result<Member, CredentialError> {
     let invite_keys = verify_chain(network, chain, true)?;
     let own = chain.last().expect("a verified chain is not empty");
+    let identity = key32(&own.identity_key, "identity_key")?;
     Ok(Member {
         name: own.name.clone(),
-        identity: key32(&own.identity_key, "identity_key")?,
-        invite_keys,
+        identity,
+        invite_keys: with_leave_key(invite_keys, &identity),
         history_from_millis: history_from(chain),
     })
 }
@@ -503,6 +550,48 @@ pub fn decode_token(token: &str) -> Result<Invitation, CredentialError> {
     Invitation::decode(bytes.as_slice()).map_err(|_| CredentialError::Malformed("token"))
 }
 
+fn leave_signed(network: &[u8], left: &Admission, at_millis: u64) -> Vec<u8> {
+    to_be_signed(
+        LEAVE_CONTEXT,
+        &[
+            network,
+            &left.identity_key,
+            left.name.as_bytes(),
+            &at_millis.to_be_bytes(),
+        ],
+    )
+}
+
+/// A leave: the member whose identity is `identity` and whose admission
+/// is the last of `chain` leaves the network at `at_millis` (a removal of
+/// itself, signed by itself).
+pub fn leave(
+    identity: &SigningKey,
+    chain: Vec<Admission>,
+    at_millis: u64,
+) -> Result<Removal, CredentialError> {
+    let network = key32(
+        &chain
+            .first()
+            .ok_or(CredentialError::ChainLength(0))?
+            .network,
+        "network",
+    )?;
+    let left = chain.last().expect("not empty");
+    let signature = identity
+        .sign(&leave_signed(&network, left, at_millis))
+        .to_bytes()
+        .to_vec();
+    let removal = Removal {
+        chain,
+        by: identity.verifying_key().to_bytes().to_vec(),
+        at_millis,
+        signature,
+    };
+    verify_removal(&network, &removal)?;
+    Ok(removal)
+}
+
 /// A removal of the last admission of `chain`, by `by` at `at_millis`.
 pub fn remove(
     by: &SigningKey,
@@ -552,6 +641,19 @@ pub fn verify_removal(
     {
         return Err(CredentialError::Founder);
     }
+    // A leave: the removed admission's own identity, of itself; its leave
+    // key is revoked, not its invitation key (those it admitted stay).
+    if is_leave(removal) {
+        verify(
+            &removal.by,
+            &leave_signed(network, removed, removal.at_millis),
+            &removal.signature,
+            "the leave signature",
+            removal.chain.len() - 1,
+        )?;
+        verify_chain(network, &removal.chain, true)?;
+        return Ok((revoked_key(removal)?, removed.name.clone()));
+    }
     // The founder (the first issuer) or an issuer at or above the removed one.
     if !removal.chain.iter().any(|a| a.issuer == removal.by) {
         return Err(CredentialError::NotAllowed(removed.name.clone()));
@@ -580,6 +682,57 @@ mod tests {
 
     const S: [u8; 32] = [9; 32];
 
+    /// Issue 26, item 5: a leave is a removal of oneself, signed by
+    /// oneself; it revokes the leaver's leave key, not its invitation key,
+    /// so whoever it admitted stays. Nobody else can sign one for it, and
+    /// the founder cannot leave.
+    #[test]
+    fn a_leave_removes_only_the_leaver_and_only_the_leaver_can_sign_it() {
+        let (alice, bob, carol) = (key(), key(), key());
+        let a = found(&alice, "alice", &S, 1);
+        let network = network_of(&a).unwrap();
+        let b = join(&invite(&alice, &a, "bob", 2, 0).unwrap(), &bob, "bob", &S).unwrap();
+        let c = join(
+            &invite(&bob, &b, "carol", 3, 0).unwrap(),
+            &carol,
+            "carol",
+            &S,
+        )
+        .unwrap();
+        let bob_member = verify_credential(&network, &b, "bob", &S).unwrap();
+        let carol_member = verify_credential(&network, &c, "carol", &S).unwrap();
+
+        let left = leave(&bob, b.chain.clone(), 10).unwrap();
+        assert!(is_leave(&left));
+        let (revoked, name) = verify_removal(&network, &left).unwrap();
+        assert_eq!(name, "bob");
+        assert_eq!(revoked, leave_key(&bob.verifying_key().to_bytes()));
+        assert!(bob_member.invite_keys.contains(&revoked));
+        assert!(
+            !carol_member.invite_keys.contains(&revoked),
+            "bob's invitee stays a member"
+        );
+        // A removal of bob by alice revokes his invitation key, which
+        // carol's chain holds too.
+        let removed = remove(&alice, b.chain.clone(), 10).unwrap();
+        let (revoked, _) = verify_removal(&network, &removed).unwrap();
+        assert!(carol_member.invite_keys.contains(&revoked));
+
+        // Tampered: another time, another name's chain, another signer.
+        let mut later = left.clone();
+        later.at_millis += 1;
+        assert!(verify_removal(&network, &later).is_err());
+        let mut theirs = left.clone();
+        theirs.chain = c.chain.clone();
+        assert!(verify_removal(&network, &theirs).is_err());
+        assert!(leave(&carol, b.chain.clone(), 10).is_err());
+        // The founder's own admission is never revoked, by a leave either.
+        assert_eq!(
+            leave(&alice, a.chain.clone(), 10).unwrap_err(),
+            CredentialError::Founder
+        );
+    }
+
     #[test]
     fn founder_invites_member_invites_member_and_each_verifies() {
         let (alice, bob, carol) = (key(), key(), key());
@@ -590,7 +743,12 @@ mod tests {
         let token = encode_token(&invite(&alice, &a, "bob", 2, 0).unwrap());
         let b = join(&decode_token(&token).unwrap(), &bob, "bob", &[7; 32]).unwrap();
         let member = verify_credential(&network, &b, "bob", &[7; 32]).unwrap();
-        assert_eq!(member.invite_keys.len(), 2);
+        // The founder's and bob's invitation keys, and bob's leave key.
+        assert_eq!(member.invite_keys.len(), 3);
+        assert_eq!(
+            member.invite_keys[2],
+            leave_key(&bob.verifying_key().to_bytes())
+        );
         assert_eq!(member.identity, bob.verifying_key().to_bytes());
         let c = join(
             &invite(&bob, &b, "carol", 3, 3).unwrap(),

@@ -651,11 +651,15 @@ fn route_events(
             if said_removed.swap(true, std::sync::atomic::Ordering::SeqCst) {
                 return;
             }
-            let why = delivery
-                .own_removal()
-                .map(|r| r.to_string())
-                .unwrap_or_else(|| "removed".into());
-            error!(reason = %why, "this peer is no longer a member of the network: it stops sending and leaves Discovery; to take part again, ask a member for a new invitation and start with a new data dir");
+            match delivery.own_removal() {
+                Some(left) if left.left => {
+                    info!(reason = %left, "this peer left the network for good: it stops sending and leaves Discovery")
+                }
+                removal => {
+                    let why = removal.map(|r| r.to_string()).unwrap_or_default();
+                    error!(reason = %why, "this peer is no longer a member of the network: it stops sending and leaves Discovery; to take part again, ask a member for a new invitation and start with a new data dir")
+                }
+            }
             let mut dropped = 0;
             for peer in store.peers_with_pending() {
                 dropped += store.clear_pending(&peer).unwrap_or(0);

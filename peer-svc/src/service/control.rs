@@ -165,6 +165,40 @@ impl ControlService {
         (page, next)
     }
 
+    /// Tells every member online but `except` of a removal (or a leave)
+    /// just made: a fresh handshake carries the newest removals. Returns
+    /// who was told; the others hear at their next handshake with anyone
+    /// who knows.
+    async fn tell_online(&self, except: &str) -> Vec<String> {
+        let admission = self.handshaker.admission();
+        let others: Vec<Contact> = self
+            .directory
+            .all()
+            .into_iter()
+            .filter(|c| {
+                c.name != except
+                    && c.online
+                    && !c.key_changed
+                    && (admission.is_open() || admission.is_known_member(&c.name))
+                    && !admission.is_removed(&c.name)
+            })
+            .collect();
+        futures::future::join_all(others.into_iter().map(|contact| async move {
+            self.peers.forget_sending(&contact.name);
+            match self.handshaker.initiate(&contact).await {
+                Ok(_) => Some(contact.name),
+                Err(e) => {
+                    warn!(peer = %contact.name, error = %e.message(), "could not tell of a removal now; it hears at its next handshake");
+                    None
+                }
+            }
+        }))
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
     /// Naming a dropped peer in a handshake or refresh takes it back: the
     /// owner asked to talk to it again.
     fn take_back(&self, peer: &str) {
@@ -357,26 +391,7 @@ impl Control for ControlService {
         }
         // Removed here (its sessions and queue went with the event); now
         // every other member online hears of it in a fresh handshake.
-        let others: Vec<Contact> = self
-            .directory
-            .all()
-            .into_iter()
-            .filter(|c| c.name != name && c.online && !c.key_changed)
-            .collect();
-        let told = futures::future::join_all(others.into_iter().map(|contact| async move {
-            self.peers.forget_sending(&contact.name);
-            match self.handshaker.initiate(&contact).await {
-                Ok(_) => Some(contact.name),
-                Err(e) => {
-                    warn!(peer = %contact.name, error = %e.message(), "could not tell of a removal now; it hears at its next handshake");
-                    None
-                }
-            }
-        }))
-        .await
-        .into_iter()
-        .flatten()
-        .collect::<Vec<_>>();
+        let told = self.tell_online(&name).await;
         info!(removed = %name, told = told.len(), "member removed");
         Ok(Response::new(RemoveResponse { told }))
     }
@@ -425,9 +440,32 @@ impl Control for ControlService {
         &self,
         request: Request<ControlLeaveRequest>,
     ) -> Result<Response<ControlLeaveResponse>, Status> {
-        let peer = request.into_inner().peer;
+        let ControlLeaveRequest { peer, network } = request.into_inner();
+        if network {
+            if !peer.is_empty() {
+                return Err(refused(
+                    "Control/Leave",
+                    ServiceError::InvalidArgument(
+                        "leaving the network names no peer (`network` with an empty `peer`)".into(),
+                    ),
+                ));
+            }
+            self.handshaker
+                .admission()
+                .leave()
+                .map_err(|e| refused("Control/Leave", ServiceError::from(e)))?;
+            let told = self.tell_online("").await;
+            info!(
+                told = told.len(),
+                "left the network for good at the owner's request"
+            );
+            self.membership.tell(PeerEvent::SelfRemoved);
+            self.membership.leave().await;
+            self.shutdown.cancel();
+            return Ok(Response::new(ControlLeaveResponse { told }));
+        }
         if peer.is_empty() {
-            info!("leaving the network at the owner's request");
+            info!("stopping at the owner's request (still a member)");
             self.membership.leave().await;
             self.shutdown.cancel();
         } else {
@@ -440,7 +478,7 @@ impl Control for ControlService {
             }
             info!(peer = %peer, "peer dropped: nothing more is sent to it");
         }
-        Ok(Response::new(ControlLeaveResponse {}))
+        Ok(Response::new(ControlLeaveResponse::default()))
     }
 
     async fn trust(

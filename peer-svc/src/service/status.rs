@@ -41,7 +41,8 @@ impl From<AdmissionError> for ServiceError {
         match e {
             AdmissionError::Open
             | AdmissionError::AlreadyMember(..)
-            | AdmissionError::NoLongerMember(_) => ServiceError::FailedPrecondition(message),
+            | AdmissionError::NoLongerMember(_)
+            | AdmissionError::FounderLeaves => ServiceError::FailedPrecondition(message),
             AdmissionError::Yourself(_) => ServiceError::InvalidArgument(message),
             AdmissionError::Unknown(_) => ServiceError::NotFound(message),
             AdmissionError::Credential(

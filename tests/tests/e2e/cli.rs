@@ -406,7 +406,7 @@ async fn a_sender_stopping_with_its_stream_open_is_no_bad_batch() {
     assert!(sent.status.success(), "{sent:?}");
     chat_tests::wait_for_message(&alice.data_dir, "streamed 19").await;
     // Bob leaves with the stream to alice still open.
-    let (ok, _, err) = bob.chat(&["leave"]).await;
+    let (ok, _, err) = bob.chat(&["stop"]).await;
     assert!(ok, "{err}");
     eventually(
         "alice to see the stream end with its connection",

@@ -104,17 +104,23 @@ async fn three_peers_each_message_reaches_the_other_two_and_a_leaver_gets_nothin
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[1]["sender"], "user3");
 
-    // user3 leaves: its daemon deregisters and exits. It stays a member
+    // user3 stops: its daemon deregisters and exits. It stays a member
     // (issue 25): the others list it offline, what they send is kept for
-    // it, and it gets that, once, when it is back.
+    // it, and it gets that, once, when it is back. (`chat leave` without
+    // --yes would leave the network for good: it asks first.)
     let leaver = peers.pop().unwrap();
-    let (ok, out, _) = leaver.chat(&["leave"]).await;
-    assert!(ok && out.contains("left the network"), "{out}");
+    let (ok, _, err) = leaver.chat(&["leave"]).await;
+    assert!(
+        !ok && err.contains("for good") && err.contains("chat stop"),
+        "{err}"
+    );
+    let (ok, out, _) = leaver.chat(&["stop"]).await;
+    assert!(ok && out.contains("you stay a member"), "{out}");
     let mut leaver = leaver;
     let status = chat_tests::within("user3 to exit", leaver.process.child.wait())
         .await
         .unwrap();
-    assert!(status.success(), "user3 exits cleanly after leave");
+    assert!(status.success(), "user3 exits cleanly after stop");
     let (ok, _, err) = chat_cli(&leaver.data_dir, &["history"]).await;
     assert!(!ok && err.contains("no peer-svc is running"), "{err}");
     for p in &peers {

@@ -81,7 +81,7 @@ fn text(out: &Output) -> String {
 
 /// Stops what the test started, whatever happened: `make down`'s script,
 /// then anything still running with the scratch folder in its command line
-/// (the README's own peer if a block failed before `chat leave`).
+/// (the README's own peer if a block failed before `chat stop`).
 struct Teardown<'a> {
     scratch: &'a Path,
     env: Vec<(&'static str, String)>,
@@ -203,7 +203,7 @@ fn the_readme_blocks_run_as_written_against_a_make_up_network() {
     }
 
     // What the blocks did is visible: user2 got user1's message, and the
-    // README's own peer left (its `chat leave`) and is no longer listed.
+    // README's own peer left (its `chat stop`) and is no longer listed.
     let history = Command::new(bin_dir.join("chat"))
         .arg("--data-dir")
         .arg(run_dir.join("user2"))

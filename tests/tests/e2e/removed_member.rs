@@ -181,3 +181,89 @@ async fn a_member_removed_while_stopped_learns_it_from_another_member() {
     let err = refused_start("dave", &url, &dave_dir).await;
     assert!(err.contains("alice removed this member"), "{err}");
 }
+
+/// Issue 26, item 5: `chat stop` and `chat leave` are two things. `chat
+/// leave --yes` leaves for good: the leaver signs a leave, the members
+/// online record it at once and one that was away hears of it when it is
+/// back (across restarts of each); whoever the leaver invited stays a
+/// member; the leaver's data dir does not start again. Without `--yes`,
+/// `chat leave` only explains.
+#[tokio::test]
+async fn a_member_that_leaves_for_good_is_recorded_everywhere_and_cannot_rejoin() {
+    let discovery = Discovery::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = discovery.url();
+    let alice = PeerProcess::found("alice", &url, &dir.path().join("alice")).await;
+    let bob_dir = dir.path().join("bob");
+    let bob = alice.admit("bob", &[], &url, &bob_dir, &[], None).await;
+    let carol_dir = dir.path().join("carol");
+    let carol = alice.admit("carol", &[], &url, &carol_dir, &[], None).await;
+    // Erin is carol's invitee: a leave must not take her along.
+    let erin = carol
+        .admit("erin", &[], &url, &dir.path().join("erin"), &[], None)
+        .await;
+    for (peer, others) in [
+        (&alice, ["bob", "carol", "erin"]),
+        (&bob, ["alice", "carol", "erin"]),
+        (&carol, ["alice", "bob", "erin"]),
+        (&erin, ["alice", "bob", "carol"]),
+    ] {
+        peer.wait_connections(&others).await;
+    }
+    let (ok, report, err) = erin.chat(&["send", "hello from erin"]).await;
+    assert!(
+        ok && report.matches("delivered").count() == 3,
+        "{report}{err}"
+    );
+
+    // Bob is away while carol leaves.
+    assert!(bob.process.terminate().await.success());
+    let (ok, _, err) = carol.chat(&["leave"]).await;
+    assert!(
+        !ok && err.contains("for good") && err.contains("chat stop"),
+        "{err}"
+    );
+    let (ok, _, err) = carol.chat(&["send", "still a member"]).await;
+    assert!(ok, "`chat leave` without --yes changed nothing: {err}");
+    let (ok, out, err) = carol.chat(&["leave", "--yes"]).await;
+    assert!(
+        ok && out.contains("left the network for good"),
+        "{out}{err}"
+    );
+    assert!(out.contains("alice") && out.contains("erin"), "{out}");
+    let mut carol = carol;
+    let status = chat_tests::within("carol to exit", carol.process.child.wait())
+        .await
+        .unwrap();
+    assert!(status.success());
+
+    // Alice and erin recorded it: carol is no member; erin still is.
+    for (peer, others) in [(&alice, ["bob", "erin"]), (&erin, ["alice", "bob"])] {
+        peer.wait_connections(&others).await;
+    }
+    let (ok, report, err) = alice.chat(&["send", "after carol left"]).await;
+    assert!(
+        ok && !report.contains("carol") && chat_tests::delivered_to(&report, "erin"),
+        "{report}{err}"
+    );
+    let (ok, report, err) = erin.chat(&["send", "erin stays"]).await;
+    assert!(
+        ok && chat_tests::delivered_to(&report, "alice"),
+        "{report}{err}"
+    );
+
+    // Bob comes back and hears of it; alice restarts and keeps it.
+    let bob = PeerProcess::start("bob", &url, &bob_dir).await;
+    bob.wait_connections(&["alice", "erin"]).await;
+    let alice_dir = alice.data_dir.clone();
+    assert!(alice.process.terminate().await.success());
+    let alice = PeerProcess::start("alice", &url, &alice_dir).await;
+    alice.wait_connections(&["bob", "erin"]).await;
+    let (ok, report, err) = bob.chat(&["send", "after bob was back"]).await;
+    assert!(ok && !report.contains("carol"), "{report}{err}");
+
+    // Her data dir does not start again, and says why.
+    let err = refused_start("carol", &url, &carol_dir).await;
+    assert!(err.contains("this member left the network"), "{err}");
+    drop(alice);
+}

@@ -218,7 +218,7 @@ async fn killing_a_replica_loses_nothing_and_peers_fail_over() {
     assert!(ok && out.matches("delivered").count() == 3, "{out}");
 
     // dave leaves for good; B's watcher saw every change exactly once.
-    let (ok, _, err) = dave.chat(&["leave"]).await;
+    let (ok, _, err) = dave.chat(&["stop"]).await;
     assert!(ok, "{err}");
     eventually("dave's LEFT on replica B", || {
         let seen = seen.clone();

@@ -20,10 +20,10 @@ async fn send(peer: &PeerProcess, text: &str) {
     assert!(ok, "{err}");
 }
 
-/// Stops a peer the way its owner does (`chat leave`: it leaves Discovery
+/// Stops a peer the way its owner does (`chat stop`: it leaves Discovery
 /// and exits).
 async fn leave(mut peer: PeerProcess) {
-    let (ok, _, err) = peer.chat(&["leave"]).await;
+    let (ok, _, err) = peer.chat(&["stop"]).await;
     assert!(ok, "{err}");
     chat_tests::within("the peer to exit", peer.process.child.wait())
         .await

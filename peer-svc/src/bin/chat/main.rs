@@ -86,10 +86,15 @@ enum Verb {
         /// The peer.
         peer: String,
     },
-    /// Stop your peer (it deregisters and exits; you stay a member, and what is sent meanwhile waits for you), or with PEER stop sending to it.
+    /// Stop your peer: it deregisters and exits; you stay a member, what is sent meanwhile waits for you, and starting it again rejoins.
+    Stop,
+    /// With PEER: stop sending to PEER. Without: leave the network for good (with --yes): every member records it, and this data dir cannot rejoin (`chat stop` only stops your peer).
     Leave {
-        /// The peer to drop; none = leave yourself.
+        /// The peer to drop; none = you leave the network for good.
         peer: Option<String>,
+        /// Confirms leaving the network for good (without PEER).
+        #[arg(long)]
+        yes: bool,
     },
     /// Accept PEER's new key after comparing its fingerprint out of band.
     Trust {
@@ -170,7 +175,7 @@ mod views;
 
 use sending::{attach, send, send_lines};
 use views::{
-    connections, handshake, history, invite, leave, parse_since, refresh, remove, trust,
+    connections, handshake, history, invite, leave, parse_since, refresh, remove, stop, trust,
     verify_history,
 };
 
@@ -239,7 +244,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Verb::Connections { json, all } => connections(&mut client, json, all).await,
         Verb::Refresh { peers } => refresh(&mut client, peers).await,
         Verb::Handshake { peer } => handshake(&mut client, peer).await,
-        Verb::Leave { peer } => leave(&mut client, peer).await,
+        Verb::Stop => stop(&mut client).await,
+        Verb::Leave { peer, yes } => leave(&mut client, peer, yes).await,
         Verb::Trust { peer } => trust(&mut client, peer).await,
         Verb::Attach => attach(client).await,
         Verb::Invite { name, all_history } => invite(&mut client, name, all_history).await,

@@ -268,25 +268,64 @@ pub(crate) async fn handshake(client: &mut Client, peer: String) -> Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
-/// `chat leave [PEER]`: leave the network, or drop one peer.
-pub(crate) async fn leave(client: &mut Client, peer: Option<String>) -> Result<ExitCode, Failure> {
-    let named = peer.clone().unwrap_or_default();
+/// `chat stop`: your peer deregisters and exits; you stay a member.
+pub(crate) async fn stop(client: &mut Client) -> Result<ExitCode, Failure> {
+    client
+        .leave(ControlLeaveRequest::default())
+        .await
+        .map_err(status_text)?;
+    out!(
+        "stopped: your peer left Discovery and is shutting down; you stay a member (what is sent meanwhile waits for you; start peer-svc again to rejoin)"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `chat leave PEER`: drop one peer; `chat leave --yes`: leave the network
+/// for good.
+pub(crate) async fn leave(
+    client: &mut Client,
+    peer: Option<String>,
+    yes: bool,
+) -> Result<ExitCode, Failure> {
+    let Some(named) = peer else {
+        if !yes {
+            note!(
+                "`chat leave` leaves the network for good: every member records it, nothing more reaches you, and this data dir cannot rejoin (a new invitation and a new data dir can). To only stop your peer (you stay a member), run `chat stop`. To leave for good, run `chat leave --yes`."
+            );
+            return Ok(ExitCode::from(2));
+        }
+        let r = client
+            .leave(ControlLeaveRequest {
+                peer: String::new(),
+                network: true,
+            })
+            .await
+            .map_err(status_text)?
+            .into_inner();
+        out!(
+            "left the network for good; told now: {}; the others hear of it from them. Your peer is shutting down.",
+            if r.told.is_empty() {
+                "nobody online".to_owned()
+            } else {
+                r.told.join(", ")
+            }
+        );
+        return Ok(ExitCode::SUCCESS);
+    };
+    if yes {
+        note!("--yes is for leaving the network (without PEER); dropping {named} needs none");
+    }
     client
         .leave(ControlLeaveRequest {
             peer: named.clone(),
+            network: false,
         })
         .await
         .map_err(status_text)?;
-    if named.is_empty() {
-        out!(
-            "left the network for now (deregistered; you stay a member, and what is sent meanwhile waits for you); your peer is shutting down"
-        );
-    } else {
-        out!(
-            "dropped {named}: nothing more is sent to it, and what was queued for it is discarded \
-             (`chat handshake {named}` takes it back)"
-        );
-    }
+    out!(
+        "dropped {named}: nothing more is sent to it, and what was queued for it is discarded \
+         (`chat handshake {named}` takes it back)"
+    );
     Ok(ExitCode::SUCCESS)
 }
 
