@@ -71,9 +71,11 @@ pub const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(3);
 #[derive(Debug, Clone, Parser)]
 #[command(version, about)]
 pub struct Cli {
-    /// This peer's name, unique on the network (1-64 printable characters, no spaces).
+    /// This peer's name, unique on the network (1-64 printable characters,
+    /// no spaces). Needed on the first start only: a member's data dir
+    /// holds the name it was admitted under.
     #[arg(long, env = "CHAT_NAME")]
-    pub name: String,
+    pub name: Option<String>,
     /// Address for the Peer service (port 0 picks a free port and registers the real one).
     #[arg(long, env = "CHAT_LISTEN", default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
@@ -211,7 +213,7 @@ impl Config {
 impl From<Cli> for Config {
     fn from(cli: Cli) -> Self {
         Self {
-            name: cli.name,
+            name: cli.name.unwrap_or_default(),
             advertise: cli.advertise,
             discovery: cli.discovery,
             data_dir: cli.data_dir,

@@ -23,11 +23,25 @@ async fn main() -> std::process::ExitCode {
 async fn run() -> anyhow::Result<()> {
     chat_proto::process::init_tracing();
     chat_proto::process::raise_open_files_limit();
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    // A member's data dir knows its name; a first start must give one.
+    let name = match cli.name.take() {
+        Some(name) => name,
+        None => peer_svc::store::member_name_in(&cli.data_dir)
+            .ok()
+            .flatten()
+            .with_context(|| {
+                format!(
+                    "--name is required: {} holds no membership to read the name from (a first start names the peer)",
+                    cli.data_dir.display()
+                )
+            })?,
+    };
     // The rules Discovery applies, checked before anything is bound.
-    if let Err(reason) = chat_proto::validate::name(&cli.name) {
+    if let Err(reason) = chat_proto::validate::name(&name) {
         anyhow::bail!("--name {reason}");
     }
+    cli.name = Some(name);
     if let Some(Err(reason)) = cli.advertise.as_deref().map(chat_proto::validate::address) {
         anyhow::bail!("--advertise {reason}");
     }

@@ -10,6 +10,31 @@ use super::{Store, StoreError};
 /// epoch), and the encoded removal.
 pub type StoredRemoval = ([u8; 32], u64, Vec<u8>);
 
+/// The name the member whose data dir is `data_dir` was admitted under,
+/// read without opening the store for writing (a running peer may hold
+/// it): None if the data dir holds no store or no membership.
+pub fn member_name_in(data_dir: &std::path::Path) -> Result<Option<String>, StoreError> {
+    use prost::Message as _;
+    let path = data_dir.join(super::DB_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let conn = rusqlite::Connection::open_with_flags(
+        &path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    let kept: Option<Vec<u8>> = conn
+        .query_row(
+            "SELECT credential FROM own_credential WHERE id = 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(kept
+        .and_then(|bytes| chat_proto::v1::Credential::decode(bytes.as_slice()).ok())
+        .and_then(|c| c.chain.last().map(|a| a.name.clone())))
+}
+
 impl Store {
     /// This peer's own credential (encoded), if it is a member of a network.
     pub fn own_credential(&self) -> Result<Option<Vec<u8>>, StoreError> {

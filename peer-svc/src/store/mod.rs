@@ -5,6 +5,7 @@
 //! and migrated forward on open.
 
 mod admission;
+pub use admission::member_name_in;
 mod authors;
 pub mod history;
 pub mod outbox;

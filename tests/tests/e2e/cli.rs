@@ -450,3 +450,53 @@ async fn multi_line_messages_show_as_lines_and_bidi_controls_are_escaped() {
         "{history}"
     );
 }
+
+/// Issue 26, item 12: `--name` is needed on a first start only; a member's
+/// data dir knows the name it was admitted under. A fresh data dir without
+/// it is a clear one-line error.
+#[tokio::test]
+async fn a_member_starts_again_without_naming_itself() {
+    let discovery = Discovery::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = discovery.url();
+    let (alice, bob) = pair(&discovery, dir.path()).await;
+    let bob_dir = bob.data_dir.clone();
+    assert!(bob.process.terminate().await.success());
+    let bob_path = bob_dir.to_str().unwrap();
+    let bob = chat_tests::Process::spawn(
+        "peer-svc",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--discovery",
+            &url,
+            "--data-dir",
+            bob_path,
+        ],
+        &[],
+    )
+    .await;
+    alice.wait_connections(&["bob"]).await;
+    let (ok, report, err) = alice.chat(&["send", "hello again, bob"]).await;
+    assert!(
+        ok && chat_tests::delivered_to(&report, "bob"),
+        "{report}{err}"
+    );
+    drop(bob);
+
+    let fresh = dir.path().join("fresh");
+    let out = tokio::process::Command::new(binary("peer-svc"))
+        .args(["--listen", "127.0.0.1:0", "--discovery", &url, "--data-dir"])
+        .arg(&fresh)
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("--name is required") && err.contains("holds no membership"),
+        "{err}"
+    );
+}
