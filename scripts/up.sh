@@ -27,32 +27,57 @@ fi
 mkdir -p "$RUN_DIR"
 chmod 700 "$RUN_DIR"
 
-# wait_healthy ADDR NAME: polls grpc.health.v1 until SERVING or the timeout.
+# died NAME: NAME's process (the one started here) is not running; says
+# why from its log, and stops.
+died() {
+  echo "$1 exited: $(grep -m1 -E '^(peer-svc|discovery-svc): |ERROR' "$RUN_DIR/$1.log" || tail -n 1 "$RUN_DIR/$1.log") (log $RUN_DIR/$1.log)" >&2
+  exit 1
+}
+
+# wait_healthy ADDR NAME: polls grpc.health.v1 until SERVING or the timeout;
+# the process started for NAME must still be the one answering.
 wait_healthy() {
-  local deadline=$((SECONDS + READY_TIMEOUT_S))
+  local deadline=$((SECONDS + READY_TIMEOUT_S)) pid
+  pid=$(head -c 32 "$RUN_DIR/$2.pid")
   until grpcurl -plaintext -max-time 1 "$1" grpc.health.v1.Health/Check 2>/dev/null | grep -q SERVING; do
+    kill -0 "$pid" 2>/dev/null || died "$2"
     if [ $SECONDS -ge $deadline ]; then
       echo "$2 did not answer health checks on $1 within ${READY_TIMEOUT_S}s; see $RUN_DIR/$2.log" >&2
       exit 1
     fi
     sleep 0.1
   done
+  kill -0 "$pid" 2>/dev/null || died "$2"
 }
 
-# start NAME CMD...: runs CMD in the background unless NAME already runs.
+# listening HOST:PORT: something accepts TCP connections there.
+listening() {
+  (exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null
+}
+
+# start NAME ADDR CMD...: runs CMD (which listens on ADDR) in the background
+# unless NAME already runs; refuses if another process holds ADDR (its
+# health check would answer for ours).
 start() {
-  local name=$1; shift
+  local name=$1 addr=$2; shift 2
   if [ -f "$RUN_DIR/$name.pid" ] && ours "$name" "$(head -c 32 "$RUN_DIR/$name.pid")"; then
     echo "$name already running (pid $(cat "$RUN_DIR/$name.pid"))"
     return
   fi
-  "$@" >"$RUN_DIR/$name.out" 2>"$RUN_DIR/$name.log" &
-  echo $! >"$RUN_DIR/$name.pid"
-  # Files kept from an earlier run keep their mode when reopened.
+  if listening "$addr"; then
+    echo "cannot start $name: $addr is in use by another process (not one make up started from here); stop it, or pick other ports with DISCOVERY_ADDR=HOST:PORT and PEER_BASE_PORT=N" >&2
+    exit 1
+  fi
+  # Made (empty) and private before the process writes to them: files
+  # kept from an earlier run keep their mode when reopened.
+  : >"$RUN_DIR/$name.out"
+  : >"$RUN_DIR/$name.log"
   chmod 600 "$RUN_DIR/$name.out" "$RUN_DIR/$name.log"
+  "$@" >>"$RUN_DIR/$name.out" 2>>"$RUN_DIR/$name.log" &
+  echo $! >"$RUN_DIR/$name.pid"
 }
 
-start discovery "$BIN/discovery-svc" --listen "$DISCOVERY_ADDR"
+start discovery "$DISCOVERY_ADDR" "$BIN/discovery-svc" --listen "$DISCOVERY_ADDR"
 wait_healthy "$DISCOVERY_ADDR" discovery
 echo "discovery  $DISCOVERY_ADDR  (log $RUN_DIR/discovery.log)"
 
@@ -61,7 +86,7 @@ echo "discovery  $DISCOVERY_ADDR  (log $RUN_DIR/discovery.log)"
 # run after the first invites nobody, so no token is made for a name that
 # has joined). The token goes in CHAT_JOIN, not on the command line, where
 # other local users could read it in ps.
-start user1 "$BIN/peer-svc" --name user1 --listen "127.0.0.1:$((PEER_BASE_PORT + 1))" \
+start user1 "127.0.0.1:$((PEER_BASE_PORT + 1))" "$BIN/peer-svc" --name user1 --listen "127.0.0.1:$((PEER_BASE_PORT + 1))" \
   --discovery "http://$DISCOVERY_ADDR" --data-dir "$RUN_DIR/user1" --create-network
 wait_healthy "127.0.0.1:$((PEER_BASE_PORT + 1))" user1
 for i in $(seq 2 "$PEERS"); do
@@ -69,9 +94,9 @@ for i in $(seq 2 "$PEERS"); do
   peer=("$BIN/peer-svc" --name "$name" --listen "$addr" \
     --discovery "http://$DISCOVERY_ADDR" --data-dir "$RUN_DIR/$name")
   if token=$("$BIN/chat" --data-dir "$RUN_DIR/user1" invite "$name" --all-history 2>"$RUN_DIR/invite.err"); then
-    CHAT_JOIN=$token start "$name" "${peer[@]}"
+    CHAT_JOIN=$token start "$name" "$addr" "${peer[@]}"
   elif grep -q "is a member already" "$RUN_DIR/invite.err"; then
-    start "$name" "${peer[@]}"
+    start "$name" "$addr" "${peer[@]}"
   else
     echo "user1 could not invite $name: $(cat "$RUN_DIR/invite.err"); see $RUN_DIR/user1.log" >&2
     exit 1

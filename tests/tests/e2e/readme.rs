@@ -238,3 +238,66 @@ fn skip_markers_and_block_boundaries_are_read_as_meant() {
     assert_eq!(bodies, ["echo one\n", "echo two\necho three\n"]);
     assert_eq!(blocks[0].0, 2);
 }
+
+/// Issue 26, item 11: `make up` where another process holds a port it
+/// needs says so, naming the port and what to do, instead of taking that
+/// process's health answers for its own.
+#[test]
+fn make_up_with_a_port_in_use_names_the_port() {
+    let scratch = tempfile::tempdir().unwrap();
+    let bin_dir = binary("peer-svc").parent().unwrap().to_owned();
+    binary("chat");
+    binary("discovery-svc");
+    let run_dir = scratch.path().join(".run");
+    let peer_base = free_port_run(3);
+    let up = |discovery: &str| {
+        let env = vec![
+            ("BIN_DIR", bin_dir.display().to_string()),
+            ("RUN_DIR", run_dir.display().to_string()),
+            ("DISCOVERY_ADDR", discovery.to_owned()),
+            ("PEER_BASE_PORT", peer_base.to_string()),
+        ];
+        let out = Command::new("bash")
+            .arg(root().join("scripts/up.sh"))
+            .envs(env.iter().map(|(k, v)| (*k, v)))
+            .output()
+            .expect("run up.sh");
+        (out, env)
+    };
+
+    // Something else listens on Discovery's port.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let discovery = taken.local_addr().unwrap().to_string();
+    let (out, env) = up(&discovery);
+    let _teardown = Teardown {
+        scratch: scratch.path(),
+        env,
+    };
+    assert!(!out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot start discovery: {discovery} is in use")),
+        "{}",
+        text(&out)
+    );
+    assert!(err.contains("DISCOVERY_ADDR"), "{err}");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("discovery  "),
+        "{}",
+        text(&out)
+    );
+    drop(taken);
+
+    // Discovery's port is free now; user2's is held.
+    let user2 = format!("127.0.0.1:{}", peer_base + 2);
+    let taken = TcpListener::bind(&user2).unwrap();
+    let (out, _) = up(&discovery);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains(&format!("cannot start user2: {user2} is in use")),
+        "{}",
+        text(&out)
+    );
+    drop(taken);
+}
