@@ -9,7 +9,7 @@ use chat_proto::v1::{
     InviteResponse, RefreshConnectionsRequest, RefreshConnectionsResponse, RemoveRequest,
     RemoveResponse, SendRequest, SendResponse, SendStreamResponse, SubscribeRequest,
     SubscribeResponse, TrustRequest, TrustResponse, VerifyHistoryRequest, VerifyHistoryResponse,
-    connection::SessionState, control_server::Control,
+    VerifyRequest, VerifyResponse, connection::SessionState, control_server::Control,
 };
 use futures::{Stream, StreamExt};
 use tokio::sync::broadcast;
@@ -148,10 +148,13 @@ impl ControlService {
                 } else {
                     SessionState::None
                 };
+                let verified = standing.is_none() && self.is_verified(&c.name);
                 Connection {
+                    fingerprint: self.safety_number(&c.name, &c.fingerprint),
+                    static_fingerprint: c.fingerprint,
+                    verified,
                     name: c.name,
                     address: c.address,
-                    fingerprint: c.fingerprint,
                     session: session.into(),
                     public_key: c.public_key.to_vec(),
                     queued,
@@ -163,6 +166,33 @@ impl ControlService {
             })
             .collect();
         (page, next)
+    }
+
+    /// `name`'s safety number: the fingerprint of its identity key (which
+    /// certifies its static key) once its admission is known here, else of
+    /// its static key (`static_fingerprint`: open mode, a name not met).
+    fn safety_number(&self, name: &str, static_fingerprint: &str) -> String {
+        match self.handshaker.admission().member_identity(name) {
+            Some(identity) if identity != [0; 32] => chat_proto::keys::fingerprint(&identity),
+            _ => static_fingerprint.to_owned(),
+        }
+    }
+
+    /// This peer's own safety number (of its static key in open mode).
+    fn own_safety_number(&self) -> String {
+        self.handshaker
+            .admission()
+            .own_chain()
+            .map(|(_, identity)| chat_proto::keys::fingerprint(&identity))
+            .unwrap_or_else(|| self.fingerprint.clone())
+    }
+
+    /// True if `name` was marked verified with its current identity key.
+    fn is_verified(&self, name: &str) -> bool {
+        let Some(identity) = self.handshaker.admission().member_identity(name) else {
+            return false;
+        };
+        matches!(self.store.verified_identity(name), Ok(Some(v)) if v == identity)
     }
 
     /// Tells every member online but `except` of a removal (or a leave)
@@ -429,9 +459,9 @@ impl Control for ControlService {
             )
         })?;
         Ok(Response::new(HandshakeResponse {
+            fingerprint: self.safety_number(&peer, &contact.fingerprint),
+            local_fingerprint: self.own_safety_number(),
             peer,
-            fingerprint: contact.fingerprint,
-            local_fingerprint: self.fingerprint.clone(),
             elapsed_micros: started.elapsed().as_micros() as u64,
         }))
     }
@@ -499,6 +529,45 @@ impl Control for ControlService {
         Ok(Response::new(TrustResponse {
             peer,
             fingerprint: contact.fingerprint,
+        }))
+    }
+
+    async fn verify(
+        &self,
+        request: Request<VerifyRequest>,
+    ) -> Result<Response<VerifyResponse>, Status> {
+        let VerifyRequest { peer, confirm } = request.into_inner();
+        let admission = self.handshaker.admission();
+        if admission.is_open() {
+            return Err(refused(
+                "Control/Verify",
+                ServiceError::FailedPrecondition(
+                    "this peer runs in open mode (--open): nobody has an identity key to verify; compare static key fingerprints (`chat handshake PEER`)".into(),
+                ),
+            ));
+        }
+        let identity = admission
+            .member_identity(&peer)
+            .filter(|id| *id != [0; 32] && !admission.is_removed(&peer))
+            .ok_or_else(|| {
+                refused(
+                    "Control/Verify",
+                    ServiceError::NotFound(format!(
+                        "no admission of {peer:?} is known here: a member shows it in its first handshake (`chat handshake {peer}`)"
+                    )),
+                )
+            })?;
+        if confirm {
+            self.store
+                .save_verified(&peer, &identity)
+                .map_err(|e| refused("Control/Verify", Status::internal(e.to_string())))?;
+            info!(peer = %peer, safety_number = %chat_proto::keys::fingerprint(&identity), "member marked verified");
+        }
+        Ok(Response::new(VerifyResponse {
+            fingerprint: chat_proto::keys::fingerprint(&identity),
+            local_fingerprint: self.own_safety_number(),
+            verified: self.is_verified(&peer),
+            peer,
         }))
     }
 

@@ -48,6 +48,29 @@ impl Store {
             .optional()?)
     }
 
+    /// The identity key `name` was marked verified with, if it was.
+    pub fn verified_identity(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let conn = self.conn.lock().expect("store lock");
+        Ok(conn
+            .query_row(
+                "SELECT identity FROM verified WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Marks `name` verified with `identity` (committed when this returns).
+    pub fn save_verified(&self, name: &str, identity: &[u8]) -> Result<(), StoreError> {
+        let conn = self.conn.lock().expect("store lock");
+        conn.execute(
+            "INSERT INTO verified (name, identity, at_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (name) DO UPDATE SET identity = excluded.identity, at_ms = excluded.at_ms",
+            params![name, identity, chrono::Utc::now().timestamp_millis()],
+        )?;
+        Ok(())
+    }
+
     /// Saves this peer's own credential (committed when this returns).
     pub fn save_own_credential(&self, credential: &[u8]) -> Result<(), StoreError> {
         let conn = self.conn.lock().expect("store lock");

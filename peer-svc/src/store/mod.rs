@@ -164,6 +164,13 @@ const MIGRATIONS: &[&str] = &[
         name       TEXT NOT NULL,
         chain      BLOB NOT NULL
      ) WITHOUT ROWID;",
+    // 7: members whose safety number the owner compared out of band
+    // (`chat verify NAME --yes`), with the identity key it was of.
+    "CREATE TABLE verified (
+        name     TEXT PRIMARY KEY,
+        identity BLOB NOT NULL,
+        at_ms    INTEGER NOT NULL
+     ) WITHOUT ROWID;",
 ];
 
 /// A failure of the database.

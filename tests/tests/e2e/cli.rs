@@ -500,3 +500,81 @@ async fn a_member_starts_again_without_naming_itself() {
         "{err}"
     );
 }
+
+/// The safety number `chat verify` (or `chat handshake`) shows for a peer.
+fn number_of(out: &str, who: &str) -> String {
+    out.lines()
+        .find(|l| l.trim_start().starts_with(&format!("{who} ")))
+        .and_then(|l| l.split("safety number: ").nth(1))
+        .unwrap_or_else(|| panic!("no safety number for {who}: {out}"))
+        .trim()
+        .to_owned()
+}
+
+/// Issue 26, item 8: one safety number per person, everywhere (the
+/// fingerprint of the identity key, which `history --verify` shows too),
+/// the same from both sides, and `chat verify NAME --yes` marks the person
+/// verified, across a restart.
+#[tokio::test]
+async fn one_safety_number_per_person_and_chat_verify_marks_it_compared() {
+    let discovery = Discovery::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, bob) = pair(&discovery, dir.path()).await;
+    let (ok, report, err) = bob.chat(&["send", "hi alice"]).await;
+    assert!(
+        ok && chat_tests::delivered_to(&report, "alice"),
+        "{report}{err}"
+    );
+
+    let (ok, from_alice, err) = alice.chat(&["verify", "bob"]).await;
+    assert!(ok, "{err}");
+    assert!(from_alice.contains("chat verify bob --yes"), "{from_alice}");
+    let (ok, from_bob, err) = bob.chat(&["verify", "alice"]).await;
+    assert!(ok, "{err}");
+    let bob_number = number_of(&from_alice, "bob");
+    assert_eq!(bob_number, number_of(&from_bob, "you"));
+    assert_eq!(number_of(&from_alice, "you"), number_of(&from_bob, "alice"));
+    assert_ne!(bob_number, number_of(&from_alice, "you"));
+
+    // The same number in connections, in a handshake, and as bob's key in
+    // `history --verify` (his identity key signs his messages).
+    let (_, handshake, _) = alice.chat(&["handshake", "bob"]).await;
+    assert_eq!(number_of(&handshake, "bob"), bob_number);
+    let (_, out, _) = alice.chat(&["connections", "--json"]).await;
+    let list: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(list[0]["fingerprint"], bob_number.as_str(), "{out}");
+    assert_eq!(list[0]["verified"], false, "{out}");
+    assert_ne!(list[0]["static_fingerprint"], bob_number.as_str(), "{out}");
+    let (_, checked, _) = alice.chat(&["history", "--verify"]).await;
+    assert!(
+        checked
+            .lines()
+            .any(|l| l.starts_with("bob ") && l.contains(&bob_number)),
+        "{checked}"
+    );
+
+    // Marked verified; it lasts across alice's restart.
+    let (ok, out, err) = alice.chat(&["verify", "bob", "--yes"]).await;
+    assert!(ok && out.contains("bob is marked verified"), "{out}{err}");
+    let alice_dir = alice.data_dir.clone();
+    assert!(alice.process.terminate().await.success());
+    let alice = PeerProcess::start("alice", &discovery.url(), &alice_dir).await;
+    alice.wait_connections(&["bob"]).await;
+    let (_, table, _) = alice.chat(&["connections"]).await;
+    let header = table.lines().next().unwrap();
+    assert!(
+        header.contains("SAFETY NUMBER") && header.contains("VERIFIED"),
+        "{table}"
+    );
+    let bob_line = table.lines().find(|l| l.starts_with("bob")).unwrap();
+    assert!(
+        bob_line.contains(&bob_number) && bob_line.contains(" yes "),
+        "{table}"
+    );
+    let (ok, out, _) = alice.chat(&["verify", "bob"]).await;
+    assert!(ok && out.contains("bob is verified"), "{out}");
+
+    let (ok, _, err) = alice.chat(&["verify", "nobody"]).await;
+    assert!(!ok && err.contains("no admission of \"nobody\""), "{err}");
+    drop(bob);
+}

@@ -6,7 +6,7 @@ use std::{path::PathBuf, process::ExitCode};
 use chat_proto::v1::{
     ChatMessage, ConnectionsRequest, ControlLeaveRequest, HandshakeRequest, HistoryRequest,
     RefreshConnectionsRequest, SendRequest, SeqRange, SubscribeRequest, TrustRequest,
-    VerifyHistoryRequest, connection::SessionState, control_client::ControlClient,
+    VerifyHistoryRequest, VerifyRequest, connection::SessionState, control_client::ControlClient,
     delivery::Status as DeliveryStatus,
 };
 use clap::{Parser, Subcommand};
@@ -96,6 +96,14 @@ enum Verb {
         #[arg(long)]
         yes: bool,
     },
+    /// Show PEER's safety number and yours to compare out of band; with --yes, mark PEER verified.
+    Verify {
+        /// The member.
+        peer: String,
+        /// The numbers were compared and match: mark PEER verified (until its identity changes).
+        #[arg(long)]
+        yes: bool,
+    },
     /// Accept PEER's new key after comparing its fingerprint out of band.
     Trust {
         /// The peer.
@@ -176,7 +184,7 @@ mod views;
 use sending::{attach, send, send_lines};
 use views::{
     connections, handshake, history, invite, leave, parse_since, refresh, remove, stop, trust,
-    verify_history,
+    verify, verify_history,
 };
 
 #[tokio::main(flavor = "current_thread")]
@@ -247,6 +255,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Verb::Stop => stop(&mut client).await,
         Verb::Leave { peer, yes } => leave(&mut client, peer, yes).await,
         Verb::Trust { peer } => trust(&mut client, peer).await,
+        Verb::Verify { peer, yes } => verify(&mut client, peer, yes).await,
         Verb::Attach => attach(client).await,
         Verb::Invite { name, all_history } => invite(&mut client, name, all_history).await,
         Verb::Remove { name } => remove(&mut client, name).await,

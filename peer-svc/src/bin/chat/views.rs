@@ -1,5 +1,5 @@
 //! The verbs that show or change what the peer knows: history,
-//! connections, refresh, handshake, leave, trust.
+//! connections, refresh, handshake, stop, leave, verify, trust.
 
 use super::*;
 
@@ -145,7 +145,8 @@ pub(crate) async fn connections(
                 serde_json::json!({
                     "name": c.name, "address": c.address,
                     "fingerprint": c.fingerprint, "session": session_name(c.session()),
-                    "queued": c.queued,
+                    "queued": c.queued, "verified": c.verified,
+                    "static_fingerprint": c.static_fingerprint,
                     "listed_other_fingerprint": c.listed_other_fingerprint,
                 })
             })
@@ -157,19 +158,21 @@ pub(crate) async fn connections(
         );
     } else {
         out!(
-            "{:<16} {:<22} {:<40} {:<12} QUEUED",
+            "{:<16} {:<22} {:<40} {:<12} {:<8} QUEUED",
             "NAME",
             "ADDRESS",
-            "FINGERPRINT",
-            "SESSION"
+            "SAFETY NUMBER",
+            "SESSION",
+            "VERIFIED"
         );
         for c in &list {
             out!(
-                "{:<16} {:<22} {:<40} {:<12} {}",
+                "{:<16} {:<22} {:<40} {:<12} {:<8} {}",
                 c.name,
                 c.address,
                 c.fingerprint,
                 session_name(c.session()),
+                if c.verified { "yes" } else { "-" },
                 c.queued
             );
             if c.session() == SessionState::NotAMember {
@@ -259,12 +262,51 @@ pub(crate) async fn handshake(client: &mut Client, peer: String) -> Result<ExitC
         r.peer,
         r.elapsed_micros as f64 / 1000.0
     );
-    out!("  {:<6} fingerprint: {}", r.peer, r.fingerprint);
-    out!("  {:<6} fingerprint: {}", "your", r.local_fingerprint);
+    safety_numbers(&r.peer, &r.fingerprint, &r.local_fingerprint)?;
     out!(
-        "Compare them with {} over another channel (in person, by phone).",
+        "Compare them with {} over another channel (in person, by phone); if they match: chat verify {} --yes",
+        r.peer,
         r.peer
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Both safety numbers, aligned.
+fn safety_numbers(peer: &str, theirs: &str, ours: &str) -> Result<(), Failure> {
+    let width = peer.len().max(4);
+    out!("  {peer:<width$}  safety number: {theirs}");
+    out!("  {:<width$}  safety number: {ours}", "you");
+    Ok(())
+}
+
+/// `chat verify PEER [--yes]`: both safety numbers; with --yes, PEER is
+/// marked verified.
+pub(crate) async fn verify(
+    client: &mut Client,
+    peer: String,
+    yes: bool,
+) -> Result<ExitCode, Failure> {
+    let r = client
+        .verify(VerifyRequest { peer, confirm: yes })
+        .await
+        .map_err(status_text)?
+        .into_inner();
+    safety_numbers(&r.peer, &r.fingerprint, &r.local_fingerprint)?;
+    if yes {
+        out!(
+            "{} is marked verified: `chat connections` shows it while {}'s identity stays the same",
+            r.peer,
+            r.peer
+        );
+    } else if r.verified {
+        out!("{} is verified (you compared these numbers before)", r.peer);
+    } else {
+        out!(
+            "Compare them with {} over another channel (in person, by phone); if they match: chat verify {} --yes",
+            r.peer,
+            r.peer
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
