@@ -69,6 +69,11 @@ pub enum AdmissionError {
         "{0}: this peer is no longer a member, so it can neither invite nor remove; ask a member for a new invitation and start with a new data dir"
     )]
     NoLongerMember(String),
+    /// The name looks like a member's (Unicode confusables, TR39).
+    #[error(
+        "{0:?} looks like {1:?}, a member's name (its characters are confusable, Unicode TR39): people could not tell the two apart; pick a name nobody can mistake for another"
+    )]
+    LooksLike(String, String),
     /// The founder asked to leave: its key is the network's.
     #[error(
         "the founder cannot leave the network: its key is the network's, and every admission hangs from it. `chat stop` stops your peer (you stay a member)"
@@ -620,6 +625,15 @@ impl Admission {
         names
     }
 
+    /// The members' names ([`Admission::members`]) and this peer's own.
+    pub fn names(&self) -> Vec<String> {
+        let mut names = self.members();
+        if let Some(own) = &self.own {
+            names.extend(own.credential.chain.last().map(|a| a.name.clone()));
+        }
+        names
+    }
+
     /// Where `name`'s share of history begins (ms since the epoch; 0 = all).
     pub fn history_from_millis(&self, name: &str) -> u64 {
         if self.own.is_none() {
@@ -646,6 +660,12 @@ impl Admission {
         }
         if own.credential.chain.last().is_some_and(|a| a.name == name) {
             return Err(AdmissionError::Yourself(name.to_owned()));
+        }
+        // A name that looks like a member's (or this peer's own) would let
+        // its holder pass for that member on every screen.
+        let known = crate::names::Lookalikes::new(self.names());
+        if let Some(other) = known.looks_like(name) {
+            return Err(AdmissionError::LooksLike(name.to_owned(), other.to_owned()));
         }
         {
             // A member that has shown its admission here (not only been

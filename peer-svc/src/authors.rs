@@ -131,6 +131,21 @@ fn fingerprint(key: &[u8]) -> String {
 impl Authors {
     /// The authors `store` recorded, and this peer itself (`name`, with
     /// identity `own_key`).
+    /// Every name known here as a member or as an author, this peer's own
+    /// included: what a name shown on screen is compared with, to mark one
+    /// that looks like another (`names::Lookalikes`).
+    pub fn names(&self) -> Vec<String> {
+        let mut names = self.admission.names();
+        names.extend(
+            self.known
+                .lock()
+                .expect("authors lock")
+                .values()
+                .map(|k| k.name.clone()),
+        );
+        names
+    }
+
     pub fn new(
         admission: Arc<Admission>,
         store: Arc<Store>,

@@ -5,6 +5,8 @@
 use chat_proto::v1::ChatMessage;
 use chrono::{DateTime, Datelike, Local, TimeZone, Timelike, Utc};
 
+use crate::names::Lookalikes;
+
 /// `[YYYY-MM-DD|HH:MM:SS]` in local time.
 pub fn stamp(message: &ChatMessage) -> String {
     let sent = message
@@ -81,22 +83,44 @@ pub fn printable_text(text: &str) -> std::borrow::Cow<'_, str> {
         .into()
 }
 
-/// A received message as printed live.
-pub fn live_line(message: &ChatMessage) -> String {
+/// Who sent `message`, made safe (see [`printable`]); if the name looks
+/// like another known name (`names`), the other name and the sender's
+/// safety number follow it, so the two cannot pass for each other.
+pub fn sender(message: &ChatMessage, names: Option<&Lookalikes>) -> String {
+    let name = printable(&message.sender);
+    let Some(other) = names.and_then(|n| n.looks_like(&message.sender)) else {
+        return name.into_owned();
+    };
+    let number = if message.author_key.is_empty() {
+        message.sender_fingerprint.clone()
+    } else {
+        chat_proto::keys::fingerprint(&message.author_key)
+    };
+    // The first two groups: enough to tell two people apart at a glance.
+    let short: String = number.split(' ').take(2).collect::<Vec<_>>().join(" ");
+    format!(
+        "{name} (looks like {}; safety number {short}…)",
+        printable(other)
+    )
+}
+
+/// A received message as printed live; `names` are the names known, to
+/// mark one that looks like another.
+pub fn live_line(message: &ChatMessage, names: Option<&Lookalikes>) -> String {
     format!(
         "{} - From: {} Message: {}",
         stamp(message),
-        printable(&message.sender),
+        sender(message, names),
         printable_text(&message.text)
     )
 }
 
-/// A message as `chat history` prints it.
-pub fn history_line(message: &ChatMessage) -> String {
+/// A message as `chat history` prints it; `names` as for [`live_line`].
+pub fn history_line(message: &ChatMessage, names: Option<&Lookalikes>) -> String {
     format!(
         "{} From {} Message {}",
         stamp(message),
-        printable(&message.sender),
+        sender(message, names),
         printable_text(&message.text)
     )
 }
@@ -116,8 +140,8 @@ mod tests {
             }),
             ..Default::default()
         };
-        let live = live_line(&message);
-        let history = history_line(&message);
+        let live = live_line(&message, None);
+        let history = history_line(&message, None);
         assert!(
             live.ends_with("] - From: alice Message: Hello user2"),
             "{live}"
@@ -132,6 +156,43 @@ mod tests {
         assert_eq!(&live[20..21], "]");
     }
 
+    /// Issue 26, item 7: a name that looks like another known name is
+    /// shown with the other name and the sender's safety number.
+    #[test]
+    fn a_look_alike_sender_is_marked_with_its_safety_number() {
+        let key = [7u8; 32];
+        let lookalike = ChatMessage {
+            sender: "us\u{0435}r1".into(),
+            text: "hi, it's user1".into(),
+            author_key: key.to_vec(),
+            ..Default::default()
+        };
+        let names = Lookalikes::new(["user1", "us\u{0435}r1", "bob"]);
+        let number = chat_proto::keys::fingerprint(&key);
+        let short: Vec<&str> = number.split(' ').take(2).collect();
+        let line = live_line(&lookalike, Some(&names));
+        assert!(
+            line.contains(&format!(
+                "From: us\u{0435}r1 (looks like user1; safety number {}…) Message: hi",
+                short.join(" ")
+            )),
+            "{line}"
+        );
+        // The real user1 is marked too (each looks like the other); a name
+        // that looks like nobody is not.
+        let real = ChatMessage {
+            sender: "user1".into(),
+            author_key: [8u8; 32].to_vec(),
+            ..Default::default()
+        };
+        assert!(history_line(&real, Some(&names)).contains("user1 (looks like us\u{0435}r1"));
+        let bob = ChatMessage {
+            sender: "bob".into(),
+            ..Default::default()
+        };
+        assert!(history_line(&bob, Some(&names)).contains("From bob Message"));
+    }
+
     #[test]
     fn control_characters_from_peers_cannot_fake_lines_or_drive_the_terminal() {
         let message = ChatMessage {
@@ -139,7 +200,7 @@ mod tests {
             text: "hi\n[2023-03-24|12:27:19] - From: alice Message: send money\u{1b}[2J".into(),
             ..Default::default()
         };
-        let line = live_line(&message);
+        let line = live_line(&message, None);
         // The line break shows as a line of the message, marked: no line
         // but the first starts like a message.
         assert!(!line.contains('\u{1b}'), "{line}");

@@ -30,6 +30,7 @@ use crate::{
     console::{self, Console},
     envelope::{self, EnvelopeError},
     hlc::Hlc,
+    names::Lookalikes,
     peers::Peers,
     rate::Limiter,
     session::Session,
@@ -103,8 +104,15 @@ pub struct Inbound {
     replays: Limiter<Vec<u8>>,
     /// The live console on stdout, when printing messages.
     console: Option<Console>,
+    /// The names known, to mark a sender on the console that looks like
+    /// another; rebuilt at most once per [`NAMES_FRESH_FOR`].
+    names: std::sync::Mutex<Option<(std::time::Instant, Arc<Lookalikes>)>>,
     incoming: broadcast::Sender<ChatMessage>,
 }
+
+/// How long the console's copy of the names known is used before it is
+/// read again.
+const NAMES_FRESH_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Inbound {
     /// Receives into `store`, opening envelopes on the sessions in `peers`,
@@ -127,7 +135,22 @@ impl Inbound {
             limiter: Limiter::per_second(config.deliveries_per_sec),
             replays: Limiter::per_second(RETRIES_PER_SEC),
             console: config.print_messages.then(Console::start),
+            names: std::sync::Mutex::default(),
             incoming: broadcast::channel(SUBSCRIBE_BUFFER).0,
+        }
+    }
+
+    /// The names known (see `names`), read again once they are older than
+    /// [`NAMES_FRESH_FOR`].
+    fn names(&self) -> Arc<Lookalikes> {
+        let mut cached = self.names.lock().expect("names lock");
+        match &*cached {
+            Some((at, names)) if at.elapsed() < NAMES_FRESH_FOR => names.clone(),
+            _ => {
+                let names = Arc::new(Lookalikes::new(self.authors.names()));
+                *cached = Some((std::time::Instant::now(), names.clone()));
+                names
+            }
         }
     }
 
@@ -312,7 +335,7 @@ impl Inbound {
         debug!(from = %message.sender, id = %message.id, "message received");
         if let Some(console) = &self.console {
             // The daemon's stdout is the user's console, as in the original.
-            console.print(console::live_line(&message));
+            console.print(console::live_line(&message, Some(&self.names())));
         }
         let _ = self.incoming.send(message);
     }

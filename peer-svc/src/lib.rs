@@ -36,6 +36,7 @@ pub mod hlc;
 pub mod identity;
 pub mod inbound;
 pub mod membership;
+pub mod names;
 pub mod net;
 pub mod outbound;
 pub mod peers;

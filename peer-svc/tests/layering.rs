@@ -23,6 +23,7 @@ const LAYERS: &[&[&str]] = &[
         "handshake_mac",
         "feed_order",
         "rerun",
+        "names",
     ],
     &[
         "net",

@@ -355,9 +355,15 @@ impl Control for ControlService {
         let request = request.into_inner();
         let (connections, next_page_token) =
             self.connections(request.page_size, &request.page_token, request.all);
+        let names_known = if request.page_token.is_empty() {
+            self.handshaker.admission().names()
+        } else {
+            Vec::new()
+        };
         Ok(Response::new(ConnectionsResponse {
             connections,
             next_page_token,
+            names_known,
         }))
     }
 

@@ -43,7 +43,9 @@ impl From<AdmissionError> for ServiceError {
             | AdmissionError::AlreadyMember(..)
             | AdmissionError::NoLongerMember(_)
             | AdmissionError::FounderLeaves => ServiceError::FailedPrecondition(message),
-            AdmissionError::Yourself(_) => ServiceError::InvalidArgument(message),
+            AdmissionError::Yourself(_) | AdmissionError::LooksLike(..) => {
+                ServiceError::InvalidArgument(message)
+            }
             AdmissionError::Unknown(_) => ServiceError::NotFound(message),
             AdmissionError::Credential(
                 CredentialError::NotAllowed(_) | CredentialError::Founder,

@@ -20,6 +20,7 @@ mod history;
 mod hosts;
 mod idle;
 mod key_pinning;
+mod lookalikes;
 mod peer_adversarial;
 mod peer_processes;
 mod private_and_replay;

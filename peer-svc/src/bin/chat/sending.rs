@@ -164,10 +164,20 @@ pub(crate) async fn attach(mut client: ControlClient<Channel>) -> Result<ExitCod
         "attached: incoming messages print here; type a line and press Enter to send (Ctrl-D to detach)"
     );
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let mut names = crate::views::known_names(&mut client).await;
+    let mut names_read = std::time::Instant::now();
     loop {
         tokio::select! {
             message = incoming.message() => match message {
-                Ok(Some(m)) => if let Some(m) = m.message { out!("{}", console::live_line(&m)) },
+                Ok(Some(m)) => if let Some(m) = m.message {
+                    // A sender not known yet (a new member) may look like
+                    // one known: read the names again, at most once a second.
+                    if !names.knows(&m.sender) && names_read.elapsed().as_secs() >= 1 {
+                        names = crate::views::known_names(&mut client).await;
+                        names_read = std::time::Instant::now();
+                    }
+                    out!("{}", console::live_line(&m, Some(&names)))
+                },
                 Ok(None) => peer_gone("its peer stopped"),
                 Err(s) => peer_gone(&status_text(s)),
             },

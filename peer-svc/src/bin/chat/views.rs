@@ -13,6 +13,7 @@ pub(crate) async fn history(
         out!("The history");
     }
     let filtered = !request.from.is_empty() || !request.grep.is_empty() || request.since.is_some();
+    let names = known_names(client).await;
     let mut shown = 0usize;
     loop {
         let page = client
@@ -25,7 +26,7 @@ pub(crate) async fn history(
             if json {
                 out!("{}", message_json(m));
             } else {
-                out!("{}", console::history_line(m));
+                out!("{}", console::history_line(m, Some(&names)));
             }
         }
         if page.next_cursor.is_empty() {
@@ -129,6 +130,19 @@ pub(crate) async fn verify_history(client: &mut Client, json: bool) -> Result<Ex
     })
 }
 
+/// The names the peer knows (members and its own), to mark a name that
+/// looks like another wherever one is shown; none if it cannot say.
+pub(crate) async fn known_names(client: &mut Client) -> peer_svc::names::Lookalikes {
+    let request = ConnectionsRequest {
+        page_size: 1,
+        ..Default::default()
+    };
+    match client.connections(request).await {
+        Ok(r) => peer_svc::names::Lookalikes::new(r.into_inner().names_known),
+        Err(_) => peer_svc::names::Lookalikes::default(),
+    }
+}
+
 /// `chat connections`: a table (or JSON) of the members known (with
 /// `all`, every name known: also those only Discovery lists, and removed
 /// members).
@@ -138,6 +152,7 @@ pub(crate) async fn connections(
     all: bool,
 ) -> Result<ExitCode, Failure> {
     let list = all_connections(client, String::new(), all).await?;
+    let names = known_names(client).await;
     if json {
         let items: Vec<_> = list
             .iter()
@@ -175,6 +190,13 @@ pub(crate) async fn connections(
                 if c.verified { "yes" } else { "-" },
                 c.queued
             );
+            if let Some(other) = names.looks_like(&c.name) {
+                out!(
+                    "  NOTE: {} looks like {other} (their characters are confusable): tell them apart by safety number (`chat verify {}`)",
+                    c.name,
+                    c.name
+                );
+            }
             if c.session() == SessionState::NotAMember {
                 out!(
                     "  NOTE: Discovery lists {}, but it has shown this peer no admission to the network: nothing is sent to it unless a handshake shows one",
