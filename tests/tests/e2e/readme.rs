@@ -301,3 +301,61 @@ fn make_up_with_a_port_in_use_names_the_port() {
     );
     drop(taken);
 }
+
+/// GitHub's anchor for a heading: lower case, punctuation but `-` and `_`
+/// dropped, spaces as `-`.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+/// Issue 26, item 13: the README's contents link to headings that exist
+/// and list every section, and its Layout names every document in docs/.
+#[test]
+fn the_contents_name_every_section_and_the_layout_every_document() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let sections: Vec<String> = readme
+        .lines()
+        .filter_map(|l| l.strip_prefix("## "))
+        .filter(|h| *h != "Contents")
+        .map(anchor)
+        .collect();
+    let contents = readme
+        .split("## Contents")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("a Contents section");
+    let linked: Vec<String> = contents
+        .split("](#")
+        .skip(1)
+        .map(|l| l.split(')').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        linked, sections,
+        "the contents list every section, in order"
+    );
+    // Every in-page link, in the contents or elsewhere, finds its heading.
+    let headings: Vec<String> = readme
+        .lines()
+        .filter(|l| l.starts_with('#'))
+        .filter_map(|l| l.trim_start_matches('#').strip_prefix(' '))
+        .map(anchor)
+        .collect();
+    for link in readme.split("](#").skip(1) {
+        let target = link.split(')').next().unwrap();
+        assert!(
+            headings.iter().any(|h| h == target),
+            "no heading for #{target}"
+        );
+    }
+    let layout = readme.split("## Layout").nth(1).expect("a Layout section");
+    for entry in std::fs::read_dir(root().join("docs")).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        assert!(layout.contains(&name), "Layout does not name docs/{name}");
+    }
+}
