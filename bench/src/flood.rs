@@ -219,7 +219,10 @@ async fn removals(member_dir: std::path::PathBuf, secs: f64) -> (u64, u64) {
             .await;
         let removed = match invited {
             Ok(_) => control
-                .remove(chat_proto::v1::RemoveRequest { name })
+                .remove(chat_proto::v1::RemoveRequest {
+                    name,
+                    ..Default::default()
+                })
                 .await
                 .is_ok(),
             Err(_) => false,

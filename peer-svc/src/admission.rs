@@ -717,10 +717,6 @@ impl Admission {
     /// here. The caller spreads it (handshakes carry it) and tells the
     /// names returned (the removed one, unless it was removed already).
     pub fn remove(&self, name: &str) -> Result<Vec<String>, AdmissionError> {
-        let own = self.own.as_ref().ok_or(AdmissionError::Open)?;
-        if let Some(removal) = self.own_removal() {
-            return Err(AdmissionError::NoLongerMember(removal.to_string()));
-        }
         let chain = self
             .state
             .lock()
@@ -729,6 +725,17 @@ impl Admission {
             .get(name)
             .map(|(c, _)| c.clone())
             .ok_or_else(|| AdmissionError::Unknown(name.to_owned()))?;
+        self.remove_chain(chain)
+    }
+
+    /// Removes the member whose admission chain is `chain` (one this peer
+    /// verified: shown in a handshake, invited here, or an author's), as
+    /// [`Admission::remove`] does.
+    pub fn remove_chain(&self, chain: Vec<AdmissionLink>) -> Result<Vec<String>, AdmissionError> {
+        let own = self.own.as_ref().ok_or(AdmissionError::Open)?;
+        if let Some(removal) = self.own_removal() {
+            return Err(AdmissionError::NoLongerMember(removal.to_string()));
+        }
         let removal = credential::remove(&own.identity, chain, now_ms())?;
         if let Some(branch) = branch_of(&own.network, &removal)
             && self

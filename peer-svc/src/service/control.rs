@@ -4,14 +4,16 @@
 use std::{pin::Pin, sync::Arc, time::Instant};
 
 use chat_proto::v1::{
-    Connection, ConnectionsRequest, ConnectionsResponse, ControlLeaveRequest, ControlLeaveResponse,
-    HandshakeRequest, HandshakeResponse, HistoryRequest, HistoryResponse, InviteRequest,
-    InviteResponse, RefreshConnectionsRequest, RefreshConnectionsResponse, RemoveRequest,
-    RemoveResponse, SendRequest, SendResponse, SendStreamResponse, SubscribeRequest,
-    SubscribeResponse, TrustRequest, TrustResponse, VerifyHistoryRequest, VerifyHistoryResponse,
-    VerifyRequest, VerifyResponse, connection::SessionState, control_server::Control,
+    Admission as AdmissionLink, Connection, ConnectionsRequest, ConnectionsResponse,
+    ControlLeaveRequest, ControlLeaveResponse, HandshakeRequest, HandshakeResponse, HistoryRequest,
+    HistoryResponse, InviteRequest, InviteResponse, RefreshConnectionsRequest,
+    RefreshConnectionsResponse, RemoveRequest, RemoveResponse, SendRequest, SendResponse,
+    SendStreamResponse, SubscribeRequest, SubscribeResponse, TrustRequest, TrustResponse,
+    VerifyHistoryRequest, VerifyHistoryResponse, VerifyRequest, VerifyResponse,
+    connection::SessionState, control_server::Control,
 };
 use futures::{Stream, StreamExt};
+use prost::Message as _;
 use tokio::sync::broadcast;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
@@ -193,6 +195,64 @@ impl ControlService {
             return false;
         };
         matches!(self.store.verified_identity(name), Ok(Some(v)) if v == identity)
+    }
+
+    /// The admission chain `chat remove NAME [--key NUMBER]` removes: the
+    /// one last seen under the name, or, given a safety number, the
+    /// identity with that number among the admissions known under the
+    /// name (the last seen, and every author key kept for it): two
+    /// identities may have claimed one name, and the owner says which goes.
+    fn chain_to_remove(&self, name: &str, fingerprint: &str) -> Result<Vec<AdmissionLink>, Status> {
+        let admission = self.handshaker.admission();
+        let unknown = || {
+            refused(
+                "Control/Remove",
+                ServiceError::NotFound(format!(
+                    "no admission of {name} is known here: it must have handshaken with this peer once, or been invited by it"
+                )),
+            )
+        };
+        let last = admission.member_chain(name).map(|(chain, _)| chain);
+        if fingerprint.is_empty() {
+            return last.ok_or_else(unknown);
+        }
+        let number_of = |chain: &[AdmissionLink]| {
+            chain
+                .last()
+                .filter(|a| !a.identity_key.is_empty())
+                .map(|a| chat_proto::keys::fingerprint(&a.identity_key))
+        };
+        let wanted = fingerprint.replace(' ', "").to_lowercase();
+        let same = |n: &str| n.replace(' ', "") == wanted;
+        let kept = self
+            .store
+            .authors()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(_, author, chain)| {
+                (author == name)
+                    .then(|| chat_proto::v1::Credential::decode(chain.as_slice()).ok())
+                    .flatten()
+                    .map(|c| c.chain)
+            });
+        let mut seen = Vec::new();
+        for chain in last.into_iter().chain(kept) {
+            match number_of(&chain) {
+                Some(n) if same(&n) => return Ok(chain),
+                Some(n) if !seen.contains(&n) => seen.push(n),
+                _ => {}
+            }
+        }
+        if seen.is_empty() {
+            return Err(unknown());
+        }
+        Err(refused(
+            "Control/Remove",
+            ServiceError::NotFound(format!(
+                "no identity of {name} with safety number {fingerprint} is known here; known: {}",
+                seen.join("; ")
+            )),
+        ))
     }
 
     /// Tells every member online but `except` of a removal (or a leave)
@@ -416,11 +476,15 @@ impl Control for ControlService {
         &self,
         request: Request<RemoveRequest>,
     ) -> Result<Response<RemoveResponse>, Status> {
-        let name = request.into_inner().name;
-        let removed = self
-            .handshaker
-            .admission()
-            .remove(&name)
+        let RemoveRequest { name, fingerprint } = request.into_inner();
+        let admission = self.handshaker.admission();
+        let chain = self.chain_to_remove(&name, &fingerprint)?;
+        let identity = chain
+            .last()
+            .map(|a| a.identity_key.clone())
+            .unwrap_or_default();
+        let removed = admission
+            .remove_chain(chain)
             .map_err(|e| refused("Control/Remove", ServiceError::from(e)))?;
         for name in removed {
             self.membership.tell(PeerEvent::Removed(name));
@@ -428,8 +492,13 @@ impl Control for ControlService {
         // Removed here (its sessions and queue went with the event); now
         // every other member online hears of it in a fresh handshake.
         let told = self.tell_online(&name).await;
-        info!(removed = %name, told = told.len(), "member removed");
-        Ok(Response::new(RemoveResponse { told }))
+        let fingerprint = if identity.is_empty() {
+            String::new()
+        } else {
+            chat_proto::keys::fingerprint(&identity)
+        };
+        info!(removed = %name, safety_number = %fingerprint, told = told.len(), "member removed");
+        Ok(Response::new(RemoveResponse { told, fingerprint }))
     }
 
     async fn handshake(

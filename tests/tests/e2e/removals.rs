@@ -295,3 +295,75 @@ async fn a_member_removed_and_invited_again_receives_from_everyone() {
         assert!(all.contains(&text.to_owned()), "{all:?}");
     }
 }
+
+/// The safety number `chat verify` shows for `who` (its first line).
+async fn safety_number(of: &PeerProcess, who: &str) -> String {
+    let (ok, out, err) = of.chat(&["verify", who]).await;
+    assert!(ok, "{err}");
+    out.lines()
+        .next()
+        .and_then(|l| l.split("safety number: ").nth(1))
+        .unwrap_or_else(|| panic!("{out}"))
+        .trim()
+        .to_owned()
+}
+
+/// Issue 26, item 15: two identities have claimed one name (carol's old
+/// device, admitted by alice, and her new one, invited by bob who never
+/// met the old). `chat remove carol` says which identity it removed, by
+/// safety number, `--key` picks one (a number not known is refused, naming
+/// the ones known), and the other identity, admitted through its own
+/// invitation, stays a member.
+#[tokio::test]
+async fn a_name_two_identities_claimed_is_removed_by_safety_number() {
+    let discovery = Discovery::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = discovery.url();
+    let alice = PeerProcess::found("alice", &url, &dir.path().join("alice")).await;
+    let old_carol = alice
+        .admit("carol", &[], &url, &dir.path().join("carol-old"), &[], None)
+        .await;
+    alice.wait_connections(&["carol"]).await;
+    let old_number = safety_number(&alice, "carol").await;
+    assert!(old_carol.process.terminate().await.success());
+    // Bob joins while the old carol is away, and invites carol's new device.
+    let bob = alice
+        .admit("bob", &[], &url, &dir.path().join("bob"), &[], None)
+        .await;
+    let new_carol = bob
+        .admit("carol", &[], &url, &dir.path().join("carol-new"), &[], None)
+        .await;
+    bob.wait_connections(&["alice", "carol"]).await;
+    let new_number = safety_number(&bob, "carol").await;
+    assert_ne!(old_number, new_number);
+
+    // Alice knows the old identity only: a number she does not know is
+    // refused, naming the one she knows.
+    let (ok, _, err) = alice.chat(&["remove", "carol", "--key", &new_number]).await;
+    assert!(
+        !ok && err.contains("no identity of carol with safety number") && err.contains(&old_number),
+        "{err}"
+    );
+    let (ok, out, err) = alice.chat(&["remove", "carol", "--key", &old_number]).await;
+    assert!(
+        ok && out.contains(&format!("removed carol (safety number {old_number})")),
+        "{out}{err}"
+    );
+    // The new carol came through bob's invitation: she stays a member.
+    // Alice trusts her key (the documented step for a member's new key:
+    // it must show an admission, and the name's old identity is removed),
+    // and delivers to her.
+    eventually("alice to trust the new carol's key", || async {
+        let (ok, _, _) = alice.chat(&["trust", "carol"]).await;
+        ok
+    })
+    .await;
+    eventually("alice to deliver to the new carol", || async {
+        new_carol.chat(&["refresh"]).await;
+        let (ok, report, _) = alice.chat(&["send", "hello, new carol"]).await;
+        ok && chat_tests::delivered_to(&report, "carol")
+    })
+    .await;
+    assert_eq!(safety_number(&alice, "carol").await, new_number);
+    wait_for_message(&new_carol.data_dir, "hello, new carol").await;
+}

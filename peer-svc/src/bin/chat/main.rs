@@ -123,6 +123,9 @@ enum Verb {
     Remove {
         /// The member.
         name: String,
+        /// Which identity, by safety number, when two have claimed the name.
+        #[arg(long, value_name = "SAFETY_NUMBER")]
+        key: Option<String>,
     },
     /// Print a Discovery RegisterRequest for the key in --data-dir, with its
     /// proof of possession made now (valid for a minute), as JSON for
@@ -258,7 +261,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Verb::Verify { peer, yes } => verify(&mut client, peer, yes).await,
         Verb::Attach => attach(client).await,
         Verb::Invite { name, all_history } => invite(&mut client, name, all_history).await,
-        Verb::Remove { name } => remove(&mut client, name).await,
+        Verb::Remove { name, key } => remove(&mut client, name, key).await,
         Verb::Register { .. } => unreachable!("handled before connecting"),
     }
 }

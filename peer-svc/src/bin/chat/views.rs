@@ -426,14 +426,26 @@ pub(crate) async fn invite(
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) async fn remove(client: &mut Client, name: String) -> Result<ExitCode, Failure> {
+pub(crate) async fn remove(
+    client: &mut Client,
+    name: String,
+    key: Option<String>,
+) -> Result<ExitCode, Failure> {
     let r = client
-        .remove(chat_proto::v1::RemoveRequest { name: name.clone() })
+        .remove(chat_proto::v1::RemoveRequest {
+            name: name.clone(),
+            fingerprint: key.unwrap_or_default(),
+        })
         .await
         .map_err(status_text)?
         .into_inner();
+    let which = if r.fingerprint.is_empty() {
+        " (an invitation nobody used)".to_owned()
+    } else {
+        format!(" (safety number {})", r.fingerprint)
+    };
     out!(
-        "removed {name} from the network; told now: {}; the others hear at their next handshake",
+        "removed {name}{which} from the network; told now: {}; the others hear at their next handshake",
         if r.told.is_empty() {
             "nobody".to_owned()
         } else {
