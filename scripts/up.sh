@@ -84,8 +84,9 @@ echo "discovery  $DISCOVERY_ADDR  (log $RUN_DIR/discovery.log)"
 # user1 founds the network (once: a member already keeps its network) and
 # invites the others, sharing all history: only those not members yet (a
 # run after the first invites nobody, so no token is made for a name that
-# has joined). The token goes in CHAT_JOIN, not on the command line, where
-# other local users could read it in ps.
+# has joined). The token goes in CHAT_JOIN, not on the command line (a
+# bearer token there could be read by other local users in ps; these are
+# bound to a key, but the habit is the one to teach).
 start user1 "127.0.0.1:$((PEER_BASE_PORT + 1))" "$BIN/peer-svc" --name user1 --listen "127.0.0.1:$((PEER_BASE_PORT + 1))" \
   --discovery "http://$DISCOVERY_ADDR" --data-dir "$RUN_DIR/user1" --create-network
 wait_healthy "127.0.0.1:$((PEER_BASE_PORT + 1))" user1
@@ -93,7 +94,10 @@ for i in $(seq 2 "$PEERS"); do
   name=user$i; addr=127.0.0.1:$((PEER_BASE_PORT + i))
   peer=("$BIN/peer-svc" --name "$name" --listen "$addr" \
     --discovery "http://$DISCOVERY_ADDR" --data-dir "$RUN_DIR/$name")
-  if token=$("$BIN/chat" --data-dir "$RUN_DIR/user1" invite "$name" --all-history 2>"$RUN_DIR/invite.err"); then
+  # Bound to the newcomer's identity key (made in its data dir now): the
+  # token holds no secret, and only that data dir can join with it.
+  key=$("$BIN/chat" --data-dir "$RUN_DIR/$name" key 2>/dev/null)
+  if token=$("$BIN/chat" --data-dir "$RUN_DIR/user1" invite "$name" --all-history --key "$key" 2>"$RUN_DIR/invite.err"); then
     CHAT_JOIN=$token start "$name" "$addr" "${peer[@]}"
   elif grep -q "is a member already" "$RUN_DIR/invite.err"; then
     start "$name" "$addr" "${peer[@]}"

@@ -215,6 +215,7 @@ async fn removals(member_dir: std::path::PathBuf, secs: f64) -> (u64, u64) {
             .invite(InviteRequest {
                 name: name.clone(),
                 all_history: false,
+                ..Default::default()
             })
             .await;
         let removed = match invited {
@@ -265,6 +266,7 @@ async fn network_key(founder_dir: &Path) -> anyhow::Result<Vec<u8>> {
         .invite(InviteRequest {
             name: "flooder".into(),
             all_history: false,
+            ..Default::default()
         })
         .await?
         .into_inner()

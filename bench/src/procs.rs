@@ -181,6 +181,7 @@ impl Net {
                         .invite(InviteRequest {
                             name: name.clone(),
                             all_history: true,
+                            ..Default::default()
                         })
                         .await?
                         .into_inner()

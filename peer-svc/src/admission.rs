@@ -654,6 +654,18 @@ impl Admission {
         name: &str,
         all_history: bool,
     ) -> Result<(String, String), AdmissionError> {
+        self.invite_for(name, all_history, None)
+    }
+
+    /// Like [`Admission::invite`]; with `newcomer`, the invitation is bound
+    /// to that identity key (`credential::invite_bound`: no secret in the
+    /// token, only that identity can join with it).
+    pub fn invite_for(
+        &self,
+        name: &str,
+        all_history: bool,
+        newcomer: Option<[u8; 32]>,
+    ) -> Result<(String, String), AdmissionError> {
         let own = self.own.as_ref().ok_or(AdmissionError::Open)?;
         if let Some(removal) = self.own_removal() {
             return Err(AdmissionError::NoLongerMember(removal.to_string()));
@@ -687,7 +699,12 @@ impl Admission {
         }
         let now = now_ms();
         let from = if all_history { 0 } else { now };
-        let invitation = credential::invite(&own.identity, &own.credential, name, now, from)?;
+        let invitation = match newcomer {
+            Some(key) => {
+                credential::invite_bound(&own.identity, &own.credential, name, &key, now, from)?
+            }
+            None => credential::invite(&own.identity, &own.credential, name, now, from)?,
+        };
         // Kept so the inviter can remove the name before it ever joins.
         let admission = invitation.admission.clone().expect("made with one");
         let mut chain = own.credential.chain.clone();

@@ -82,6 +82,16 @@ pub enum CredentialError {
         "only the founder or a member who admitted {0} (directly or through others) can remove it"
     )]
     NotAllowed(String),
+    /// A bound invitation is for another identity key than this one.
+    #[error(
+        "this invitation is bound to another identity (safety number {bound}), not this data dir's ({own}): it was made with `chat invite NAME --key` for someone else's key; ask for one made for yours (`chat key` prints it)"
+    )]
+    BoundToAnother {
+        /// The bound key's safety number.
+        bound: String,
+        /// This identity's safety number.
+        own: String,
+    },
 }
 
 /// A member whose credential verified.
@@ -420,15 +430,29 @@ fn issue(
 /// `admission` accepted by `identity` with the invitation key, and the
 /// credential it completes for `static_key`.
 fn accept(
-    mut chain: Vec<Admission>,
+    chain: Vec<Admission>,
     mut admission: Admission,
     invite: &SigningKey,
     identity: &SigningKey,
     static_key: &[u8; 32],
 ) -> Credential {
     admission.identity_key = identity.verifying_key().to_bytes().to_vec();
+    admission.acceptance = invite
+        .sign(&acceptance_signed(&admission))
+        .to_bytes()
+        .to_vec();
+    complete(chain, admission, identity, static_key)
+}
+
+/// The member's part of an accepted link: its identity's signature over
+/// the acceptance, and over its static key.
+fn complete(
+    mut chain: Vec<Admission>,
+    mut admission: Admission,
+    identity: &SigningKey,
+    static_key: &[u8; 32],
+) -> Credential {
     let accepted = acceptance_signed(&admission);
-    admission.acceptance = invite.sign(&accepted).to_bytes().to_vec();
     admission.identity_signature = identity.sign(&accepted).to_bytes().to_vec();
     let signed = static_key_signed(&admission.network, &admission.name, static_key);
     chain.push(admission);
@@ -497,8 +521,38 @@ pub fn invite(
     })
 }
 
+/// An invitation for `name` bound to the newcomer's identity key
+/// `newcomer` (`chat invite NAME --key KEY`): the inviter accepts it with
+/// the invitation key itself, for that identity, and the token carries no
+/// secret. Only the holder of `newcomer`'s private key can join with it
+/// (its own signature completes the link), so it is single-use by
+/// construction and a copy of the token is worth nothing.
+pub fn invite_bound(
+    identity: &SigningKey,
+    own: &Credential,
+    name: &str,
+    newcomer: &[u8; 32],
+    now_millis: u64,
+    history_from_millis: u64,
+) -> Result<Invitation, CredentialError> {
+    VerifyingKey::from_bytes(newcomer).map_err(|_| CredentialError::BadKey("identity_key"))?;
+    let network = network_of(own)?;
+    let (mut admission, invite) = issue(identity, network, name, now_millis, history_from_millis);
+    admission.identity_key = newcomer.to_vec();
+    admission.acceptance = invite
+        .sign(&acceptance_signed(&admission))
+        .to_bytes()
+        .to_vec();
+    Ok(Invitation {
+        admission: Some(admission),
+        issuer_chain: own.chain.clone(),
+        invite_secret: Vec::new(),
+    })
+}
+
 /// Joins with `invitation` as `name`: checks it, and accepts it with
-/// `identity` for `static_key`.
+/// `identity` for `static_key` (a bound invitation, see [`invite_bound`],
+/// only with the identity it is bound to).
 pub fn join(
     invitation: &Invitation,
     identity: &SigningKey,
@@ -519,6 +573,19 @@ pub fn join(
     let mut chain = invitation.issuer_chain.clone();
     chain.push(admission.clone());
     verify_chain(&network, &chain, false)?;
+    if !admission.identity_key.is_empty() {
+        let own = identity.verifying_key().to_bytes();
+        if admission.identity_key != own {
+            return Err(CredentialError::BoundToAnother {
+                bound: chat_proto::keys::fingerprint(&admission.identity_key),
+                own: chat_proto::keys::fingerprint(&own),
+            });
+        }
+        chain.pop();
+        let credential = complete(chain, admission, identity, static_key);
+        verify_chain(&network, &credential.chain, true)?;
+        return Ok(credential);
+    }
     let secret = key32(&invitation.invite_secret, "invite_secret")?;
     let invite = SigningKey::from_bytes(&secret);
     if invite.verifying_key().to_bytes().as_slice() != admission.invite_key {
@@ -681,6 +748,40 @@ mod tests {
     }
 
     const S: [u8; 32] = [9; 32];
+
+    /// Issue 26, item 1: an invitation bound to the newcomer's identity key
+    /// carries no secret, only that identity can join with it, and moving
+    /// it to another key breaks the inviter's acceptance.
+    #[test]
+    fn a_bound_invitation_admits_only_its_identity() {
+        let (alice, erin, thief) = (key(), key(), key());
+        let a = found(&alice, "alice", &S, 1);
+        let network = network_of(&a).unwrap();
+        let erin_key = erin.verifying_key().to_bytes();
+        let invitation = invite_bound(&alice, &a, "erin", &erin_key, 2, 0).unwrap();
+        assert!(invitation.invite_secret.is_empty(), "no bearer secret");
+        let token = encode_token(&invitation);
+        let decoded = decode_token(&token).unwrap();
+
+        let e = join(&decoded, &erin, "erin", &S).unwrap();
+        let member = verify_credential(&network, &e, "erin", &S).unwrap();
+        assert_eq!(member.identity, erin_key);
+
+        // Anyone else holding the token: refused, naming both numbers.
+        assert_eq!(
+            join(&decoded, &thief, "erin", &S).unwrap_err(),
+            CredentialError::BoundToAnother {
+                bound: chat_proto::keys::fingerprint(&erin_key),
+                own: chat_proto::keys::fingerprint(&thief.verifying_key().to_bytes()),
+            }
+        );
+        // Rewriting the bound key to the thief's: the acceptance no longer
+        // verifies, so the credential is refused everywhere.
+        let mut moved = decoded.clone();
+        moved.admission.as_mut().unwrap().identity_key = thief.verifying_key().to_bytes().to_vec();
+        let forged = join(&moved, &thief, "erin", &S);
+        assert!(forged.is_err(), "{forged:?}");
+    }
 
     /// Issue 26, item 5: a leave is a removal of oneself, signed by
     /// oneself; it revokes the leaver's leave key, not its invitation key,

@@ -463,12 +463,28 @@ impl Control for ControlService {
                 ServiceError::InvalidArgument(format!("name {reason}")),
             )
         })?;
+        let newcomer = if req.identity_key.is_empty() {
+            None
+        } else {
+            let key = hex::decode(req.identity_key.trim())
+                .ok()
+                .and_then(|k| <[u8; 32]>::try_from(k.as_slice()).ok())
+                .ok_or_else(|| {
+                    refused(
+                        "Control/Invite",
+                        ServiceError::InvalidArgument(
+                            "identity_key must be 64 hex digits: the newcomer's identity key as `chat key` prints it (its safety number, a hash of it, is not enough to bind to)".into(),
+                        ),
+                    )
+                })?;
+            Some(key)
+        };
         let (token, network) = self
             .handshaker
             .admission()
-            .invite(&req.name, req.all_history)
+            .invite_for(&req.name, req.all_history, newcomer)
             .map_err(|e| refused("Control/Invite", ServiceError::from(e)))?;
-        info!(name = %req.name, all_history = req.all_history, "invitation made");
+        info!(name = %req.name, all_history = req.all_history, bound = newcomer.is_some(), "invitation made");
         Ok(Response::new(InviteResponse { token, network }))
     }
 

@@ -463,3 +463,69 @@ async fn a_token_for_another_network_is_refused_naming_both() {
         "{err}"
     );
 }
+
+/// Issue 26, item 1 (the form with no bearer secret): the newcomer prints
+/// its identity key (`chat key`), the inviter binds the invitation to it
+/// (`chat invite NAME --key KEY`). The newcomer joins and chats; a second
+/// data dir with the same token cannot start, and says why, naming both
+/// safety numbers; the members never hear of it.
+#[tokio::test]
+async fn an_invitation_bound_to_a_key_admits_that_identity_only() {
+    let discovery = Discovery::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = discovery.url();
+    let alice = PeerProcess::found("alice", &url, &dir.path().join("alice")).await;
+    let bob = alice
+        .admit("bob", &[], &url, &dir.path().join("bob"), &[], None)
+        .await;
+    let erin_dir = dir.path().join("erin");
+    let (ok, key, err) = chat_tests::chat_cli(&erin_dir, &["key"]).await;
+    assert!(ok && err.contains("safety number"), "{err}");
+    let key = key.trim().to_owned();
+    assert_eq!(key.len(), 64, "{key}");
+    let (ok, token, err) = alice.chat(&["invite", "erin", "--key", &key]).await;
+    assert!(ok && err.contains("bound to the identity key"), "{err}");
+    let token = token.trim().to_owned();
+
+    // A copy of the token is worth nothing to another data dir.
+    let thief_dir = dir.path().join("thief");
+    let out = tokio::process::Command::new(binary("peer-svc"))
+        .args([
+            "--name",
+            "erin",
+            "--listen",
+            "127.0.0.1:0",
+            "--discovery",
+            &url,
+        ])
+        .arg("--data-dir")
+        .arg(&thief_dir)
+        .env("CHAT_JOIN", &token)
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("bound to another identity") && err.contains("chat key"),
+        "{err}"
+    );
+
+    // The identity it was made for joins, and chats both ways.
+    let erin =
+        PeerProcess::start_logged("erin", &url, &erin_dir, &[("CHAT_JOIN", &token)], None).await;
+    for (peer, others) in [(&alice, ["bob", "erin"]), (&bob, ["alice", "erin"])] {
+        peer.wait_connections(&others).await;
+    }
+    let (ok, report, err) = erin.chat(&["send", "bound and here"]).await;
+    assert!(
+        ok && report.matches("delivered").count() == 2,
+        "{report}{err}"
+    );
+    let (ok, report, err) = bob.chat(&["send", "welcome, erin"]).await;
+    assert!(ok && delivered_to(&report, "erin"), "{report}{err}");
+    wait_for_message(&erin_dir, "welcome, erin").await;
+    // A malformed key is refused with what to give instead.
+    let (ok, _, err) = alice.chat(&["invite", "frank", "--key", "abcd"]).await;
+    assert!(!ok && err.contains("64 hex digits"), "{err}");
+}

@@ -296,8 +296,13 @@ async fn a_member_removed_and_invited_again_receives_from_everyone() {
     }
 }
 
-/// The safety number `chat verify` shows for `who` (its first line).
+/// The safety number `chat verify` shows for `who` (its first line), once
+/// `of` has met it (its admission is known after a handshake).
 async fn safety_number(of: &PeerProcess, who: &str) -> String {
+    eventually(&format!("{} to have met {who}", of.name), || async {
+        of.chat(&["handshake", who]).await.0
+    })
+    .await;
     let (ok, out, err) = of.chat(&["verify", who]).await;
     assert!(ok, "{err}");
     out.lines()

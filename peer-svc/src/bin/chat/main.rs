@@ -118,7 +118,12 @@ enum Verb {
         /// Share all past history with it (default: only from now on).
         #[arg(long)]
         all_history: bool,
+        /// Bind the invitation to the newcomer's identity key (what `chat key` printed on their side): only they can join with it, and the token holds no secret.
+        #[arg(long, value_name = "IDENTITY_KEY")]
+        key: Option<String>,
     },
+    /// Print this data dir's identity key (made if there is none), to give to the member who invites you (`chat invite NAME --key KEY`). Needs no running peer.
+    Key,
     /// Remove NAME from the network (the founder, or whoever admitted NAME).
     Remove {
         /// The member.
@@ -221,6 +226,9 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
     {
         return register_print(&cli.data_dir, name, address, discovery).await;
     }
+    if let Verb::Key = cli.verb {
+        return views::key(&cli.data_dir);
+    }
     let mut client = peer_svc::control_client::connect(&cli.data_dir)
         .await
         .map_err(|e| e.to_string())?;
@@ -260,7 +268,12 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Verb::Trust { peer } => trust(&mut client, peer).await,
         Verb::Verify { peer, yes } => verify(&mut client, peer, yes).await,
         Verb::Attach => attach(client).await,
-        Verb::Invite { name, all_history } => invite(&mut client, name, all_history).await,
+        Verb::Invite {
+            name,
+            all_history,
+            key,
+        } => invite(&mut client, name, all_history, key).await,
+        Verb::Key => unreachable!("handled before connecting"),
         Verb::Remove { name, key } => remove(&mut client, name, key).await,
         Verb::Register { .. } => unreachable!("handled before connecting"),
     }

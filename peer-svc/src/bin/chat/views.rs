@@ -408,20 +408,47 @@ pub(crate) async fn invite(
     client: &mut Client,
     name: String,
     all_history: bool,
+    key: Option<String>,
 ) -> Result<ExitCode, Failure> {
+    let bound = key.is_some();
     let r = client
         .invite(chat_proto::v1::InviteRequest {
             name: name.clone(),
             all_history,
+            identity_key: key.unwrap_or_default(),
         })
         .await
         .map_err(status_text)?
         .into_inner();
     // The token alone on stdout, for `$(chat invite NAME)`; the rest on stderr.
     out!("{}", r.token);
+    if bound {
+        note!(
+            "an invitation for {name} to network {}, bound to the identity key given: only that identity can join with it, so it holds no secret; they start: CHAT_JOIN=TOKEN peer-svc --name {name} --data-dir DIR (the data dir `chat key` read)",
+            r.network
+        );
+    } else {
+        note!(
+            "an invitation for {name} to network {}: pass it privately (whoever holds it can join as {name}; `chat invite {name} --key KEY` binds it to their identity key instead); they start: CHAT_JOIN=TOKEN peer-svc --name {name} ... (the environment, not --join, which other local users can read in ps)",
+            r.network
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `chat key`: this data dir's identity key (made if there is none yet),
+/// to give to the member who invites you (`chat invite NAME --key KEY`).
+/// Needs no running peer.
+pub(crate) fn key(data_dir: &std::path::Path) -> Result<ExitCode, Failure> {
+    peer_svc::identity::ensure_data_dir(data_dir).map_err(|e| e.to_string())?;
+    let identity =
+        peer_svc::identity::load_or_create_signing_key(data_dir).map_err(|e| e.to_string())?;
+    let public = identity.verifying_key().to_bytes();
+    // The key alone on stdout, for `$(chat key)`; the rest on stderr.
+    out!("{}", hex::encode(public));
     note!(
-        "an invitation for {name} to network {}: pass it privately (whoever holds it can join as {name}); they start: CHAT_JOIN=TOKEN peer-svc --name {name} ... (the environment, not --join, which other local users can read in ps)",
-        r.network
+        "your identity key (safety number {}): give it to the member who invites you, who runs `chat invite NAME --key KEY`; the token they send back works only for this data dir",
+        chat_proto::keys::fingerprint(&public)
     );
     Ok(ExitCode::SUCCESS)
 }
