@@ -74,6 +74,26 @@ pub enum AdmissionError {
         "{0:?} looks like {1:?}, a member's name (its characters are confusable, Unicode TR39): people could not tell the two apart; pick a name nobody can mistake for another"
     )]
     LooksLike(String, String),
+    /// The invitation was used already, by another identity.
+    #[error(
+        "{name} joined with an invitation that another identity (safety number {first}) used first, and an invitation admits one identity; ask {inviter} for a new one, bound to your key (`chat key` prints it; they run `chat invite {name} --key KEY`), and start with a new data dir"
+    )]
+    UsedBy {
+        /// The name invited.
+        name: String,
+        /// The safety number of the identity that used it first.
+        first: String,
+        /// Who issued the invitation (this peer).
+        inviter: String,
+    },
+    /// This peer's store failed.
+    #[error("admission store: {0}")]
+    Store(String),
+    /// This peer joined with a bearer token and waits for its inviter.
+    #[error(
+        "not a member yet: waiting for {0}, who made the invitation this peer joined with, to confirm it (it must be online once; the peer keeps asking)"
+    )]
+    Pending(String),
     /// The founder asked to leave: its key is the network's.
     #[error(
         "the founder cannot leave the network: its key is the network's, and every admission hangs from it. `chat stop` stops your peer (you stay a member)"
@@ -93,10 +113,38 @@ pub enum AdmissionError {
 struct Own {
     identity: SigningKey,
     network: [u8; 32],
-    credential: Credential,
-    encoded: Vec<u8>,
     /// The invitation keys of its own chain: revoking any removes it.
     invite_keys: Vec<[u8; 32]>,
+    /// Its credential now (the inviter's confirmation is added to it once
+    /// it arrives), and its encoding as handshakes carry it.
+    current: std::sync::RwLock<Current>,
+}
+
+/// This peer's credential as it stands.
+struct Current {
+    credential: Credential,
+    encoded: Vec<u8>,
+}
+
+impl Own {
+    fn current(&self) -> std::sync::RwLockReadGuard<'_, Current> {
+        self.current.read().expect("own credential lock")
+    }
+
+    /// The inviter's name, while this peer's own admission waits for its
+    /// confirmation (joined with a bearer token, not yet met the inviter).
+    fn pending(&self) -> Option<String> {
+        let current = self.current();
+        let chain = &current.credential.chain;
+        let last = chain.last()?;
+        (credential::needs_confirmation(last) && last.confirmation.is_empty()).then(|| {
+            chain
+                .len()
+                .checked_sub(2)
+                .map(|i| chain[i].name.clone())
+                .unwrap_or_default()
+        })
+    }
 }
 
 /// A removal of this peer's own admission, as its owner is told of it.
@@ -148,6 +196,8 @@ pub struct Admission {
     own: Option<Own>,
     store: std::sync::Arc<Store>,
     state: Mutex<State>,
+    /// The inviter's last refusal to confirm this peer's own admission.
+    refusal: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Admission {
@@ -165,6 +215,7 @@ impl Admission {
             own: None,
             store,
             state: Mutex::default(),
+            refusal: Mutex::default(),
         }
     }
 
@@ -182,12 +233,15 @@ impl Admission {
             own: Some(Own {
                 identity,
                 network,
-                credential,
-                encoded,
                 invite_keys,
+                current: std::sync::RwLock::new(Current {
+                    credential,
+                    encoded,
+                }),
             }),
             store,
             state: Mutex::default(),
+            refusal: Mutex::default(),
         };
         admission.restore();
         Ok(admission)
@@ -232,9 +286,9 @@ impl Admission {
     /// Where this peer's own share of history begins (ms since the epoch;
     /// 0 = all, and in open mode): members hold nothing older for it.
     pub fn own_history_from_millis(&self) -> u64 {
-        self.own
-            .as_ref()
-            .map_or(0, |own| credential::history_from(&own.credential.chain))
+        self.own.as_ref().map_or(0, |own| {
+            credential::history_from(&own.current().credential.chain)
+        })
     }
 
     /// The network's id (the founder's key's fingerprint), if a member.
@@ -256,7 +310,7 @@ impl Admission {
     pub fn own_credential(&self) -> Vec<u8> {
         self.own
             .as_ref()
-            .map(|o| o.encoded.clone())
+            .map(|o| o.current().encoded.clone())
             .unwrap_or_default()
     }
 
@@ -415,9 +469,9 @@ impl Admission {
         name: &str,
         static_key: &[u8; 32],
         encoded: &[u8],
-    ) -> Result<(), AdmissionError> {
+    ) -> Result<Option<Vec<u8>>, AdmissionError> {
         let Some(own) = &self.own else {
-            return Ok(());
+            return Ok(None);
         };
         let not_member = |reason| AdmissionError::NotMember {
             name: name.to_owned(),
@@ -447,30 +501,39 @@ impl Admission {
             .verified
             .get(&digest)
             .cloned();
-        let (member, chain) = match cached {
-            Some(member) => (member, None),
+        let (member, chain, confirmation) = match cached {
+            Some(member) => (member, None, None),
             None => {
-                let member =
-                    credential::verify_credential(&own.network, &credential, name, static_key)
+                match credential::verify_credential(&own.network, &credential, name, static_key) {
+                    Ok(member) => (member, Some(credential.chain), None),
+                    // A newcomer that joined with a bearer token, in its
+                    // first handshake with its inviter: only this peer can
+                    // confirm it, and only for the first identity.
+                    Err(CredentialError::Unconfirmed(_)) => {
+                        let member = credential::verify_credential_unconfirmed(
+                            &own.network,
+                            &credential,
+                            name,
+                            static_key,
+                        )
                         .map_err(not_member)?;
-                (member, Some(credential.chain))
+                        // A removal says more than a missing confirmation
+                        // (and shows the newcomer the removal).
+                        if let Some(removed) = self.removed_error(name, &member) {
+                            return Err(removed);
+                        }
+                        let (chain, confirmation) =
+                            self.confirm_use(own, &credential, &member, name)?;
+                        (member, Some(chain), Some(confirmation))
+                    }
+                    Err(e) => return Err(not_member(e)),
+                }
             }
         };
-        let mut state = self.state.lock().expect("admission lock");
-        if member
-            .invite_keys
-            .iter()
-            .any(|k| state.removals.contains(k))
-        {
-            let removal = member
-                .invite_keys
-                .iter()
-                .filter_map(|k| state.removals.record(k))
-                .min_by_key(|(at, _)| *at)
-                .map(|(_, bytes)| bytes.to_vec())
-                .unwrap_or_default();
-            return Err(AdmissionError::Removed(name.to_owned(), removal));
+        if let Some(removed) = self.removed_error(name, &member) {
+            return Err(removed);
         }
+        let mut state = self.state.lock().expect("admission lock");
         // A name keeps the identity it was first seen with here, unless that
         // admission was removed: another member cannot admit a second
         // identity under a name in use and speak as it.
@@ -482,10 +545,12 @@ impl Admission {
             return Err(AdmissionError::OtherIdentity(name.to_owned()));
         }
         if let Some(chain) = chain {
-            if state.verified.len() >= MAX_CACHED {
-                state.verified.clear();
+            if confirmation.is_none() {
+                if state.verified.len() >= MAX_CACHED {
+                    state.verified.clear();
+                }
+                state.verified.insert(digest, member.clone());
             }
-            state.verified.insert(digest, member.clone());
             let changed = state.chains.get(name).is_none_or(|(c, _)| *c != chain);
             if changed {
                 let encoded_chain = Credential {
@@ -500,7 +565,115 @@ impl Admission {
                 }
             }
         }
-        Ok(())
+        Ok(confirmation)
+    }
+
+    /// The refusal of `member` (shown under `name`) if a key of its chain
+    /// is revoked, carrying the earliest removal that revoked it.
+    fn removed_error(&self, name: &str, member: &Member) -> Option<AdmissionError> {
+        let state = self.state.lock().expect("admission lock");
+        let (_, removal) = member
+            .invite_keys
+            .iter()
+            .filter_map(|k| state.removals.record(k))
+            .min_by_key(|(at, _)| *at)?;
+        Some(AdmissionError::Removed(name.to_owned(), removal.to_vec()))
+    }
+
+    /// Confirms the use of an invitation this peer issued by `member`, the
+    /// identity of `credential` (verified, its last link without the
+    /// confirmation): records that identity as the one that used it,
+    /// durably, unless another did first, and signs the confirmation.
+    /// Returns the chain with the confirmation, and the confirmation.
+    fn confirm_use(
+        &self,
+        own: &Own,
+        credential: &Credential,
+        member: &Member,
+        name: &str,
+    ) -> Result<(Vec<AdmissionLink>, Vec<u8>), AdmissionError> {
+        let own_identity = own.identity.verifying_key().to_bytes();
+        let last = credential
+            .chain
+            .last()
+            .expect("a verified chain is not empty");
+        if last.issuer != own_identity {
+            return Err(AdmissionError::NotMember {
+                name: name.to_owned(),
+                reason: CredentialError::Unconfirmed(name.to_owned()),
+            });
+        }
+        let first = self
+            .store
+            .record_invitation_use(&last.invite_key, &member.identity)
+            .map_err(|e| AdmissionError::Store(e.to_string()))?;
+        if first != member.identity {
+            warn!(
+                name = %name,
+                refused = %chat_proto::keys::fingerprint(&member.identity),
+                kept = %chat_proto::keys::fingerprint(&first),
+                "a second identity tried to use an invitation this peer made; refused (the first keeps it). If the first is not who you invited, remove the name (`chat remove NAME`) and invite again bound to their key (`chat invite NAME --key KEY`)"
+            );
+            return Err(AdmissionError::UsedBy {
+                name: name.to_owned(),
+                first: chat_proto::keys::fingerprint(&first),
+                inviter: last_name(&own.current().credential),
+            });
+        }
+        let confirmation = credential::confirm(&own.identity, last);
+        let mut chain = credential.chain.clone();
+        if let Some(link) = chain.last_mut() {
+            link.confirmation = confirmation.clone();
+        }
+        info!(peer = %name, safety_number = %chat_proto::keys::fingerprint(&member.identity), "confirmed the use of an invitation this peer made");
+        Ok((chain, confirmation))
+    }
+
+    /// The inviter's name while this peer's own admission waits for its
+    /// confirmation (it joined with a bearer token and has not yet met its
+    /// inviter); None once confirmed, and for admissions that need none.
+    pub fn own_pending(&self) -> Option<String> {
+        self.own.as_ref()?.pending()
+    }
+
+    /// Why the inviter last refused to confirm this peer's admission (its
+    /// invitation was used first by another identity, say), if it did.
+    pub fn pending_refusal(&self) -> Option<String> {
+        self.refusal.lock().expect("refusal lock").clone()
+    }
+
+    /// Notes the inviter's refusal to confirm this peer's admission.
+    pub fn set_pending_refusal(&self, why: String) {
+        *self.refusal.lock().expect("refusal lock") = Some(why);
+    }
+
+    /// Takes in the inviter's confirmation of this peer's own admission:
+    /// true if it was pending and `confirmation` verifies (the credential is
+    /// then complete, and kept).
+    pub fn take_confirmation(&self, confirmation: &[u8]) -> bool {
+        let Some(own) = &self.own else {
+            return false;
+        };
+        if own.pending().is_none() {
+            return false;
+        }
+        let mut current = own.current.write().expect("own credential lock");
+        let Some(last) = current.credential.chain.last() else {
+            return false;
+        };
+        let at = current.credential.chain.len() - 1;
+        if credential::verify_confirmation(last, confirmation, at).is_err() {
+            warn!("ignoring a confirmation of this peer's admission that does not verify");
+            return false;
+        }
+        if let Some(last) = current.credential.chain.last_mut() {
+            last.confirmation = confirmation.to_vec();
+        }
+        current.encoded = current.credential.encode_to_vec();
+        if let Err(e) = self.store.save_own_credential(&current.encoded) {
+            warn!(error = %e, "cannot keep the confirmed credential; it is asked for again at the next start");
+        }
+        true
     }
 
     /// True if `name`'s known admission chain holds a revoked key (a name
@@ -538,14 +711,16 @@ impl Admission {
         let removal = Removal::decode(bytes).ok()?;
         let own_identity = own.identity.verifying_key().to_bytes();
         let by = if removal.by.as_slice() == own.network {
-            own.credential
+            own.current()
+                .credential
                 .chain
                 .first()
                 .map(|a| a.name.clone())
                 .filter(|n| !n.is_empty())
                 .unwrap_or_else(|| "the founder".to_owned())
         } else {
-            own.credential
+            own.current()
+                .credential
                 .chain
                 .iter()
                 .find(|a| a.identity_key == removal.by)
@@ -584,7 +759,7 @@ impl Admission {
     pub fn own_chain(&self) -> Option<(Vec<AdmissionLink>, [u8; 32])> {
         self.own.as_ref().map(|o| {
             (
-                o.credential.chain.clone(),
+                o.current().credential.chain.clone(),
                 o.identity.verifying_key().to_bytes(),
             )
         })
@@ -629,7 +804,13 @@ impl Admission {
     pub fn names(&self) -> Vec<String> {
         let mut names = self.members();
         if let Some(own) = &self.own {
-            names.extend(own.credential.chain.last().map(|a| a.name.clone()));
+            names.extend(
+                own.current()
+                    .credential
+                    .chain
+                    .last()
+                    .map(|a| a.name.clone()),
+            );
         }
         names
     }
@@ -670,7 +851,16 @@ impl Admission {
         if let Some(removal) = self.own_removal() {
             return Err(AdmissionError::NoLongerMember(removal.to_string()));
         }
-        if own.credential.chain.last().is_some_and(|a| a.name == name) {
+        if let Some(inviter) = own.pending() {
+            return Err(AdmissionError::Pending(inviter));
+        }
+        if own
+            .current()
+            .credential
+            .chain
+            .last()
+            .is_some_and(|a| a.name == name)
+        {
             return Err(AdmissionError::Yourself(name.to_owned()));
         }
         // A name that looks like a member's (or this peer's own) would let
@@ -700,14 +890,19 @@ impl Admission {
         let now = now_ms();
         let from = if all_history { 0 } else { now };
         let invitation = match newcomer {
-            Some(key) => {
-                credential::invite_bound(&own.identity, &own.credential, name, &key, now, from)?
-            }
-            None => credential::invite(&own.identity, &own.credential, name, now, from)?,
+            Some(key) => credential::invite_bound(
+                &own.identity,
+                &own.current().credential,
+                name,
+                &key,
+                now,
+                from,
+            )?,
+            None => credential::invite(&own.identity, &own.current().credential, name, now, from)?,
         };
         // Kept so the inviter can remove the name before it ever joins.
         let admission = invitation.admission.clone().expect("made with one");
-        let mut chain = own.credential.chain.clone();
+        let mut chain = own.current().credential.chain.clone();
         chain.push(admission);
         let mut state = self.state.lock().expect("admission lock");
         if !state.chains.contains_key(name)
@@ -753,6 +948,9 @@ impl Admission {
         if let Some(removal) = self.own_removal() {
             return Err(AdmissionError::NoLongerMember(removal.to_string()));
         }
+        if let Some(inviter) = own.pending() {
+            return Err(AdmissionError::Pending(inviter));
+        }
         let removal = credential::remove(&own.identity, chain, now_ms())?;
         if let Some(branch) = branch_of(&own.network, &removal)
             && self
@@ -779,10 +977,14 @@ impl Admission {
         if let Some(removal) = self.own_removal() {
             return Err(AdmissionError::NoLongerMember(removal.to_string()));
         }
-        if own.credential.chain.len() < 2 {
+        if own.current().credential.chain.len() < 2 {
             return Err(AdmissionError::FounderLeaves);
         }
-        let leave = credential::leave(&own.identity, own.credential.chain.clone(), now_ms())?;
+        let leave = credential::leave(
+            &own.identity,
+            own.current().credential.chain.clone(),
+            now_ms(),
+        )?;
         let bytes = leave.encode_to_vec();
         let learned = self.learn_removals_within(std::slice::from_ref(&bytes), 1);
         if !learned.self_removed {
@@ -792,6 +994,15 @@ impl Admission {
         }
         Ok(bytes)
     }
+}
+
+/// The name the last link of `credential` admits.
+fn last_name(credential: &Credential) -> String {
+    credential
+        .chain
+        .last()
+        .map(|a| a.name.clone())
+        .unwrap_or_default()
 }
 
 /// What one call of [`Admission::learn_removals_within`] took in.
@@ -874,6 +1085,100 @@ mod tests {
     fn peer(w: &World, dir: &std::path::Path) -> Admission {
         let store = Arc::new(Store::open(dir).unwrap());
         Admission::member(w.alice.clone(), w.founder.clone(), store).unwrap()
+    }
+
+    /// Issue 26, item 1: a bearer token is used once. Its inviter confirms
+    /// the first identity that uses it, durably, and refuses any other,
+    /// naming the first; other members refuse the newcomer until it is
+    /// confirmed; the confirmation completes the newcomer's credential.
+    #[test]
+    fn an_invitation_is_used_once_and_confirmed_by_its_inviter() {
+        let alice_key = key();
+        let now = now_ms();
+        let founder = credential::found(&alice_key, "alice", &S, now);
+        let alice_dir = tempfile::tempdir().unwrap();
+        let alice_peer = || {
+            let store = Arc::new(Store::open(alice_dir.path()).unwrap());
+            Admission::member(alice_key.clone(), founder.clone(), store).unwrap()
+        };
+        let alice = alice_peer();
+        assert_eq!(alice.own_pending(), None, "a founder confirms itself");
+        // Bob, invited bound to his key: a member at once.
+        let bob_key = key();
+        let (token, _) = alice
+            .invite_for("bob", false, Some(bob_key.verifying_key().to_bytes()))
+            .unwrap();
+        let invitation = credential::decode_token(&token).unwrap();
+        let bob_credential = credential::join(&invitation, &bob_key, "bob", &S).unwrap();
+        let bob_dir = tempfile::tempdir().unwrap();
+        let bob = Admission::member(
+            bob_key,
+            bob_credential.clone(),
+            Arc::new(Store::open(bob_dir.path()).unwrap()),
+        )
+        .unwrap();
+        assert_eq!(bob.own_pending(), None);
+        assert_eq!(
+            alice
+                .check("bob", &S, &bob_credential.encode_to_vec())
+                .unwrap(),
+            None
+        );
+
+        // Erin's bearer token, used by two identities.
+        let (token, _) = alice.invite("erin", false).unwrap();
+        let invitation = credential::decode_token(&token).unwrap();
+        let (erin_a, erin_b) = (key(), key());
+        let a = credential::join(&invitation, &erin_a, "erin", &S).unwrap();
+        let b = credential::join(&invitation, &erin_b, "erin", &S).unwrap();
+        let erin_dir = tempfile::tempdir().unwrap();
+        let erin = Admission::member(
+            erin_a.clone(),
+            a.clone(),
+            Arc::new(Store::open(erin_dir.path()).unwrap()),
+        )
+        .unwrap();
+        assert_eq!(erin.own_pending().as_deref(), Some("alice"));
+        // Bob is not its inviter: he refuses it until it is confirmed.
+        assert!(matches!(
+            bob.check("erin", &S, &a.encode_to_vec()),
+            Err(AdmissionError::NotMember {
+                reason: CredentialError::Unconfirmed(_),
+                ..
+            })
+        ));
+        // Alice confirms the first, and again the same for it.
+        let confirmation = alice
+            .check("erin", &S, &a.encode_to_vec())
+            .unwrap()
+            .expect("a confirmation");
+        assert!(
+            alice
+                .check("erin", &S, &a.encode_to_vec())
+                .unwrap()
+                .is_some()
+        );
+        // The second is refused, naming the first, across her restart.
+        let first = chat_proto::keys::fingerprint(&erin_a.verifying_key().to_bytes());
+        drop(alice);
+        let alice = alice_peer();
+        match alice.check("erin", &S, &b.encode_to_vec()) {
+            Err(AdmissionError::UsedBy { first: f, .. }) => assert_eq!(f, first),
+            other => panic!("a second use was not refused: {other:?}"),
+        }
+        // The newcomer takes the real confirmation, not a forged one; then
+        // everyone takes its credential.
+        assert!(!erin.take_confirmation(&[7; 64]));
+        assert!(erin.take_confirmation(&confirmation));
+        assert_eq!(erin.own_pending(), None);
+        bob.check("erin", &S, &erin.own_credential()).unwrap();
+        // It was kept: the store holds the confirmed credential.
+        let kept = Store::open(erin_dir.path())
+            .unwrap()
+            .own_credential()
+            .unwrap()
+            .unwrap();
+        assert_eq!(kept, erin.own_credential());
     }
 
     /// Issue 26, item 4: the removed member learns its removal from a

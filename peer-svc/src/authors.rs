@@ -190,15 +190,22 @@ impl Authors {
             }
             Err(e) => warn!(error = %e, "cannot read the authors kept"),
         }
-        match authors.admission.own_chain() {
+        authors.learn_own(name, own_key);
+        authors
+    }
+
+    /// Records this peer's own key as `name`'s, with its admission chain
+    /// once that verifies (a newcomer's does when its inviter confirmed
+    /// it: called again then).
+    pub fn learn_own(&self, name: &str, own_key: [u8; 32]) {
+        match self.admission.own_chain() {
             Some((chain, identity)) => {
-                if let Ok(member) = authors.admission.verify_chain(&chain) {
-                    authors.record(identity, name, member.invite_keys, chain);
+                if let Ok(member) = self.admission.verify_chain(&chain) {
+                    self.record(identity, name, member.invite_keys, chain);
                 }
             }
-            None => authors.record(own_key, name, Vec::new(), Vec::new()),
+            None => self.record(own_key, name, Vec::new(), Vec::new()),
         }
-        authors
     }
 
     fn record(

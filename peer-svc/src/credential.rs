@@ -32,6 +32,13 @@ const ACCEPTANCE_CONTEXT: &[u8] = b"p2p-chat/3 admission acceptance";
 const STATIC_KEY_CONTEXT: &[u8] = b"p2p-chat/3 static key";
 const REMOVAL_CONTEXT: &[u8] = b"p2p-chat/3 removal";
 const LEAVE_CONTEXT: &[u8] = b"p2p-chat/3 leave";
+const USE_CONTEXT: &[u8] = b"p2p-chat/3 admission use";
+
+/// Links issued from this time (2026-12-05T00:00:00Z, ms since the epoch)
+/// need their issuer's confirmation of the identity that used them
+/// (`Admission.confirmation`): an invitation is used once. Older links
+/// (from before confirmations existed) are taken as they are.
+pub const CONFIRMED_SINCE_MILLIS: u64 = 1_796_428_800_000;
 const LEAVE_KEY_CONTEXT: &[u8] = b"p2p-chat/3 leave key";
 
 /// Why a credential, invitation or removal was refused.
@@ -82,6 +89,11 @@ pub enum CredentialError {
         "only the founder or a member who admitted {0} (directly or through others) can remove it"
     )]
     NotAllowed(String),
+    /// A link issued since confirmations exist lacks its issuer's.
+    #[error(
+        "{0}'s admission is not confirmed by its inviter: an invitation is used once, and the inviter confirms the identity that used it in its first handshake with that identity"
+    )]
+    Unconfirmed(String),
     /// A bound invitation is for another identity key than this one.
     #[error(
         "this invitation is bound to another identity (safety number {bound}), not this data dir's ({own}): it was made with `chat invite NAME --key` for someone else's key; ask for one made for yours (`chat key` prints it)"
@@ -148,6 +160,7 @@ pub fn meaning(kind: &[u8], fields: &[&[u8]], chain: &[Admission]) -> [u8; 32] {
         part(&a.identity_key);
         part(&a.acceptance);
         part(&a.identity_signature);
+        part(&a.confirmation);
     }
     h.finalize().into()
 }
@@ -225,10 +238,76 @@ pub fn network_id(network: &[u8]) -> String {
 /// signed by its invitation key and by the identity it admits, so nobody
 /// can splice another's key under a link of their own. Returns the
 /// invitation keys, founder's first.
+/// How much of a chain's last link must be there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Last {
+    /// An invitation: issued, maybe not accepted yet.
+    Issued,
+    /// Accepted by its identity, not yet confirmed by its issuer (what an
+    /// inviter sees in the first handshake of a bearer token's user).
+    Accepted,
+    /// Accepted and, if issued since [`CONFIRMED_SINCE_MILLIS`], confirmed.
+    Confirmed,
+}
+
+/// True if `link` needs its issuer's confirmation (issued since
+/// [`CONFIRMED_SINCE_MILLIS`]).
+pub fn needs_confirmation(link: &Admission) -> bool {
+    link.issued_at_millis >= CONFIRMED_SINCE_MILLIS
+}
+
+fn use_signed(a: &Admission) -> Vec<u8> {
+    to_be_signed(
+        USE_CONTEXT,
+        &[
+            &a.network,
+            a.name.as_bytes(),
+            &a.invite_key,
+            &a.issuer,
+            &a.identity_key,
+        ],
+    )
+}
+
+/// The issuer's confirmation that `link`'s identity is the one that used
+/// its invitation (`issuer` must be the link's issuer).
+pub fn confirm(issuer: &SigningKey, link: &Admission) -> Vec<u8> {
+    issuer.sign(&use_signed(link)).to_bytes().to_vec()
+}
+
+/// Checks `confirmation` of `link` by its issuer.
+pub fn verify_confirmation(
+    link: &Admission,
+    confirmation: &[u8],
+    at: usize,
+) -> Result<(), CredentialError> {
+    verify(
+        &link.issuer,
+        &use_signed(link),
+        confirmation,
+        "the inviter's confirmation of its use",
+        at,
+    )
+    .map_err(|_| CredentialError::Unconfirmed(link.name.clone()))
+}
+
 fn verify_chain(
     network: &[u8; 32],
     chain: &[Admission],
     last_accepted: bool,
+) -> Result<Vec<[u8; 32]>, CredentialError> {
+    let last = if last_accepted {
+        Last::Confirmed
+    } else {
+        Last::Issued
+    };
+    verify_chain_to(network, chain, last)
+}
+
+fn verify_chain_to(
+    network: &[u8; 32],
+    chain: &[Admission],
+    last: Last,
 ) -> Result<Vec<[u8; 32]>, CredentialError> {
     if chain.is_empty() || chain.len() > MAX_CHAIN {
         return Err(CredentialError::ChainLength(chain.len()));
@@ -256,7 +335,8 @@ fn verify_chain(
         if at == 0 && a.identity_key.as_slice() != network {
             return Err(CredentialError::BrokenChain(0));
         }
-        if at + 1 < chain.len() || last_accepted {
+        let is_last = at + 1 == chain.len();
+        if !is_last || last != Last::Issued {
             key32(&a.identity_key, "identity_key")?;
             let accepted = acceptance_signed(a);
             verify(
@@ -273,6 +353,9 @@ fn verify_chain(
                 "the admitted identity's signature",
                 at,
             )?;
+            if needs_confirmation(a) && (!is_last || last == Last::Confirmed) {
+                verify_confirmation(a, &a.confirmation, at)?;
+            }
         }
         invite_keys.push(key32(&a.invite_key, "invite_key")?);
     }
@@ -287,7 +370,29 @@ pub fn verify_credential(
     name: &str,
     static_key: &[u8; 32],
 ) -> Result<Member, CredentialError> {
-    let invite_keys = verify_chain(network, &credential.chain, true)?;
+    verify_credential_to(network, credential, name, static_key, Last::Confirmed)
+}
+
+/// Like [`verify_credential`], with the last link's confirmation not yet
+/// there: what an inviter checks before it confirms a bearer token's use,
+/// and a newcomer of its own credential while it waits for that.
+pub fn verify_credential_unconfirmed(
+    network: &[u8; 32],
+    credential: &Credential,
+    name: &str,
+    static_key: &[u8; 32],
+) -> Result<Member, CredentialError> {
+    verify_credential_to(network, credential, name, static_key, Last::Accepted)
+}
+
+fn verify_credential_to(
+    network: &[u8; 32],
+    credential: &Credential,
+    name: &str,
+    static_key: &[u8; 32],
+    last: Last,
+) -> Result<Member, CredentialError> {
+    let invite_keys = verify_chain_to(network, &credential.chain, last)?;
     let own = credential
         .chain
         .last()
@@ -472,7 +577,12 @@ pub fn found(
 ) -> Credential {
     let network = identity.verifying_key().to_bytes();
     let (admission, invite) = issue(identity, network, name, now_millis, 0);
-    accept(Vec::new(), admission, &invite, identity, static_key)
+    let mut credential = accept(Vec::new(), admission, &invite, identity, static_key);
+    // The founder is its own issuer: it confirms its own use.
+    if let Some(own) = credential.chain.last_mut() {
+        own.confirmation = confirm(identity, own);
+    }
+    credential
 }
 
 /// Signs `static_key` into `credential` with `identity`, if `identity` is
@@ -543,6 +653,8 @@ pub fn invite_bound(
         .sign(&acceptance_signed(&admission))
         .to_bytes()
         .to_vec();
+    // Bound to one identity, its use is known now: confirmed at once.
+    admission.confirmation = confirm(identity, &admission);
     Ok(Invitation {
         admission: Some(admission),
         issuer_chain: own.chain.clone(),
@@ -637,26 +749,7 @@ pub fn leave(
     chain: Vec<Admission>,
     at_millis: u64,
 ) -> Result<Removal, CredentialError> {
-    let network = key32(
-        &chain
-            .first()
-            .ok_or(CredentialError::ChainLength(0))?
-            .network,
-        "network",
-    )?;
-    let left = chain.last().expect("not empty");
-    let signature = identity
-        .sign(&leave_signed(&network, left, at_millis))
-        .to_bytes()
-        .to_vec();
-    let removal = Removal {
-        chain,
-        by: identity.verifying_key().to_bytes().to_vec(),
-        at_millis,
-        signature,
-    };
-    verify_removal(&network, &removal)?;
-    Ok(removal)
+    signed_removal(identity, chain, at_millis, leave_signed)
 }
 
 /// A removal of the last admission of `chain`, by `by` at `at_millis`.
@@ -665,6 +758,18 @@ pub fn remove(
     chain: Vec<Admission>,
     at_millis: u64,
 ) -> Result<Removal, CredentialError> {
+    signed_removal(by, chain, at_millis, removal_signed)
+}
+
+/// A `Removal` of the last admission of `chain` by `by` at `at_millis`,
+/// signed over what `signed` makes of (network, that admission, time), and
+/// checked as any received one is.
+fn signed_removal(
+    by: &SigningKey,
+    chain: Vec<Admission>,
+    at_millis: u64,
+    signed: fn(&[u8], &Admission, u64) -> Vec<u8>,
+) -> Result<Removal, CredentialError> {
     let network = key32(
         &chain
             .first()
@@ -672,9 +777,9 @@ pub fn remove(
             .network,
         "network",
     )?;
-    let removed = chain.last().expect("not empty");
+    let last = chain.last().expect("not empty");
     let signature = by
-        .sign(&removal_signed(&network, removed, at_millis))
+        .sign(&signed(&network, last, at_millis))
         .to_bytes()
         .to_vec();
     let removal = Removal {

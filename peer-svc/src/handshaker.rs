@@ -23,6 +23,7 @@ use tracing::{debug, info};
 use crate::{
     admission::{Admission, AdmissionError, REMOVALS_IN_HANDSHAKE},
     config::{Config, HANDSHAKE_TIMEOUT},
+    credential::CredentialError,
     directory::{Contact, Directory, Refusal},
     feeds::Feeds,
     handshake_ahead::HandshakeAhead,
@@ -226,6 +227,15 @@ impl Handshaker {
         contact: &Contact,
         want_members: bool,
     ) -> Result<Arc<Session>, Status> {
+        // Waiting for its inviter's confirmation, this peer is no member to
+        // anyone else yet: it handshakes with its inviter only.
+        if let Some(inviter) = self.admission.own_pending()
+            && inviter != contact.name
+        {
+            return Err(Status::failed_precondition(format!(
+                "not a member yet: waiting for {inviter}, who made the invitation, to confirm it (it must be online once)"
+            )));
+        }
         let record = self.peers.record(&contact.name);
         let asked_at = tokio::time::Instant::now();
         let _one_at_a_time = record.handshake_lock().await;
@@ -245,6 +255,7 @@ impl Handshaker {
             removals: self.admission.removals(),
             removals_digest: self.admission.removals_digest(),
             feeds_digest: self.feeds.digest(),
+            confirmation: Vec::new(),
         }
         .encode_to_vec();
         // -> e, es, s, ss (prepared ahead where it could be)
@@ -283,9 +294,24 @@ impl Handshaker {
         // The responder proved its static key; its credential must admit
         // that key under this name, or nothing is sent to it. Removals are
         // taken from members only (each costs signature checks).
+        // (A newcomer of ours answering here has its use recorded; it gets
+        // the confirmation when it makes the handshake itself.)
         self.admission
             .check(&contact.name, &contact.public_key, &answer.credential)
-            .map_err(|e| Status::permission_denied(e.to_string()))?;
+            .map_err(|e| match e {
+                // A newcomer a moment from being a member: not now, rather
+                // than not a member (FAILED_PRECONDITION, not PERMISSION_DENIED).
+                AdmissionError::NotMember {
+                    reason: CredentialError::Unconfirmed(_),
+                    ..
+                } => Status::failed_precondition(e.to_string()),
+                e => Status::permission_denied(e.to_string()),
+            })?;
+        if !answer.confirmation.is_empty() && self.admission.take_confirmation(&answer.confirmation)
+        {
+            info!(inviter = %contact.name, "the inviter confirmed this peer's use of its invitation: a member now");
+            self.membership.tell(PeerEvent::Confirmed);
+        }
         self.take_removals(&contact.name, &answer.removals, &answer.removals_digest);
         self.compare_feeds(&contact.name, &answer.feeds_digest);
         self.directory.pin(&contact.name, &contact.public_key);
@@ -378,7 +404,8 @@ impl Handshaker {
                 rate: self.key_limiter.rate(),
             });
         }
-        self.admission
+        let confirmation = self
+            .admission
             .check(&contact.name, &key, &hello.credential)
             .map_err(HandshakeError::NotMember)?;
         if contact.unlisted {
@@ -412,6 +439,7 @@ impl Handshaker {
             removals: self.admission.removals(),
             removals_digest: self.admission.removals_digest(),
             feeds_digest: self.feeds.digest(),
+            confirmation: confirmation.unwrap_or_default(),
         }
         .encode_to_vec();
         // Accepted (authenticated, known, not a replay): only now may the

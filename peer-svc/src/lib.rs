@@ -361,6 +361,31 @@ fn admit(
         }
         (kept, false) => kept,
     };
+    // A data dir whose admission its inviter never confirmed (its token was
+    // used first by someone else, say) may join again with a new token.
+    // (Only for the same network: a token for another is refused below.)
+    let kept = kept.filter(|bytes| {
+        let Joining::Join(token) = &config.admission else {
+            return true;
+        };
+        let Some(last) = Credential::decode(bytes.as_slice())
+            .ok()
+            .and_then(|c| c.chain.last().cloned())
+        else {
+            return true;
+        };
+        let same_network = credential::decode_token(token)
+            .ok()
+            .and_then(|i| i.admission)
+            .is_some_and(|a| a.network == last.network);
+        let replace = same_network
+            && credential::needs_confirmation(&last)
+            && last.confirmation.is_empty();
+        if replace {
+            info!("this data dir's admission was never confirmed by its inviter; joining with the new invitation instead");
+        }
+        !replace
+    });
     let mut credential = match (kept, &config.admission) {
         (Some(kept), joining) => {
             let credential = Credential::decode(kept.as_slice()).map_err(|e| refused(&e))?;
@@ -408,15 +433,26 @@ fn admit(
     // been replaced since the admission).
     credential::certify_static_key(&identity, &mut credential, &static_key);
     let network = credential::network_of(&credential).map_err(|e| refused(&e))?;
-    // Our own credential must admit us, with this name and key.
-    credential::verify_credential(&network, &credential, &config.name, &static_key).map_err(
-        |e| {
+    // Our own credential must admit us, with this name and key (its last
+    // link may wait for the inviter's confirmation: a bearer token's use).
+    credential::verify_credential(&network, &credential, &config.name, &static_key)
+        .or_else(|e| match e {
+            credential::CredentialError::Unconfirmed(_) => {
+                credential::verify_credential_unconfirmed(
+                    &network,
+                    &credential,
+                    &config.name,
+                    &static_key,
+                )
+            }
+            e => Err(e),
+        })
+        .map_err(|e| {
             refused(&format!(
                 "the credential in {} does not admit this peer: {e}",
                 config.data_dir.display()
             ))
-        },
-    )?;
+        })?;
     store
         .save_own_credential(&credential.encode_to_vec())
         .map_err(|e| refused(&e))?;
@@ -497,11 +533,6 @@ fn compose(config: Config, opened: Opened, shutdown: CancellationToken) -> Parts
     // Feed reconciliation needs history sync, made below; events may
     // arrive before it is, and then wait for the next contact.
     let feed_sync: Arc<OnceLock<Arc<FeedSync>>> = Arc::default();
-    route_events(
-        &membership,
-        (&delivery, &peers, &store, &directory),
-        (&removals, &feed_sync),
-    );
     let own_key = opened.identity.verifying_key().to_bytes();
     let authors = Arc::new(Authors::new(
         admission.clone(),
@@ -509,6 +540,12 @@ fn compose(config: Config, opened: Opened, shutdown: CancellationToken) -> Parts
         &config.name,
         own_key,
     ));
+    route_events(
+        &membership,
+        (&delivery, &peers, &store, &directory),
+        (&removals, &feed_sync),
+        (&authors, &config.name, own_key),
+    );
     let head = match store.feed_head(&own_key) {
         Ok(head) => head.map(|(seq, authored)| (seq, authorship::hash(&authored))),
         Err(e) => {
@@ -589,7 +626,9 @@ fn route_events(
         &Arc<Directory>,
     ),
     (removals, feed_sync): (&Arc<RemovalSync>, &Arc<OnceLock<Arc<FeedSync>>>),
+    (authors, name, own_key): (&Arc<Authors>, &str, [u8; 32]),
 ) {
+    let (authors, name) = (authors.clone(), name.to_owned());
     let (delivery, peers, store, directory, removals, feed_sync) = (
         delivery.clone(),
         peers.clone(),
@@ -606,6 +645,32 @@ fn route_events(
         }
     };
     membership.route_events(move |event| match event {
+        PeerEvent::Confirmed => {
+            // A member now: its own messages can be introduced to others;
+            // it meets every listed name (they may have tried it while it
+            // was not one yet) and catches up with everyone.
+            authors.learn_own(&name, own_key);
+            let contacts = directory.all();
+            info!(contacts = contacts.len(), "a member now: meeting every listed name");
+            let delivery = delivery.clone();
+            let compare_feeds = compare_feeds.clone();
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    futures::future::join_all(contacts.into_iter().map(|contact| {
+                        let delivery = delivery.clone();
+                        let compare_feeds = compare_feeds.clone();
+                        async move {
+                            if contact.online && !contact.dropped {
+                                delivery.meet(&contact).await;
+                            }
+                            delivery.retry(&contact.name);
+                            compare_feeds(contact.name);
+                        }
+                    }))
+                    .await;
+                });
+            }
+        }
         PeerEvent::Back(name) => {
             delivery.retry(&name);
             // Back: whatever it missed, or we did, is pulled now.
@@ -762,7 +827,58 @@ fn spawn_background(parts: &Parts, ttl: Option<Duration>) -> Vec<JoinHandle<()>>
         tokio::spawn(catch_up(history, discovery_down, parts.shutdown.clone())),
         // And compare feeds with every member in touch, every half minute.
         tokio::spawn(parts.feeds.clone().run_periodically(parts.shutdown.clone())),
+        // A newcomer that joined with a bearer token: its inviter confirms it.
+        tokio::spawn(await_confirmation(
+            parts.handshaker.clone(),
+            parts.directory.clone(),
+            parts.shutdown.clone(),
+        )),
     ]
+}
+
+/// Longest wait between two requests for the inviter's confirmation.
+const CONFIRMATION_MAX_WAIT: Duration = Duration::from_secs(30);
+
+/// While this peer's admission waits for its inviter's confirmation (it
+/// joined with a bearer token), handshakes with the inviter, which confirms
+/// the first identity that used its invitation; tries again, waiting twice
+/// as long each time up to half a minute, and says what it waits for.
+async fn await_confirmation(
+    handshaker: Arc<Handshaker>,
+    directory: Arc<Directory>,
+    shutdown: CancellationToken,
+) {
+    let mut wait = Duration::from_millis(200);
+    let mut said = false;
+    while let Some(inviter) = handshaker.admission().own_pending() {
+        match directory.get(&inviter) {
+            Some(contact) => match handshaker.initiate(&contact).await {
+                Ok(_) if handshaker.admission().own_pending().is_none() => return,
+                Ok(_) => {
+                    warn!(inviter = %inviter, "the inviter answered without confirming the invitation (an older version?); asking again")
+                }
+                Err(status) => {
+                    warn!(inviter = %inviter, reason = %status.message(), "the inviter did not confirm the invitation; asking again");
+                    if status.code() == tonic::Code::PermissionDenied {
+                        handshaker.admission().set_pending_refusal(format!(
+                            "{inviter} refused: {}",
+                            status.message()
+                        ));
+                    }
+                }
+            },
+            None if !said => {
+                info!(inviter = %inviter, "not a member yet: waiting for the inviter to be online to confirm the invitation");
+                said = true;
+            }
+            None => {}
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = shutdown.cancelled() => return,
+        }
+        wait = (wait * 2).min(CONFIRMATION_MAX_WAIT);
+    }
 }
 
 /// Longest wait between two attempts to catch up on history.

@@ -58,6 +58,9 @@ pub enum PeerEvent {
     Left(String),
     /// A verified removal revoked its admission: nothing more is owed to it.
     Removed(String),
+    /// This peer's inviter confirmed its use of the invitation: it is a
+    /// member now, and catches up with everyone.
+    Confirmed,
     /// A verified removal revoked this peer's own admission: it is no
     /// longer a member, and stops sending and registering.
     SelfRemoved,

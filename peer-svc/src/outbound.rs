@@ -25,6 +25,9 @@ pub enum SendError {
     /// This peer's store failed.
     #[error("{0}")]
     Store(String),
+    /// This peer joined with a bearer token and waits for its inviter.
+    #[error("not sent: this peer is not a member yet: {0}")]
+    Pending(String),
     /// This peer is no longer a member of its network.
     #[error(
         "not sent: {0}; this peer is no longer a member, so nothing it sends is accepted. To take part again, ask a member for a new invitation and start with a new data dir"
@@ -107,6 +110,12 @@ impl Outbound {
         checks::text_to_send(&text, self.max_message_bytes)?;
         if let Some(removal) = self.delivery.own_removal() {
             return Err(SendError::NotMember(removal.to_string()));
+        }
+        if let Some(inviter) = self.delivery.own_pending() {
+            let why = self.delivery.pending_refusal().unwrap_or_else(|| {
+                format!("waiting for {inviter}, who made the invitation, to confirm it (it must be online once; the peer keeps asking)")
+            });
+            return Err(SendError::Pending(why));
         }
         if let Some(stored) = self.existing_own_message(&id)? {
             return Ok(Prepared {

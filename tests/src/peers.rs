@@ -202,6 +202,27 @@ impl PeerProcess {
         Self::start_logged(name, discovery_url, data_dir, &env, log).await
     }
 
+    /// Waits until this newcomer is a member: `inviter` confirmed the use
+    /// of its token in their first handshake, which is when it lists
+    /// `inviter` among its members. (Before, it can neither invite nor
+    /// send.)
+    pub async fn wait_confirmed_by(&self, inviter: &str) {
+        let client = self.control().await;
+        eventually(
+            &format!("{} to be confirmed by {inviter}", self.name),
+            || {
+                let mut client = client.clone();
+                async move {
+                    connection_names(&mut client, false)
+                        .await
+                        .iter()
+                        .any(|n| n == inviter)
+                }
+            },
+        )
+        .await;
+    }
+
     /// A Control client over the peer's Unix socket.
     pub async fn control(&self) -> ControlClient<Channel> {
         peer_svc::control_client::connect(&self.data_dir)

@@ -168,6 +168,17 @@ impl Delivery {
         self.handshaker.admission().own_removal()
     }
 
+    /// The inviter's name while this peer waits for it to confirm the
+    /// invitation it joined with.
+    pub fn own_pending(&self) -> Option<String> {
+        self.handshaker.admission().own_pending()
+    }
+
+    /// Why the inviter last refused to confirm this peer, if it did.
+    pub fn pending_refusal(&self) -> Option<String> {
+        self.handshaker.admission().pending_refusal()
+    }
+
     /// True if `name` stays in the connection list when Discovery says it
     /// left: a member is a member while it is offline (issue 25). In a
     /// network, that is a name with a valid admission known here and not

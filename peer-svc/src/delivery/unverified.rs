@@ -30,8 +30,15 @@ pub struct Unverified {
     introducing: tokio::sync::Semaphore,
 }
 
-/// A failed handshake with a name: with which listed key, when, and why.
+/// A failed handshake with a name: with which listed key, until when it is
+/// not tried again, and why.
 type Failure = ([u8; 32], Instant, String);
+
+/// How long a name whose credential was valid but not yet confirmed by its
+/// inviter (a newcomer a moment from being a member) is not tried again:
+/// only a real invitation's user can show one, so it costs an outsider
+/// nothing to allow sooner.
+pub const RETRY_UNCONFIRMED_AFTER: Duration = Duration::from_secs(1);
 
 /// Introductions run at once at most.
 const INTRODUCING_AT_ONCE: usize = 4;
@@ -48,22 +55,29 @@ impl Default for Unverified {
 impl Unverified {
     /// Seconds since `contact` (with its listed key) last failed, and why,
     /// if that was less than [`RETRY_AFTER`] ago.
-    fn failed_recently(&self, contact: &Contact) -> Option<(u64, String)> {
+    fn failed_recently(&self, contact: &Contact) -> Option<String> {
         let failed = self.failed.lock().expect("unverified lock");
-        let (key, at, why) = failed.get(&contact.name)?;
-        let ago = at.elapsed();
-        (*key == contact.public_key && ago < RETRY_AFTER).then(|| (ago.as_secs(), why.clone()))
+        let (key, until, why) = failed.get(&contact.name)?;
+        (*key == contact.public_key && Instant::now() < *until).then(|| why.clone())
     }
 
-    fn record(&self, contact: &Contact, why: String) {
+    /// Records a failed handshake with `contact` (`status`): not tried again
+    /// for [`RETRY_AFTER`], or [`RETRY_UNCONFIRMED_AFTER`] if it showed a
+    /// valid admission its inviter has not confirmed yet.
+    fn record(&self, contact: &Contact, status: &tonic::Status) {
+        let wait = if status.code() == tonic::Code::FailedPrecondition {
+            RETRY_UNCONFIRMED_AFTER
+        } else {
+            RETRY_AFTER
+        };
         let mut failed = self.failed.lock().expect("unverified lock");
         if failed.len() >= MAX_REMEMBERED {
             let now = Instant::now();
-            failed.retain(|_, (_, at, _)| now.duration_since(*at) < RETRY_AFTER);
+            failed.retain(|_, (_, until, _)| now < *until);
         }
         failed.insert(
             contact.name.clone(),
-            (contact.public_key, Instant::now(), why),
+            (contact.public_key, Instant::now() + wait, describe(status)),
         );
     }
 
@@ -83,6 +97,12 @@ impl Delivery {
         if !self.unverified(&contact.name) {
             return true;
         }
+        // Not a member yet itself (its inviter has not confirmed it): it
+        // meets nobody else, and records no failure that would hold it
+        // back once it is one.
+        if self.handshaker.admission().own_pending().is_some() {
+            return false;
+        }
         if !contact.online || self.unverified.failed_recently(contact).is_some() {
             return false;
         }
@@ -93,17 +113,38 @@ impl Delivery {
             return false;
         }
         let met = tokio::time::timeout(DELIVER_TIMEOUT, self.handshaker.initiate(contact)).await;
-        let why = match met {
+        let status = match met {
             Ok(Ok(_)) if !self.unverified(&contact.name) => {
                 self.unverified.forget(&contact.name);
                 return true;
             }
-            Ok(Ok(_)) => "its handshake showed no admission".to_owned(),
-            Ok(Err(status)) => describe(&status),
-            Err(_) => format!("no answer within {DELIVER_TIMEOUT:?}"),
+            Ok(Ok(_)) => tonic::Status::permission_denied("its handshake showed no admission"),
+            Ok(Err(status)) => status,
+            Err(_) => {
+                tonic::Status::deadline_exceeded(format!("no answer within {DELIVER_TIMEOUT:?}"))
+            }
         };
-        self.unverified.record(contact, why);
+        debug!(peer = %contact.name, error = %describe(&status), "could not meet a listed name");
+        self.unverified.record(contact, &status);
         false
+    }
+
+    /// A handshake with `contact` now, whatever is known of it: how a
+    /// newcomer its inviter just confirmed shows its complete admission to
+    /// everyone (who may have met it, and refused it, a moment before).
+    pub async fn meet(&self, contact: &Contact) -> bool {
+        let met = tokio::time::timeout(DELIVER_TIMEOUT, self.handshaker.initiate(contact)).await;
+        match met {
+            Ok(Ok(_)) => {
+                self.unverified.forget(&contact.name);
+                true
+            }
+            Ok(Err(status)) => {
+                debug!(peer = %contact.name, error = %describe(&status), "could not meet a listed name");
+                false
+            }
+            Err(_) => false,
+        }
     }
 
     /// True if `name` must show its credential before anything is queued
@@ -126,8 +167,8 @@ impl Delivery {
         if !contact.online {
             return None;
         }
-        if let Some((ago, why)) = self.unverified.failed_recently(contact) {
-            debug!(peer = %name, ago, reason = %why, "not a member here (its handshake failed recently); not sent");
+        if let Some(why) = self.unverified.failed_recently(contact) {
+            debug!(peer = %name, reason = %why, "not a member here (its handshake failed recently); not sent");
             return None;
         }
         let outcome = tokio::time::timeout(DELIVER_TIMEOUT, self.try_deliver(contact, outgoing))
@@ -144,7 +185,7 @@ impl Delivery {
             }
             Err(status) => {
                 debug!(peer = %name, error = %describe(&status), "a name Discovery lists showed no admission; not sent");
-                self.unverified.record(contact, describe(&status));
+                self.unverified.record(contact, &status);
                 None
             }
         }

@@ -42,6 +42,7 @@ impl From<AdmissionError> for ServiceError {
             AdmissionError::Open
             | AdmissionError::AlreadyMember(..)
             | AdmissionError::NoLongerMember(_)
+            | AdmissionError::Pending(_)
             | AdmissionError::FounderLeaves => ServiceError::FailedPrecondition(message),
             AdmissionError::Yourself(_) | AdmissionError::LooksLike(..) => {
                 ServiceError::InvalidArgument(message)
@@ -53,7 +54,9 @@ impl From<AdmissionError> for ServiceError {
             AdmissionError::Credential(_) => ServiceError::InvalidArgument(message),
             AdmissionError::NotMember { .. }
             | AdmissionError::Removed(..)
+            | AdmissionError::UsedBy { .. }
             | AdmissionError::OtherIdentity(_) => ServiceError::PermissionDenied(message),
+            AdmissionError::Store(_) => ServiceError::Unavailable(message),
         }
     }
 }
@@ -142,6 +145,7 @@ impl From<HandshakeError> for Status {
                 );
                 status
             }
+            HandshakeError::NotMember(AdmissionError::Store(_)) => Status::internal(message),
             HandshakeError::Refused(_) | HandshakeError::NotMember(_) | HandshakeError::BadMac => {
                 Status::permission_denied(message)
             }
@@ -171,7 +175,9 @@ impl From<SendError> for Status {
         match e {
             SendError::Check(e) => e.into(),
             SendError::Store(m) => Status::internal(m),
-            SendError::NotMember(_) => Status::failed_precondition(e.to_string()),
+            SendError::NotMember(_) | SendError::Pending(_) => {
+                Status::failed_precondition(e.to_string())
+            }
         }
     }
 }

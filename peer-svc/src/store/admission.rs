@@ -71,6 +71,27 @@ impl Store {
         Ok(())
     }
 
+    /// Records that `identity` used the invitation with `invite_key`,
+    /// unless one was recorded already; returns the identity recorded
+    /// (this one, or the first), committed when this returns.
+    pub fn record_invitation_use(
+        &self,
+        invite_key: &[u8],
+        identity: &[u8],
+    ) -> Result<Vec<u8>, StoreError> {
+        let conn = self.conn.lock().expect("store lock");
+        conn.execute(
+            "INSERT INTO invitation_uses (invite_key, identity, at_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (invite_key) DO NOTHING",
+            params![invite_key, identity, chrono::Utc::now().timestamp_millis()],
+        )?;
+        Ok(conn.query_row(
+            "SELECT identity FROM invitation_uses WHERE invite_key = ?1",
+            [invite_key],
+            |r| r.get(0),
+        )?)
+    }
+
     /// Saves this peer's own credential (committed when this returns).
     pub fn save_own_credential(&self, credential: &[u8]) -> Result<(), StoreError> {
         let conn = self.conn.lock().expect("store lock");

@@ -171,6 +171,13 @@ const MIGRATIONS: &[&str] = &[
         identity BLOB NOT NULL,
         at_ms    INTEGER NOT NULL
      ) WITHOUT ROWID;",
+    // 8: the identity that used each invitation this peer issued, as it
+    // confirmed it: an invitation is used once.
+    "CREATE TABLE invitation_uses (
+        invite_key BLOB PRIMARY KEY,
+        identity   BLOB NOT NULL,
+        at_ms      INTEGER NOT NULL
+     ) WITHOUT ROWID;",
 ];
 
 /// A failure of the database.

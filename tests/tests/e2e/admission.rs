@@ -529,3 +529,158 @@ async fn an_invitation_bound_to_a_key_admits_that_identity_only() {
     let (ok, _, err) = alice.chat(&["invite", "frank", "--key", "abcd"]).await;
     assert!(!ok && err.contains("64 hex digits"), "{err}");
 }
+
+/// Issue 26, items 1 and 14: a bearer token is used once, whatever the
+/// order. The inviter confirms the first identity that uses it (in their
+/// first handshake) and refuses any other, naming the first; the other
+/// members never take an unconfirmed newcomer, so no second identity gets
+/// in anywhere and no relay holds its messages. First order: the real
+/// erin joins, then a copy of her token is tried. Second order (a stolen
+/// token): the thief joins while the inviter is away and is confirmed when
+/// she is back; the real frank is refused and told why; the inviter
+/// removes the thief's identity and invites frank again, bound to his key,
+/// and his data dir joins with that.
+#[tokio::test]
+async fn a_bearer_token_is_used_once_whatever_the_order() {
+    let discovery = Discovery::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = discovery.url();
+    let alice_log = dir.path().join("alice.log");
+    let alice_dir = dir.path().join("alice");
+    let alice = PeerProcess::start_with_args(
+        "alice",
+        &url,
+        &alice_dir,
+        &["--create-network"],
+        &[("RUST_LOG", "info")],
+        Some(&alice_log),
+    )
+    .await;
+    let bob = alice
+        .admit("bob", &[], &url, &dir.path().join("bob"), &[], None)
+        .await;
+    bob.wait_confirmed_by("alice").await;
+
+    // First order: erin, then a copy of her token.
+    let (ok, token, err) = alice.chat(&["invite", "erin"]).await;
+    assert!(ok, "{err}");
+    let token = token.trim().to_owned();
+    let erin_dir = dir.path().join("erin");
+    let erin =
+        PeerProcess::start_logged("erin", &url, &erin_dir, &[("CHAT_JOIN", &token)], None).await;
+    erin.wait_confirmed_by("alice").await;
+    let erin_number = chat_tests::chat_cli(&erin_dir, &["key"]).await.2;
+    let copy = PeerProcess::start_logged(
+        "erin",
+        &url,
+        &dir.path().join("erin-copy"),
+        &[("CHAT_JOIN", &token)],
+        None,
+    )
+    .await;
+    eventually("the copy to be told the token was used", || async {
+        let (ok, _, err) = copy.chat(&["send", "I am erin too"]).await;
+        !ok && err.contains("another identity") && err.contains("used first")
+    })
+    .await;
+    let (_, _, err) = copy.chat(&["send", "I am erin too"]).await;
+    let first = erin_number
+        .split("safety number ")
+        .nth(1)
+        .unwrap()
+        .split(')')
+        .next()
+        .unwrap();
+    assert!(
+        err.contains(first),
+        "names the first identity ({first}): {err}"
+    );
+    for peer in [&alice, &bob] {
+        peer.wait_connections(&if peer.name == "alice" {
+            ["bob", "erin"]
+        } else {
+            ["alice", "erin"]
+        })
+        .await;
+    }
+    let (ok, report, err) = erin.chat(&["send", "the real erin"]).await;
+    assert!(
+        ok && report.matches("delivered").count() == 2,
+        "{report}{err}"
+    );
+    let said = std::fs::read_to_string(&alice_log).unwrap();
+    assert!(
+        said.contains("a second identity tried to use an invitation"),
+        "{said}"
+    );
+    drop(copy);
+
+    // Second order: frank's token is stolen and used while alice is away.
+    let (ok, token, err) = alice.chat(&["invite", "frank"]).await;
+    assert!(ok, "{err}");
+    let token = token.trim().to_owned();
+    assert!(alice.process.terminate().await.success());
+    let thief = PeerProcess::start_logged(
+        "frank",
+        &url,
+        &dir.path().join("thief"),
+        &[("CHAT_JOIN", &token)],
+        None,
+    )
+    .await;
+    // Unconfirmed, the thief is no member to bob: he sends it nothing.
+    let (ok, report, err) = bob.chat(&["send", "while alice is away"]).await;
+    assert!(ok && !report.contains("frank"), "{report}{err}");
+    let (ok, _, err) = thief.chat(&["send", "let me in"]).await;
+    assert!(!ok && err.contains("not a member yet"), "{err}");
+    // Alice is back: the thief used the token first, and is confirmed.
+    let alice = PeerProcess::start("alice", &url, &alice_dir).await;
+    thief.wait_confirmed_by("alice").await;
+    let frank_dir = dir.path().join("frank");
+    let frank =
+        PeerProcess::start_logged("frank", &url, &frank_dir, &[("CHAT_JOIN", &token)], None).await;
+    eventually("the real frank to be told", || async {
+        let (ok, _, err) = frank.chat(&["send", "hi, it's frank"]).await;
+        !ok && err.contains("used first") && err.contains("chat key")
+    })
+    .await;
+    // Frank tells alice out of band; she removes the identity that used
+    // his token and invites him again, bound to his key.
+    let (_, thief_number, _) = alice.chat(&["verify", "frank"]).await;
+    let thief_number = thief_number
+        .lines()
+        .next()
+        .and_then(|l| l.split("safety number: ").nth(1))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let (ok, out, err) = alice
+        .chat(&["remove", "frank", "--key", &thief_number])
+        .await;
+    assert!(ok && out.contains(&thief_number), "{out}{err}");
+    drop(thief);
+    let (ok, key, err) = chat_tests::chat_cli(&frank_dir, &["key"]).await;
+    assert!(ok, "{err}");
+    let (ok, bound, err) = alice.chat(&["invite", "frank", "--key", key.trim()]).await;
+    assert!(ok, "{err}");
+    assert!(frank.process.terminate().await.success());
+    let frank = PeerProcess::start_logged(
+        "frank",
+        &url,
+        &frank_dir,
+        &[("CHAT_JOIN", bound.trim())],
+        None,
+    )
+    .await;
+    eventually("alice to trust frank's new key", || async {
+        alice.chat(&["trust", "frank"]).await.0
+    })
+    .await;
+    eventually("frank to reach alice and bob", || async {
+        let (ok, report, _) = frank.chat(&["send", "frank, for real"]).await;
+        ok && delivered_to(&report, "alice")
+    })
+    .await;
+    wait_for_message(&alice.data_dir, "frank, for real").await;
+    drop(bob);
+}

@@ -43,6 +43,7 @@ async fn a_full_registry_does_not_keep_a_new_member_out() {
         .await;
     let said = std::fs::read_to_string(&log).unwrap();
     assert!(said.contains("running unlisted"), "{said}");
+    carol.wait_confirmed_by("alice").await;
     eventually("alice to take carol by her credential", || async {
         let (_, report, _) = alice.chat(&["send", "welcome carol"]).await;
         delivered_to(&report, "carol")

@@ -335,6 +335,8 @@ async fn a_name_two_identities_claimed_is_removed_by_safety_number() {
     let bob = alice
         .admit("bob", &[], &url, &dir.path().join("bob"), &[], None)
         .await;
+    // Bob can invite once alice confirmed his own invitation's use.
+    bob.wait_confirmed_by("alice").await;
     let new_carol = bob
         .admit("carol", &[], &url, &dir.path().join("carol-new"), &[], None)
         .await;

@@ -198,6 +198,7 @@ async fn a_member_that_leaves_for_good_is_recorded_everywhere_and_cannot_rejoin(
     let bob = alice.admit("bob", &[], &url, &bob_dir, &[], None).await;
     let carol_dir = dir.path().join("carol");
     let carol = alice.admit("carol", &[], &url, &carol_dir, &[], None).await;
+    carol.wait_confirmed_by("alice").await;
     // Erin is carol's invitee: a leave must not take her along.
     let erin = carol
         .admit("erin", &[], &url, &dir.path().join("erin"), &[], None)
