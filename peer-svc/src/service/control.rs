@@ -37,6 +37,9 @@ use crate::{
     },
 };
 
+/// How long a leaver keeps telling the members online before it exits.
+const LEAVE_TELLS_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Most peers in one Connections answer: 1000 of the longest name and
 /// address encode to well under the 4 MiB message limit.
 pub const MAX_CONNECTIONS_PAGE: usize = 1000;
@@ -260,6 +263,29 @@ impl ControlService {
     /// who was told; the others hear at their next handshake with anyone
     /// who knows.
     async fn tell_online(&self, except: &str) -> Vec<String> {
+        self.tell_round(except, &[]).await.0
+    }
+
+    /// Like [`ControlService::tell_online`], again and again for up to
+    /// `within` until every member online was told: what a leaver does
+    /// before it exits, since after that nobody else holds its leave.
+    async fn tell_online_within(&self, within: std::time::Duration) -> Vec<String> {
+        let deadline = Instant::now() + within;
+        let mut told = Vec::new();
+        loop {
+            let (round, left) = self.tell_round("", &told).await;
+            told.extend(round);
+            if left == 0 || Instant::now() >= deadline {
+                return told;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+    }
+
+    /// One round: a fresh handshake with every member online but `except`
+    /// and those in `done`. Returns who heard, and how many did not. (Once
+    /// this peer is no member itself, a member refusing it knows already.)
+    async fn tell_round(&self, except: &str, done: &[String]) -> (Vec<String>, usize) {
         let admission = self.handshaker.admission();
         let others: Vec<Contact> = self
             .directory
@@ -267,16 +293,24 @@ impl ControlService {
             .into_iter()
             .filter(|c| {
                 c.name != except
+                    && !done.contains(&c.name)
                     && c.online
                     && !c.key_changed
                     && (admission.is_open() || admission.is_known_member(&c.name))
                     && !admission.is_removed(&c.name)
             })
             .collect();
-        futures::future::join_all(others.into_iter().map(|contact| async move {
+        let tried = others.len();
+        let told: Vec<String> = futures::future::join_all(others.into_iter().map(|contact| async move {
             self.peers.forget_sending(&contact.name);
             match self.handshaker.initiate(&contact).await {
                 Ok(_) => Some(contact.name),
+                Err(e)
+                    if e.code() == tonic::Code::PermissionDenied
+                        && admission.own_removal().is_some() =>
+                {
+                    Some(contact.name)
+                }
                 Err(e) => {
                     warn!(peer = %contact.name, error = %e.message(), "could not tell of a removal now; it hears at its next handshake");
                     None
@@ -286,7 +320,9 @@ impl ControlService {
         .await
         .into_iter()
         .flatten()
-        .collect()
+        .collect();
+        let left = tried - told.len();
+        (told, left)
     }
 
     /// Naming a dropped peer in a handshake or refresh takes it back: the
@@ -575,7 +611,7 @@ impl Control for ControlService {
                 .admission()
                 .leave()
                 .map_err(|e| refused("Control/Leave", ServiceError::from(e)))?;
-            let told = self.tell_online("").await;
+            let told = self.tell_online_within(LEAVE_TELLS_WITHIN).await;
             info!(
                 told = told.len(),
                 "left the network for good at the owner's request"
