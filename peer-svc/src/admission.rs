@@ -504,29 +504,29 @@ impl Admission {
         let (member, chain, confirmation) = match cached {
             Some(member) => (member, None, None),
             None => {
-                match credential::verify_credential(&own.network, &credential, name, static_key) {
-                    Ok(member) => (member, Some(credential.chain), None),
-                    // A newcomer that joined with a bearer token, in its
-                    // first handshake with its inviter: only this peer can
-                    // confirm it, and only for the first identity.
-                    Err(CredentialError::Unconfirmed(_)) => {
-                        let member = credential::verify_credential_unconfirmed(
-                            &own.network,
-                            &credential,
-                            name,
-                            static_key,
-                        )
-                        .map_err(not_member)?;
-                        // A removal says more than a missing confirmation
-                        // (and shows the newcomer the removal).
-                        if let Some(removed) = self.removed_error(name, &member) {
-                            return Err(removed);
-                        }
-                        let (chain, confirmation) =
-                            self.confirm_use(own, &credential, &member, name)?;
-                        (member, Some(chain), Some(confirmation))
+                // Verified once, the last link's confirmation aside: a
+                // newcomer that joined with a bearer token, in its first
+                // handshake with its inviter, has none yet, and only this
+                // peer can confirm it (for the first identity only).
+                let member = credential::verify_credential_unconfirmed(
+                    &own.network,
+                    &credential,
+                    name,
+                    static_key,
+                )
+                .map_err(not_member)?;
+                let at = credential.chain.len() - 1;
+                if credential::is_confirmed(&credential.chain[at], at) {
+                    (member, Some(credential.chain), None)
+                } else {
+                    // A removal says more than a missing confirmation
+                    // (and shows the newcomer the removal).
+                    if let Some(removed) = self.removed_error(name, &member) {
+                        return Err(removed);
                     }
-                    Err(e) => return Err(not_member(e)),
+                    let (chain, confirmation) =
+                        self.confirm_use(own, &credential, &member, name)?;
+                    (member, Some(chain), Some(confirmation))
                 }
             }
         };

@@ -275,6 +275,12 @@ pub fn confirm(issuer: &SigningKey, link: &Admission) -> Vec<u8> {
     issuer.sign(&use_signed(link)).to_bytes().to_vec()
 }
 
+/// True if `link` (at `at` in its chain) needs no confirmation or carries
+/// a valid one.
+pub fn is_confirmed(link: &Admission, at: usize) -> bool {
+    !needs_confirmation(link) || verify_confirmation(link, &link.confirmation, at).is_ok()
+}
+
 /// Checks `confirmation` of `link` by its issuer.
 pub fn verify_confirmation(
     link: &Admission,

@@ -435,18 +435,7 @@ fn admit(
     let network = credential::network_of(&credential).map_err(|e| refused(&e))?;
     // Our own credential must admit us, with this name and key (its last
     // link may wait for the inviter's confirmation: a bearer token's use).
-    credential::verify_credential(&network, &credential, &config.name, &static_key)
-        .or_else(|e| match e {
-            credential::CredentialError::Unconfirmed(_) => {
-                credential::verify_credential_unconfirmed(
-                    &network,
-                    &credential,
-                    &config.name,
-                    &static_key,
-                )
-            }
-            e => Err(e),
-        })
+    credential::verify_credential_unconfirmed(&network, &credential, &config.name, &static_key)
         .map_err(|e| {
             refused(&format!(
                 "the credential in {} does not admit this peer: {e}",
