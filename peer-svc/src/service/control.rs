@@ -136,6 +136,8 @@ impl ControlService {
             (true, Some((last, _))) => last.name.clone(),
             _ => String::new(),
         };
+        // One read of the verified marks for the page, not one per row.
+        let verified_here = self.store.verified_identities().unwrap_or_default();
         let page = contacts
             .into_iter()
             .map(|(c, standing)| {
@@ -153,7 +155,12 @@ impl ControlService {
                 } else {
                     SessionState::None
                 };
-                let verified = standing.is_none() && self.is_verified(&c.name);
+                let verified = standing.is_none()
+                    && verified_here.get(&c.name).is_some_and(|v| {
+                        admission
+                            .member_identity(&c.name)
+                            .is_some_and(|id| *v == id)
+                    });
                 Connection {
                     fingerprint: self.safety_number(&c.name, &c.fingerprint),
                     static_fingerprint: c.fingerprint,

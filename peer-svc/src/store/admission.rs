@@ -60,6 +60,16 @@ impl Store {
             .optional()?)
     }
 
+    /// Every member marked verified, with the identity key it was.
+    pub fn verified_identities(
+        &self,
+    ) -> Result<std::collections::HashMap<String, Vec<u8>>, StoreError> {
+        let conn = self.conn.lock().expect("store lock");
+        let mut statement = conn.prepare_cached("SELECT name, identity FROM verified")?;
+        let rows = statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Marks `name` verified with `identity` (committed when this returns).
     pub fn save_verified(&self, name: &str, identity: &[u8]) -> Result<(), StoreError> {
         let conn = self.conn.lock().expect("store lock");
