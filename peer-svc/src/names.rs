@@ -19,6 +19,10 @@ pub fn skeleton_of(name: &str) -> String {
 #[derive(Debug, Clone, Default)]
 pub struct Lookalikes {
     by_skeleton: HashMap<String, Vec<String>>,
+    /// Each known name and the other it looks like, worked out once: a
+    /// known sender (nearly every line shown) costs one lookup, not a
+    /// skeleton.
+    known: HashMap<String, Option<String>>,
 }
 
 impl Lookalikes {
@@ -36,19 +40,29 @@ impl Lookalikes {
                 same.push(name);
             }
         }
-        Self { by_skeleton }
+        let known = by_skeleton
+            .values()
+            .flat_map(|same| {
+                same.iter().map(|name| {
+                    let other = same.iter().find(|n| *n != name).cloned();
+                    (name.clone(), other)
+                })
+            })
+            .collect();
+        Self { by_skeleton, known }
     }
 
     /// True if `name` is one of the names known.
     pub fn knows(&self, name: &str) -> bool {
-        self.by_skeleton
-            .get(&skeleton_of(name))
-            .is_some_and(|same| same.iter().any(|n| n == name))
+        self.known.contains_key(name)
     }
 
     /// Another known name that `name` looks like (the same skeleton, not
     /// the same name), if there is one.
     pub fn looks_like(&self, name: &str) -> Option<&str> {
+        if let Some(other) = self.known.get(name) {
+            return other.as_deref();
+        }
         self.by_skeleton
             .get(&skeleton_of(name))?
             .iter()
